@@ -1,0 +1,390 @@
+"""The one data module of the project: dataset loading, image conversion and preprocessing.
+
+Everything that trains or evaluates a model here (the InfoDisent training script, the backbone
+pre-training, the benchmarks, the demo) reads images through this module, so that the same images
+go through the same Hugging Face image processor everywhere.
+
+Public API
+----------
+``DEFAULT_DATASET``
+    Absolute path of the bundled Fashion-MNIST subset (parquet, splits ``train``/``test``, 500/100
+    images per class), built by ``training/build_fashion_mnist_subset.py``.
+``DEFAULT_BACKBONE``
+    Absolute path of the bundled black-box classifier (``ResNetForImageClassification`` trained on the
+    full Fashion-MNIST training set, with its image processor), built by ``training/pretrain_backbone.py``.
+``load_image_dataset(dataset_name=None, train_dir=None, validation_dir=None, train_val_split=0.15,
+image_column_name=None, label_column_name=None, seed=0) -> (DatasetDict, image_col, label_col, id2label)``
+    A ``DatasetDict`` with exactly the splits ``"train"`` and ``"validation"``.
+``to_rgb(image) -> PIL.Image.Image``
+    Any PIL mode (or a numpy array) to 8-bit RGB; transparency is composited on white.
+``make_transform(image_processor, image_column, label_column, augment=False)``
+    A function for ``dataset.with_transform(...)`` producing ``{"pixel_values": (3,H,W) float tensor,
+    "labels": int}`` per example, via ``to_rgb`` then the image processor.
+``collate_fn(examples) -> {"pixel_values": (B,3,H,W), "labels": (B,)}``
+    For ``torch.utils.data.DataLoader(collate_fn=collate_fn)``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+_HERE = Path(__file__).resolve().parent
+#: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md).
+DEFAULT_DATASET = str(_HERE / "embedded" / "fashion_mnist_subset")
+#: Bundled black-box backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors).
+DEFAULT_BACKBONE = str(_HERE / "embedded" / "fashion_mnist_resnet")
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "DEFAULT_BACKBONE",
+    "load_image_dataset",
+    "to_rgb",
+    "make_transform",
+    "collate_fn",
+]
+
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+    "testing": "test",
+}
+_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+# --------------------------------------------------------------------------------------------- images
+def to_rgb(image: Any) -> Image.Image:
+    """Convert an image of any mode to an 8-bit ``RGB`` ``PIL.Image``.
+
+    Accepts a ``PIL.Image.Image`` (modes ``1, L, P, RGB, RGBA, LA, PA, CMYK, YCbCr, LAB, HSV, I, I;16*,
+    F`` ...) or a numpy array (H×W or H×W×{1,3,4}, uint8; other dtypes are rescaled like the modes
+    below). Rules:
+
+    - transparency (``RGBA``, ``LA``, ``PA``, ``P``/``L``/``RGB`` with a transparency key) is alpha-composited
+      on a white background;
+    - 16-bit modes (``I;16``, ``I;16B``, ...) are scaled by 1/257 to 0..255; ``I`` (32-bit int) is
+      treated as 16-bit data when its maximum exceeds 255, else as 8-bit; ``F`` is treated as 0..1
+      when its maximum is ≤ 1, else clipped to 0..255;
+    - every other mode goes through ``Image.convert("RGB")``.
+
+    Raises ``ValueError`` when ``image`` is not an image.
+    """
+    if isinstance(image, np.ndarray):
+        image = _array_to_pil(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(
+            f"to_rgb expects a PIL.Image.Image or a numpy array, got {type(image).__name__}. "
+            "Decode the image first (datasets' Image() feature does this)."
+        )
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image)), mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as e:  # pragma: no cover - exotic modes
+        raise ValueError(f"Cannot convert an image of mode {mode!r} to RGB: {e}") from e
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    a = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.floating):
+        a = a * 255.0 if (a.size and np.nanmax(a) <= 1.0) else a
+    elif arr.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")) or (a.size and a.max() > 255):
+        a = a / 257.0
+    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+
+
+def _array_to_pil(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(_to_uint8(arr), mode="L")
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return Image.fromarray(_to_uint8(arr), mode="RGB" if arr.shape[-1] == 3 else "RGBA")
+    raise ValueError(f"A numpy image must be H×W or H×W×{{1,3,4}}, got shape {arr.shape}.")
+
+
+# ----------------------------------------------------------------------------------- preprocessing
+def _augmentation():
+    from torchvision.transforms import v2
+
+    # Small geometric jitter only: flips + translation up to 8% + zoom 0.9-1.1 (a small random-resized-crop).
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomAffine(degrees=0, translate=(0.08, 0.08), scale=(0.9, 1.1)),
+        ]
+    )
+
+
+def make_transform(image_processor, image_column: str, label_column: str, augment: bool = False) -> Callable:
+    """Return a batch transform for ``dataset.with_transform(...)``.
+
+    Each example becomes ``{"pixel_values": float32 tensor (3,H,W), "labels": int}``: the image is
+    converted with :func:`to_rgb`, optionally augmented (``augment=True``: random horizontal flip and a
+    random affine translation ≤ 8% with zoom 0.9–1.1, torchvision ``transforms.v2`` on the PIL image), then
+    passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
+    (resize, rescale, normalise). Other columns are dropped.
+    """
+    aug = _augmentation() if augment else None
+
+    def transform(batch: dict) -> dict:
+        images = [to_rgb(im) for im in batch[image_column]]
+        if aug is not None:
+            images = [aug(im) for im in images]
+        pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": list(pixel_values), "labels": [int(y) for y in batch[label_column]]}
+
+    return transform
+
+
+def collate_fn(examples: list[dict]) -> dict:
+    """Stack examples from :func:`make_transform` into ``{"pixel_values": (B,3,H,W), "labels": (B,) long}``."""
+    import torch
+
+    pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples]).float()
+    labels = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)
+    return {"pixel_values": pixel_values, "labels": labels}
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _split_of(rel_path: str) -> str | None:
+    parts = Path(rel_path).parts
+    for part in parts[:-1]:
+        if part.lower() in _SPLIT_ALIASES:
+            return _SPLIT_ALIASES[part.lower()]
+    stem = Path(parts[-1]).name.split(".")[0].lower()
+    for sep in ("-", "_", "."):
+        head = stem.split(sep)[0]
+        if head in _SPLIT_ALIASES:
+            return _SPLIT_ALIASES[head]
+    return _SPLIT_ALIASES.get(stem)
+
+
+def _load_local_folder(folder: str):
+    import datasets
+
+    parquet = sorted(glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True))
+    if parquet:
+        data_files: dict[str, list[str]] = {}
+        for f in parquet:
+            split = _split_of(os.path.relpath(f, folder)) or "train"
+            data_files.setdefault(split, []).append(f)
+        return datasets.load_dataset("parquet", data_files=data_files)
+    has_images = any(
+        Path(f).suffix.lower() in _IMAGE_EXTENSIONS
+        for f in glob.iglob(os.path.join(folder, "**", "*"), recursive=True)
+    )
+    if not has_images:
+        raise ValueError(f"The folder {folder!r} contains neither parquet files nor images (imagefolder layout).")
+    return datasets.load_dataset("imagefolder", data_dir=folder)
+
+
+def _load_hub(name: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(name)
+    except Exception as e:  # DatasetNotFoundError, connection/offline errors, ...
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        raise ValueError(
+            f"Unknown dataset {name!r}: it is neither an existing local folder nor a dataset reachable on the "
+            f"Hugging Face Hub{' (HF_HUB_OFFLINE is set)' if offline else ''}. Underlying error: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+
+
+def _check_dir(path: str, what: str) -> None:
+    if not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is not an existing folder.")
+
+
+def _detect_image_column(ds, requested: str | None) -> str:
+    import datasets
+
+    cols = list(ds.column_names)
+    if requested is not None:
+        if requested not in cols:
+            raise ValueError(f"Image column {requested!r} not found; the dataset has columns {cols}.")
+        return requested
+    for c in cols:
+        if isinstance(ds.features[c], datasets.Image):
+            return c
+    for c in ("image", "img", "images", "pixel_values"):
+        if c in cols:
+            return c
+    raise ValueError(
+        f"No image column found (no Image() feature, no column named 'image' or 'img'); the dataset has "
+        f"columns {cols} with features {dict(ds.features)}. Pass image_column_name."
+    )
+
+
+def _detect_label_column(ds, requested: str | None, image_col: str) -> str:
+    import datasets
+
+    cols = list(ds.column_names)
+    if requested is not None:
+        if requested not in cols:
+            raise ValueError(f"Label column {requested!r} not found; the dataset has columns {cols}.")
+        return requested
+    for c in cols:
+        if c != image_col and isinstance(ds.features[c], datasets.ClassLabel):
+            return c
+    for c in ("label", "labels", "fine_label", "class", "target"):
+        if c in cols:
+            return c
+    raise ValueError(
+        f"No label column found (no ClassLabel feature, no column named 'label' or 'labels'); the dataset has "
+        f"columns {cols}. Pass label_column_name."
+    )
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    train_val_split: float = 0.15,
+    image_column_name: str | None = None,
+    label_column_name: str | None = None,
+    seed: int = 0,
+):
+    """Load an image-classification dataset as ``(DatasetDict(train=..., validation=...), image_col, label_col, id2label)``.
+
+    Sources (the argument names follow ``run_image_classification_no_trainer.py``):
+
+    - ``dataset_name`` an existing local folder with parquet files: loaded with
+      ``load_dataset("parquet", data_files={split: files})``; the split of each file comes from a
+      sub-folder (``train/``, ``test/``, ``validation/``, ``val/``...) or the file-name prefix
+      (``train-00000.parquet``, ``test_0.parquet``...); files without one go to ``train``.
+    - ``dataset_name`` an existing local folder of images: ``load_dataset("imagefolder", data_dir=...)``.
+    - ``dataset_name`` anything else: a Hub id, ``load_dataset(dataset_name)``.
+    - ``train_dir`` / ``validation_dir``: imagefolders (``class_name/xxx.png``), used when ``dataset_name``
+      is None.
+    - nothing at all: the bundled subset :data:`DEFAULT_DATASET`.
+
+    Validation split: ``validation`` (or ``valid``/``val``/``dev``) if present, else ``test``, else a seeded
+    split of ``train`` with fraction ``train_val_split`` (stratified by the label when it is a ClassLabel).
+    Other splits are dropped.
+
+    Columns: the image column is ``image_column_name`` or the first ``Image()`` feature (else a column named
+    ``image``/``img``); the label column is ``label_column_name`` or the first ``ClassLabel`` (else
+    ``label``/``labels``). The label must be a ``ClassLabel`` or an integer ``Value``.
+
+    ``id2label`` maps ``int -> str``: the ClassLabel names, else ``str(i)`` for ``i`` in ``0..max_label``.
+
+    Raises ``ValueError`` (in user terms) for: a path that is neither a folder nor a reachable Hub id, a missing
+    image/label column (the message lists the existing columns), a label column that is not integer/ClassLabel
+    (the message gives its type), an empty split, an invalid ``train_val_split``.
+    """
+    import datasets
+
+    if dataset_name is None and train_dir is None and validation_dir is None:
+        dataset_name = DEFAULT_DATASET
+
+    if dataset_name is not None:
+        name = os.path.expanduser(str(dataset_name))
+        if os.path.isdir(name):
+            raw = _load_local_folder(name)
+        elif os.path.exists(name):
+            raise ValueError(f"Dataset path {name!r} is a file, not a folder; pass the folder that holds it.")
+        elif os.path.isabs(name) or str(dataset_name).startswith((".", "~")) or str(dataset_name).count("/") > 1:
+            raise ValueError(
+                f"Unknown dataset {dataset_name!r}: it is neither an existing local folder nor a Hugging Face Hub "
+                "dataset id (owner/name)."
+            )
+        else:
+            raw = _load_hub(str(dataset_name))
+    else:
+        if train_dir is None:
+            raise ValueError("validation_dir was given without train_dir; pass train_dir (an imagefolder) too.")
+        _check_dir(train_dir, "train_dir")
+        data_files = {"train": os.path.join(train_dir, "**")}
+        if validation_dir is not None:
+            _check_dir(validation_dir, "validation_dir")
+            data_files["validation"] = os.path.join(validation_dir, "**")
+        raw = datasets.load_dataset("imagefolder", data_files=data_files)
+
+    if isinstance(raw, datasets.Dataset):
+        raw = datasets.DatasetDict({"train": raw})
+    splits = {(_SPLIT_ALIASES.get(k.lower(), k.lower())): v for k, v in raw.items()}
+    if "train" not in splits:
+        raise ValueError(f"The dataset has no 'train' split; its splits are {list(raw.keys())}.")
+    for k, v in splits.items():
+        if len(v) == 0:
+            raise ValueError(f"The split {k!r} of the dataset is empty (0 rows).")
+
+    train = splits["train"]
+    image_col = _detect_image_column(train, image_column_name)
+    label_col = _detect_label_column(train, label_column_name, image_col)
+    label_feature = train.features[label_col]
+    is_classlabel = isinstance(label_feature, datasets.ClassLabel)
+    if not is_classlabel:
+        dtype = getattr(label_feature, "dtype", None)
+        if not (isinstance(label_feature, datasets.Value) and dtype and "int" in dtype):
+            raise ValueError(
+                f"The label column {label_col!r} has type {label_feature!r}; it must be a ClassLabel or an integer "
+                f"Value (class indices). Convert it, e.g. dataset.class_encode_column({label_col!r}) for strings."
+            )
+    if not isinstance(train.features[image_col], datasets.Image):
+        try:
+            splits = {k: v.cast_column(image_col, datasets.Image()) for k, v in splits.items()}
+        except Exception as e:
+            raise ValueError(
+                f"The image column {image_col!r} has type {train.features[image_col]!r} and cannot be read as "
+                f"images: {e}"
+            ) from e
+        train = splits["train"]
+
+    if "validation" in splits:
+        validation = splits["validation"]
+    elif "test" in splits:
+        validation = splits["test"]
+    else:
+        if not 0.0 < float(train_val_split) < 1.0:
+            raise ValueError(f"train_val_split must be in (0, 1), got {train_val_split}.")
+        kwargs = {"stratify_by_column": label_col} if is_classlabel else {}
+        try:
+            parts = train.train_test_split(test_size=train_val_split, seed=seed, **kwargs)
+        except ValueError:  # too few examples per class to stratify
+            parts = train.train_test_split(test_size=train_val_split, seed=seed)
+        train, validation = parts["train"], parts["test"]
+        if len(train) == 0 or len(validation) == 0:
+            raise ValueError(
+                f"Splitting {len(splits['train'])} training rows with train_val_split={train_val_split} left an "
+                "empty split."
+            )
+    for c in (image_col, label_col):
+        if c not in validation.column_names:
+            raise ValueError(f"Column {c!r} is missing from the validation split, which has {validation.column_names}.")
+
+    if is_classlabel:
+        id2label = {i: str(n) for i, n in enumerate(label_feature.names)}
+    else:
+        import pyarrow.compute as pc
+
+        lo = min(pc.min(d.data.column(label_col)).as_py() for d in (train, validation))
+        hi = max(pc.max(d.data.column(label_col)).as_py() for d in (train, validation))
+        if lo is None or lo < 0:
+            raise ValueError(f"The integer label column {label_col!r} has negative or missing values (min {lo}).")
+        id2label = {i: str(i) for i in range(int(hi) + 1)}
+
+    return datasets.DatasetDict({"train": train, "validation": validation}), image_col, label_col, id2label

@@ -1,0 +1,315 @@
+"""Train the bundled black-box classifier that InfoDisent explains by default.
+
+A Hugging Face ``ResNetForImageClassification`` (basic blocks, two stages) trained from scratch on the FULL
+Fashion-MNIST training set (60,000 images, from the Debian package ``dataset-fashion-mnist``) with
+``accelerate``, reading images through ``training/data.py`` (``to_rgb`` → augmentation → the model's own
+``ViTImageProcessor``: grey 28×28 images become 3-channel RGB, resized to 56×56 and normalised with
+Fashion-MNIST statistics). At 56×56 the last feature map (``ResNetModel.last_hidden_state``) is 128×7×7.
+
+Writes ``--output_dir`` (default ``training/embedded/fashion_mnist_resnet``): ``model.safetensors``,
+``config.json``, ``preprocessor_config.json``, ``README.md`` (model card) and ``training_results.json``
+(full_test_accuracy, subset_test_accuracy, feature_map_shape, train_runtime_s, epochs, command, ...).
+
+    python training/pretrain_backbone.py --num_train_epochs 8
+
+``--max_train_steps N --no_save`` times a few steps without saving anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from training.build_fashion_mnist_subset import CLASS_NAMES, full_fashion_mnist_dataset  # noqa: E402
+from training.data import (  # noqa: E402
+    DEFAULT_BACKBONE,
+    DEFAULT_DATASET,
+    collate_fn,
+    load_image_dataset,
+    make_transform,
+)
+
+# Fashion-MNIST pixel statistics (training set, pixels scaled to [0, 1]).
+FMNIST_MEAN = 0.2860
+FMNIST_STD = 0.3530
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output_dir", default=DEFAULT_BACKBONE)
+    p.add_argument("--image_size", type=int, default=56)
+    p.add_argument("--embedding_size", type=int, default=32)
+    p.add_argument("--hidden_sizes", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--depths", type=int, nargs="+", default=[2, 2])
+    p.add_argument("--num_train_epochs", type=int, default=8)
+    p.add_argument("--max_train_steps", type=int, default=None, help="stop after N steps (timing runs)")
+    p.add_argument("--per_device_train_batch_size", type=int, default=128)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=500)
+    p.add_argument("--learning_rate", type=float, default=3e-3)
+    p.add_argument("--weight_decay", type=float, default=0.05)
+    p.add_argument("--label_smoothing", type=float, default=0.1)
+    p.add_argument("--no_augment", action="store_true", help="disable flip + translation/zoom augmentation")
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--num_threads", type=int, default=2)
+    p.add_argument("--channels_last", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_save", action="store_true", help="do not write the output folder (timing runs)")
+    return p.parse_args(argv)
+
+
+def build_model_and_processor(args):
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    id2label = dict(enumerate(CLASS_NAMES))
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=args.embedding_size,
+        hidden_sizes=list(args.hidden_sizes),
+        depths=list(args.depths),
+        layer_type="basic",
+        hidden_act="relu",
+        downsample_in_first_stage=False,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
+    model = ResNetForImageClassification(config)
+    processor = ViTImageProcessor(
+        do_resize=True,
+        size={"height": args.image_size, "width": args.image_size},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[FMNIST_MEAN] * 3,
+        image_std=[FMNIST_STD] * 3,
+    )
+    return model, processor
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, desc="eval"):
+    model.eval()
+    correct = total = 0
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        preds, labels = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+        correct += (preds == labels).sum().item()
+        total += labels.numel()
+    return correct / max(total, 1)
+
+
+def write_model_card(out: Path, results: dict, config_dict: dict):
+    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub.repocard_data import EvalResult
+
+    data = ModelCardData(
+        library_name="transformers",
+        license="mit",
+        pipeline_tag="image-classification",
+        tags=["image-classification", "resnet", "fashion-mnist", "infodisent"],
+        datasets=["zalando-datasets/fashion_mnist"],
+        model_name="fashion_mnist_resnet",
+        eval_results=[
+            EvalResult(
+                task_type="image-classification",
+                dataset_type="zalando-datasets/fashion_mnist",
+                dataset_name="Fashion-MNIST (full 10k test set)",
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_value=results["full_test_accuracy"],
+            )
+        ],
+    )
+    fm = results["feature_map_shape"]
+    content = f"""---
+{data.to_yaml()}
+---
+
+# fashion_mnist_resnet — the black box InfoDisent explains by default
+
+A small Hugging Face `ResNetForImageClassification` (basic blocks, {len(config_dict['depths'])} stages,
+hidden sizes {config_dict['hidden_sizes']}, depths {config_dict['depths']}, embedding size
+{config_dict['embedding_size']}; {results['num_parameters']:,} parameters) trained from scratch on the full
+Fashion-MNIST training set (60,000 images). Grey 28×28 images are converted to RGB and preprocessed by the
+bundled `ViTImageProcessor` (resize to {results['image_size']}×{results['image_size']}, rescale, normalise
+with mean {FMNIST_MEAN} / std {FMNIST_STD}).
+
+| measure | value |
+|---|---|
+| top-1 accuracy, full Fashion-MNIST test set (10,000 images) | **{100 * results['full_test_accuracy']:.2f}%** |
+| top-1 accuracy, bundled subset test split (1,000 images, `training/embedded/fashion_mnist_subset`) | {100 * results['subset_test_accuracy']:.2f}% |
+| last feature map (`ResNetModel.last_hidden_state`, C×H×W) | {fm[0]}×{fm[1]}×{fm[2]} |
+| training wall time ({results['epochs']} epochs, 2-core CPU, shared machine) | {results['train_runtime_s'] / 60:.1f} min |
+
+## Use
+
+```python
+from transformers import AutoImageProcessor, ResNetForImageClassification
+model = ResNetForImageClassification.from_pretrained("training/embedded/fashion_mnist_resnet")
+processor = AutoImageProcessor.from_pretrained("training/embedded/fashion_mnist_resnet")
+inputs = processor(image.convert("RGB"), return_tensors="pt")
+logits = model(**inputs).logits
+```
+
+## Training
+
+```
+{results['command']}
+```
+
+Recipe: AdamW (lr {results['learning_rate']}, weight decay {results['weight_decay']}), one-cycle schedule,
+batch {results['batch_size']}, label smoothing {results['label_smoothing']}, augmentation
+{'none' if not results['augment'] else 'random horizontal flip + random affine (translation ≤ 8%, zoom 0.9–1.1)'},
+seed {results['seed']}, {results['epochs']} epochs, `accelerate` on CPU ({results['num_threads']} threads).
+Data from the Debian package `dataset-fashion-mnist` read by `training/build_fashion_mnist_subset.py`;
+preprocessing by `training/data.py` (the same code as the InfoDisent training script).
+
+Config: `{json.dumps({k: config_dict[k] for k in ('embedding_size', 'hidden_sizes', 'depths', 'layer_type', 'downsample_in_first_stage')})}`
+
+## Licence and data
+
+Weights: MIT. Training data: Fashion-MNIST, MIT licence, Copyright © 2017 Zalando SE
+(Xiao, Rasul, Vollgraf, *Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms*, 2017).
+"""
+    ModelCard(content).save(out / "README.md")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(args.seed)
+    command = "python training/pretrain_backbone.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+
+    model, processor = build_model_and_processor(args)
+    t0 = time.time()
+    train_ds = full_fashion_mnist_dataset("train")
+    test_ds = full_fashion_mnist_dataset("test")
+    subset, img_col, lbl_col, _ = load_image_dataset(DEFAULT_DATASET)
+    subset_test = subset["validation"]
+    accelerator.print(f"data: train {len(train_ds)}, test {len(test_ds)}, subset test {len(subset_test)} "
+                      f"({time.time() - t0:.1f}s)")
+
+    train_ds = train_ds.with_transform(make_transform(processor, "image", "label", augment=not args.no_augment))
+    test_ds = test_ds.with_transform(make_transform(processor, "image", "label"))
+    subset_test = subset_test.with_transform(make_transform(processor, img_col, lbl_col))
+
+    g = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(train_ds, batch_size=args.per_device_train_batch_size, shuffle=True,
+                              collate_fn=collate_fn, num_workers=args.num_workers, drop_last=True, generator=g)
+    test_loader = DataLoader(test_ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn)
+    subset_loader = DataLoader(subset_test, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn)
+
+    steps_per_epoch = len(train_loader)
+    total_steps = args.num_train_epochs * steps_per_epoch
+    if args.max_train_steps is not None:
+        total_steps = min(total_steps, args.max_train_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.learning_rate, total_steps=total_steps,
+                                                    pct_start=0.2)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model, optimizer, train_loader, test_loader, subset_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, test_loader, subset_loader, scheduler
+    )
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    accelerator.print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {steps_per_epoch} steps/epoch, "
+                      f"{total_steps} steps in all")
+    step = 0
+    t_train = time.time()
+    progress = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, mininterval=10)
+    epochs_run = 0
+    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+        model.train()
+        run_loss = run_correct = run_n = 0
+        for batch in train_loader:
+            x = batch["pixel_values"]
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(pixel_values=x).logits
+            loss = loss_fn(logits, batch["labels"])
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            run_loss += loss.item() * len(x)
+            run_correct += (logits.argmax(-1) == batch["labels"]).sum().item()
+            run_n += len(x)
+            step += 1
+            progress.update(1)
+            if step % 50 == 0:
+                progress.set_postfix(loss=f"{run_loss / run_n:.3f}", acc=f"{run_correct / run_n:.3f}")
+            if step >= total_steps:
+                break
+        epochs_run += 1
+        sub_acc = evaluate(model, subset_loader, accelerator, "subset")
+        accelerator.print(f"epoch {epoch + 1}: train loss {run_loss / max(run_n, 1):.4f} acc "
+                          f"{run_correct / max(run_n, 1):.4f}; subset test acc {sub_acc:.4f}; "
+                          f"{time.time() - t_train:.0f}s elapsed")
+        if step >= total_steps:
+            break
+    progress.close()
+    train_runtime = time.time() - t_train
+    accelerator.print(f"training: {step} steps in {train_runtime:.1f}s ({train_runtime / step:.3f}s/step)")
+
+    full_acc = evaluate(model, test_loader, accelerator, "full test")
+    sub_acc = evaluate(model, subset_loader, accelerator, "subset test")
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    with torch.no_grad():
+        fmap = unwrapped.resnet(torch.zeros(1, 3, args.image_size, args.image_size)).last_hidden_state
+    feature_map_shape = list(fmap.shape[1:])
+    accelerator.print(f"full test accuracy {full_acc:.4f}; subset test accuracy {sub_acc:.4f}; "
+                      f"feature map {feature_map_shape}")
+    if args.no_save or not accelerator.is_main_process:
+        return
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unwrapped = unwrapped.to(memory_format=torch.contiguous_format)
+    unwrapped.save_pretrained(out)
+    processor.save_pretrained(out)
+    results = {
+        "full_test_accuracy": round(full_acc, 4),
+        "subset_test_accuracy": round(sub_acc, 4),
+        "feature_map_shape": feature_map_shape,
+        "train_runtime_s": round(train_runtime, 1),
+        "epochs": epochs_run,
+        "steps": step,
+        "command": command,
+        "image_size": args.image_size,
+        "batch_size": args.per_device_train_batch_size,
+        "learning_rate": args.learning_rate,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "augment": not args.no_augment,
+        "seed": args.seed,
+        "num_threads": args.num_threads,
+        "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+        "torch_version": torch.__version__,
+    }
+    (out / "training_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_model_card(out, results, unwrapped.config.to_dict())
+    accelerator.print(f"saved to {out}")
+
+
+if __name__ == "__main__":
+    main()
