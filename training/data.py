@@ -189,14 +189,25 @@ def _load_local_folder(folder: str):
         for f in parquet:
             split = _split_of(os.path.relpath(f, folder)) or "train"
             data_files.setdefault(split, []).append(f)
-        return datasets.load_dataset("parquet", data_files=data_files)
+        return _load_or_empty_error(datasets.load_dataset, "parquet", data_files=data_files)
     has_images = any(
         Path(f).suffix.lower() in _IMAGE_EXTENSIONS
         for f in glob.iglob(os.path.join(folder, "**", "*"), recursive=True)
     )
     if not has_images:
         raise ValueError(f"The folder {folder!r} contains neither parquet files nor images (imagefolder layout).")
-    return datasets.load_dataset("imagefolder", data_dir=folder)
+    return _load_or_empty_error(datasets.load_dataset, "imagefolder", data_dir=folder)
+
+
+def _load_or_empty_error(load, *args, **kwargs):
+    try:
+        return load(*args, **kwargs)
+    except ValueError as e:  # datasets: 'Instruction "test" corresponds to no data!'
+        msg = str(e)
+        if "corresponds to no data" in msg:
+            split = msg.split('"')[1] if msg.count('"') >= 2 else "?"
+            raise ValueError(f"The split {split!r} of the dataset is empty (0 rows).") from e
+        raise
 
 
 def _load_hub(name: str):
@@ -321,7 +332,7 @@ def load_image_dataset(
         if validation_dir is not None:
             _check_dir(validation_dir, "validation_dir")
             data_files["validation"] = os.path.join(validation_dir, "**")
-        raw = datasets.load_dataset("imagefolder", data_files=data_files)
+        raw = _load_or_empty_error(datasets.load_dataset, "imagefolder", data_files=data_files)
 
     if isinstance(raw, datasets.Dataset):
         raw = datasets.DatasetDict({"train": raw})
