@@ -277,11 +277,16 @@ class InfoDisentRotation(nn.Module):
         self._cache_key: tuple | None = None
 
     def _compute(self) -> torch.Tensor:
-        skew = self.generator - self.generator.T
+        # In float64: in float32 the error of exp / solve grows with the generator's norm and UᵀU drifts from I by
+        # ~1e-5 once training has moved G; in float64 U stays orthogonal to float32 precision, at the cost of one
+        # D x D float64 matrix function per training step (once in eval mode).
+        skew = (self.generator - self.generator.T).double()
         if self.parametrization == "matrix_exp":
-            return torch.linalg.matrix_exp(skew)
-        eye = torch.eye(self.dim, device=skew.device, dtype=skew.dtype)
-        return torch.linalg.solve(eye - skew, eye + skew)  # Cayley: (I - A)^-1 (I + A)
+            u = torch.linalg.matrix_exp(skew)
+        else:
+            eye = torch.eye(self.dim, device=skew.device, dtype=skew.dtype)
+            u = torch.linalg.solve(eye - skew, eye + skew)  # Cayley: (I - A)^-1 (I + A)
+        return u.to(self.generator.dtype)
 
     def matrix(self) -> torch.Tensor:
         if self.generator is None:
@@ -466,7 +471,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.backbone.model.eval()  # frozen: batch-norm statistics and dropout stay as pretrained
+        self.backbone.eval()  # frozen: batch-norm statistics and dropout stay as pretrained
         return self
 
     def set_gumbel_temperature(self, temperature: float) -> None:
@@ -698,15 +703,17 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in os.listdir(path)
         ):
             raise OSError(f"{path!r} has no model weights (no *.safetensors file). Is it the right folder?")
-        try:
-            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except RuntimeError as error:
-            if "size mismatch" in str(error) and "classifier" in str(error):
+        requested = kwargs.get("id2label") or kwargs.get("num_labels")
+        if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
+            requested = len(requested) if isinstance(requested, dict) else int(requested)
+            stored = InfoDisentConfig.from_pretrained(pretrained_model_name_or_path).num_labels
+            if requested != stored:
                 raise ValueError(
-                    f"The checkpoint in {path!r} has a classifier for a different number of classes than the "
-                    f"`id2label` / `num_labels` you passed: {error}"
-                ) from error
-            raise
+                    f"The checkpoint {path!r} has a classifier for {stored} classes but you asked for {requested} "
+                    "(id2label / num_labels): a different number of classes. Pass ignore_mismatched_sizes=True to "
+                    "start a fresh classifier, or use InfoDisentForImageClassification.from_backbone."
+                )
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model.backbone.model.requires_grad_(False)  # loading materialises fresh parameters: freeze them again
         return model
 

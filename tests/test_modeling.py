@@ -1,0 +1,309 @@
+"""The model (issue 2): the method's identities on every backbone family, freezing, pooling, save / load, errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_resnet_config
+from transformers import (
+    AutoModel,
+    AutoModelForImageClassification,
+    BertConfig,
+    ConvNextConfig,
+    Dinov2Config,
+    ResNetForImageClassification,
+    SwinConfig,
+    TimmWrapperConfig,
+    ViTConfig,
+)
+
+from modeling_infodisent import InfoDisentConfig, InfoDisentForImageClassification
+
+LABELS = {0: "cat", 1: "dog", 2: "bird", 3: "fish"}
+
+BACKBONES = {
+    "resnet": lambda: tiny_resnet_config(),
+    "convnext": lambda: ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_stages=4),
+    "vit": lambda: ViTConfig(
+        image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    ),
+    "swin": lambda: SwinConfig(
+        image_size=64, patch_size=4, embed_dim=8, depths=[1] * 4, num_heads=[1, 1, 2, 2], window_size=2
+    ),
+    "dinov2": lambda: Dinov2Config(
+        image_size=64, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_register_tokens=0
+    ),
+    "timm": lambda: TimmWrapperConfig(architecture="test_resnet"),
+}
+# Expected grid for a 64 x 80 input (non-square, non-default size).
+EXPECTED_GRID = {"resnet": (2, 3), "convnext": (2, 2), "vit": (8, 10), "swin": (2, 3), "dinov2": (8, 10), "timm": (2, 3)}
+
+
+def build(name, **kwargs):
+    torch.manual_seed(0)
+    return InfoDisentForImageClassification.from_backbone(BACKBONES[name](), id2label=LABELS, **kwargs)
+
+
+def orthogonality_error(u: torch.Tensor) -> float:
+    return float((u.T @ u - torch.eye(u.shape[0])).abs().max())
+
+
+def training_steps(model, steps=3, push_w_negative=False):
+    """A few Adam steps on the trainable parameters; optionally with a loss whose gradient pushes W below zero."""
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(steps):
+        x = torch.randn(4, 3, 64, 64)
+        out = model(x, labels=torch.tensor([0, 1, 2, 3]))
+        loss = out.loss + (100.0 * model.classifier_weight.sum() if push_w_negative else 0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_family_contract(name):
+    model = build(name).eval()
+    x = torch.randn(2, 3, 64, 80)
+    out = model(x)
+    d = model.config.num_features
+    assert out.logits.shape == (2, 4)
+    assert out.pos_activations.shape == out.neg_activations.shape == (2, d)
+    assert out.pos_locations.shape == out.neg_locations.shape == (2, d, 2)
+    assert out.feature_grid == EXPECTED_GRID[name]
+    assert (out.pos_activations >= 0).all() and (out.neg_activations >= 0).all()
+
+    # logits decompose exactly into (pos - neg) W^T + b
+    w, b = model.classifier_weight, model.classifier_bias
+    assert torch.allclose(out.logits, (out.pos_activations - out.neg_activations) @ w.T + b, atol=1e-5)
+
+    # pooled values are the brute-force max of ReLU(+-J) over positions, at the reported locations
+    rotated = model.head.rotate(model.extract_features(x))
+    flat = rotated.flatten(2)
+    assert torch.allclose(out.pos_activations, flat.clamp_min(0).amax(-1), atol=1e-6)
+    assert torch.allclose(out.neg_activations, (-flat).clamp_min(0).amax(-1), atol=1e-6)
+    rows, cols = out.pos_locations[..., 0], out.pos_locations[..., 1]
+    at_loc = rotated[torch.arange(2)[:, None], torch.arange(d)[None, :], rows, cols]
+    assert torch.allclose(at_loc.clamp_min(0), out.pos_activations, atol=1e-6)
+
+    # the explanation adds up to the logit, for the predicted class and for a chosen class
+    for target in (None, 3):
+        for explanation in model.explain(x, target=target):
+            assert abs(explanation.bias + sum(p.contribution for p in explanation.prototypes) - explanation.logit) < 1e-5
+            assert explanation.prototypes[0].heatmap.shape == (64, 80)
+            contributions = [abs(p.contribution) for p in explanation.prototypes]
+            assert contributions == sorted(contributions, reverse=True)
+    assert model.explain(x)[0].target == int(out.logits[0].argmax())
+
+    # U orthogonal before and after training; W >= 0 even when the gradient pushes it negative
+    assert orthogonality_error(model.rotation) < 1e-5
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    training_steps(model, push_w_negative=True)
+    assert orthogonality_error(model.rotation) < 1e-5
+    assert (model.classifier_weight >= 0).all()
+    # the frozen backbone: no grad, weights and batch-norm statistics unchanged by train-mode steps
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, backbone_before[key]), key
+
+
+def test_backbone_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
+    model = build("resnet")
+    model.train()
+    assert model.training and model.head.training
+    assert not any(m.training for m in model.backbone.modules())
+    stats = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    assert stats
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 64, 64) * 5 + 3)
+    for key, value in stats.items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+
+
+def test_rotation_is_cached_in_eval_and_recomputed_after_an_update():
+    model = build("resnet").eval()
+    first = model.rotation
+    assert model.rotation is first  # materialised once
+    with torch.no_grad():
+        model.head.rotation.generator.add_(0.1)
+    second = model.rotation
+    assert second is not first and not torch.equal(second, first)
+    assert orthogonality_error(second) < 1e-5
+    expected = torch.linalg.matrix_exp(model.head.rotation.generator - model.head.rotation.generator.T)
+    assert torch.allclose(second, expected)
+
+
+@pytest.mark.parametrize("rotation", ["cayley", "identity"])
+def test_other_rotations(rotation):
+    model = build("resnet", rotation=rotation)
+    training_steps(model)
+    assert orthogonality_error(model.rotation) < 1e-5
+    if rotation == "identity":
+        assert torch.equal(model.rotation, torch.eye(model.config.num_features))
+
+
+def test_train_mode_relaxation_tends_to_the_max_as_temperature_falls():
+    model = build("resnet")
+    x = torch.randn(16, 3, 64, 64)
+    exact = model.eval()(x)
+    model.train()
+    errors = []
+    for temperature in (10.0, 1.0, 0.1, 0.01, 0.001):
+        model.set_gumbel_temperature(temperature)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            relaxed = model(x)
+        errors.append(float((relaxed.pos_activations - exact.pos_activations).abs().mean()))
+        assert (relaxed.pos_activations <= exact.pos_activations + 1e-6).all()  # a weighted mean never exceeds the max
+    assert all(a >= b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-3 * float(exact.pos_activations.abs().mean())
+    assert errors[0] > 10 * errors[-1]
+
+
+def test_relaxation_sends_gradient_to_several_positions():
+    model = build("resnet", gumbel_noise=False, gumbel_temperature=1.0).train()
+    features = model.extract_features(torch.randn(1, 3, 64, 64)).requires_grad_(True)
+    out = model.head(features)
+    out.pos_activations[0, 0].backward()
+    assert int((features.grad.abs().sum(1) > 0).sum()) > 1
+
+
+def test_loss_is_cross_entropy():
+    model = build("resnet").eval()
+    x, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 2, 1])
+    out = model(x, labels=labels)
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+
+
+def test_explain_top_k_keeps_the_residual():
+    model = build("resnet").eval()
+    x = torch.randn(1, 3, 64, 64)
+    full = model.explain(x)[0]
+    top = model.explain(x, top_k=3)[0]
+    assert [p.name for p in top.prototypes] == [p.name for p in full.prototypes[:3]]
+    assert abs(top.total - top.logit) < 1e-5
+
+
+def test_save_and_load_round_trip_with_auto_classes(tmp_path):
+    model = build("resnet").eval()
+    model.save_pretrained(tmp_path)
+    files = set(os.listdir(tmp_path))
+    assert {"config.json", "model.safetensors", "modeling_infodisent.py", "configuration_infodisent.py"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
+
+    x = torch.randn(2, 3, 64, 64)
+    expected = model(x).logits
+    for loader in (InfoDisentForImageClassification, AutoModel, AutoModelForImageClassification):
+        loaded = loader.from_pretrained(tmp_path)
+        assert isinstance(loaded, InfoDisentForImageClassification)
+        assert torch.equal(loaded(x).logits, expected)
+        assert not any(p.requires_grad for p in loaded.backbone.parameters())
+    config = InfoDisentConfig.from_pretrained(tmp_path)
+    assert config.to_dict() == model.config.to_dict()
+    assert config.backbone_config.hidden_sizes == [8, 16, 24, 32]
+
+
+def test_trust_remote_code_without_the_package(tmp_path):
+    model = build("resnet").eval()
+    model.save_pretrained(tmp_path / "model")
+    x = torch.randn(2, 3, 64, 64)
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(model(x).logits, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path = [p for p in sys.path if p not in ("", {REPO_ROOT!r})]
+        try:
+            import modeling_infodisent
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("the package must not be importable in this test")
+        import torch
+        from transformers import AutoModel, AutoModelForImageClassification
+        x = torch.load({str(tmp_path / "x.pt")!r})
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        for auto in (AutoModel, AutoModelForImageClassification):
+            model = auto.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            assert torch.equal(model(x).logits, expected)
+        print("REMOTE-CODE-OK")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "REMOTE-CODE-OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_from_backbone_keeps_pretrained_weights_bit_identical(tmp_path):
+    torch.manual_seed(1)
+    config = tiny_resnet_config(id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    classifier = ResNetForImageClassification(config)
+    classifier.save_pretrained(tmp_path)
+    model = InfoDisentForImageClassification.from_backbone(str(tmp_path))
+    assert model.config.id2label == {0: "a", 1: "b"}  # taken from the backbone's head
+    expected = classifier.resnet.state_dict()
+    loaded = model.backbone.model.state_dict()
+    assert expected.keys() == loaded.keys()
+    assert all(torch.equal(expected[k], loaded[k]) for k in expected)
+    # ... from a model instance as well, with new labels (the backbone's head is dropped)
+    model = InfoDisentForImageClassification.from_backbone(classifier, id2label=LABELS)
+    assert model.config.num_labels == 4
+    assert all(torch.equal(expected[k], model.backbone.model.state_dict()[k]) for k in expected)
+
+
+def test_error_backbone_without_spatial_map():
+    with pytest.raises(ValueError, match=r"BertModel.*not an image model.*no spatial feature map"):
+        InfoDisentForImageClassification.from_backbone(BertConfig(hidden_size=32, num_hidden_layers=1,
+                                                                   num_attention_heads=2, intermediate_size=32),
+                                                       id2label=LABELS)
+
+
+def test_error_id2label_required_without_a_head():
+    with pytest.raises(ValueError, match="id2label.*required"):
+        InfoDisentForImageClassification.from_backbone(tiny_resnet_config())
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((3, 64, 64), r"\(batch, channels, height, width\).*3 dimensions"), ((2, 1, 64, 64), "1 channels.*expects 3")],
+)
+def test_error_pixel_values_shape(shape, message):
+    model = build("resnet")
+    with pytest.raises(ValueError, match=message):
+        model(torch.randn(*shape))
+
+
+def test_error_id2label_size_mismatching_the_saved_head(tmp_path):
+    build("resnet").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="different number of classes"):
+        InfoDisentForImageClassification.from_pretrained(tmp_path, id2label={0: "only-one", 1: "two"})
+
+
+def test_error_folder_without_weights(tmp_path):
+    build("resnet").config.save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="no model weights"):
+        InfoDisentForImageClassification.from_pretrained(tmp_path)
+
+
+def test_error_explain_target_out_of_range():
+    model = build("resnet")
+    with pytest.raises(ValueError, match="out of range.*4 classes"):
+        model.explain(torch.randn(1, 3, 64, 64), target=7)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="rotation"):
+        InfoDisentConfig(rotation="givens")
+    with pytest.raises(ValueError, match="model_type"):
+        InfoDisentConfig(backbone_config={"hidden_sizes": [8]})
