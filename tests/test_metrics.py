@@ -1,0 +1,259 @@
+"""The metric code (issues 7 and 8) on constructed cases with known answers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modeling_infodisent.metrics import (
+    class_contributions,
+    deletion_insertion_auc,
+    explanation_size,
+    explanation_sizes,
+    fast_class_heatmap,
+    fraction_unused_poles,
+    mean_pairwise_rv,
+    road_scores,
+    rv_coefficient,
+)
+
+# ------------------------------------------------------------------------------------------------------------
+# Explanation size
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 7, 10, 20, 33, 128])
+def test_one_hot_has_size_one(n):
+    c = np.zeros(n)
+    c[n // 2] = 3.7
+    assert explanation_size(c) == 1
+
+
+@pytest.mark.parametrize("n", list(range(1, 41)) + [100, 128, 2048])
+def test_uniform_needs_ceil_ninety_percent(n):
+    expected = (9 * n + 9) // 10  # ceil(0.9 n) in integer arithmetic
+    assert explanation_size(torch.full((n,), 0.25)) == expected
+    assert explanation_size([1.0] * n) == expected
+
+
+def test_negative_evidence_is_ignored_and_order_does_not_matter():
+    # Positive total 10, 90% = 9: 5 + 3 = 8 is short, 5 + 3 + 2 = 10 reaches it -> 3 prototypes.
+    assert explanation_size([2.0, -100.0, 5.0, 3.0, -1.0]) == 3
+    assert explanation_size([3.0, 5.0, 2.0]) == 3
+    assert explanation_size([3.0, 5.0, 2.0], fraction=0.5) == 1  # 5 >= 0.5 * 10
+    assert explanation_size([3.0, 5.0, 2.0], fraction=0.8) == 2  # 8 >= 0.8 * 10 exactly
+    assert explanation_size([-1.0, -2.0]) == 0
+    assert explanation_size([]) == 0
+
+
+def test_batched_sizes_match_the_single_version():
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(50, 30)) * rng.random((50, 1)) * 10
+    assert explanation_sizes(c).tolist() == [explanation_size(row) for row in c]
+
+
+def test_explanation_size_errors():
+    with pytest.raises(ValueError, match="fraction"):
+        explanation_size([1.0], fraction=0.0)
+    with pytest.raises(ValueError, match="1-D"):
+        explanation_size(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        explanation_size([1.0, float("nan")])
+    with pytest.raises(TypeError, match="numeric"):
+        explanation_size(["a", "b"])
+
+
+def test_size_of_an_explanation_object_and_class_contributions(tiny_model):
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 64, 64)
+    explanations = tiny_model.explain(x)
+    out = tiny_model(x)
+    targets = out.logits.argmax(-1)
+    contributions = class_contributions(tiny_model.classifier_weight, out.pos_activations, out.neg_activations, targets)
+    d = tiny_model.config.num_features
+    assert contributions.shape == (3, 2 * d)
+    bias = tiny_model.classifier_bias.detach()[targets]
+    torch.testing.assert_close(contributions.sum(1) + bias, out.logits.detach()[torch.arange(3), targets])
+    for e, row in zip(explanations, contributions):
+        assert explanation_size(e) == explanation_size(row)  # same evidence, two routes
+        assert explanation_size(e) >= 1
+    cut = tiny_model.explain(x[:1], top_k=2)[0]
+    if cut.residual != 0.0:
+        with pytest.raises(ValueError, match="top_k"):
+            explanation_size(cut)
+
+
+def test_class_contributions_errors():
+    w, p = torch.ones(3, 4), torch.ones(2, 4)
+    with pytest.raises(ValueError, match="same D"):
+        class_contributions(w, torch.ones(2, 5), torch.ones(2, 5), [0, 1])
+    with pytest.raises(ValueError, match="targets"):
+        class_contributions(w, p, p, [0])
+    with pytest.raises(ValueError, match="class indices"):
+        class_contributions(w, p, p, [0, 3])
+
+
+def test_fraction_unused_poles():
+    c = np.zeros((3, 8))
+    c[0, 0] = 1.0  # pole 0
+    c[1, 1] = 2.0  # pole 1
+    c[2, 0], c[2, 5] = 1.0, -4.0  # pole 0 again; pole 5 is evidence against
+    assert fraction_unused_poles(c) == pytest.approx(1 - 2 / 8)
+    # On |contribution|, row 2 needs pole 5 (4 of 5 = 80% < 90%) and pole 0: 3 poles used.
+    assert fraction_unused_poles(c, absolute=True) == pytest.approx(1 - 3 / 8)
+    uniform = np.ones((1, 10))
+    assert fraction_unused_poles(uniform) == pytest.approx(0.1)  # 9 of 10 needed
+
+
+# ------------------------------------------------------------------------------------------------------------
+# RV coefficient
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_rv_identical_rotated_and_scaled_is_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert rv_coefficient(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert rv_coefficient(x, 3.0 * x @ q + 5.0) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_rv_independent_is_near_zero_and_single_columns_give_squared_correlation():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5000, 3)), rng.normal(size=(5000, 4))
+    assert rv_coefficient(x, y) < 0.01
+    a = rng.normal(size=300)
+    b = 0.5 * a + rng.normal(size=300)
+    assert rv_coefficient(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1] ** 2, rel=1e-10)
+
+
+def test_rv_errors():
+    with pytest.raises(ValueError, match="same number of rows"):
+        rv_coefficient(np.ones((3, 2)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="constant"):
+        rv_coefficient(np.ones((5, 2)), np.arange(10.0).reshape(5, 2))
+
+
+def test_mean_pairwise_rv_matches_pairwise_brute_force():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(40, 4, 3, 2))
+    f[:, 1] = 2 * f[:, 0]  # channels 0 and 1 share everything
+    f[:, 3] = 7.0  # a constant channel: left out
+    channels = [f[:, c].reshape(40, -1) for c in range(3)]
+    pairs = [rv_coefficient(channels[i], channels[j]) for i in range(3) for j in range(3) if i != j]
+    assert mean_pairwise_rv(f) == pytest.approx(np.mean(pairs), rel=1e-9)
+    assert mean_pairwise_rv(torch.from_numpy(f.reshape(40, 4, 6))) == pytest.approx(np.mean(pairs), rel=1e-9)
+    pooled = rng.normal(size=(100, 2))
+    assert mean_pairwise_rv(pooled) == pytest.approx(np.corrcoef(pooled.T)[0, 1] ** 2, rel=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        mean_pairwise_rv(np.ones(5))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Deletion / insertion, ROAD
+# ------------------------------------------------------------------------------------------------------------
+
+
+class InformativePatchModel(nn.Module):
+    """Two classes; logit 0 = scale * mean of the pixels in `patch` (all channels), logit 1 = 0. Nothing else matters."""
+
+    def __init__(self, patch, scale=6.0):
+        super().__init__()
+        self.patch = patch
+        self.scale = scale
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        (r0, r1), (c0, c1) = self.patch
+        s = self.scale * x[:, :, r0:r1, c0:c1].mean(dim=(1, 2, 3))
+        return torch.stack((s, torch.zeros_like(s)), dim=1)
+
+
+def trapezoid(curve, dx):
+    return float(sum((a + b) / 2 * dx for a, b in zip(curve[:-1], curve[1:])))
+
+
+def test_deletion_and_insertion_auc_exact_on_a_constructed_model():
+    model = InformativePatchModel(((0, 2), (0, 2)))  # the 4 informative pixels of a 4x4 image
+    image = torch.ones(1, 2, 4, 4)
+    good = torch.zeros(1, 4, 4)
+    good[0, :2, :2] = 1.0
+    inverse = 1.0 - good
+    p_full = float(torch.sigmoid(torch.tensor(6.0)))  # softmax([6, 0])[0]
+    half = 0.5  # patch fully removed: softmax([0, 0])
+    kwargs = dict(steps=4, baseline=0.0)  # 4 pixels per step: step 1 removes exactly the patch for `good`
+
+    del_good, curve = deletion_insertion_auc(model, image, good, [0], mode="deletion", return_curves=True, **kwargs)
+    np.testing.assert_allclose(curve[0], [p_full, half, half, half, half], rtol=1e-6)
+    assert del_good[0] == pytest.approx(trapezoid([p_full, half, half, half, half], 0.25), rel=1e-6)
+    del_bad = deletion_insertion_auc(model, image, inverse, [0], mode="deletion", **kwargs)
+    assert del_bad[0] == pytest.approx(trapezoid([p_full, p_full, p_full, p_full, half], 0.25), rel=1e-6)
+    assert del_good[0] < del_bad[0]  # lower deletion AUC is better
+
+    ins_good = deletion_insertion_auc(model, image, good, [0], mode="insertion", **kwargs)
+    ins_bad = deletion_insertion_auc(model, image, inverse, [0], mode="insertion", **kwargs)
+    assert ins_good[0] == pytest.approx(trapezoid([half, p_full, p_full, p_full, p_full], 0.25), rel=1e-6)
+    assert ins_bad[0] == pytest.approx(trapezoid([half, half, half, half, p_full], 0.25), rel=1e-6)
+    assert ins_good[0] > ins_bad[0]  # higher insertion AUC is better
+
+
+def test_deletion_ranks_a_larger_image_batch_and_tensor_baseline():
+    torch.manual_seed(0)
+    model = InformativePatchModel(((3, 6), (2, 5)))
+    images = torch.rand(3, 3, 12, 12) + 0.5
+    good = torch.zeros(3, 12, 12)
+    good[:, 3:6, 2:5] = torch.rand(3, 3, 3) + 1.0
+    random_map = torch.rand(3, 12, 12)
+    d_good = deletion_insertion_auc(model, images, good, [0, 0, 0], steps=16, baseline=torch.zeros(3, 1, 1))
+    d_rand = deletion_insertion_auc(model, images, random_map, [0, 0, 0], steps=16, baseline=torch.zeros(3, 1, 1))
+    d_inv = deletion_insertion_auc(model, images, -good, [0, 0, 0], steps=16, baseline=0.0)
+    assert d_good.shape == (3,)
+    assert (d_good < d_rand).all() and (d_rand < d_inv).all()
+    # Ties (the flat 0 region of `good`) are broken at random but reproducibly.
+    np.testing.assert_array_equal(d_good, deletion_insertion_auc(model, images, good, [0, 0, 0], steps=16))
+
+
+def test_deletion_insertion_errors():
+    model = InformativePatchModel(((0, 1), (0, 1)))
+    x = torch.ones(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="mode"):
+        deletion_insertion_auc(model, x, np.zeros((2, 4, 4)), [0, 0], mode="both")
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        deletion_insertion_auc(model, x, np.zeros((2, 5, 4)), [0, 0])
+    with pytest.raises(ValueError, match="targets"):
+        deletion_insertion_auc(model, x, np.zeros((2, 4, 4)), [0])
+    with pytest.raises(ValueError, match="steps"):
+        deletion_insertion_auc(model, x, np.zeros((2, 4, 4)), [0, 0], steps=0)
+
+
+def test_road_scores_rank_a_constructed_heatmap_and_run_on_a_tiny_infodisent(tiny_model):
+    pytest.importorskip("pytorch_grad_cam")
+    # A bright patch on a dark background; removing it (imputed from dark neighbours) removes the evidence.
+    model = InformativePatchModel(((5, 9), (6, 10)))
+    image = torch.zeros(1, 3, 16, 16)
+    image[:, :, 5:9, 6:10] = 1.0
+    good = torch.zeros(1, 16, 16)
+    good[0, 5:9, 6:10] = 1.0
+    percentiles = (50, 90)
+    s_good = road_scores(model, image, good, [0], percentiles=percentiles)
+    s_bad = road_scores(model, image, 1.0 - good, [0], percentiles=percentiles)
+    assert s_good["morf"][0] < s_bad["morf"][0]  # most relevant first: the good map destroys more confidence
+    assert s_good["combined"][0] > s_bad["combined"][0]
+    np.testing.assert_allclose(s_good["combined"], (s_good["lerf"] - s_good["morf"]) / 2)
+
+    x = torch.randn(2, 3, 32, 32)
+    heat = np.stack([fast_class_heatmap(e) for e in tiny_model.explain(x)])
+    scores = road_scores(tiny_model, x, heat, [0, 1], percentiles=(20, 80))
+    assert set(scores) == {"morf", "lerf", "combined"}
+    for value in scores.values():
+        assert value.shape == (2,) and np.isfinite(value).all()
+    again = road_scores(tiny_model, x, heat, [0, 1], percentiles=(20, 80))
+    np.testing.assert_array_equal(scores["morf"], again["morf"])  # seeded imputation noise
+
+
+def test_fast_class_heatmap_equals_class_heatmap(tiny_model):
+    torch.manual_seed(2)
+    for e in tiny_model.explain(torch.randn(2, 3, 48, 40)):
+        fast = fast_class_heatmap(e)
+        assert fast.shape == (48, 40)
+        np.testing.assert_allclose(fast, e.class_heatmap(), rtol=1e-4, atol=1e-5)
