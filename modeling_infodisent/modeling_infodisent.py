@@ -388,9 +388,12 @@ class InfoDisentHead(nn.Module):
         return self.rotation(feature_map.reshape(b, d, h * w)).reshape(b, d, h, w)
 
     def forward(self, feature_map: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
-        b, d, h, w = feature_map.shape
-        rotated = self.rotation(feature_map.reshape(b, d, h * w))
-        pos, neg, pos_index, neg_index = self.pooling(rotated)
+        return self.forward_rotated(self.rotate(feature_map), labels)
+
+    def forward_rotated(self, rotated: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
+        """Pooling and classifier on an already rotated map J (B, D, h, w)."""
+        b, d, h, w = rotated.shape
+        pos, neg, pos_index, neg_index = self.pooling(rotated.reshape(b, d, h * w))
         logits = self.classifier(pos - neg)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return InfoDisentImageClassifierOutput(
@@ -538,7 +541,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         try:
             features = self.extract_features(pixel_values)
             rotated = self.head.rotate(features)
-            out = self.head(features)
+            out = self.head.forward_rotated(rotated)
         finally:
             self.train(was_training)
         batch = pixel_values.shape[0]
