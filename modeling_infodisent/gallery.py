@@ -1,0 +1,720 @@
+"""The prototype gallery: for every prototype, the training patches that activate it most.
+
+InfoDisent's prototypes are the two poles (positive ``+`` and negative ``-``) of each rotated channel ``c``. A pole
+means little as a number; it becomes readable when we see the images where it fires hardest. This module computes
+that gallery in one pass over a dataset (like ProtoPNet's "push", but without changing any weight), stores it next
+to the model weights in a portable form, and loads it back.
+
+The patch rule (documented here and recorded in ``prototype_gallery.json`` under ``"rule"``)
+-----------------------------------------------------------------------------------------------
+For an image and a pole ``(c, sign)`` with activation ``a = max ReLU(sign * J_c) > 0``:
+
+1. the pole's map ``ReLU(sign * J_c)`` (h x w feature grid) is upsampled bilinearly (``align_corners=False``, as
+   `Prototype.heatmap`) to the model input, on a grid of ``box_resolution`` (64) pixels along the longer side (or
+   the feature grid, if finer);
+2. the region is the set of upsampled pixels ``>= threshold * peak`` (``threshold = 0.5``) that lie in feature cells
+   8-connected to the peak cell through cells ``>= threshold * peak``: the blob around the maximum, not every other
+   place that also fires;
+3. its bounding box is widened, centred, to at least ``min_box_fraction`` (1/4) of the input's width and height, so
+   that a one-cell peak still shows some context;
+4. the box is mapped from model-input pixels to source-image pixels through the image processor's geometry
+   (resize, ``crop_pct`` / centre crop: see `visible_region`), then made square (the longer side, centred, shifted
+   to stay inside the image) so that the patch is not distorted;
+5. the patch is that box of the source image (RGB), resized to ``patch_size`` x ``patch_size`` (nearest neighbour
+   when enlarging 2x or more so small images stay crisp, bicubic otherwise; letterboxed on grey in the rare case
+   where the square does not fit in the image). ``GalleryEntry.box`` is exactly the box the patch shows.
+
+Per pole the top-k images are ranked by activation (ties: lower dataset index first); an image counts once per pole
+(its maximum); images where the pole does not fire (activation 0) are never listed. A pole that fires on no image
+of the dataset is *dead* (`PrototypeGallery.is_dead`).
+
+Files (inside the model folder, uploaded with it):
+    ``prototype_gallery.json``         the index: format, rule, top_k, and per pole its entries (source id, class,
+                                       activation, location, box, rank, patch number) — sorted keys, fixed floats,
+                                       so save -> load -> save is byte-identical;
+    ``prototype_gallery.safetensors``  ``patches``: uint8 (N, P, P, 3), the crops in index order.
+Nothing is pickled, and `PrototypeGallery.load` only reads JSON and safetensors.
+
+Only the model file, numpy, torch and PIL are used (no matplotlib): the training script and the Space import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = [
+    "GALLERY_INDEX_NAME",
+    "GALLERY_WEIGHTS_NAME",
+    "GalleryEntry",
+    "PrototypeGallery",
+    "box_from_map",
+    "compute_gallery",
+    "input_box_to_source",
+    "load_model_and_gallery",
+    "square_box",
+    "crop_patch",
+    "to_rgb",
+    "visible_region",
+]
+
+GALLERY_INDEX_NAME = "prototype_gallery.json"
+GALLERY_WEIGHTS_NAME = "prototype_gallery.safetensors"
+_FORMAT = "infodisent-prototype-gallery"
+_VERSION = 1
+_PAD_COLOUR = (127, 127, 127)
+
+RULE_DESCRIPTION = (
+    "Pole map ReLU(sign*J_c) upsampled bilinearly to the model input (box_resolution px along the longer side); "
+    "bounding box of the pixels >= threshold*peak inside the feature cells 8-connected to the peak cell through "
+    "cells >= threshold*peak; widened to at least "
+    "min_box_fraction of the input's width and height; mapped to source-image pixels through the image "
+    "processor's resize/crop geometry; made square (longer side, centred, kept inside the image); cropped from the "
+    "RGB source and resized to patch_size x patch_size. Top-k images per pole by activation, ties by dataset index; "
+    "activation 0 never listed; a pole with no listed image is dead."
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def to_rgb(image: Any) -> Image.Image:
+    """Any PIL image (modes 1, L, P, RGB, RGBA, LA, I, I;16, F, CMYK, ...) or uint8 array to 8-bit RGB.
+
+    Transparency is composited on white; 16-bit data is scaled to 0..255 (same rules as ``training/data.py``, which
+    the package cannot import because only ``modeling_infodisent`` is installed).
+    """
+    if isinstance(image, np.ndarray):
+        array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise ValueError(f"A numpy image must be HxW or HxWx{{1,3,4}}, got shape {image.shape}.")
+        image = Image.fromarray(_to_uint8(array))
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    a = array.astype(np.float64)
+    if np.issubdtype(array.dtype, np.floating):
+        a = a * 255.0 if (a.size and np.nanmax(a) <= 1.0) else a
+    elif array.dtype.itemsize >= 2 and a.size and a.max() > 255:
+        a = a / 257.0  # 16-bit data
+    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+
+
+def _size_value(size: Any, key: str) -> int | None:
+    if size is None:
+        return None
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The part of a source image of size ``(width, height)`` that the model input shows, as (left, top, right,
+    bottom) in source pixels, following the image processor's geometry:
+
+    * ``size={"height", "width"}`` resize (ViT, DeiT): the whole image, stretched;
+    * ``size={"shortest_edge"}`` resize keeping the aspect ratio (ConvNeXt's ``crop_pct``: shortest edge
+      ``int(s / crop_pct)`` then a centre crop ``s x s`` when ``s < 384``);
+    * then ``do_center_crop`` with ``crop_size``.
+
+    Anything else (no processor, no resize) is treated as the whole image.
+    """
+    width, height = source_size
+    if image_processor is None or not getattr(image_processor, "do_resize", True):
+        resized_w, resized_h = float(width), float(height)
+        size = None
+    else:
+        size = getattr(image_processor, "size", None)
+        resized_w, resized_h = float(width), float(height)
+    crop_w = crop_h = None
+    if size is not None:
+        h, w = _size_value(size, "height"), _size_value(size, "width")
+        shortest = _size_value(size, "shortest_edge")
+        crop_pct = getattr(image_processor, "crop_pct", None)
+        if h and w:
+            resized_w, resized_h = float(w), float(h)
+        elif shortest:
+            if crop_pct is not None and shortest < 384:  # ConvNeXt-style processors
+                target, crop_w, crop_h = int(shortest / crop_pct), shortest, shortest
+            elif crop_pct is not None:
+                target = None
+                resized_w = resized_h = float(shortest)  # ConvNeXt warps to a square at >= 384
+            else:
+                target = shortest
+            if target is not None:  # shortest edge to `target`, aspect kept (as transformers rounds it)
+                if width <= height:
+                    resized_w, resized_h = float(target), float(int(target * height / width))
+                else:
+                    resized_w, resized_h = float(int(target * width / height)), float(target)
+    if getattr(image_processor, "do_center_crop", False):
+        crop = getattr(image_processor, "crop_size", None)
+        crop_h, crop_w = _size_value(crop, "height") or crop_h, _size_value(crop, "width") or crop_w
+    left, top, right, bottom = 0.0, 0.0, resized_w, resized_h
+    if crop_w and crop_h:
+        left, top = max(0.0, (resized_w - crop_w) / 2), max(0.0, (resized_h - crop_h) / 2)
+        right, bottom = min(resized_w, left + crop_w), min(resized_h, top + crop_h)
+    sx, sy = width / resized_w, height / resized_h
+    return (left * sx, top * sy, right * sx, bottom * sy)
+
+
+def model_view(image: Image.Image, image_processor: Any) -> Image.Image:
+    """The part of `image` the model sees (see `visible_region`), uncropped when the processor does not crop."""
+    region = visible_region(image_processor, image.size)
+    box = tuple(int(round(v)) for v in region)
+    if box == (0, 0, image.width, image.height):
+        return image
+    return image.crop(box)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The patch rule
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def box_from_map(
+    maps: torch.Tensor,
+    input_size: tuple[int, int],
+    threshold: float = 0.5,
+    min_box_fraction: float = 0.25,
+    box_resolution: int = 64,
+) -> np.ndarray:
+    """Steps 1-3 of the rule for a batch of pole maps ``(n, h, w)`` (>= 0, each with a positive peak).
+
+    Returns ``(n, 4)`` float boxes (left, top, right, bottom) in model-input pixels (``input_size = (H, W)``).
+    The region grows from the peak cell over the feature grid (cheap: h x w cells) by 8-neighbour dilation among
+    the cells >= threshold * peak; the box is that of the upsampled pixels >= threshold * peak inside those cells.
+    """
+    n, h, w = maps.shape
+    height, width = input_size
+    if n == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    scale = min(1.0, box_resolution / max(height, width))
+    gh, gw = max(h, round(height * scale)), max(w, round(width * scale))
+    maps = maps.float()
+    peak, arg = maps.reshape(n, -1).max(dim=1)
+    level = (threshold * peak)[:, None, None, None]
+    cells = (maps[:, None] >= level).float()
+    component = torch.zeros_like(cells)
+    component.view(n, -1)[torch.arange(n), arg] = 1.0
+    for _ in range(h * w):  # a 3x3 max-pool is one step of 8-neighbour dilation
+        grown = F.max_pool2d(component, kernel_size=3, stride=1, padding=1) * cells
+        if torch.equal(grown, component):
+            break
+        component = grown
+    up = F.interpolate(maps[:, None], size=(gh, gw), mode="bilinear", align_corners=False)
+    inside = F.interpolate(component, size=(gh, gw), mode="nearest") > 0
+    seed_cell = torch.zeros_like(cells)
+    seed_cell.view(n, -1)[torch.arange(n), arg] = 1.0
+    seed = F.interpolate(seed_cell, size=(gh, gw), mode="nearest")
+    component = (up >= level) & inside
+    # Bilinear interpolation can dip just below the level everywhere in a lone peak cell: then take that cell.
+    empty = ~component.flatten(1).any(dim=1)
+    component[empty] = seed[empty] > 0
+    component = component[:, 0]
+    rows = component.any(dim=2).numpy()
+    cols = component.any(dim=1).numpy()
+    boxes = np.zeros((n, 4), dtype=np.float64)
+    for i in range(n):
+        r = np.flatnonzero(rows[i])
+        c = np.flatnonzero(cols[i])
+        boxes[i] = (c[0], r[0], c[-1] + 1, r[-1] + 1)
+    boxes[:, [0, 2]] *= width / gw
+    boxes[:, [1, 3]] *= height / gh
+    for axis, extent in ((0, width), (1, height)):
+        low, high = boxes[:, axis], boxes[:, axis + 2]
+        need = max(1.0, min_box_fraction * extent)
+        short = (high - low) < need
+        centre = (low + high) / 2
+        new_low = np.clip(centre - need / 2, 0.0, max(0.0, extent - need))
+        boxes[:, axis] = np.where(short, new_low, low)
+        boxes[:, axis + 2] = np.where(short, np.minimum(new_low + need, extent), high)
+    return boxes
+
+
+def input_box_to_source(
+    box: Sequence[float], input_size: tuple[int, int], region: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """Step 4a: a box in model-input pixels (input_size = (H, W)) to source pixels, given the visible region."""
+    height, width = input_size
+    left, top, right, bottom = region
+    sx, sy = (right - left) / width, (bottom - top) / height
+    return (left + box[0] * sx, top + box[1] * sy, left + box[2] * sx, top + box[3] * sy)
+
+
+def square_box(box: Sequence[float], source_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Step 4b: integer square box (longer side, centred, shifted inside the image; clipped if it cannot fit)."""
+    width, height = source_size
+    left, top = math.floor(box[0]), math.floor(box[1])
+    right, bottom = math.ceil(box[2]), math.ceil(box[3])
+    side = max(1, right - left, bottom - top)
+
+    def place(low: int, high: int, extent: int) -> tuple[int, int]:
+        start = (low + high - side) // 2
+        start = min(max(start, 0), max(0, extent - side))
+        return start, min(start + side, extent)
+
+    left, right = place(left, right, width)
+    top, bottom = place(top, bottom, height)
+    return (int(left), int(top), int(right), int(bottom))
+
+
+def crop_patch(image: Image.Image, box: tuple[int, int, int, int], patch_size: int) -> np.ndarray:
+    """Step 5: the (patch_size, patch_size, 3) uint8 patch showing `box` of the RGB `image`."""
+    crop = image.crop(box)
+    cw, ch = crop.size
+    scale = patch_size / max(cw, ch)
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BICUBIC
+    new_w, new_h = max(1, round(cw * scale)), max(1, round(ch * scale))
+    crop = crop.resize((new_w, new_h), resample)
+    if (new_w, new_h) != (patch_size, patch_size):
+        canvas = Image.new("RGB", (patch_size, patch_size), _PAD_COLOUR)
+        canvas.paste(crop, ((patch_size - new_w) // 2, (patch_size - new_h) // 2))
+        crop = canvas
+    return np.asarray(crop, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The gallery
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GalleryEntry:
+    """One of the top-k training patches of one pole."""
+
+    image: Image.Image  # the patch (patch_size x patch_size RGB)
+    source_id: int | str  # dataset index, or the value of `id_column`
+    label: int  # the source image's class
+    label_name: str
+    activation: float  # the pole's activation on the source image
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) of the patch in source-image pixels
+    location: tuple[int, int]  # (row, col) of the pole's peak in the feature grid
+    rank: int  # 0 = the strongest
+    channel: int
+    sign: int
+
+
+def _sign_key(sign: int | str) -> int:
+    if sign in (1, "+", "pos", "positive"):
+        return 1
+    if sign in (-1, "-", "neg", "negative"):
+        return -1
+    raise ValueError(f"A pole's sign is +1 or -1 ('+' / '-'), got {sign!r}.")
+
+
+class PrototypeGallery:
+    """Top-k patches of every pole ``(channel, sign)``; see the module docstring for the rule and the files."""
+
+    def __init__(
+        self,
+        num_channels: int,
+        top_k: int,
+        patch_size: int,
+        rule: dict,
+        num_images: int,
+        poles: dict[tuple[int, int], list[dict]],
+        patches: np.ndarray,
+    ):
+        self.num_channels = int(num_channels)
+        self.top_k = int(top_k)
+        self.patch_size = int(patch_size)
+        self.rule = dict(rule)
+        self.num_images = int(num_images)
+        self._poles = poles
+        self._patches = patches
+
+    def __repr__(self) -> str:
+        dead = sum(self.is_dead(c, s) for c in range(self.num_channels) for s in (1, -1))
+        return (
+            f"PrototypeGallery(num_channels={self.num_channels}, top_k={self.top_k}, patch_size={self.patch_size}, "
+            f"num_images={self.num_images}, dead_poles={dead}/{2 * self.num_channels})"
+        )
+
+    def _check_channel(self, channel: int) -> None:
+        if not 0 <= int(channel) < self.num_channels:
+            raise IndexError(f"Channel {channel} is out of range: the gallery has {self.num_channels} channels.")
+
+    def entries(self, channel: int, sign: int | str) -> list[GalleryEntry]:
+        """The pole's patches, strongest first (empty for a dead pole)."""
+        self._check_channel(channel)
+        sign = _sign_key(sign)
+        result = []
+        for record in self._poles.get((int(channel), sign), []):
+            result.append(
+                GalleryEntry(
+                    image=Image.fromarray(self._patches[record["patch"]], mode="RGB"),
+                    source_id=record["source_id"],
+                    label=int(record["label"]),
+                    label_name=record["label_name"],
+                    activation=float(record["activation"]),
+                    box=tuple(record["box"]),
+                    location=tuple(record["location"]),
+                    rank=int(record["rank"]),
+                    channel=int(channel),
+                    sign=sign,
+                )
+            )
+        return result
+
+    def is_dead(self, channel: int, sign: int | str) -> bool:
+        """True when the pole fired (activation > 0) on no image of the gallery dataset."""
+        self._check_channel(channel)
+        return not self._poles.get((int(channel), _sign_key(sign)))
+
+    def max_activation(self, channel: int, sign: int | str) -> float:
+        """The pole's largest activation over the gallery dataset (0.0 for a dead pole)."""
+        self._check_channel(channel)
+        records = self._poles.get((int(channel), _sign_key(sign)))
+        return float(records[0]["activation"]) if records else 0.0
+
+    # -- files --------------------------------------------------------------------------------------------------
+
+    def _index(self) -> dict:
+        poles = []
+        for channel in range(self.num_channels):
+            for sign in (1, -1):
+                records = self._poles.get((channel, sign), [])
+                poles.append(
+                    {
+                        "channel": channel,
+                        "sign": "+" if sign > 0 else "-",
+                        "dead": not records,
+                        "entries": records,
+                    }
+                )
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "num_channels": self.num_channels,
+            "top_k": self.top_k,
+            "patch_size": self.patch_size,
+            "num_images": self.num_images,
+            "rule": self.rule,
+            "poles": poles,
+        }
+
+    def _index_text(self) -> str:
+        """The index as JSON text: sorted keys, one line per pole (readable and diff-friendly)."""
+        index = self._index()
+        poles = index.pop("poles")
+        lines = [f" {json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)}," for key, value in sorted(index.items())]
+        pole_lines = ",\n".join("  " + json.dumps(pole, sort_keys=True, ensure_ascii=False) for pole in poles)
+        return "{\n" + "\n".join(lines) + '\n "poles": [\n' + pole_lines + "\n ]\n}\n"
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``prototype_gallery.json`` and ``prototype_gallery.safetensors`` into `folder` (created if needed).
+
+        Deterministic bytes: the same gallery always gives the same files. Each file goes through a temporary file
+        and a rename, so a crash never leaves a half-written gallery."""
+        from safetensors.numpy import save as safetensors_save
+
+        os.makedirs(folder, exist_ok=True)
+        index = self._index_text()
+        blob = safetensors_save({"patches": np.ascontiguousarray(self._patches)}, metadata={"format": _FORMAT})
+        for name, data in ((GALLERY_WEIGHTS_NAME, blob), (GALLERY_INDEX_NAME, index.encode("utf-8"))):
+            path = os.path.join(folder, name)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "PrototypeGallery | None":
+        """The gallery saved in `folder`, or None when the folder has none. Reads JSON and safetensors only."""
+        index_path = os.path.join(folder, GALLERY_INDEX_NAME)
+        weights_path = os.path.join(folder, GALLERY_WEIGHTS_NAME)
+        if not os.path.isfile(index_path):
+            return None
+        if not os.path.isfile(weights_path):
+            raise ValueError(f"{index_path} exists but {GALLERY_WEIGHTS_NAME} (the patch images) is missing.")
+        from safetensors.numpy import load_file
+
+        try:
+            with open(index_path, encoding="utf-8") as handle:
+                index = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{index_path} is not a valid gallery index: {error}") from error
+        if not isinstance(index, dict) or index.get("format") != _FORMAT:
+            raise ValueError(f"{index_path} is not an InfoDisent prototype gallery (no format {_FORMAT!r}).")
+        if index.get("version") != _VERSION:
+            raise ValueError(f"{index_path} has gallery version {index.get('version')}, this code reads {_VERSION}.")
+        patches = load_file(weights_path).get("patches")
+        patch_size = int(index["patch_size"])
+        if patches is None or patches.dtype != np.uint8 or patches.shape[1:] != (patch_size, patch_size, 3):
+            raise ValueError(f"{weights_path} has no uint8 'patches' array of shape (N, {patch_size}, {patch_size}, 3).")
+        poles: dict[tuple[int, int], list[dict]] = {}
+        for pole in index["poles"]:
+            records = pole["entries"]
+            for record in records:
+                if not 0 <= record["patch"] < len(patches):
+                    raise ValueError(f"{index_path} refers to patch {record['patch']}, the file has {len(patches)}.")
+            if records:
+                poles[(int(pole["channel"]), _sign_key(pole["sign"]))] = records
+        return cls(
+            num_channels=index["num_channels"],
+            top_k=index["top_k"],
+            patch_size=patch_size,
+            rule=index["rule"],
+            num_images=index["num_images"],
+            poles=poles,
+            patches=patches,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One pass over a dataset
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _columns(dataset: Any) -> list[str] | None:
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):
+        return names
+    return None
+
+
+def _rows(dataset: Any, start: int, end: int, columns: Iterable[str]) -> dict[str, list]:
+    if _columns(dataset) is not None:  # datasets.Dataset: one slice decodes a whole batch
+        batch = dataset[start:end]
+        return {name: list(batch[name]) for name in columns}
+    items = [dataset[i] for i in range(start, end)]
+    out: dict[str, list] = {name: [] for name in columns}
+    for i, item in zip(range(start, end), items):
+        for name in columns:
+            if name not in item:
+                raise KeyError(f"Dataset item {i} has no column {name!r} (it has {sorted(item)}).")
+            out[name].append(item[name])
+    return out
+
+
+def _label_names(dataset: Any, label_column: str, model: Any) -> dict[int, str]:
+    features = getattr(dataset, "features", None)
+    feature = features.get(label_column) if features is not None and hasattr(features, "get") else None
+    names = getattr(feature, "names", None)
+    if names:
+        return {i: str(n) for i, n in enumerate(names)}
+    return {int(k): str(v) for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+
+
+def _plain_id(value: Any) -> int | str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return _plain_id(value.item())
+    return str(value)
+
+
+@torch.no_grad()
+def compute_gallery(
+    model,
+    dataset,
+    image_processor,
+    top_k: int = 5,
+    batch_size: int = 64,
+    image_column: str = "image",
+    label_column: str = "label",
+    id_column: str | None = None,
+    *,
+    patch_size: int = 64,
+    threshold: float = 0.5,
+    min_box_fraction: float = 0.25,
+    box_resolution: int = 64,
+    progress: bool = True,
+) -> PrototypeGallery:
+    """One pass over `dataset` (a `datasets.Dataset` or any sequence of dicts with raw images) in eval mode, without
+    changing any weight: the top-k images of every pole with their patches (see the module docstring for the rule).
+
+    Args:
+        model: an `InfoDisentForImageClassification` (left in the mode it was in).
+        image_processor: the model's image processor (images are converted to RGB first).
+        top_k: patches kept per pole.
+        id_column: column whose value identifies a source image; default its index in `dataset`.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+    num_images = len(dataset)
+    if num_images == 0:
+        raise ValueError("The gallery dataset is empty.")
+    wanted = [image_column, label_column] + ([id_column] if id_column else [])
+    columns = _columns(dataset)
+    if columns is not None:
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise ValueError(f"The gallery dataset has no column {missing} (it has {columns}).")
+    label_names = _label_names(dataset, label_column, model)
+
+    num_channels = int(model.config.num_features)
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    best_act = np.full((2, num_channels, top_k), -np.inf)
+    best_idx = np.full((2, num_channels, top_k), -1, dtype=np.int64)
+    # (pole row, dataset index) -> (location, box, patch, label, source id) for the images currently in a top-k.
+    kept: dict[tuple[int, int], tuple] = {}
+    try:
+        bar = tqdm(total=num_images, desc="Prototype gallery", unit="img", disable=not progress)
+        for start in range(0, num_images, batch_size):
+            end = min(start + batch_size, num_images)
+            rows = _rows(dataset, start, end, wanted)
+            images = [to_rgb(image) for image in rows[image_column]]
+            pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+            pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
+            features = model.extract_features(pixel_values)
+            out = model.head(features)
+            rotated = model.head.rotate(features).float().cpu()
+            input_size = tuple(pixel_values.shape[-2:])
+            acts = torch.stack((out.pos_activations, out.neg_activations)).double().cpu().numpy()  # (2, B, D)
+            locations = torch.stack((out.pos_locations, out.neg_locations)).cpu().numpy()  # (2, B, D, 2)
+            acts = acts.transpose(0, 2, 1)  # (2, D, B)
+            acts = np.where(acts > 0, acts, -np.inf)
+            count = end - start
+            cand_act = np.concatenate((best_act, acts), axis=-1)
+            cand_idx = np.concatenate(
+                (best_idx, np.broadcast_to(np.arange(start, end), (2, num_channels, count))), axis=-1
+            )
+            # Highest activation first, ties by dataset index (deterministic whatever the batch size).
+            order = np.lexsort((cand_idx, -cand_act), axis=-1)[..., :top_k]
+            best_act = np.take_along_axis(cand_act, order, axis=-1)
+            best_idx = np.where(np.isfinite(best_act), np.take_along_axis(cand_idx, order, axis=-1), -1)
+            new = np.argwhere((best_idx >= start) & np.isfinite(best_act))  # (n, 3): sign row, channel, slot
+            if len(new):
+                sign_row, channel = new[:, 0], new[:, 1]
+                batch_pos = best_idx[sign_row, channel, new[:, 2]] - start
+                signs = torch.as_tensor(1.0 - 2.0 * sign_row, dtype=torch.float32)[:, None, None]
+                maps = F.relu(signs * rotated[torch.as_tensor(batch_pos), torch.as_tensor(channel)])
+                boxes = box_from_map(maps, input_size, threshold, min_box_fraction, box_resolution)
+                for i in range(len(new)):
+                    b = int(batch_pos[i])
+                    image = images[b]
+                    region = visible_region(image_processor, image.size)
+                    box = square_box(input_box_to_source(boxes[i], input_size, region), image.size)
+                    source_id = _plain_id(rows[id_column][b]) if id_column else start + b
+                    kept[(int(sign_row[i]) * num_channels + int(channel[i]), start + b)] = (
+                        tuple(int(v) for v in locations[sign_row[i], b, channel[i]]),
+                        box,
+                        crop_patch(image, box, patch_size),
+                        int(rows[label_column][b]),
+                        source_id,
+                    )
+            alive = {(r, int(i)) for r, row in enumerate(best_idx.reshape(2 * num_channels, top_k)) for i in row if i >= 0}
+            kept = {key: value for key, value in kept.items() if key in alive}
+            bar.update(count)
+        bar.close()
+    finally:
+        model.train(was_training)
+
+    poles: dict[tuple[int, int], list[dict]] = {}
+    patches = []
+    for channel in range(num_channels):
+        for sign_row, sign in ((0, 1), (1, -1)):
+            records = []
+            for rank in range(top_k):
+                index = int(best_idx[sign_row, channel, rank])
+                if index < 0:
+                    break
+                location, box, patch, label, source_id = kept[(sign_row * num_channels + channel, index)]
+                records.append(
+                    {
+                        "rank": rank,
+                        "source_id": source_id,
+                        "label": label,
+                        "label_name": label_names.get(label, str(label)),
+                        "activation": float(best_act[sign_row, channel, rank]),
+                        "location": list(location),
+                        "box": list(box),
+                        "patch": len(patches),
+                    }
+                )
+                patches.append(patch)
+            if records:
+                poles[(channel, sign)] = records
+    patch_array = np.stack(patches) if patches else np.zeros((0, patch_size, patch_size, 3), dtype=np.uint8)
+    rule = {
+        "description": RULE_DESCRIPTION,
+        "threshold": float(threshold),
+        "min_box_fraction": float(min_box_fraction),
+        "box_resolution": int(box_resolution),
+        "patch_size": int(patch_size),
+    }
+    return PrototypeGallery(num_channels, top_k, patch_size, rule, num_images, poles, patch_array)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading a model with its gallery
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = None):
+    """(model, image_processor, gallery) from a local model folder or a Hub id (downloaded with
+    `huggingface_hub.snapshot_download`, which also fetches the gallery files). `gallery` is None when the model
+    has none. The model is returned in eval mode."""
+    from transformers import AutoImageProcessor
+
+    from .modeling_infodisent import InfoDisentForImageClassification
+
+    path = str(path_or_hub_id)
+    if os.path.isdir(path):
+        folder = path
+    elif os.path.exists(path):
+        raise ValueError(f"{path!r} is a file, not a model folder.")
+    else:
+        from huggingface_hub import snapshot_download
+
+        if path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path:
+            raise FileNotFoundError(f"Model folder {path!r} does not exist.")  # not a Hub id (owner/name)
+        try:
+            folder = snapshot_download(path_or_hub_id)
+        except Exception as error:  # noqa: BLE001 - offline, unknown repo, ...: say it in the user's terms
+            raise FileNotFoundError(
+                f"{path!r} is not a local folder and could not be downloaded from the Hugging Face Hub: {error}"
+            ) from error
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"{path!r} has no config.json: it is not a saved model folder.")
+    model = InfoDisentForImageClassification.from_pretrained(folder)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+        raise FileNotFoundError(
+            f"{path!r} has no image processor (preprocessor_config.json); save one next to the model with "
+            "image_processor.save_pretrained(folder)."
+        )
+    image_processor = AutoImageProcessor.from_pretrained(folder)
+    gallery = PrototypeGallery.load(folder)
+    if gallery is not None and gallery.num_channels != model.config.num_features:
+        raise ValueError(
+            f"The gallery in {path!r} has {gallery.num_channels} channels but the model has "
+            f"{model.config.num_features}: it belongs to another model."
+        )
+    return model, image_processor, gallery
