@@ -1,0 +1,752 @@
+#!/usr/bin/env python
+"""InfoDisent explorer: a Gradio Space that shows *why* an image classifier predicts what it does.
+
+InfoDisent (Struski, Rymarczyk, Tabor, arXiv 2409.10329) puts a rotation, a sparse pooling and a nonnegative linear
+layer on top of a frozen pretrained backbone, so that every class score is an exact sum:
+
+    logit(class) = bias + sum over prototypes (weight x activation, signed by the prototype's pole)
+
+This app shows that sum for any image and any class, with where each prototype fires in the image and the training
+patches that activate it most (the gallery stored with the model).
+
+    python spaces/app.py                          # the bundled demo model (spaces/model), http://127.0.0.1:7860
+    python spaces/app.py --model org/infodisent-cub   # or INFODISENT_MODEL=...: any InfoDisent Hub id or folder
+
+The named API endpoint `explain` (for `gradio_client`):
+
+    from gradio_client import Client, handle_file
+    probabilities, explanation = Client("http://127.0.0.1:7860/").predict(handle_file("shoe.png"), api_name="/explain")
+
+`probabilities` is the top-5 `gr.Label` value; `explanation` the JSON of `explanation_json` (all class probabilities,
+the explained class, its logit, bias and every prototype's contribution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# From a clone, the package and the data module live one folder up; on a Space they are copied next to app.py.
+for _path in (HERE, HERE.parent):
+    if (_path / "modeling_infodisent").is_dir() and str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, UnidentifiedImageError  # noqa: E402
+
+from modeling_infodisent import Explanation, InfoDisentForImageClassification  # noqa: E402
+from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
+
+from modeling_infodisent.gallery import load_model_and_gallery, to_rgb  # noqa: E402
+
+try:  # the explanation figures; the app works without them
+    from modeling_infodisent import render as render_module
+except ImportError:  # pragma: no cover
+    render_module = None
+
+logger = logging.getLogger("infodisent.space")
+
+DEFAULT_MODEL = str(HERE / "model")
+EXAMPLES_DIR = HERE / "examples"
+PREDICTED = "Predicted class"
+NUM_SLOTS = 6  # prototype cards shown in the local explanation
+NUM_BARS = 10  # prototypes listed one by one in the contribution chart (the rest are summed)
+GLOBAL_PROTOTYPES = 8  # prototypes shown per class in the global view
+DISPLAY_SIZE = 280  # pixels of the longer side of every displayed picture of the input
+# A decompression bomb is a small file that decodes to a gigantic bitmap: refuse by header size, before decoding.
+MAX_PIXELS = 36_000_000  # 6000 x 6000
+MAX_FILE_MB = 20
+POS_COLOR = "#16a34a"
+NEG_COLOR = "#dc2626"
+
+
+class BadInput(ValueError):
+    """An upload the app cannot use; the message is written for the person who uploaded it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input validation: everything a user can upload ends here, and leaves as an RGB image or a readable message
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | os.PathLike | None) -> Image.Image:
+    """Open an uploaded file as an RGB image, or raise `BadInput` saying what is wrong with it.
+
+    Checks, in order: a file was given, it is not empty or over `MAX_FILE_MB`, PIL recognises it as an image, its
+    header size is at most `MAX_PIXELS` (checked before decoding, so a decompression bomb costs nothing), it decodes
+    completely (truncated / corrupt files), and its mode converts to RGB (16-bit, CMYK, palette, alpha...).
+    """
+    if path is None or str(path) == "":
+        raise BadInput("No image yet: upload a picture or click one of the examples.")
+    path = str(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise BadInput(f"The upload “{name}” did not arrive; please upload it again.")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise BadInput(f"“{name}” is an empty file (0 bytes), not an image.")
+    if size > MAX_FILE_MB * 2**20:
+        raise BadInput(f"“{name}” is {size / 2**20:.0f} MB; this demo accepts images up to {MAX_FILE_MB} MB.")
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise BadInput(
+            f"“{name}” is far too large (PIL refused it as a possible decompression bomb); this demo accepts images "
+            f"up to {MAX_PIXELS / 1e6:.0f} megapixels."
+        ) from None
+    except UnidentifiedImageError:
+        raise BadInput(
+            f"“{name}” is not an image this app can read. Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+        ) from None
+    except OSError as error:
+        raise BadInput(f"“{name}” could not be opened as an image ({error}).") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise BadInput(
+            f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo accepts images "
+            f"up to {MAX_PIXELS / 1e6:.0f} megapixels. Please downscale it."
+        )
+    if width < 1 or height < 1:
+        raise BadInput(f"“{name}” has no pixels ({width}×{height}).")
+    try:
+        image.load()  # first frame of an animation; raises on truncated or corrupt data
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise BadInput(
+            f"“{name}” looks like a {image.format or 'picture'} file but is damaged or truncated ({error})."
+        ) from None
+    try:
+        return to_rgb(image)
+    except (ValueError, OSError) as error:
+        raise BadInput(f"“{name}” uses the colour mode {image.mode!r}, which this app cannot convert: {error}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model, its explanations and their JSON
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_model(model_ref: str):
+    """(model, image_processor, gallery or None) for a Hub id or a local folder."""
+    model, processor, gallery = load_model_and_gallery(model_ref)
+    return model.eval(), processor, gallery
+
+
+def resolve_model_ref(cli_value: str | None = None) -> str:
+    """--model, then INFODISENT_MODEL, then the bundled demo model."""
+    ref = cli_value or os.environ.get("INFODISENT_MODEL") or DEFAULT_MODEL
+    if ref == DEFAULT_MODEL and not os.path.isdir(ref):
+        raise SystemExit(
+            f"The bundled demo model {DEFAULT_MODEL} is missing (build it with spaces/build_demo_model.sh), or pass "
+            "--model / INFODISENT_MODEL with an InfoDisent Hub id or folder."
+        )
+    return ref
+
+
+def _prototype_dict(rank: int, p) -> dict:
+    return {
+        "rank": rank,
+        "prototype": p.name,
+        "channel": int(p.channel),
+        "pole": "+" if p.sign > 0 else "-",
+        "activation": float(p.activation),
+        "weight": float(p.weight),
+        "contribution": float(p.contribution),
+        "location": [int(p.location[0]), int(p.location[1])],
+        "box": [int(v) for v in p.box],
+    }
+
+
+def explanation_json(explanation: Explanation, id2label: dict[int, str], model_ref: str) -> dict:
+    """Everything the view shows, as plain JSON: the `explain` API's second output."""
+    probabilities = [float(p) for p in explanation.probabilities]
+    predicted = int(np.argmax(probabilities))
+    contributions = [float(p.contribution) for p in explanation.prototypes]
+    return {
+        "model": model_ref,
+        "predicted_class": {"id": predicted, "label": id2label[predicted], "probability": probabilities[predicted]},
+        "probabilities": [{"id": k, "label": id2label[k], "probability": p} for k, p in enumerate(probabilities)],
+        "explained_class": {
+            "id": int(explanation.target),
+            "label": explanation.label,
+            "probability": float(explanation.probability),
+        },
+        "logit": float(explanation.logit),
+        "bias": float(explanation.bias),
+        "sum_of_contributions": float(sum(contributions)),
+        "residual": float(explanation.residual),
+        "prototypes": [_prototype_dict(i + 1, p) for i, p in enumerate(explanation.prototypes)],
+        "feature_grid": [int(v) for v in explanation.feature_grid],
+        "image_size": [int(v) for v in explanation.image_size],
+        "equation": "logit = bias + sum(prototypes[].contribution) + residual",
+    }
+
+
+class Explainer:
+    """The loaded model + processor + gallery, and the operations the page needs."""
+
+    def __init__(self, model_ref: str):
+        self.model_ref = model_ref
+        self.model, self.processor, self.gallery = load_model(model_ref)
+        config = self.model.config
+        self.num_labels = int(config.num_labels)
+        self.id2label = {int(k): str(v) for k, v in config.id2label.items()}
+        # Dropdown entries must be unique even if two classes share a name.
+        names = [self.id2label[k] for k in range(self.num_labels)]
+        self.class_choices = [n if names.count(n) == 1 else f"{n} ({k})" for k, n in enumerate(names)]
+        self.weight = self.model.classifier_weight.detach().double().cpu().numpy()  # (K, D) >= 0
+        self.num_features = self.weight.shape[1]
+
+    # -- local explanations --------------------------------------------------------------------------------------
+
+    def class_id(self, choice: str | int | None) -> int | None:
+        """Dropdown value (or class id / label from the API) -> class id; None means the predicted class."""
+        if choice is None or choice == "" or choice == PREDICTED:
+            return None
+        if isinstance(choice, (int, np.integer)) or (isinstance(choice, str) and choice.strip().isdigit()):
+            k = int(choice)
+            if 0 <= k < self.num_labels:
+                return k
+        if choice in self.class_choices:
+            return self.class_choices.index(choice)
+        raise BadInput(f"Unknown class {choice!r}. Choose one of: {', '.join(self.class_choices)}.")
+
+    def explain(self, image: Image.Image, target: int | None) -> tuple[Explanation, torch.Tensor]:
+        pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return self.model.explain(pixel_values, target=target)[0], pixel_values
+
+    def model_view(self, pixel_values: torch.Tensor) -> Image.Image:
+        """The input exactly as the model saw it (after the processor's resize/crop), un-normalised, so that the
+        prototype maps line up with it whatever the processor does."""
+        x = pixel_values[0].double().cpu().numpy()
+        mean, std = getattr(self.processor, "image_mean", None), getattr(self.processor, "image_std", None)
+        if getattr(self.processor, "do_normalize", False) and mean is not None and std is not None:
+            x = x * np.asarray(std).reshape(-1, 1, 1) + np.asarray(mean).reshape(-1, 1, 1)
+            # back to 0..1: undo the processor's rescale (usually 1/255) relative to 0..255 pixels
+            rescale = getattr(self.processor, "rescale_factor", 1 / 255) if getattr(self.processor, "do_rescale", True) else 1.0
+            x = x / (rescale * 255.0)
+        else:  # unknown preprocessing: stretch to the full range
+            x = (x - x.min()) / max(x.max() - x.min(), 1e-8)
+        array = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+        image = Image.fromarray(array if array.shape[-1] == 3 else array[..., 0], mode=None).convert("RGB")
+        return _fit(image, DISPLAY_SIZE)
+
+    # -- global explanations -------------------------------------------------------------------------------------
+
+    def class_prototypes(self, class_id: int, limit: int = GLOBAL_PROTOTYPES) -> list[tuple[int, float]]:
+        """(channel, weight) of the class's largest weights: its positive-pole prototypes argue for it."""
+        row = self.weight[class_id]
+        order = [int(c) for c in np.argsort(-row, kind="stable") if row[c] > 0]
+        return [(c, float(row[c])) for c in order[:limit]]
+
+    def prototype_usage(self, channel: int) -> list[tuple[int, float]]:
+        """(class id, weight) of every class that uses `channel`, largest weight first."""
+        if render_module is not None and hasattr(render_module, "prototype_usage"):
+            return [(int(k), float(w)) for k, w in render_module.prototype_usage(self.model, channel)]
+        column = self.weight[:, channel]
+        return [(int(k), float(column[k])) for k in np.argsort(-column, kind="stable") if column[k] > 0]
+
+    def gallery_items(self, channel: int, sign: int, limit: int | None = None) -> list[tuple[Image.Image, str]]:
+        """The gallery's training patches of one prototype as (image, caption) for `gr.Gallery`."""
+        if self.gallery is None:
+            return []
+        items = []
+        for entry in self.gallery.entries(channel, sign)[:limit]:
+            name = entry.label_name if entry.label_name is not None else self.id2label.get(int(entry.label), "?")
+            items.append((_fit(entry.image.convert("RGB"), 112), f"{name} · {entry.activation:.2f}"))
+        return items
+
+    def is_dead(self, channel: int, sign: int) -> bool:
+        return self.gallery is not None and bool(self.gallery.is_dead(channel, sign))
+
+    def prototype_choices(self) -> list[str]:
+        """Every prototype some class uses, e.g. "17+" / "17-" (channels with an all-zero weight column are unused)."""
+        used = [c for c in range(self.num_features) if (self.weight[:, c] > 0).any()]
+        return [f"{c}{s}" for c in used for s in ("+", "-")]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pictures and HTML
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    """Scale so that the longer side is `size` (nearest for upscaling small images: crisp pixels)."""
+    w, h = image.size
+    scale = size / max(w, h)
+    resample = Image.NEAREST if scale >= 2 else Image.BILINEAR
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """values in [0, 1] -> (H, W, 3) floats, a perceptual "inferno"-like ramp (matplotlib's when available)."""
+    try:
+        from matplotlib import colormaps
+
+        return colormaps["inferno"](values)[..., :3]
+    except ImportError:  # pragma: no cover
+        return np.stack([values, values**2, 0.3 * (1 - values)], axis=-1)
+
+
+def prototype_overlay(base: Image.Image, prototype, size: tuple[int, int] | None = None) -> Image.Image:
+    """The input with one prototype's map (normalised to its peak) blended on top and its peak cell boxed."""
+    width, height = base.size
+    heat = upsample_map(prototype.activation_map, (height, width))
+    peak = float(prototype.activation_map.max()) or 1.0
+    heat = np.clip(heat / peak, 0, 1)
+    grey = np.asarray(base.convert("L"), dtype=np.float64)[..., None] / 255.0
+    alpha = 0.25 + 0.6 * heat[..., None]
+    blended = (1 - alpha) * grey + alpha * _colormap(heat)
+    image = Image.fromarray((np.clip(blended, 0, 1) * 255).round().astype(np.uint8))
+    h, w = prototype.activation_map.shape
+    r, c = prototype.location
+    box = (c * width / w, r * height / h, (c + 1) * width / w - 1, (r + 1) * height / h - 1)
+    ImageDraw.Draw(image).rectangle(box, outline=POS_COLOR if prototype.sign > 0 else NEG_COLOR, width=3)
+    return image
+
+
+def annotated_overview(base: Image.Image, prototypes) -> tuple[Image.Image, list]:
+    """`gr.AnnotatedImage` value: the input and, per prototype, the feature-grid cell where it peaks (hover a legend
+    entry to isolate one). The heatmaps themselves are in the prototype cards below."""
+    width, height = base.size
+    annotations = []
+    for rank, p in enumerate(prototypes, start=1):
+        h, w = p.activation_map.shape
+        r, c = p.location
+        box = (round(c * width / w), round(r * height / h), round((c + 1) * width / w), round((r + 1) * height / h))
+        annotations.append((box, f"#{rank} {p.name} ({p.contribution:+.2f})"))
+    return base, annotations
+
+
+def _bar(value: float, scale: float, width_px: int = 160) -> str:
+    """A signed horizontal bar around a zero axis (green right for evidence for, red left for evidence against)."""
+    frac = abs(value) / scale if scale > 0 else 0.0
+    clipped = frac > 1.0
+    half = width_px // 2
+    length = max(1, round(min(frac, 1.0) * half)) if value != 0 else 0
+    color = POS_COLOR if value >= 0 else NEG_COLOR
+    left = half if value >= 0 else half - length
+    # A clipped bar ends in a dashed edge: it goes on beyond the chart.
+    edge = f"border-{'right' if value >= 0 else 'left'}:3px dashed var(--body-text-color);" if clipped else ""
+    return (
+        f'<div style="position:relative;width:{width_px}px;height:14px;display:inline-block;vertical-align:middle">'
+        f'<div style="position:absolute;left:{half}px;top:0;bottom:0;border-left:1px solid var(--body-text-color-subdued)"></div>'
+        f'<div style="position:absolute;left:{left}px;width:{length}px;top:2px;height:10px;background:{color};'
+        f'{edge}box-sizing:border-box;border-radius:2px"></div></div>'
+    )
+
+
+def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
+    """HTML table: the largest contributions one by one, the others summed, the bias, and their total, the logit."""
+    shown = explanation.prototypes[:limit]
+    rest = explanation.prototypes[limit:]
+    rest_sum = sum(p.contribution for p in rest) + explanation.residual
+    # Scale by the individual terms: the summed rest can be much larger and is clipped (its number is exact).
+    scale = max([abs(p.contribution) for p in shown] + [abs(explanation.bias), 1e-9])
+    rows = []
+    for rank, p in enumerate(shown, start=1):
+        tip = f"activation {p.activation:.3f} × weight {p.weight:.3f}"
+        rows.append(
+            f'<tr title="{tip}"><td>#{rank}</td><td><b>{p.name}</b> '
+            f'<span style="opacity:.7">{"for" if p.sign > 0 else "against"}</span></td>'
+            f'<td>{_bar(p.contribution, scale)}</td><td style="text-align:right">{p.contribution:+.3f}</td></tr>'
+        )
+    if rest:
+        rows.append(
+            f"<tr><td></td><td>{len(rest)} other prototypes</td><td>{_bar(rest_sum, scale)}</td>"
+            f'<td style="text-align:right">{rest_sum:+.3f}</td></tr>'
+        )
+    rows.append(
+        f'<tr><td></td><td>bias</td><td>{_bar(explanation.bias, scale)}</td>'
+        f'<td style="text-align:right">{explanation.bias:+.3f}</td></tr>'
+    )
+    rows.append(
+        f'<tr class="total"><td></td><td><b>= logit</b></td><td></td>'
+        f'<td style="text-align:right"><b>{explanation.logit:+.3f}</b></td></tr>'
+    )
+    return (
+        f'<div class="contrib-chart"><div style="font-weight:600;margin-bottom:4px">Why '
+        f"“{html.escape(explanation.label)}”: each prototype's contribution to the class score</div>"
+        f'<table style="border-collapse:collapse;font-size:0.9em;width:auto">{"".join(rows)}</table></div>'
+    )
+
+
+def equation_markdown(explanation: Explanation) -> str:
+    """The one-line exact decomposition: bias + contributions = logit."""
+    pos = sum(p.contribution for p in explanation.positive)
+    neg = sum(p.contribution for p in explanation.negative)
+    total = explanation.bias + pos + neg + explanation.residual
+    return (
+        f"**logit({explanation.label})** = bias **{explanation.bias:+.3f}** "
+        f"+ {len(explanation.positive)} prototypes for **{pos:+.3f}** "
+        f"+ {len(explanation.negative)} prototypes against **{neg:+.3f}** "
+        f"= **{total:.3f}** (model logit {explanation.logit:.3f}; p = {explanation.probability:.1%})"
+    )
+
+
+def prototype_card(rank: int, p, explainer: Explainer, scale: float) -> str:
+    users = explainer.prototype_usage(p.channel)
+    top_users = ", ".join(html.escape(explainer.id2label[k]) for k, _ in users[:4])
+    more = f" and {len(users) - 4} more" if len(users) > 4 else ""
+    role = "evidence <b>for</b>" if p.sign > 0 else "evidence <b>against</b>"
+    dead = ""
+    if explainer.is_dead(p.channel, p.sign):
+        dead = "<br><i>This pole never fired on the training set: no gallery.</i>"
+    return (
+        f'<div class="proto-card"><div style="font-size:1.1em;font-weight:600">#{rank} · prototype {p.name}</div>'
+        f"<div>{role} the class</div>"
+        f'<div style="margin:6px 0">{_bar(p.contribution, scale, 200)} <b>{p.contribution:+.3f}</b></div>'
+        f"<div>= {'+' if p.sign > 0 else '−'} activation {p.activation:.3f} × weight {p.weight:.3f}</div>"
+        f"<div>peak at row {p.location[0]}, column {p.location[1]} of the "
+        f"{p.activation_map.shape[0]}×{p.activation_map.shape[1]} feature grid</div>"
+        f'<div style="opacity:.8">channel {p.channel} is used by: {top_users}{more}</div>{dead}</div>'
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _path_preprocess(payload):
+    """Replacement for `gr.Image.preprocess` on the upload widget: pass the uploaded file's path through, untouched.
+
+    The stock method opens every upload with PIL before the app sees it, so a text file or a decompression bomb fails
+    inside Gradio with a generic error; here the path goes straight to `read_image`, which explains the problem.
+    (Set on the instance: subclassing a Gradio component would make Gradio write a .pyi stub next to this file.)
+    """
+    if payload is None:
+        return None
+    return str(payload.path) if payload.path else None
+
+
+def upload_widget(**kwargs) -> gr.Image:
+    image = gr.Image(type="filepath", **kwargs)
+    image.preprocess = _path_preprocess
+    return image
+
+
+def _example_paths() -> list[str]:
+    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) if EXAMPLES_DIR.is_dir() else []
+
+
+CSS = """
+#input-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+.proto-card { font-size: 0.95em; line-height: 1.45; padding: 4px 8px; }
+.contrib-chart td { padding: 1px 6px; border: none !important; }
+.contrib-chart tr.total td { border-top: 2px solid var(--body-text-color) !important; }
+#status-box { min-height: 1.5em; }
+"""
+
+
+def build_demo(model_ref: str | None = None, explainer: Explainer | None = None) -> gr.Blocks:
+    """The Blocks app for one model (a Hub id or folder; default `resolve_model_ref()`)."""
+    explainer = explainer or Explainer(model_ref or resolve_model_ref())
+    examples = _example_paths()
+    config = explainer.model.config
+    backbone = config.backbone_config.model_type
+    n_used = int((explainer.weight > 0).sum(axis=1).mean())
+
+    def explain_core(image_path, class_choice):
+        image = read_image(image_path)
+        explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+        probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
+        return explanation, pixel_values, probabilities
+
+    # -- the API endpoint: probabilities + explanation JSON ----------------------------------------------------------
+
+    def explain_api(image, explain_class=PREDICTED):
+        """Explain one image: returns the class probabilities and the JSON decomposition of the explained class's
+        logit (bias + every prototype's contribution). `explain_class`: a class name, or "Predicted class"."""
+        try:
+            explanation, _, probabilities = explain_core(image, explain_class)
+        except BadInput as error:
+            raise gr.Error(str(error), title="Cannot explain this upload", print_exception=False) from None
+        return probabilities, explanation_json(explanation, explainer.id2label, explainer.model_ref)
+
+    # -- the page's view ------------------------------------------------------------------------------------------
+
+    def empty_view(status: str):
+        updates = [status, None, None, "", "", None]
+        for _ in range(NUM_SLOTS):
+            updates += [gr.update(visible=False), None, "", []]
+        return updates
+
+    def explain_view(image_path, class_choice):
+        started = time.perf_counter()
+        try:
+            explanation, pixel_values, probabilities = explain_core(image_path, class_choice)
+        except BadInput as error:
+            gr.Warning(str(error), title="Cannot explain this upload")
+            return empty_view(f"⚠️ **Cannot explain this upload.** {html.escape(str(error))}")
+        base = explainer.model_view(pixel_values)
+        shown = explanation.prototypes[:NUM_SLOTS]
+        scale = max([abs(p.contribution) for p in shown] + [1e-9])
+        predicted = int(np.argmax(explanation.probabilities))
+        which = "the predicted class" if explanation.target == predicted else (
+            f"not the predicted class ({explainer.id2label[predicted]}): why not?"
+        )
+        status = (
+            f"Explaining **{html.escape(explanation.label)}**, {which} — "
+            f"{len(explanation.prototypes)} prototypes contribute; computed in {time.perf_counter() - started:.2f} s."
+        )
+        updates = [
+            status,
+            probabilities,
+            annotated_overview(base, shown),
+            equation_markdown(explanation),
+            contribution_chart(explanation),
+            explanation_json(explanation, explainer.id2label, explainer.model_ref),
+        ]
+        for i in range(NUM_SLOTS):
+            if i < len(shown):
+                p = shown[i]
+                gallery = explainer.gallery_items(p.channel, p.sign)
+                updates += [
+                    gr.update(visible=True),
+                    prototype_overlay(base, p),
+                    prototype_card(i + 1, p, explainer, scale),
+                    gallery,
+                ]
+            else:
+                updates += [gr.update(visible=False), None, "", []]
+        return updates
+
+    # -- the global view --------------------------------------------------------------------------------------------
+
+    def class_view(class_choice):
+        k = explainer.class_id(class_choice)
+        k = 0 if k is None else k
+        protos = explainer.class_prototypes(k)
+        scale = max([w for _, w in protos] + [1e-9])
+        rows = "".join(
+            f"<tr><td><b>{c}+</b></td><td>{_bar(w, scale)}</td><td style='text-align:right'>{w:.3f}</td>"
+            f"<td style='opacity:.8'>also used by {len(explainer.prototype_usage(c)) - 1} other classes</td></tr>"
+            for c, w in protos
+        )
+        n_nonzero = int((explainer.weight[k] > 0).sum())
+        table = (
+            f"<div>“{html.escape(explainer.id2label[k])}” uses {n_nonzero} of {explainer.num_features} channels. "
+            f"Its largest weights (each channel's + pole argues for the class, its − pole against it with the same "
+            f"weight):</div><table class='contrib-chart'>{rows}</table>"
+        )
+        items = []
+        for c, w in protos:
+            entries = explainer.gallery_items(c, +1, limit=4)
+            items += [(img, f"{c}+ (w {w:.2f}) · {cap}") for img, cap in entries]
+        sheet = None
+        if render_module is not None and hasattr(render_module, "render_class_sheet") and explainer.gallery is not None:
+            try:
+                sheet = render_module.render_class_sheet(explainer.model, k, explainer.gallery)
+            except Exception:  # noqa: BLE001 - a figure problem must not break the page
+                logger.exception("render_class_sheet failed")
+        first = f"{protos[0][0]}+" if protos else None
+        return table, items, sheet, gr.update(value=first) if first else gr.update()
+
+    def prototype_view(proto_choice):
+        if not proto_choice:
+            return "", []
+        channel, sign = int(proto_choice[:-1]), (1 if proto_choice.endswith("+") else -1)
+        users = explainer.prototype_usage(channel)
+        scale = max([w for _, w in users] + [1e-9])
+        verb = "for" if sign > 0 else "against"
+        rows = "".join(
+            f"<tr><td>{html.escape(explainer.id2label[k])}</td><td>{_bar(w, scale)}</td>"
+            f"<td style='text-align:right'>{w:.3f}</td></tr>"
+            for k, w in users
+        )
+        dead = " It never fired on the training set." if explainer.is_dead(channel, sign) else ""
+        text = (
+            f"<div>Prototype <b>{proto_choice}</b> (pole {'+' if sign > 0 else '−'} of channel {channel}) is evidence "
+            f"<b>{verb}</b> the {len(users)} classes below, in proportion to their weight.{dead}</div>"
+            f"<table class='contrib-chart'>{rows}</table>"
+        )
+        return text, explainer.gallery_items(channel, sign)
+
+    # -- layout -------------------------------------------------------------------------------------------------------
+
+    with gr.Blocks(title="InfoDisent explorer") as demo:
+        gr.Markdown(
+            "# InfoDisent explorer\n"
+            "Why does the classifier say what it says? InfoDisent "
+            "([arXiv 2409.10329](https://arxiv.org/abs/2409.10329)) rewrites a frozen pretrained classifier so that "
+            "every class score is an **exact sum** of *prototypes*: directions of its last feature map that fire at one "
+            "place in the image. Upload a picture (or click an example), then change the class to ask "
+            "“why not that one?”."
+        )
+        with gr.Tab("Explain an image"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    image_input = upload_widget(
+                        sources=["upload", "clipboard"], label="Image", height=280, elem_id="input-image"
+                    )
+                    class_choice = gr.Dropdown(
+                        [PREDICTED] + explainer.class_choices,
+                        value=PREDICTED,
+                        label="Class to explain",
+                        info="The predicted class, or any other: why not B?",
+                    )
+                    run_button = gr.Button("Explain", variant="primary")
+                    status = gr.Markdown(elem_id="status-box")
+                    if examples:
+                        gr.Examples(
+                            examples=examples,
+                            inputs=[image_input],
+                            label="Examples (Fashion-MNIST test images)",
+                            examples_per_page=12,
+                            cache_examples=False,
+                        )
+                with gr.Column(scale=2):
+                    probabilities = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="probabilities")
+                    equation = gr.Markdown(elem_id="equation")
+                    with gr.Row():
+                        overview = gr.AnnotatedImage(
+                            label="Where the top prototypes fire (hover the legend)", height=320, elem_id="overview"
+                        )
+                        chart = gr.HTML(elem_id="contributions")
+            gr.Markdown("### The strongest prototypes, and the training patches that activate each most")
+            slot_components = []
+            for i in range(NUM_SLOTS):
+                with gr.Row(visible=False, elem_classes=["proto-row"]) as row:
+                    heat = gr.Image(
+                        label=f"#{i + 1} in this image",
+                        type="pil",
+                        height=200,
+                        width=200,
+                        interactive=False,
+                        elem_classes=["proto-heatmap"],
+                        scale=0,
+                        min_width=200,
+                    )
+                    card = gr.HTML(min_height=120)
+                    gallery = gr.Gallery(
+                        label="Most activating training patches",
+                        columns=4,
+                        rows=1,
+                        height=200,
+                        object_fit="contain",
+                        allow_preview=True,
+                        elem_classes=["proto-gallery"],
+                        scale=2,
+                    )
+                slot_components += [row, heat, card, gallery]
+            with gr.Accordion("Explanation as JSON (what the `explain` API returns)", open=False):
+                explanation_out = gr.JSON(label="Explanation")
+
+        with gr.Tab("Global: classes and prototypes"):
+            gr.Markdown(
+                "A class is explained by the prototypes it weighs most; a prototype by the classes that use it and "
+                "by its gallery: the training patches where it fires most strongly."
+            )
+            with gr.Row():
+                with gr.Column(scale=1):
+                    global_class = gr.Dropdown(explainer.class_choices, value=explainer.class_choices[0], label="Class")
+                    class_table = gr.HTML()
+                with gr.Column(scale=2):
+                    class_gallery = gr.Gallery(
+                        label="Its prototypes' top training patches (click one to inspect that prototype)",
+                        columns=8,
+                        height=330,
+                        object_fit="contain",
+                    )
+            class_sheet = gr.Image(label="Class sheet", type="pil", interactive=False, visible=render_module is not None)
+            proto_choices = explainer.prototype_choices()
+            with gr.Row():
+                with gr.Column(scale=1):
+                    global_proto = gr.Dropdown(
+                        proto_choices, value=proto_choices[0] if proto_choices else None, label="Prototype"
+                    )
+                    proto_text = gr.HTML()
+                with gr.Column(scale=2):
+                    proto_gallery = gr.Gallery(label="Its gallery", columns=8, height=200, object_fit="contain")
+
+        with gr.Tab("About this model"):
+            gr.Markdown(
+                f"- Model: `{explainer.model_ref}`\n"
+                f"- Backbone: `{backbone}`, frozen; feature map of {explainer.num_features} channels\n"
+                f"- {explainer.num_labels} classes; each uses {n_used} channels on average "
+                f"({2 * explainer.num_features} prototypes: a + and a − pole per channel)\n"
+                f"- Gallery of training patches: {'yes' if explainer.gallery is not None else 'not in this model'}\n"
+                "- The score of class *k* is `b_k + Σ_c W_kc·pos_c − Σ_c W_kc·neg_c`, with `W ≥ 0`; `pos_c` / "
+                "`neg_c` are the strongest positive / negative response of rotated channel *c* anywhere in the image."
+            )
+
+        view_outputs = [status, probabilities, overview, equation, chart, explanation_out] + slot_components
+        gr.on(
+            [run_button.click, class_choice.input],
+            explain_view,
+            inputs=[image_input, class_choice],
+            outputs=view_outputs,
+            api_visibility="private",
+        )
+        # Upload, example click and clear all change the image: explain what is there (or clear the view).
+        image_input.change(
+            lambda path, choice: explain_view(path, choice) if path else empty_view(""),
+            inputs=[image_input, class_choice],
+            outputs=view_outputs,
+            api_visibility="private",
+            trigger_mode="always_last",
+        )
+        # The API endpoint, with a trigger of its own that the page never fires, so that its outputs stay
+        # (probabilities, explanation) and its errors are exceptions for the client.
+        api_trigger = gr.Button(visible=False)
+        api_trigger.click(
+            explain_api,
+            inputs=[image_input, class_choice],
+            outputs=[probabilities, explanation_out],
+            api_name="explain",
+        )
+        global_class.change(
+            class_view, inputs=[global_class], outputs=[class_table, class_gallery, class_sheet, global_proto],
+            api_visibility="private",
+        )
+        global_proto.change(
+            prototype_view, inputs=[global_proto], outputs=[proto_text, proto_gallery], api_visibility="private"
+        )
+
+        def select_from_class_gallery(class_choice_value, evt: gr.SelectData):
+            caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
+            name = caption.split(" ", 1)[0] if caption else None
+            return gr.update(value=name) if name in proto_choices else gr.update()
+
+        class_gallery.select(
+            select_from_class_gallery, inputs=[global_class], outputs=[global_proto], api_visibility="private"
+        )
+        demo.load(class_view, inputs=[global_class], outputs=[class_table, class_gallery, class_sheet, global_proto],
+                  api_visibility="private")
+        demo.load(prototype_view, inputs=[global_proto], outputs=[proto_text, proto_gallery], api_visibility="private")
+    demo.queue(default_concurrency_limit=2, max_size=32)
+    return demo
+
+
+LAUNCH_DEFAULTS = {"max_file_size": f"{MAX_FILE_MB}mb", "css": CSS}
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """`demo.launch` with the app's settings (upload size limit, CSS); keyword arguments override them."""
+    return demo.launch(**{**LAUNCH_DEFAULTS, **kwargs})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="InfoDisent explorer (Gradio).")
+    parser.add_argument(
+        "--model", default=None, help="InfoDisent Hub id or folder (default: $INFODISENT_MODEL, else spaces/model)"
+    )
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    demo = build_demo(resolve_model_ref(args.model))
+    launch(demo, server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()
