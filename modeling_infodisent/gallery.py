@@ -591,8 +591,9 @@ def compute_gallery(
             pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
             pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
             features = model.extract_features(pixel_values)
-            out = model.head(features)
-            rotated = model.head.rotate(features).float().cpu()
+            rotated = model.head.rotate(features)
+            out = model.head.forward_rotated(rotated)  # the model's own pooling: same values as model(pixel_values)
+            rotated = rotated.float().cpu()
             input_size = tuple(pixel_values.shape[-2:])
             acts = torch.stack((out.pos_activations, out.neg_activations)).double().cpu().numpy()  # (2, B, D)
             locations = torch.stack((out.pos_locations, out.neg_locations)).cpu().numpy()  # (2, B, D, 2)
