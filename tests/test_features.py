@@ -1,0 +1,171 @@
+"""The frozen-backbone feature cache (training/features.py) and the evaluation / linear probe on it (training/fit.py)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_resnet_config
+
+datasets = pytest.importorskip("datasets")
+from PIL import Image  # noqa: E402
+from transformers import ResNetForImageClassification, ViTImageProcessor  # noqa: E402
+
+import training.features as features_module  # noqa: E402
+from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
+from modeling_infodisent.metrics import explanation_size  # noqa: E402
+from training.data import make_transform, to_rgb  # noqa: E402
+from training.features import FeatureCache, _shard_bounds, get_or_extract_features  # noqa: E402
+from training.fit import evaluate, train_linear_probe  # noqa: E402
+
+LABELS = {0: "red", 1: "green", 2: "blue"}
+
+
+def make_images(n_per_class: int, seed: int, size: int = 24):
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label in LABELS:
+        for _ in range(n_per_class):
+            array = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+            array[..., label] += 150
+            image = Image.fromarray(array)
+            images.append(image.convert("L") if len(images) % 5 == 0 else image)  # some greyscale: converted to RGB
+            labels.append(label)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(LABELS.values()))})
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    head_model = ResNetForImageClassification(tiny_resnet_config(num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})).eval()
+    model = InfoDisentForImageClassification.from_backbone(head_model, id2label=LABELS).eval()
+    processor = ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    dataset = make_images(7, seed=1)
+    return model, head_model, processor, dataset
+
+
+def extract(setup, cache_dir, dataset=None, processor=None, head=True, **kwargs):
+    model, head_model, default_processor, default_dataset = setup
+    processor = processor or default_processor
+    dataset = dataset if dataset is not None else default_dataset
+    return get_or_extract_features(
+        model, dataset, processor, "image", "label", make_transform(processor, "image", "label"),
+        cache_dir=str(cache_dir), head_model=head_model if head else None, batch_size=8, **kwargs,
+    )  # fmt: skip
+
+
+def test_cache_holds_exactly_what_the_model_computes(setup, tmp_path):
+    model, head_model, processor, dataset = setup
+    cache = extract(setup, tmp_path)
+    assert not cache.reused and len(cache) == len(dataset) == 21
+    pixel_values = processor([to_rgb(im) for im in dataset["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = model.extract_features(pixel_values)
+        expected_logits = head_model(pixel_values=pixel_values).logits
+    got = cache.__getitems__(list(range(len(cache))))
+    assert got["features"].shape == expected.shape == (21, 32, 2, 2)
+    torch.testing.assert_close(got["features"], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["teacher_logits"], expected_logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["labels"].numpy(), np.array(dataset["label"]))
+    np.testing.assert_array_equal(got["index"].numpy(), np.arange(21))
+    np.testing.assert_allclose(cache.array("pooled"), expected.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    # Stored as plain .npy arrays (no pickle) plus JSON metadata.
+    meta = json.load(open(os.path.join(cache.folder, "meta.json")))
+    assert meta["num_rows"] == 21 and meta["feature_shape"] == [32, 2, 2]
+    assert sorted(f for f in os.listdir(cache.folder) if f.endswith(".npy")) == [
+        f"shard-00000-of-00001.{name}.npy" for name in ("features", "labels", "logits", "pooled")
+    ]
+    arr = np.load(os.path.join(cache.folder, "shard-00000-of-00001.features.npy"), mmap_mode="r", allow_pickle=False)
+    assert isinstance(arr, np.memmap)
+
+
+def test_cache_is_reused_and_invalidated(setup, tmp_path, monkeypatch):
+    model, head_model, processor, dataset = setup
+    first = extract(setup, tmp_path)
+    mtimes = {f: os.stat(os.path.join(first.folder, f)).st_mtime_ns for f in os.listdir(first.folder)}
+
+    calls = []
+    real_extract = features_module._extract_block
+    monkeypatch.setattr(features_module, "_extract_block", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    again = extract(setup, tmp_path)
+    assert again.reused and again.folder == first.folder and calls == []
+    assert {f: os.stat(os.path.join(first.folder, f)).st_mtime_ns for f in os.listdir(first.folder)} == mtimes
+
+    # Different preprocessing (normalisation), different data, a backbone with other weights: never the old cache.
+    other_processor = ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.4] * 3, image_std=[0.5] * 3)
+    by_processor = extract(setup, tmp_path, processor=other_processor)
+    by_data = extract(setup, tmp_path, dataset=dataset.select(range(20)))
+    torch.manual_seed(1)
+    other_head = ResNetForImageClassification(tiny_resnet_config(num_labels=3)).eval()
+    other_model = InfoDisentForImageClassification.from_backbone(other_head, id2label=LABELS).eval()
+    by_backbone = extract((other_model, other_head, processor, dataset), tmp_path)
+    without_head = extract(setup, tmp_path, head=False)
+    folders = {first.folder, by_processor.folder, by_data.folder, by_backbone.folder, without_head.folder}
+    assert len(folders) == 5 and len(calls) == 4
+    assert not any(c.reused for c in (by_processor, by_data, by_backbone, without_head))
+    assert not without_head.has_teacher and "logits" not in os.listdir(without_head.folder)
+    assert not np.allclose(by_processor.array("pooled"), first.array("pooled"))
+
+
+def test_interrupted_extraction_is_redone(setup, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features_module, "_extract_block", crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract(setup, tmp_path)
+    monkeypatch.undo()
+    cache = extract(setup, tmp_path)  # no meta.json was written: the half-written folder is not trusted
+    assert not cache.reused and len(cache) == 21
+
+
+def test_pooled_only_cache_and_shard_bounds(setup, tmp_path):
+    cache = extract(setup, tmp_path, pooled_only=True)
+    assert not cache.has_feature_maps and cache.feature_shape == (32,)
+    assert "features" not in cache.__getitems__([0, 5])
+    for n, world in ((21, 2), (5, 3), (2, 4), (0, 2)):
+        blocks = [_shard_bounds(n, r, world) for r in range(world)]
+        assert [i for lo, hi in blocks for i in range(lo, hi)] == list(range(n))
+
+
+def test_evaluate_matches_independent_computation(setup, tmp_path):
+    model, head_model, processor, dataset = setup
+    cache = extract(setup, tmp_path)
+    result = evaluate(model, cache, batch_size=4)
+    pixel_values = processor([to_rgb(im) for im in dataset["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values).logits
+        teacher = head_model(pixel_values=pixel_values).logits
+    labels = torch.tensor(dataset["label"])
+    assert result["num_examples"] == 21
+    np.testing.assert_array_equal(result["predictions"], logits.argmax(-1).numpy())
+    assert result["accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+    assert result["backbone_head_accuracy"] == pytest.approx(float((teacher.argmax(-1) == labels).float().mean()))
+    assert result["agreement"] == pytest.approx(float((teacher.argmax(-1) == logits.argmax(-1)).float().mean()))
+    sizes = [explanation_size(e) for e in model.explain(pixel_values)]
+    assert result["explanation_size_median"] == float(np.median(sizes))
+    assert result["explanation_size_p90"] == pytest.approx(float(np.percentile(sizes, 90)))
+
+
+class _Pooled:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def array(self, name):
+        return {"pooled": self.x, "labels": self.y}[name]
+
+
+def test_linear_probe_on_known_problems():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 6)) * 5
+    y = rng.integers(0, 3, 90)
+    x = (centers[y] + rng.normal(size=(90, 6))).astype(np.float32)
+    y_eval = rng.integers(0, 3, 30)
+    x_eval = (centers[y_eval] + rng.normal(size=(30, 6))).astype(np.float32)
+    assert train_linear_probe(_Pooled(x, y), _Pooled(x_eval, y_eval)) == {"accuracy": 1.0, "num_examples": 30}
+    # Features carrying no information: the probe can do no better than the majority class on these labels.
+    noise = _Pooled(np.zeros((90, 6), np.float32), y)
+    flipped = train_linear_probe(noise, _Pooled(np.zeros((30, 6), np.float32), y_eval))
+    assert flipped["accuracy"] == pytest.approx(float((y_eval == np.bincount(y).argmax()).mean()))

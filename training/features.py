@@ -1,0 +1,371 @@
+"""The frozen-backbone feature cache.
+
+InfoDisent never trains the backbone, so its feature maps are computed once per split and kept on disk; the
+rotation and the classifier then train on them for many epochs at a fraction of the cost of running the backbone.
+
+Layout (one folder per split, named by a key that changes whenever anything that shapes the features changes)::
+
+    <cache_dir>/<key>/meta.json                          # written last: its presence means "complete"
+    <cache_dir>/<key>/shard-00000-of-00002.features.npy  # (n, D, h, w) feature maps (omitted when pooled_only)
+    <cache_dir>/<key>/shard-00000-of-00002.pooled.npy    # (n, D) average-pooled features (for the linear probe)
+    <cache_dir>/<key>/shard-00000-of-00002.labels.npy    # (n,) int64
+    <cache_dir>/<key>/shard-00000-of-00002.logits.npy    # (n, K') the backbone's own head logits, when it has one
+
+* Plain ``.npy`` files (no pickle), written batch by batch through ``np.lib.format.open_memmap`` and read back
+  memory-mapped, so memory stays bounded whatever the dataset size.
+* Extraction is sharded: with N processes, rank r extracts the r-th contiguous block of the split and writes its own
+  shard; the main process writes ``meta.json`` once every shard is there. Readers concatenate the shards in order,
+  so the cache does not depend on how many processes wrote it. (Multi-node: ``cache_dir`` must be shared storage.)
+* The key hashes the backbone's weights and config (and its head's, whose logits are cached), the InfoDisent feature
+  layer, the image processor's config, the dataset split's fingerprint, its size and columns, and the storage dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+
+__all__ = [
+    "FeatureCache",
+    "LiveImages",
+    "backbone_fingerprint",
+    "cache_key",
+    "collate_batch",
+    "default_cache_dir",
+    "get_or_extract_features",
+]
+
+
+def default_cache_dir() -> str:
+    """``$INFODISENT_CACHE`` if set, else ``~/.cache/infodisent/features``."""
+    return os.environ.get("INFODISENT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "infodisent", "features")
+
+
+def _hash_state_dict(hasher, module: torch.nn.Module) -> None:
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        hasher.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def backbone_fingerprint(model, head_model: torch.nn.Module | None = None) -> str:
+    """Hash of what produces the cached arrays: the InfoDisent backbone's weights and config, the feature layer, and
+    the backbone head's weights (its logits are cached too). Weights are hashed by content, so re-saving the same
+    backbone elsewhere still hits the cache while retraining it never does."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(model.config.backbone_config.to_json_string(use_diff=False).encode())
+    hasher.update(f"feature_layer={model.config.feature_layer}".encode())
+    _hash_state_dict(hasher, model.backbone)
+    if head_model is not None:
+        hasher.update(type(head_model).__name__.encode())
+        _hash_state_dict(hasher, head_model)
+    return hasher.hexdigest()
+
+
+def cache_key(
+    backbone_fp: str,
+    dataset,
+    image_processor,
+    image_column: str,
+    label_column: str,
+    dtype: str = "float32",
+    pooled_only: bool = False,
+) -> str:
+    """Folder name of one split's cache (see the module docstring for what it covers)."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint is None:
+        raise ValueError("The dataset has no fingerprint; pass a `datasets.Dataset`.")
+    parts = {
+        "version": CACHE_FORMAT_VERSION,
+        "backbone": backbone_fp,
+        "image_processor": json.loads(image_processor.to_json_string()),
+        "dataset": fingerprint,
+        "num_rows": len(dataset),
+        "columns": [image_column, label_column],
+        "dtype": dtype,
+        "pooled_only": pooled_only,
+    }
+    # `processor_class` / `_processor_class` only name things; they do not change the pixels.
+    parts["image_processor"].pop("_processor_class", None)
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------- reading
+class FeatureCache(Dataset):
+    """A complete cache folder read back memory-mapped. Items are dicts with ``features`` (D, h, w) float32 tensor
+    (absent for a pooled-only cache), ``labels``, ``index`` (row in the split) and, when cached,
+    ``teacher_logits``. ``__getitems__`` returns a whole batch at once (one fancy-index per shard, no per-row
+    Python work); use :func:`collate_batch` as the DataLoader's ``collate_fn``."""
+
+    def __init__(self, folder: str):
+        meta_path = os.path.join(folder, "meta.json")
+        if not os.path.exists(meta_path):
+            raise FileNotFoundError(f"{folder!r} is not a complete feature cache (no meta.json).")
+        with open(meta_path) as f:
+            self.meta = json.load(f)
+        self.folder = folder
+        self.reused = True  # set to False by get_or_extract_features when it has just written the cache
+        self.shards: list[dict[str, np.ndarray]] = []
+        for shard in self.meta["shards"]:
+            if shard["num_rows"] == 0:
+                continue
+            arrays = {}
+            for name in self.meta["arrays"]:
+                arrays[name] = np.load(os.path.join(folder, f"{shard['name']}.{name}.npy"), mmap_mode="r")
+            self.shards.append(arrays)
+        sizes = [len(s["labels"]) for s in self.shards]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if int(self.offsets[-1]) != self.meta["num_rows"]:
+            raise ValueError(f"Feature cache {folder!r} is inconsistent: {self.offsets[-1]} rows vs {self.meta['num_rows']}.")
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def has_feature_maps(self) -> bool:
+        return "features" in self.meta["arrays"]
+
+    @property
+    def has_teacher(self) -> bool:
+        return "logits" in self.meta["arrays"]
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["feature_shape"])
+
+    def array(self, name: str) -> np.ndarray:
+        """A whole (small) array, e.g. ``"labels"``, ``"pooled"`` or ``"logits"``, concatenated in split order."""
+        return np.concatenate([np.asarray(s[name]) for s in self.shards]) if self.shards else np.zeros(0)
+
+    def _take(self, name: str, indices: np.ndarray) -> np.ndarray:
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        first = self.shards[0][name]
+        out = np.empty((len(indices),) + first.shape[1:], dtype=first.dtype)
+        for s in np.unique(shard_of):
+            where = np.nonzero(shard_of == s)[0]
+            out[where] = self.shards[s][name][indices[where] - self.offsets[s]]
+        return out
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        batch = {
+            "labels": torch.from_numpy(self._take("labels", indices)),
+            "index": torch.from_numpy(indices.copy()),
+        }
+        if self.has_feature_maps:
+            batch["features"] = torch.from_numpy(self._take("features", indices)).float()
+        if self.has_teacher:
+            batch["teacher_logits"] = torch.from_numpy(self._take("logits", indices)).float()
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+class LiveImages(Dataset):
+    """Images through the image processor, for the live-backbone path (``--live_backbone`` / ``--augment``): items
+    are ``{"pixel_values", "labels", "index"}`` and the backbone runs in the training loop."""
+
+    def __init__(self, dataset, transform: Callable):
+        self.dataset = dataset.with_transform(transform)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        rows = self.dataset[[int(i) for i in indices]]
+        return {
+            "pixel_values": torch.stack([torch.as_tensor(p) for p in rows["pixel_values"]]).float(),
+            "labels": torch.tensor(rows["labels"], dtype=torch.long),
+            "index": torch.as_tensor(np.asarray(indices, dtype=np.int64)),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+def collate_batch(batch: Any) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for FeatureCache / LiveImages: batches arrive already stacked from ``__getitems__``; a list of
+    single items (a sampler without batching) is stacked here."""
+    if isinstance(batch, dict):
+        return batch
+    return {k: torch.stack([item[k] for item in batch]) for k in batch[0]}
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+def _shard_bounds(num_rows: int, rank: int, world: int) -> tuple[int, int]:
+    return (num_rows * rank) // world, (num_rows * (rank + 1)) // world
+
+
+class _ShardWriter:
+    """Writes one rank's block batch by batch into memory-mapped .npy files (created on the first batch, when the
+    shapes are known), then renames them into place."""
+
+    def __init__(self, folder: str, name: str, num_rows: int, dtype: str):
+        self.folder, self.name, self.num_rows, self.dtype = folder, name, num_rows, dtype
+        self.arrays: dict[str, np.ndarray] = {}
+        self.position = 0
+
+    def _path(self, key: str, tmp: bool) -> str:
+        return os.path.join(self.folder, f"{self.name}.{key}{'.tmp' if tmp else ''}.npy")
+
+    def write(self, batch: dict[str, np.ndarray]) -> None:
+        n = len(batch["labels"])
+        for key, value in batch.items():
+            if key not in self.arrays:
+                dtype = value.dtype if key == "labels" else np.dtype(self.dtype)
+                self.arrays[key] = np.lib.format.open_memmap(
+                    self._path(key, tmp=True), mode="w+", dtype=dtype, shape=(self.num_rows,) + value.shape[1:]
+                )
+            self.arrays[key][self.position : self.position + n] = value
+        self.position += n
+
+    def close(self) -> dict:
+        if self.position != self.num_rows:
+            raise RuntimeError(f"Shard {self.name} got {self.position} rows, expected {self.num_rows}.")
+        for key, array in self.arrays.items():
+            array.flush()
+            del array
+            os.replace(self._path(key, tmp=True), self._path(key, tmp=False))
+        info = {"name": self.name, "num_rows": self.num_rows, "arrays": sorted(self.arrays)}
+        with open(os.path.join(self.folder, f"{self.name}.json"), "w") as f:
+            json.dump(info, f)
+        return info
+
+
+@torch.no_grad()
+def _extract_block(model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str):
+    for batch in tqdm(loader, desc=desc, disable=not show_progress):
+        pixel_values = batch["pixel_values"].to(device)
+        feature_map = model.extract_features(pixel_values).float()
+        arrays = {
+            "labels": batch["labels"].numpy().astype(np.int64),
+            "pooled": feature_map.mean(dim=(2, 3)).cpu().numpy(),
+        }
+        if not pooled_only:
+            arrays["features"] = feature_map.cpu().numpy()
+        if head_model is not None:
+            arrays["logits"] = head_model(pixel_values=pixel_values).logits.float().cpu().numpy()
+        writer.write(arrays)
+
+
+def get_or_extract_features(
+    model,
+    dataset,
+    image_processor,
+    image_column: str,
+    label_column: str,
+    transform: Callable,
+    cache_dir: str | None = None,
+    head_model: torch.nn.Module | None = None,
+    batch_size: int = 64,
+    accelerator=None,
+    split_name: str = "train",
+    dtype: str = "float32",
+    pooled_only: bool = False,
+    backbone_fp: str | None = None,
+) -> FeatureCache:
+    """Return the split's :class:`FeatureCache`, extracting it first if no complete cache with the same key exists.
+
+    Args:
+        model: an `InfoDisentForImageClassification` (its `extract_features` gives the cached maps).
+        dataset: the raw split (a `datasets.Dataset` with the image and label columns).
+        transform: ``training.data.make_transform(image_processor, image_column, label_column)`` (no augmentation).
+        head_model: the backbone's own classifier (``...ForImageClassification``) whose logits are cached too.
+        accelerator: shards the extraction across its processes; ``None`` = one process.
+        pooled_only: store only average-pooled features, labels and head logits (the live-backbone path needs them
+            for the linear probe and the backbone head's accuracy).
+    Returns a cache whose ``reused`` attribute says whether it was already on disk.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
+    is_main = rank == 0
+    device = accelerator.device if accelerator is not None else torch.device("cpu")
+
+    cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
+    if backbone_fp is None:
+        backbone_fp = backbone_fingerprint(model, head_model)
+    key = cache_key(backbone_fp, dataset, image_processor, image_column, label_column, dtype, pooled_only)
+    if world > 1:  # every rank must agree on the folder even if a fingerprint was not deterministic
+        key = broadcast_object_list([key])[0]
+    folder = os.path.join(cache_dir, key)
+    if os.path.exists(os.path.join(folder, "meta.json")):
+        if is_main:
+            logger.info("Reusing cached %s features from %s", split_name, folder)
+        return FeatureCache(folder)
+
+    if is_main:
+        logger.info("Extracting %s features (%d images, %d process(es)) into %s", split_name, len(dataset), world, folder)
+        shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted extraction
+        os.makedirs(folder, exist_ok=True)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+    start, stop = _shard_bounds(len(dataset), rank, world)
+    name = f"shard-{rank:05d}-of-{world:05d}"
+    writer = _ShardWriter(folder, name, stop - start, dtype)
+    if stop > start:
+        block = dataset.select(range(start, stop)).with_transform(transform)
+        from training.data import collate_fn
+
+        loader = DataLoader(block, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+        was_training = model.training
+        model.eval()
+        if head_model is not None:
+            head_model.eval()
+        try:
+            _extract_block(
+                model, head_model, loader, writer, pooled_only, device,
+                show_progress=is_main, desc=f"features ({split_name})",
+            )  # fmt: skip
+        finally:
+            model.train(was_training)
+    writer.close()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+    if is_main:
+        shards = []
+        for r in range(world):
+            with open(os.path.join(folder, f"shard-{r:05d}-of-{world:05d}.json")) as f:
+                shards.append(json.load(f))
+        arrays = next((s["arrays"] for s in shards if s["num_rows"] > 0), [])
+        first = next(s for s in shards if s["num_rows"] > 0)
+        # (D, h, w) of the feature maps, or (D,) for a pooled-only cache
+        main_array = "features" if "features" in arrays else "pooled"
+        probe = np.load(os.path.join(folder, f"{first['name']}.{main_array}.npy"), mmap_mode="r")
+        feature_shape = list(probe.shape[1:])
+        meta = {
+            "version": CACHE_FORMAT_VERSION,
+            "split": split_name,
+            "num_rows": len(dataset),
+            "arrays": arrays,
+            "feature_shape": feature_shape,
+            "dtype": dtype,
+            "shards": shards,
+        }
+        tmp = os.path.join(folder, "meta.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(meta, f, indent=1)
+        os.replace(tmp, os.path.join(folder, "meta.json"))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    cache = FeatureCache(folder)
+    cache.reused = False
+    return cache

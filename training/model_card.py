@@ -1,0 +1,160 @@
+"""The model card (README.md) of a trained InfoDisent folder, and the upload of that folder to the Hub."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+__all__ = ["HUB_IGNORE_PATTERNS", "build_model_card", "is_hub_id", "push_folder_to_hub"]
+
+# Checkpoints (HF-example names step_N / epoch_N), tracker logs and temporary files never go to the Hub.
+HUB_IGNORE_PATTERNS = ["step_*", "epoch_*", "logs/*", "*.tmp"]
+
+# Local sources that have a Hub equivalent, for the card's metadata.
+_FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+
+
+def is_hub_id(name: str | None) -> bool:
+    """``owner/name`` or ``name`` that is not an existing local path."""
+    if not name or os.path.exists(os.path.expanduser(name)):
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name) is not None
+
+
+def _fmt(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, float) else "n/a"
+
+
+def build_model_card(
+    results: dict,
+    *,
+    model_name: str,
+    backbone: str,
+    dataset: str,
+    command: str,
+    id2label: dict[int, str],
+    dataset_hub_id: str | None = None,
+    has_gallery: bool = False,
+) -> ModelCard:
+    """A Hub model card: YAML metadata (library_name, pipeline_tag, base_model, datasets, model-index eval results)
+    and a body with the metrics, the training command and how to load the model.
+
+    ``dataset_hub_id`` names the dataset on the Hub when ``dataset`` is a local copy of a Hub dataset; ``backbone``
+    and ``dataset`` go into the metadata only when they are Hub ids (local paths mean nothing there).
+    """
+    dataset_id = dataset_hub_id or (dataset if is_hub_id(dataset) else None)
+    base_model = backbone if is_hub_id(backbone) else None
+    metrics = [("accuracy", "InfoDisent accuracy", results.get("eval_accuracy"))]
+    if results.get("agreement") is not None:
+        metrics.append(("agreement", "Top-1 agreement with the backbone's classifier", results["agreement"]))
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_id or os.path.basename(os.path.normpath(dataset)),
+            dataset_name=dataset_id or os.path.basename(os.path.normpath(dataset)),
+            dataset_split="validation",
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(float(value), 4),
+        )
+        for metric_type, metric_name, value in metrics
+        if value is not None
+    ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license="mit",
+        tags=["infodisent", "interpretability", "prototypes", "image-classification"],
+        base_model=base_model,
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["accuracy"],
+        eval_results=eval_results,
+    )
+    sizes = (
+        f"median {results.get('explanation_size_median')}, 90th percentile {results.get('explanation_size_p90')} "
+        f"prototypes for 90% of the predicted class's positive evidence"
+    )
+    labels = ", ".join(id2label[i] for i in sorted(id2label))
+    repo = model_name
+    lines = [
+        f"# {model_name}",
+        "",
+        "An [InfoDisent](https://arxiv.org/abs/2409.10329) model: the frozen backbone "
+        f"`{backbone}` explained by prototypes. A learned orthogonal rotation disentangles its last feature map, "
+        "each rotated channel keeps only its strongest positive and strongest negative activation, and a nonnegative "
+        "linear classifier turns them into class logits, so every logit is exactly the bias plus a sum of prototype "
+        "contributions.",
+        "",
+        f"Classes ({len(id2label)}): {labels}.",
+        "",
+        "## Results (validation split)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| InfoDisent accuracy | {_fmt(results.get('eval_accuracy'))} |",
+        f"| linear probe on average-pooled backbone features | {_fmt(results.get('linear_probe_accuracy'))} |",
+        f"| backbone's own classifier | {_fmt(results.get('backbone_head_accuracy'))} |",
+        f"| top-1 agreement with the backbone's classifier | {_fmt(results.get('agreement'))} |",
+        f"| explanation size | {sizes} |",
+        f"| prototypes per class (max) / distinct channels used | {results.get('max_prototypes_per_class_used')} / "
+        f"{results.get('distinct_channels_used')} |",
+        f"| training time | {results.get('train_runtime_s', float('nan')):.0f} s |",
+        "",
+        f"Validation examples: {results.get('eval_num_examples')}. All numbers are in `all_results.json`.",
+        "",
+        "## Training",
+        "",
+        "Trained with the InfoDisent project's `training/train.py` (backbone frozen; rotation, classifier and bias "
+        "trained on cached feature maps):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "## How to use",
+        "",
+        "With the `infodisent` package installed (`import modeling_infodisent` registers the model type):",
+        "",
+        "```python",
+        "import modeling_infodisent  # noqa: F401",
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
+        "",
+        f'model = AutoModelForImageClassification.from_pretrained("{repo}")',
+        f'processor = AutoImageProcessor.from_pretrained("{repo}")',
+        f'classifier = pipeline("image-classification", model="{repo}")',
+        "",
+        'inputs = processor(image.convert("RGB"), return_tensors="pt")',
+        "explanation = model.explain(inputs.pixel_values)[0]  # logit == bias + sum of prototype contributions",
+        "for prototype in explanation.prototypes[:5]:",
+        "    print(prototype.name, prototype.contribution, prototype.location)",
+        "```",
+        "",
+        "Without the package, the code files in this repository are used:",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageClassification",
+        "",
+        f'model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True)',
+        "```",
+    ]
+    if has_gallery:
+        lines += ["", "The prototype gallery (the training patches that activate each prototype most) is in `gallery/`."]
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+    return ModelCard(content)
+
+
+def push_folder_to_hub(folder: str, repo_id: str, token: str | None = None, commit_message: str | None = None):
+    """Create (or reuse) the model repo and upload the folder, without checkpoints and logs."""
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, exist_ok=True, repo_type="model")
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        commit_message=commit_message or "Upload InfoDisent model",
+        ignore_patterns=list(HUB_IGNORE_PATTERNS),
+    )
+    return repo_url
