@@ -1,0 +1,738 @@
+"""Pictures of InfoDisent explanations: PNG figures (matplotlib, Agg canvas) and self-contained HTML reports.
+
+Everything printed on a picture comes from the `Explanation` (and the model's weights for the class sheets):
+`explanation_table` and `sum_terms` compute the rows and the addition once, and both the figure and the HTML read
+them. Each rendered PIL image also carries the text it drew in ``image.info["infodisent_text"]`` (one line per
+printed number), which the command line writes into the PNG's metadata and the tests check.
+
+Reading the pictures
+--------------------
+* Colours: evidence **for** the explained class is red (``FOR_COLOUR``), evidence **against** it is blue
+  (``AGAINST_COLOUR``) — on the class evidence map (a diverging colour map centred at 0), the contribution bars
+  and the prototype boxes alike.
+* A prototype is one pole (``+`` or ``-``) of one rotated channel, named e.g. ``17+``. Its row shows where it fires
+  on the image (its heatmap, 0 to its peak, with the peak's feature cell boxed), its contribution
+  ``weight x activation`` to the class logit, and its gallery: the training patches where it fires most.
+* Pruned prototypes (weight exactly 0) never appear: they cannot contribute.
+
+matplotlib is used through `matplotlib.figure.Figure` and the Agg canvas directly, so importing this module does
+not change the user's pyplot backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from .gallery import PrototypeGallery, model_view, to_rgb
+
+__all__ = [
+    "AGAINST_COLOUR",
+    "FOR_COLOUR",
+    "contrast_table",
+    "explanation_html",
+    "explanation_table",
+    "prototype_usage",
+    "render_class_sheet",
+    "render_contrast",
+    "render_explanation",
+    "sum_terms",
+]
+
+FOR_COLOUR = "#c0392b"  # red: evidence for the explained class (the warm end of RdBu_r)
+AGAINST_COLOUR = "#2166ac"  # blue: evidence against it
+NEUTRAL_COLOUR = "#7f7f7f"
+EVIDENCE_CMAP = "RdBu_r"
+PROTOTYPE_CMAP = "inferno"
+TEXT_KEY = "infodisent_text"
+_DPI = 100
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers (one source for the figures, the HTML and the tests)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _num(value: float, signed: bool = True) -> str:
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def explanation_table(explanation) -> list[dict]:
+    """One row per prototype of the explanation, in its order (by |contribution|): rank, prototype name, channel,
+    sign (+1/-1), evidence ("for" / "against"), activation, weight, contribution, location (row, col), box."""
+    rows = []
+    for rank, p in enumerate(explanation.prototypes):
+        rows.append(
+            {
+                "rank": rank,
+                "prototype": p.name,
+                "channel": int(p.channel),
+                "sign": int(p.sign),
+                "evidence": "for" if p.contribution > 0 else "against",
+                "activation": float(p.activation),
+                "weight": float(p.weight),
+                "contribution": float(p.contribution),
+                "location": tuple(int(v) for v in p.location),
+                "box": tuple(int(v) for v in p.box),
+            }
+        )
+    return rows
+
+
+def _split(explanation, max_prototypes: int, max_negative: int | None):
+    """The prototypes shown: the strongest `max_prototypes` for and `max_negative` against (never pruned ones)."""
+    positive = [p for p in explanation.positive if p.weight != 0][: max(0, max_prototypes)]
+    negative_cap = max(1, math.ceil(max_prototypes / 2)) if max_negative is None else max_negative
+    negative = [p for p in explanation.negative if p.weight != 0][: max(0, negative_cap)]
+    return positive, negative
+
+
+def sum_terms(explanation, shown: Sequence | None = None) -> list[tuple[str, float]]:
+    """The addition printed under a figure: ``[(label, value), ...]`` whose values add up to the logit (the last
+    term, labelled ``"logit"``, is the sum). Terms: bias, the shown prototypes for / against, and what the other
+    prototypes (and `Explanation.residual`) add, for / against, so that nothing is hidden."""
+    shown_ids = {id(p) for p in (shown if shown is not None else explanation.prototypes)}
+    shown_for = sum(p.contribution for p in explanation.prototypes if id(p) in shown_ids and p.contribution > 0)
+    shown_against = sum(p.contribution for p in explanation.prototypes if id(p) in shown_ids and p.contribution < 0)
+    rest = [p for p in explanation.prototypes if id(p) not in shown_ids]
+    rest_for = sum(p.contribution for p in rest if p.contribution > 0)
+    rest_against = sum(p.contribution for p in rest if p.contribution < 0)
+    n_for = sum(1 for p in explanation.prototypes if id(p) in shown_ids and p.contribution > 0)
+    n_against = sum(1 for p in explanation.prototypes if id(p) in shown_ids and p.contribution < 0)
+    terms = [("bias", float(explanation.bias)), (f"{n_for} shown for", float(shown_for))]
+    terms.append((f"{n_against} shown against", float(shown_against)))
+    if rest or explanation.residual:
+        # `residual` is what explain(top_k=...) already summed away: it joins the others of its sign.
+        n_rest_for = sum(1 for p in rest if p.contribution > 0)
+        n_rest_against = sum(1 for p in rest if p.contribution < 0)
+        terms.append((f"{n_rest_for} others for", float(rest_for + max(explanation.residual, 0.0))))
+        terms.append((f"{n_rest_against} others against", float(rest_against + min(explanation.residual, 0.0))))
+    terms.append(("logit", float(explanation.logit)))
+    return terms
+
+
+def _sum_line(terms: list[tuple[str, float]], class_name: str) -> str:
+    parts = [f"{_num(v, signed=i > 0)} ({label})" for i, (label, v) in enumerate(terms[:-1])]
+    return " ".join(parts) + f" = {_num(terms[-1][1], signed=False)} (logit of {class_name!r})"
+
+
+def contrast_table(expl_a, expl_b) -> list[dict]:
+    """Per prototype (channel, sign), its contribution to class A, to class B and the difference A - B, ordered by
+    |difference|. ``logit_A - logit_B = (bias_A - bias_B) + sum(differences) + (residual_A - residual_B)``."""
+    if expl_a.image_size != expl_b.image_size or expl_a.feature_grid != expl_b.feature_grid:
+        raise ValueError("The two explanations are not of the same image (their sizes differ).")
+    by_key: dict[tuple[int, int], dict] = {}
+    for which, expl in (("a", expl_a), ("b", expl_b)):
+        for p in expl.prototypes:
+            row = by_key.setdefault(
+                (p.channel, p.sign),
+                {"prototype": p.name, "channel": p.channel, "sign": p.sign, "a": 0.0, "b": 0.0, "_proto": p},
+            )
+            row[which] = float(p.contribution)
+    rows = []
+    for row in by_key.values():
+        row["difference"] = row["a"] - row["b"]
+        if row["difference"] != 0.0:
+            rows.append(row)
+    rows.sort(key=lambda r: (-abs(r["difference"]), r["channel"], -r["sign"]))
+    return rows
+
+
+def prototype_usage(model, channel: int) -> list[tuple[int, float]]:
+    """The classes that use rotated channel `channel` (both its poles), as ``[(class_id, weight), ...]`` by weight,
+    largest first; pruned (zero) weights are left out."""
+    weight = model.classifier_weight.detach().double().cpu()
+    if not 0 <= int(channel) < weight.shape[1]:
+        raise IndexError(f"Channel {channel} is out of range: the model has {weight.shape[1]} channels.")
+    column = weight[:, int(channel)]
+    used = [(int(k), float(column[k])) for k in range(column.shape[0]) if column[k] != 0]
+    return sorted(used, key=lambda kw: (-kw[1], kw[0]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Drawing helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Canvas:
+    """A figure laid out in inches from the top-left corner (easier to reason about than nested grids)."""
+
+    def __init__(self, width: float, height: float, dpi: int = _DPI):
+        self.width, self.height, self.dpi = width, height, dpi
+        self.figure = Figure(figsize=(width, height), dpi=dpi, facecolor="white")
+        FigureCanvasAgg(self.figure)
+        self.lines: list[str] = []
+
+    def axes(self, x: float, y: float, w: float, h: float, **kwargs):
+        return self.figure.add_axes((x / self.width, 1 - (y + h) / self.height, w / self.width, h / self.height), **kwargs)
+
+    def text(self, x: float, y: float, s: str, record: bool = True, **kwargs):
+        """Text at (x, y) inches from the top-left (top-aligned by default); recorded for the tests."""
+        kwargs.setdefault("va", "top")
+        kwargs.setdefault("ha", "left")
+        self.figure.text(x / self.width, 1 - y / self.height, s, **kwargs)
+        if record:
+            self.lines.extend(s.split("\n"))
+
+    def to_image(self) -> Image.Image:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=self.dpi, facecolor="white")
+        buffer.seek(0)
+        image = Image.open(buffer)
+        image.load()
+        image = image.convert("RGB")
+        image.info[TEXT_KEY] = "\n".join(self.lines)
+        return image
+
+
+def _display_view(image: Image.Image, image_processor: Any, size: tuple[int, int], max_side: int = 320) -> np.ndarray:
+    """The part of the image the model saw, at a display resolution (nearest neighbour for small images, so their
+    pixels stay crisp instead of blurring)."""
+    view = model_view(to_rgb(image), image_processor)
+    height, width = size
+    scale = max_side / max(height, width)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.Resampling.NEAREST if max(view.size) * 2 <= max(target) else Image.Resampling.LANCZOS
+    return np.asarray(view.resize(target, resample))
+
+
+def _clean(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _show_image(ax, view: np.ndarray, size: tuple[int, int], grey: bool = False) -> None:
+    height, width = size
+    if grey:  # a desaturated, slightly lighter base so the coloured overlay reads first
+        view = (view.astype(np.float32) @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, axis=-1)
+        view = (0.35 * 255 + 0.65 * view).astype(np.uint8)
+    ax.imshow(view, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    _clean(ax)
+
+
+def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
+    """The prototype's heatmap on the image: colour from the map, opacity growing with the activation, so places
+    where the prototype is silent show the image itself; the peak's feature cell is boxed."""
+    height, width = prototype.image_size
+    _show_image(ax, view, (height, width), grey=True)
+    heat = np.asarray(prototype.heatmap, dtype=np.float32)
+    peak = float(heat.max()) if heat.size else 0.0
+    norm = heat / peak if peak > 0 else heat
+    rgba = colormaps[PROTOTYPE_CMAP](norm)
+    rgba[..., 3] = 0.15 + 0.7 * np.clip(norm, 0, 1)
+    ax.imshow(rgba, extent=(0, width, height, 0), interpolation="bilinear")
+    left, top, right, bottom = prototype.box
+    ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", linewidth=3.2))
+    ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor=colour, linewidth=1.8))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(2.0)
+
+
+def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, sign: int, count: int,
+                  size: float, gap: float, header: str | None = None) -> None:
+    """A pole's gallery patches in a row starting at (x, y) inches, each captioned 'class · activation'."""
+    if gallery is None:
+        canvas.text(x, y + size / 2 - 0.1, "no prototype gallery saved with this model", record=False,
+                    fontsize=8, color=NEUTRAL_COLOUR, style="italic")
+        return
+    if gallery.is_dead(channel, sign):
+        canvas.text(x, y + size / 2 - 0.1, f"pole {channel}{'+' if sign > 0 else '-'} never fired on the "
+                    f"{gallery.num_images} gallery images", record=False, fontsize=8, color=NEUTRAL_COLOUR, style="italic")
+        return
+    if header:
+        canvas.text(x, y - 0.17, header, record=False, fontsize=7.5, color="#444444")
+    for i, entry in enumerate(gallery.entries(channel, sign)[:count]):
+        ax = canvas.axes(x + i * (size + gap), y, size, size)
+        ax.imshow(np.asarray(entry.image), interpolation="nearest")
+        _clean(ax)
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor("#bbbbbb")
+        label = entry.label_name if len(entry.label_name) <= 14 else entry.label_name[:13] + "…"
+        canvas.text(x + i * (size + gap) + size / 2, y + size + 0.03, f"{label}\n{entry.activation:.3g}",
+                    record=False, fontsize=7, ha="center", color="#333333", linespacing=1.1)
+
+
+def _class_name(class_id: int, id2label: dict | None, fallback: str | None = None) -> str:
+    if id2label:
+        for key in (class_id, str(class_id)):
+            if key in id2label:
+                return str(id2label[key])
+    return fallback if fallback is not None else str(class_id)
+
+
+def _evidence_map(ax, canvas: _Canvas, view, heat: np.ndarray, size, title: str, bar_label: str,
+                  cbar_rect: tuple[float, float, float, float]) -> None:
+    height, width = size
+    _show_image(ax, view, size, grey=True)
+    bound = float(np.abs(heat).max()) or 1.0
+    norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
+    shown = ax.imshow(heat, cmap=EVIDENCE_CMAP, norm=norm, alpha=0.72, extent=(0, width, height, 0),
+                      interpolation="bilinear")
+    ax.set_title(title, fontsize=9.5)
+    cax = canvas.axes(*cbar_rect)
+    bar = canvas.figure.colorbar(shown, cax=cax)
+    bar.set_label(bar_label, fontsize=7.5)
+    bar.ax.tick_params(labelsize=7)
+
+
+def _header_images(canvas: _Canvas, view, size, heat, title: str, bar_label: str, x: float, top: float,
+                   panel: float) -> float:
+    """The input and an evidence map with its colour bar, side by side; returns where the next panel may start."""
+    ax = canvas.axes(x, top, panel, panel)
+    _show_image(ax, view, size)
+    ax.set_title("Input (as the model sees it)", fontsize=9.5)
+    x += panel + 0.3
+    ax = canvas.axes(x, top, panel, panel)
+    _evidence_map(ax, canvas, view, heat, size, title, bar_label, (x + panel + 0.08, top, 0.12, panel))
+    return x + panel + 0.08 + 0.12 + 0.75 + 0.95  # colour bar, its labels, the next panel's tick labels
+
+
+def _bars(ax, labels: list[str], values: list[float], colours: list[str], title: str) -> None:
+    y = np.arange(len(values))
+    ax.barh(y, values, color=colours, height=0.68)
+    ax.axvline(0, color="#333333", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title(title, fontsize=9.5)
+    lo, hi = min(0.0, min(values, default=0.0)), max(0.0, max(values, default=0.0))
+    span = (hi - lo) or 1.0
+    ax.set_xlim(lo - 0.3 * span, hi + 0.3 * span)
+    for i, v in enumerate(values):
+        ax.text(v + (0.02 * span if v >= 0 else -0.02 * span), i, _num(v), va="center",
+                ha="left" if v >= 0 else "right", fontsize=7)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _probabilities(ax, explanation, id2label, highlight: Sequence[int]) -> None:
+    probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
+    top = np.argsort(-probabilities, kind="stable")[:5]
+    names = [_class_name(int(k), id2label, explanation.label if int(k) == explanation.target else None) for k in top]
+    colours = ["#555555" if int(k) in highlight else "#bbbbbb" for k in top]
+    y = np.arange(len(top))
+    ax.barh(y, probabilities[top], color=colours, height=0.68)
+    ax.set_yticks(y, names, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("Top-5 probabilities", fontsize=9.5)
+    for i, k in enumerate(top):
+        ax.text(probabilities[k] + 0.02, i, f"{100 * probabilities[k]:.1f}%", va="center", fontsize=7)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Local explanation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def render_explanation(
+    explanation,
+    image,
+    gallery: PrototypeGallery | None = None,
+    max_prototypes: int = 6,
+    id2label: dict | None = None,
+    *,
+    max_negative: int | None = None,
+    max_patches: int = 5,
+    image_processor: Any = None,
+    dpi: int = _DPI,
+) -> Image.Image:
+    """The explanation of one class logit as a figure (PIL RGB image).
+
+    Top: the image, the class evidence map (`Explanation.class_heatmap`, red for / blue against), the contribution
+    of each shown prototype, the top-5 probabilities. Then one row per prototype, evidence for the class first and
+    evidence against it second, each ranked by |contribution|: its heatmap and peak box on the image, its numbers
+    (``contribution = weight x activation``) and its gallery patches. Bottom: ``bias + contributions = logit``.
+
+    Args:
+        image: the explained image (any PIL mode); `image_processor` (optional) crops it as the model saw it.
+        max_prototypes: rows of evidence for; `max_negative` rows of evidence against (default half as many).
+        id2label: class names for the probabilities (default: only the explained class is named).
+    The text drawn is in ``result.info["infodisent_text"]``.
+    """
+    positive, negative = _split(explanation, max_prototypes, max_negative)
+    shown = positive + negative
+    terms = sum_terms(explanation, shown)
+    size = tuple(explanation.image_size)
+    view = _display_view(image, image_processor, size)
+    name = explanation.label
+    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
+    patch_size, patch_gap = 0.9, 0.08
+
+    # Geometry (inches): a fixed-width header, rows whose gallery patches fill the width.
+    margin, cell, text_w = 0.35, 1.25, 2.75
+    width = 12.4
+    if patches:
+        patch_size = min(1.15, (width - 2 * margin - cell - 0.2 - text_w) / patches - patch_gap)
+    row_h = max(cell, patch_size + 0.3) + 0.2
+    header_h = 3.35
+    section_h = 0.62
+    n_sections = (1 if positive else 0) + (1 if negative else 0)
+    height = header_h + n_sections * section_h + len(shown) * row_h + (0.4 if not shown else 0) + 1.25
+    canvas = _Canvas(width, height, dpi)
+    predicted = int(np.argmax(explanation.probabilities))
+    predicted_name = _class_name(predicted, id2label, name if predicted == explanation.target else None)
+    verdict = (
+        f"Predicted: {predicted_name} ({100 * float(explanation.probabilities[predicted]):.1f}%)"
+        + (f"   ·   explaining class: {name}" if predicted != explanation.target else "")
+    )
+    canvas.text(margin, 0.18, f"Why '{name}'?  InfoDisent explanation", fontsize=14, weight="bold")
+    canvas.text(margin, 0.5, verdict + f"   ·   logit of '{name}': {_num(explanation.logit, False)}", fontsize=10)
+
+    # Header panels.
+    top, panel = 0.95, 2.0
+    bar_x = _header_images(canvas, view, size, explanation.class_heatmap(), f"Evidence map for '{name}'",
+                           "← against · for →", margin, top, panel)
+    ax = canvas.axes(bar_x, top, 2.5, panel)
+    labels = [p.name for p in shown]
+    values = [p.contribution for p in shown]
+    colours = [FOR_COLOUR if v > 0 else AGAINST_COLOUR for v in values]
+    for label, v in terms[3:-1]:  # what the prototypes without a row add, lighter
+        if v != 0.0:
+            labels.append(f"{label.split()[0]} others ({'+' if v > 0 else '−'})")
+            values.append(v)
+            colours.append("#e8a39b" if v > 0 else "#9ebedb")
+    labels.append("bias")
+    values.append(explanation.bias)
+    colours.append(NEUTRAL_COLOUR)
+    _bars(ax, labels, values, colours, "Contributions to the logit")
+    ax = canvas.axes(bar_x + 2.5 + 1.35, top, width - (bar_x + 2.5 + 1.35) - margin, panel * 0.75)
+    _probabilities(ax, explanation, id2label, (explanation.target,))
+
+    # Prototype rows.
+    y = header_h
+    canvas.lines.append(f"logit {_num(explanation.logit, False)}")
+    for title, group, colour in (
+        (f"Evidence FOR '{name}'  (prototypes that raise its logit, strongest first)", positive, FOR_COLOUR),
+        (f"Evidence AGAINST '{name}'  (prototypes that lower its logit, strongest first)", negative, AGAINST_COLOUR),
+    ):
+        if not group:
+            continue
+        canvas.text(margin, y + 0.06, title, fontsize=11, weight="bold", color=colour, record=False)
+        if patches:
+            canvas.text(margin + cell + 0.2 + text_w, y + 0.38, "its most activating training patches "
+                        "(class · activation on that image)", fontsize=8, color="#555555", record=False)
+        y += section_h
+        for p in group:
+            ax = canvas.axes(margin, y + 0.05, cell, cell)
+            _overlay_prototype(ax, view, p, colour)
+            pole = "positive" if p.sign > 0 else "negative"
+            canvas.text(margin + cell + 0.2, y + 0.08, f"prototype {p.name}", fontsize=10.5, weight="bold",
+                        color=colour, record=False)
+            canvas.text(margin + cell + 0.2, y + 0.34, f"{p.name} contribution {_num(p.contribution)}",
+                        fontsize=9.5, record=True)
+            canvas.text(margin + cell + 0.2, y + 0.58,
+                        f"= weight {p.weight:.3f} × activation {p.activation:.3f}\n"
+                        f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}",
+                        fontsize=8, color="#444444", record=False, linespacing=1.35)
+            if patches or gallery is None:
+                _draw_patches(canvas, margin + cell + 0.2 + text_w, y + 0.05, gallery, p.channel, p.sign,
+                              patches, patch_size, patch_gap)
+            y += row_h
+    if not shown:
+        canvas.text(margin, y + 0.05, "No prototype contributes to this logit: it is the bias alone.", fontsize=10)
+        y += 0.4
+
+    # The addition, and how to read the figure.
+    y += 0.12
+    line = _sum_line(terms, name)
+    canvas.text(margin, y, "bias + Σ contributions = logit:", fontsize=9.5, weight="bold", record=False)
+    canvas.text(margin, y + 0.24, line, fontsize=9, family="monospace", wrap=True)
+    canvas.text(
+        margin, y + 0.6,
+        "Heatmaps: where the prototype fires on this image (dark = silent, bright = its peak), box = its strongest "
+        "feature cell. Red = evidence for, blue = evidence against.\nContribution = class weight × activation "
+        "(the prototype's peak value); a prototype is one pole (+/−) of one rotated channel of the frozen backbone.",
+        fontsize=7.5, color="#555555", record=False, linespacing=1.4,
+    )
+    return canvas.to_image()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Contrast: why A and not B
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def render_contrast(
+    expl_a,
+    expl_b,
+    image,
+    gallery: PrototypeGallery | None = None,
+    max_prototypes: int = 4,
+    *,
+    id2label: dict | None = None,
+    max_patches: int = 4,
+    image_processor: Any = None,
+    dpi: int = _DPI,
+) -> Image.Image:
+    """Why class A and not class B, for one image: ``logit_A - logit_B = (bias_A - bias_B) + sum over prototypes
+    of (contribution to A - contribution to B)``. Shows the difference map, the largest differences as bars, and a
+    row per prototype favouring A (red) and favouring B (blue), with its gallery patches."""
+    rows = contrast_table(expl_a, expl_b)
+    name_a, name_b = expl_a.label, expl_b.label
+    favour_a = [r for r in rows if r["difference"] > 0][:max_prototypes]
+    favour_b = [r for r in rows if r["difference"] < 0][:max_prototypes]
+    shown = favour_a + favour_b
+    size = tuple(expl_a.image_size)
+    view = _display_view(image, image_processor, size)
+    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
+    patch_size, patch_gap = 0.9, 0.08
+    margin, cell, text_w, width = 0.35, 1.25, 2.75, 12.4
+    if patches:
+        patch_size = min(1.15, (width - 2 * margin - cell - 0.2 - text_w) / patches - patch_gap)
+    row_h = max(cell, patch_size + 0.3) + 0.2
+    header_h = 3.35
+    height = header_h + (bool(favour_a) + bool(favour_b)) * 0.42 + len(shown) * row_h + 1.2
+    canvas = _Canvas(width, height, dpi)
+    gap = expl_a.logit - expl_b.logit
+    canvas.text(margin, 0.18, f"Why '{name_a}' and not '{name_b}'?", fontsize=14, weight="bold")
+    canvas.text(margin, 0.5, f"logit '{name_a}' {_num(expl_a.logit, False)}  −  logit '{name_b}' "
+                f"{_num(expl_b.logit, False)}  =  {_num(gap)}   ·   probabilities {100 * expl_a.probability:.1f}% vs "
+                f"{100 * expl_b.probability:.1f}%", fontsize=10)
+    canvas.lines.append(f"difference {_num(gap)}")
+
+    top, panel = 0.95, 2.0
+    bar_x = _header_images(canvas, view, size, expl_a.class_heatmap() - expl_b.class_heatmap(),
+                           f"'{name_a}' minus '{name_b}' evidence", f"← {name_b} · {name_a} →", margin, top, panel)
+    ax = canvas.axes(bar_x, top, width - bar_x - margin - 0.5, panel)
+    top_rows = rows[:10]
+    labels = [r["prototype"] for r in top_rows]
+    values = [r["difference"] for r in top_rows]
+    rest = sum(r["difference"] for r in rows[10:]) + (expl_a.residual - expl_b.residual)
+    bias_gap = expl_a.bias - expl_b.bias
+    if rest != 0.0:
+        labels.append(f"{len(rows) - len(top_rows)} others")
+        values.append(rest)
+    labels.append("bias A − B")
+    values.append(bias_gap)
+    colours = [FOR_COLOUR if v > 0 else AGAINST_COLOUR for v in values[:-1]] + [NEUTRAL_COLOUR]
+    _bars(ax, labels, values, colours, f"Contribution to '{name_a}' − contribution to '{name_b}'")
+
+    y = header_h
+    for title, group, colour in (
+        (f"Prototypes favouring '{name_a}'", favour_a, FOR_COLOUR),
+        (f"Prototypes favouring '{name_b}'", favour_b, AGAINST_COLOUR),
+    ):
+        if not group:
+            continue
+        canvas.text(margin, y + 0.08, title, fontsize=11, weight="bold", color=colour, record=False)
+        y += 0.42
+        for r in group:
+            p = r["_proto"]
+            ax = canvas.axes(margin, y + 0.05, cell, cell)
+            _overlay_prototype(ax, view, p, colour)
+            canvas.text(margin + cell + 0.2, y + 0.08, f"prototype {p.name}", fontsize=10.5, weight="bold",
+                        color=colour, record=False)
+            canvas.text(margin + cell + 0.2, y + 0.34, f"{p.name} difference {_num(r['difference'])}", fontsize=9.5)
+            canvas.text(margin + cell + 0.2, y + 0.58, f"to '{name_a}': {_num(r['a'])}\nto '{name_b}': {_num(r['b'])}",
+                        fontsize=8, color="#444444", record=False, linespacing=1.35)
+            if patches or gallery is None:
+                _draw_patches(canvas, margin + cell + 0.2 + text_w, y + 0.05, gallery, p.channel, p.sign, patches,
+                              patch_size, patch_gap)
+            y += row_h
+    y += 0.12
+    shown_sum = sum(r["difference"] for r in shown)
+    others = gap - bias_gap - shown_sum
+    line = (f"{_num(bias_gap, False)} (bias A − B) {_num(shown_sum)} ({len(shown)} shown) {_num(others)} "
+            f"({len(rows) - len(shown)} others) = {_num(gap)} (logit '{name_a}' − logit '{name_b}')")
+    canvas.text(margin, y, "Difference of the logits, term by term:", fontsize=9.5, weight="bold", record=False)
+    canvas.text(margin, y + 0.24, line, fontsize=9, family="monospace")
+    canvas.text(margin, y + 0.6, "A prototype favours A when it adds more to A's logit than to B's (its weight for A "
+                "is larger, or it is a negative pole weighing more on B).", fontsize=7.5, color="#555555", record=False)
+    return canvas.to_image()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Global explanation: a class sheet
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def render_class_sheet(
+    model,
+    class_id: int,
+    gallery: PrototypeGallery | None,
+    max_prototypes: int = 10,
+    *,
+    max_patches: int = 4,
+    dpi: int = _DPI,
+) -> Image.Image:
+    """A class's prototypes by weight: one row per channel with a nonzero weight W[class, c] (largest first), with
+    the gallery of its positive pole (evidence for the class when it fires) and of its negative pole (evidence
+    against), and the other classes that use the channel."""
+    weight = model.classifier_weight.detach().double().cpu()
+    num_labels = weight.shape[0]
+    if not 0 <= int(class_id) < num_labels:
+        raise ValueError(f"Class {class_id} is out of range: the model has {num_labels} classes.")
+    class_id = int(class_id)
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    name = _class_name(class_id, id2label)
+    row = weight[class_id]
+    channels = [int(c) for c in np.argsort(-row.numpy(), kind="stable") if row[c] != 0]
+    used = len(channels)
+    channels = channels[:max_prototypes]
+    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
+    patch_size, patch_gap = 0.82, 0.07
+    margin, text_w, row_h = 0.35, 2.7, 1.45
+    group_w = patches * (patch_size + patch_gap) if patches else 2.8
+    width = max(10.0, margin * 2 + text_w + 2 * group_w + 0.45)
+    height = 1.5 + len(channels) * row_h + 0.7
+    canvas = _Canvas(width, height, dpi)
+    bias = float(model.classifier_bias.detach().double().cpu()[class_id])
+    canvas.text(margin, 0.18, f"Class '{name}': its prototypes by weight", fontsize=14, weight="bold")
+    total = float(row.sum())
+    shown_share = float(row[channels].sum()) / total if total else 0.0
+    canvas.text(margin, 0.52, f"{len(channels)} of the {used} channels it uses ({100 * shown_share:.0f}% of its "
+                f"total weight; {weight.shape[1] - used} pruned)   ·   bias {_num(bias)}", fontsize=10)
+    for_x = margin + text_w
+    against_x = for_x + group_w + 0.45
+    canvas.text(for_x, 0.88, f"positive pole (+)\nwhen it fires: evidence FOR '{name}'", fontsize=9,
+                weight="bold", color=FOR_COLOUR, record=False, linespacing=1.3)
+    canvas.text(against_x, 0.88, f"negative pole (−)\nwhen it fires: evidence AGAINST '{name}'", fontsize=9,
+                weight="bold", color=AGAINST_COLOUR, record=False, linespacing=1.3)
+    y = 1.5
+    for rank, c in enumerate(channels):
+        w = float(row[c])
+        users = [(k, v) for k, v in prototype_usage(model, c) if k != class_id]
+        user_text = ", ".join(f"{_class_name(k, id2label)} {v:.2f}" for k, v in users[:3])
+        if len(users) > 3:
+            user_text += f" (+{len(users) - 3})"
+        canvas.text(margin, y + 0.05, f"#{rank + 1}  ·  channel {c}", fontsize=10.5, weight="bold", record=False)
+        canvas.text(margin, y + 0.3, f"channel {c} weight {w:.3f}", fontsize=9.5)
+        canvas.text(margin, y + 0.55, "also used by:\n" + (user_text or "no other class"), fontsize=7.5,
+                    color="#444444", record=False, wrap=True, linespacing=1.3)
+        _draw_patches(canvas, for_x, y, gallery, c, 1, patches, patch_size, patch_gap)
+        _draw_patches(canvas, against_x, y, gallery, c, -1, patches, patch_size, patch_gap)
+        y += row_h
+    canvas.text(margin, y + 0.05, "Patches: the training images where the pole fires most (class · activation). A "
+                "channel's contribution to the logit is weight × (positive pole activation − negative pole "
+                "activation).", fontsize=7.5, color="#555555", record=False)
+    return canvas.to_image()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: .9em; } td, th { padding: 3px 9px; border-bottom: 1px solid #ddd; }
+th { text-align: left; background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.for { color: #c0392b; } .against { color: #2166ac; } .muted { color: #666; font-size: .9em; }
+.sum { font-family: monospace; background: #f7f7f7; padding: .6em .8em; border-radius: 4px; }
+img.figure { max-width: 100%; border: 1px solid #ddd; } img.patch { width: 48px; height: 48px; margin-right: 2px;
+image-rendering: pixelated; border: 1px solid #ccc; }
+"""
+
+
+def explanation_html(
+    explanation,
+    image,
+    gallery: PrototypeGallery | None = None,
+    max_prototypes: int = 6,
+    id2label: dict | None = None,
+    *,
+    contrast=None,
+    image_processor: Any = None,
+    title: str | None = None,
+    max_patch_rows: int = 24,
+    figure: Image.Image | None = None,
+) -> str:
+    """A self-contained HTML report (all images embedded as base64 PNG), readable without the code: the verdict,
+    the top-5 probabilities, the figure of `render_explanation`, the addition ``bias + contributions = logit``,
+    the table of every contributing prototype (with gallery thumbnails for the first `max_patch_rows`), and, when
+    `contrast` (an `Explanation` of another class of the same image) is given, the "why A and not B" figure."""
+    esc = html.escape
+    name = explanation.label
+    if figure is None:
+        figure = render_explanation(explanation, image, gallery, max_prototypes, id2label,
+                                    image_processor=image_processor)
+    terms = sum_terms(explanation)
+    probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
+    predicted = int(np.argmax(probabilities))
+    predicted_name = _class_name(predicted, id2label, name if predicted == explanation.target else None)
+    parts = [
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{esc(title or f'InfoDisent explanation: {name}')}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title or f'Why “{name}”?')}</h1>",
+        f"<p>The model predicts <b>{esc(predicted_name)}</b> with probability "
+        f"<b>{100 * probabilities[predicted]:.1f}%</b>. This page explains the score (logit) of class "
+        f"<b>{esc(name)}</b>: <b>{_num(explanation.logit, False)}</b>.</p>",
+        "<p class='muted'>How to read it: the model looks at the image through <i>prototypes</i>. Each prototype "
+        "fires at one place of the image (its heatmap and box) and adds <i>weight × activation</i> to the class "
+        "score — <span class='for'>red</span> prototypes argue <span class='for'>for</span> the class, "
+        "<span class='against'>blue</span> ones <span class='against'>against</span> it. The small pictures are the "
+        "training patches where each prototype fires most, so you can see what it responds to. The score is "
+        "exactly the bias plus the sum of all contributions.</p>",
+        "<h2>Top-5 probabilities</h2><table><tr><th>class</th><th>probability</th></tr>",
+    ]
+    for k in np.argsort(-probabilities, kind="stable")[:5]:
+        k = int(k)
+        label = _class_name(k, id2label, name if k == explanation.target else None)
+        bold = ("<b>", "</b>") if k == explanation.target else ("", "")
+        parts.append(f"<tr><td>{bold[0]}{esc(label)}{bold[1]}</td><td class='num'>{100 * probabilities[k]:.2f}%</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<h2>Explanation</h2><img class='figure' alt='explanation figure' src='{_png_data_uri(figure)}'>")
+    parts.append("<h2>The score adds up</h2><p class='sum'>" + esc(_sum_line(terms, name)) + "</p>")
+    if explanation.residual:
+        parts.append(f"<p class='muted'>The explanation was truncated: the prototypes not listed add "
+                     f"{_num(explanation.residual)} (included in the sum above).</p>")
+    parts.append("<h2>All contributing prototypes</h2><table><tr><th>#</th><th>prototype</th><th>evidence</th>"
+                 "<th>weight</th><th>activation</th><th>contribution</th><th>peak (row, col)</th>"
+                 "<th>most activating training patches</th></tr>")
+    for row in explanation_table(explanation):
+        thumbs = ""
+        if gallery is not None and row["rank"] < max_patch_rows:
+            if gallery.is_dead(row["channel"], row["sign"]):
+                thumbs = "<span class='muted'>never fired on the gallery images</span>"
+            for entry in gallery.entries(row["channel"], row["sign"])[: min(5, gallery.top_k)]:
+                caption = esc(f"{entry.label_name} · activation {entry.activation:.3f} · image {entry.source_id}")
+                thumbs += f"<img class='patch' title='{caption}' alt='{caption}' src='{_png_data_uri(entry.image)}'>"
+        cls = row["evidence"]
+        parts.append(
+            f"<tr><td>{row['rank'] + 1}</td><td>{esc(row['prototype'])}</td><td class='{cls}'>{cls}</td>"
+            f"<td class='num'>{row['weight']:.3f}</td><td class='num'>{row['activation']:.3f}</td>"
+            f"<td class='num {cls}'>{_num(row['contribution'])}</td><td>{row['location']}</td><td>{thumbs}</td></tr>"
+        )
+    parts.append(f"<tr><td></td><td>bias</td><td></td><td></td><td></td><td class='num'>{_num(explanation.bias)}</td>"
+                 "<td></td><td></td></tr></table>")
+    if contrast is not None:
+        contrast_figure = render_contrast(explanation, contrast, image, gallery, id2label=id2label,
+                                          image_processor=image_processor)
+        parts.append(f"<h2>Why “{esc(name)}” and not “{esc(contrast.label)}”?</h2>"
+                     f"<img class='figure' alt='contrast figure' src='{_png_data_uri(contrast_figure)}'>")
+    parts.append("<p class='muted'>Generated by InfoDisent (Struski, Rymarczyk, Tabor, arXiv 2409.10329).</p>"
+                 "</body></html>\n")
+    return "\n".join(parts)
