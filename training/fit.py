@@ -209,6 +209,9 @@ def evaluate(
     cat = {k: torch.cat(v).numpy() for k, v in gathered.items()}
     order = np.argsort(cat["index"], kind="stable")
     cat = {k: v[order] for k, v in cat.items()}
+    if not np.array_equal(cat["index"], np.arange(len(data))):
+        # Guards the multi-process bookkeeping: every example exactly once, none dropped, none duplicated.
+        raise RuntimeError(f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for a split of {len(data)}.")
     result = {
         "accuracy": float((cat["predictions"] == cat["labels"]).mean()),
         "num_examples": int(len(cat["labels"])),
