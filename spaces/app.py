@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,10 +49,7 @@ from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 
 from modeling_infodisent.gallery import load_model_and_gallery, to_rgb  # noqa: E402
 
-try:  # the explanation figures; the app works without them
-    from modeling_infodisent import render as render_module
-except ImportError:  # pragma: no cover
-    render_module = None
+from modeling_infodisent import render  # noqa: E402
 
 logger = logging.getLogger("infodisent.space")
 
@@ -65,8 +63,9 @@ DISPLAY_SIZE = 280  # pixels of the longer side of every displayed picture of th
 # A decompression bomb is a small file that decodes to a gigantic bitmap: refuse by header size, before decoding.
 MAX_PIXELS = 36_000_000  # 6000 x 6000
 MAX_FILE_MB = 20
-POS_COLOR = "#16a34a"
-NEG_COLOR = "#dc2626"
+# The project's colours (modeling_infodisent.render): red = evidence for the explained class, blue = against it.
+POS_COLOR = render.FOR_COLOUR
+NEG_COLOR = render.AGAINST_COLOUR
 
 
 class BadInput(ValueError):
@@ -249,10 +248,7 @@ class Explainer:
 
     def prototype_usage(self, channel: int) -> list[tuple[int, float]]:
         """(class id, weight) of every class that uses `channel`, largest weight first."""
-        if render_module is not None and hasattr(render_module, "prototype_usage"):
-            return [(int(k), float(w)) for k, w in render_module.prototype_usage(self.model, channel)]
-        column = self.weight[:, channel]
-        return [(int(k), float(column[k])) for k in np.argsort(-column, kind="stable") if column[k] > 0]
+        return [(int(k), float(w)) for k, w in render.prototype_usage(self.model, channel)]
 
     def gallery_items(self, channel: int, sign: int, limit: int | None = None) -> list[tuple[Image.Image, str]]:
         """The gallery's training patches of one prototype as (image, caption) for `gr.Gallery`."""
@@ -520,7 +516,29 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                 updates += [gr.update(visible=False), None, "", []]
         return updates
 
+    def figure_view(image_path, class_choice):
+        """The project's printable figures (render.py): seconds of matplotlib, so only on request."""
+        try:
+            image = read_image(image_path)
+            explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+        except BadInput as error:
+            gr.Warning(str(error), title="Cannot explain this upload")
+            return None, gr.update(value=None, visible=False)
+        common = dict(id2label=explainer.id2label, image_processor=explainer.processor)
+        figure = render.render_explanation(explanation, image, explainer.gallery, **common)
+        predicted = int(np.argmax(explanation.probabilities))
+        if predicted == explanation.target:
+            return figure, gr.update(value=None, visible=False)
+        predicted_explanation, _ = explainer.explain(image, predicted)
+        contrast = render.render_contrast(predicted_explanation, explanation, image, explainer.gallery, **common)
+        return figure, gr.update(value=contrast, visible=True)
+
     # -- the global view --------------------------------------------------------------------------------------------
+
+    @lru_cache(maxsize=64)
+    def class_sheet(class_id: int):
+        # A matplotlib figure takes seconds on a small CPU: render each class once.
+        return render.render_class_sheet(explainer.model, class_id, explainer.gallery)
 
     def class_view(class_choice):
         k = explainer.class_id(class_choice)
@@ -535,21 +553,13 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         n_nonzero = int((explainer.weight[k] > 0).sum())
         table = (
             f"<div>“{html.escape(explainer.id2label[k])}” uses {n_nonzero} of {explainer.num_features} channels. "
-            f"Its largest weights (each channel's + pole argues for the class, its − pole against it with the same "
-            f"weight):</div><table class='contrib-chart'>{rows}</table>"
+            f"Its largest weights (when a channel's + pole fires it argues for the class, its − pole against it, "
+            f"with the same weight):</div><table class='contrib-chart'>{rows}</table>"
         )
-        items = []
-        for c, w in protos:
-            entries = explainer.gallery_items(c, +1, limit=4)
-            items += [(img, f"{c}+ (w {w:.2f}) · {cap}") for img, cap in entries]
-        sheet = None
-        if render_module is not None and hasattr(render_module, "render_class_sheet") and explainer.gallery is not None:
-            try:
-                sheet = render_module.render_class_sheet(explainer.model, k, explainer.gallery)
-            except Exception:  # noqa: BLE001 - a figure problem must not break the page
-                logger.exception("render_class_sheet failed")
-        first = f"{protos[0][0]}+" if protos else None
-        return table, items, sheet, gr.update(value=first) if first else gr.update()
+        # Inspect the strongest prototype that has a gallery (a pole that never fired on the gallery images has none).
+        alive = [c for c, _ in protos if not explainer.is_dead(c, +1)]
+        first = f"{(alive or [c for c, _ in protos])[0]}+" if protos else None
+        return table, class_sheet(k), gr.update(value=first) if first else gr.update()
 
     def prototype_view(proto_choice):
         if not proto_choice:
@@ -592,9 +602,10 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                         [PREDICTED] + explainer.class_choices,
                         value=PREDICTED,
                         label="Class to explain",
+                        elem_id="class-choice",
                         info="The predicted class, or any other: why not B?",
                     )
-                    run_button = gr.Button("Explain", variant="primary")
+                    run_button = gr.Button("Explain", variant="primary", elem_id="explain-button")
                     status = gr.Markdown(elem_id="status-box")
                     if examples:
                         gr.Examples(
@@ -638,6 +649,18 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                         scale=2,
                     )
                 slot_components += [row, heat, card, gallery]
+            with gr.Accordion("The explanation as a figure (PNG), and “why A and not B?”", open=False):
+                figure_button = gr.Button("Draw the figures", elem_id="figure-button")
+                with gr.Row():
+                    figure = gr.Image(label="Explanation", show_label=False, type="pil", interactive=False, elem_id="figure")
+                    contrast_figure = gr.Image(
+                        label="Why the predicted class and not the explained one",
+                        show_label=False,
+                        type="pil",
+                        interactive=False,
+                        visible=False,
+                        elem_id="contrast-figure",
+                    )
             with gr.Accordion("Explanation as JSON (what the `explain` API returns)", open=False):
                 explanation_out = gr.JSON(label="Explanation")
 
@@ -647,26 +670,31 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                 "by its gallery: the training patches where it fires most strongly."
             )
             with gr.Row():
-                with gr.Column(scale=1):
-                    global_class = gr.Dropdown(explainer.class_choices, value=explainer.class_choices[0], label="Class")
-                    class_table = gr.HTML()
-                with gr.Column(scale=2):
-                    class_gallery = gr.Gallery(
-                        label="Its prototypes' top training patches (click one to inspect that prototype)",
-                        columns=8,
-                        height=330,
-                        object_fit="contain",
+                with gr.Column(scale=1, min_width=320):
+                    global_class = gr.Dropdown(
+                        explainer.class_choices, value=explainer.class_choices[0], label="Class", elem_id="global-class"
                     )
-            class_sheet = gr.Image(label="Class sheet", type="pil", interactive=False, visible=render_module is not None)
-            proto_choices = explainer.prototype_choices()
-            with gr.Row():
-                with gr.Column(scale=1):
+                    class_table = gr.HTML(elem_id="class-table")
+                    proto_choices = explainer.prototype_choices()
                     global_proto = gr.Dropdown(
-                        proto_choices, value=proto_choices[0] if proto_choices else None, label="Prototype"
+                        proto_choices,
+                        value=proto_choices[0] if proto_choices else None,
+                        label="Inspect a prototype",
+                        elem_id="global-prototype",
+                        info="e.g. 17+ is the positive pole of channel 17",
                     )
-                    proto_text = gr.HTML()
+                    proto_text = gr.HTML(elem_id="prototype-text")
+                    proto_gallery = gr.Gallery(
+                        label="Its gallery", columns=4, height="auto", object_fit="contain", elem_id="prototype-gallery"
+                    )
                 with gr.Column(scale=2):
-                    proto_gallery = gr.Gallery(label="Its gallery", columns=8, height=200, object_fit="contain")
+                    class_sheet_image = gr.Image(
+                        label="The class's prototypes by weight, with their galleries",
+                        show_label=False,
+                        type="pil",
+                        interactive=False,
+                        elem_id="class-sheet",
+                    )
 
         with gr.Tab("About this model"):
             gr.Markdown(
@@ -704,24 +732,18 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             outputs=[probabilities, explanation_out],
             api_name="explain",
         )
-        global_class.change(
-            class_view, inputs=[global_class], outputs=[class_table, class_gallery, class_sheet, global_proto],
+        figure_button.click(
+            figure_view,
+            inputs=[image_input, class_choice],
+            outputs=[figure, contrast_figure],
             api_visibility="private",
         )
+        class_outputs = [class_table, class_sheet_image, global_proto]
+        global_class.change(class_view, inputs=[global_class], outputs=class_outputs, api_visibility="private")
         global_proto.change(
             prototype_view, inputs=[global_proto], outputs=[proto_text, proto_gallery], api_visibility="private"
         )
-
-        def select_from_class_gallery(class_choice_value, evt: gr.SelectData):
-            caption = evt.value.get("caption", "") if isinstance(evt.value, dict) else ""
-            name = caption.split(" ", 1)[0] if caption else None
-            return gr.update(value=name) if name in proto_choices else gr.update()
-
-        class_gallery.select(
-            select_from_class_gallery, inputs=[global_class], outputs=[global_proto], api_visibility="private"
-        )
-        demo.load(class_view, inputs=[global_class], outputs=[class_table, class_gallery, class_sheet, global_proto],
-                  api_visibility="private")
+        demo.load(class_view, inputs=[global_class], outputs=class_outputs, api_visibility="private")
         demo.load(prototype_view, inputs=[global_proto], outputs=[proto_text, proto_gallery], api_visibility="private")
     demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
