@@ -400,7 +400,7 @@ def prototype_card(rank: int, p, explainer: Explainer, scale: float) -> str:
         f'<div class="proto-card"><div style="font-size:1.1em;font-weight:600">#{rank} · prototype {p.name}</div>'
         f"<div>{role} the class</div>"
         f'<div style="margin:6px 0">{_bar(p.contribution, scale, 200)} <b>{p.contribution:+.3f}</b></div>'
-        f"<div>= {'+' if p.sign > 0 else '−'} activation {p.activation:.3f} × weight {p.weight:.3f}</div>"
+        f"<div>= {'' if p.sign > 0 else '− '}weight {p.weight:.3f} × activation {p.activation:.3f}</div>"
         f"<div>peak at row {p.location[0]}, column {p.location[1]} of the "
         f"{p.activation_map.shape[0]}×{p.activation_map.shape[1]} feature grid</div>"
         f'<div style="opacity:.8">channel {p.channel} is used by: {top_users}{more}</div>{dead}</div>'
