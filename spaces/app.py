@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# From a clone, the package and the data module live one folder up; on a Space they are copied next to app.py.
+# From a clone the package lives one folder up; on a Space it is copied next to app.py.
 for _path in (HERE, HERE.parent):
     if (_path / "modeling_infodisent").is_dir() and str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
@@ -42,14 +42,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, UnidentifiedImageError  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError  # noqa: E402
 
-from modeling_infodisent import Explanation, InfoDisentForImageClassification  # noqa: E402
-from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
-
+from modeling_infodisent import Explanation, render  # noqa: E402
 from modeling_infodisent.gallery import load_model_and_gallery, to_rgb  # noqa: E402
-
-from modeling_infodisent import render  # noqa: E402
+from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 
 logger = logging.getLogger("infodisent.space")
 
@@ -108,24 +106,27 @@ def read_image(path: str | os.PathLike | None) -> Image.Image:
         ) from None
     except OSError as error:
         raise BadInput(f"“{name}” could not be opened as an image ({error}).") from None
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise BadInput(
-            f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo accepts images "
-            f"up to {MAX_PIXELS / 1e6:.0f} megapixels. Please downscale it."
-        )
-    if width < 1 or height < 1:
-        raise BadInput(f"“{name}” has no pixels ({width}×{height}).")
-    try:
-        image.load()  # first frame of an animation; raises on truncated or corrupt data
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise BadInput(
-            f"“{name}” looks like a {image.format or 'picture'} file but is damaged or truncated ({error})."
-        ) from None
-    try:
-        return to_rgb(image)
-    except (ValueError, OSError) as error:
-        raise BadInput(f"“{name}” uses the colour mode {image.mode!r}, which this app cannot convert: {error}") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise BadInput(
+                f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo accepts "
+                f"images up to {MAX_PIXELS / 1e6:.0f} megapixels. Please downscale it."
+            )
+        try:
+            image.load()  # the first frame of an animation; raises on truncated or corrupt data
+            # Phones store rotation in EXIF; the browser preview applies it, so the model must see the same.
+            upright = ImageOps.exif_transpose(image)
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise BadInput(
+                f"“{name}” looks like a {image.format or 'picture'} file but is damaged or truncated ({error})."
+            ) from None
+        try:
+            return to_rgb(upright)
+        except (ValueError, OSError) as error:
+            raise BadInput(
+                f"“{name}” uses the colour mode {image.mode!r}, which this app cannot convert: {error}"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -206,14 +207,10 @@ class Explainer:
 
     # -- local explanations --------------------------------------------------------------------------------------
 
-    def class_id(self, choice: str | int | None) -> int | None:
-        """Dropdown value (or class id / label from the API) -> class id; None means the predicted class."""
+    def class_id(self, choice: str | None) -> int | None:
+        """Dropdown value -> class id; None means the predicted class."""
         if choice is None or choice == "" or choice == PREDICTED:
             return None
-        if isinstance(choice, (int, np.integer)) or (isinstance(choice, str) and choice.strip().isdigit()):
-            k = int(choice)
-            if 0 <= k < self.num_labels:
-                return k
         if choice in self.class_choices:
             return self.class_choices.index(choice)
         raise BadInput(f"Unknown class {choice!r}. Choose one of: {', '.join(self.class_choices)}.")
@@ -230,12 +227,12 @@ class Explainer:
         if getattr(self.processor, "do_normalize", False) and mean is not None and std is not None:
             x = x * np.asarray(std).reshape(-1, 1, 1) + np.asarray(mean).reshape(-1, 1, 1)
             # back to 0..1: undo the processor's rescale (usually 1/255) relative to 0..255 pixels
-            rescale = getattr(self.processor, "rescale_factor", 1 / 255) if getattr(self.processor, "do_rescale", True) else 1.0
-            x = x / (rescale * 255.0)
+            rescale = getattr(self.processor, "rescale_factor", 1 / 255)
+            x = x / (rescale * 255.0) if getattr(self.processor, "do_rescale", True) else x / 255.0
         else:  # unknown preprocessing: stretch to the full range
             x = (x - x.min()) / max(x.max() - x.min(), 1e-8)
         array = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        image = Image.fromarray(array if array.shape[-1] == 3 else array[..., 0], mode=None).convert("RGB")
+        image = Image.fromarray(array if array.shape[-1] == 3 else array[..., 0]).convert("RGB")
         return _fit(image, DISPLAY_SIZE)
 
     # -- global explanations -------------------------------------------------------------------------------------
@@ -283,16 +280,11 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
-    """values in [0, 1] -> (H, W, 3) floats, a perceptual "inferno"-like ramp (matplotlib's when available)."""
-    try:
-        from matplotlib import colormaps
-
-        return colormaps["inferno"](values)[..., :3]
-    except ImportError:  # pragma: no cover
-        return np.stack([values, values**2, 0.3 * (1 - values)], axis=-1)
+    """values in [0, 1] -> (H, W, 3) floats in the project's prototype colour map (render.PROTOTYPE_CMAP)."""
+    return colormaps[render.PROTOTYPE_CMAP](values)[..., :3]
 
 
-def prototype_overlay(base: Image.Image, prototype, size: tuple[int, int] | None = None) -> Image.Image:
+def prototype_overlay(base: Image.Image, prototype) -> Image.Image:
     """The input with one prototype's map (normalised to its peak) blended on top and its peak cell boxed."""
     width, height = base.size
     heat = upsample_map(prototype.activation_map, (height, width))
@@ -323,7 +315,7 @@ def annotated_overview(base: Image.Image, prototypes) -> tuple[Image.Image, list
 
 
 def _bar(value: float, scale: float, width_px: int = 160) -> str:
-    """A signed horizontal bar around a zero axis (green right for evidence for, red left for evidence against)."""
+    """A signed horizontal bar around a zero axis: right in red (evidence for), left in blue (evidence against)."""
     frac = abs(value) / scale if scale > 0 else 0.0
     clipped = frac > 1.0
     half = width_px // 2

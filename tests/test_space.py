@@ -289,6 +289,11 @@ def test_read_image_messages(app, tmp_path):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     first = app.read_image(tmp_path / "anim.gif")
     assert np.asarray(first)[0, 0].tolist() == [30, 30, 30]
+    # A phone photo with its rotation in EXIF: the model sees it upright, as the browser shows it.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    Image.new("L", (20, 10), 128).save(tmp_path / "phone.jpg", exif=exif)
+    assert app.read_image(tmp_path / "phone.jpg").size == (10, 20)
 
 
 def test_page_view_has_one_card_per_top_prototype(app, model_dir):
