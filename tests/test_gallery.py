@@ -252,3 +252,10 @@ def test_load_model_and_gallery(model, processor, tmp_path):
     assert loaded_gallery._index_text() == gallery._index_text()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model_and_gallery(str(tmp_path / "missing" / "model"))
+
+
+def test_load_model_and_gallery_hub_id_offline():
+    # Tests run with HF_HUB_OFFLINE=1: a Hub id that is not in the cache fails with a message, not a traceback deep
+    # inside huggingface_hub.
+    with pytest.raises(FileNotFoundError, match="could not be downloaded from the Hugging Face Hub"):
+        load_model_and_gallery("nobody-here/no-such-infodisent-model")
