@@ -122,6 +122,7 @@ def space(app, model_dir, tmp_path_factory):
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
     before = _tree(SPACE_DIR)
+    had_dot_gradio = os.path.exists(os.path.join(REPO_ROOT, ".gradio"))
     demo = app.build_demo(model_dir)
     _, url, _ = app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     try:
@@ -132,8 +133,9 @@ def space(app, model_dir, tmp_path_factory):
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = previous
-    # The app writes nothing next to itself (no .pyi stub, no cached examples, no flagged data).
+    # The app writes nothing next to itself (no .pyi stub, no cached examples, no flagged data): only temp folders.
     assert _tree(SPACE_DIR) == before
+    assert os.path.exists(os.path.join(REPO_ROOT, ".gradio")) == had_dot_gradio
 
 
 def _tree(root: str) -> set[str]:
