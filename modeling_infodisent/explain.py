@@ -1,7 +1,7 @@
 """Explain images with an InfoDisent model, from the command line.
 
     python -m modeling_infodisent.explain --model DIR_OR_HUB_ID IMAGE [IMAGE ...] --out DIR
-        [--target CLASS] [--contrast CLASS] [--top_k N] [--global]
+        [--target CLASS] [--contrast CLASS] [--top_k N] [--global] [--max_patches N] [--dpi DPI]
 
 For each image it prints the predicted class and the top-5 probabilities, and writes ``DIR/<stem>.png`` (the
 explanation figure, its numbers also stored as PNG text) and ``DIR/<stem>.html`` (a self-contained report).
@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_patches", type=int, default=5, help="Gallery patches per prototype (default 5).")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"Refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}).")
+    parser.add_argument("--dpi", type=int, default=100, help="Resolution of the figures (default 100; 70-80 "
+                        "gives smaller files, e.g. for a README).")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     args = parser.parse_args(argv)
     if not args.images and not args.global_sheets:
@@ -60,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--top_k must be >= 1, got {args.top_k}")
     if args.max_patches < 0:
         parser.error(f"--max_patches must be >= 0, got {args.max_patches}")
+    if not 30 <= args.dpi <= 400:
+        parser.error(f"--dpi must be between 30 and 400, got {args.dpi}")
     if args.max_pixels < 1:
         parser.error(f"--max_pixels must be >= 1, got {args.max_pixels}")
     return args
@@ -234,11 +238,12 @@ def run(args: argparse.Namespace) -> int:
                 other = model.explain(pixel_values, target=contrast)[0]
         explain_s = time.perf_counter() - start
         figure = render_explanation(explanation, image, gallery, args.top_k, id2label,
-                                    max_patches=args.max_patches, image_processor=image_processor)
+                                    max_patches=args.max_patches, image_processor=image_processor, dpi=args.dpi)
         contrast_figure = None
         if other is not None:
             contrast_figure = render_contrast(explanation, other, image, gallery, id2label=id2label,
-                                              max_patches=args.max_patches, image_processor=image_processor)
+                                              max_patches=args.max_patches, image_processor=image_processor,
+                                              dpi=args.dpi)
         page = explanation_html(explanation, image, gallery, args.top_k, id2label, contrast=other,
                                 image_processor=image_processor, figure=figure, contrast_figure=contrast_figure,
                                 title=f"{Path(path).name}: why “{explanation.label}”?")
@@ -266,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             print("note: this model has no prototype gallery: the class sheets show weights only", file=sys.stderr)
         start = time.perf_counter()
         for class_id, name in sorted(id2label.items()):
-            sheet = render_class_sheet(model, class_id, gallery, max_patches=args.max_patches)
+            sheet = render_class_sheet(model, class_id, gallery, max_patches=args.max_patches, dpi=args.dpi)
             path = out / f"class_{class_id:0{len(str(len(id2label) - 1))}d}_{_slug(name)}.png"
             _write_atomic(path, _png_bytes(sheet))
         print(f"Wrote {len(id2label)} class sheets to {out} in {time.perf_counter() - start:.1f} s")
