@@ -143,12 +143,8 @@ def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[
     Anything else (no processor, no resize) is treated as the whole image.
     """
     width, height = source_size
-    if image_processor is None or not getattr(image_processor, "do_resize", True):
-        resized_w, resized_h = float(width), float(height)
-        size = None
-    else:
-        size = getattr(image_processor, "size", None)
-        resized_w, resized_h = float(width), float(height)
+    resized_w, resized_h = float(width), float(height)
+    size = getattr(image_processor, "size", None) if getattr(image_processor, "do_resize", True) else None
     crop_w = crop_h = None
     if size is not None:
         h, w = _size_value(size, "height"), _size_value(size, "width")
