@@ -1,0 +1,233 @@
+"""Speed ratios of issue 7, measured side by side (interleaved repeats, median) on one machine in one process.
+
+* InfoDisent forward / (same backbone + average pooling + linear head) forward — ResNet-50-sized, 224², batch 8.
+* Full local explanation (`model.explain`, every prototype, predicted class) / plain InfoDisent forward; also with the
+  class heatmap (the model's `Explanation.class_heatmap()` and the one-upsampling `metrics.fast_class_heatmap`).
+* Grad-CAM (pytorch-grad-cam, on the same model, as usually run: backbone parameters require grad) / InfoDisent
+  explanation with its class heatmap; Grad-CAM with the gradient stopped at the explained layer is reported too.
+
+Random weights are fine for timing. `run()` returns plain dicts for results.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TappedLogits(nn.Module):
+    """InfoDisent as a plain logits model for Grad-CAM, with an `nn.Identity` `tap` on the explained feature map I.
+
+    The tap is the Grad-CAM target layer whatever the backbone family (CNN stage output, or transformer tokens already
+    laid out on the grid), so Grad-CAM and InfoDisent explain the very same map. With ``stop_gradient=True`` the map
+    is detached and made a leaf that requires grad, so the backward pass stops there (the cheapest Grad-CAM
+    possible); otherwise the gradient reaches it through the backbone, which must then carry grad.
+    """
+
+    def __init__(self, model, stop_gradient: bool = False):
+        super().__init__()
+        self.model = model
+        self.tap = nn.Identity()
+        self.stop_gradient = stop_gradient
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.model.extract_features(pixel_values)
+        if self.stop_gradient:
+            features = features.detach().requires_grad_(True)
+        return self.model.head(self.tap(features)).logits
+
+
+@contextlib.contextmanager
+def backbone_requires_grad(model):
+    """Temporarily let the frozen backbone's parameters require grad (as in any `from_pretrained` classifier), so that
+    the feature map carries a gradient for Grad-CAM; restores the freeze afterwards. The model file is not touched."""
+    params = list(model.backbone.parameters())
+    before = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+            p.grad = None
+
+
+def grad_cam_maps(model, pixel_values: torch.Tensor, targets=None, stop_gradient: bool = False):
+    """Grad-CAM (pytorch-grad-cam's `GradCAM`) of `model`'s explained feature map: (B, H, W) numpy in [0, 1]."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    wrapper = TappedLogits(model, stop_gradient=stop_gradient)
+    cam_targets = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+    grad_ctx = contextlib.nullcontext() if stop_gradient else backbone_requires_grad(model)
+    with grad_ctx, GradCAM(model=wrapper, target_layers=[wrapper.tap]) as cam:
+        return cam(input_tensor=pixel_values, targets=cam_targets)
+
+
+def linear_baseline(model, num_labels: int) -> nn.Module:
+    """The black-box reference: the same frozen backbone, global average pooling, one linear layer."""
+    linear = nn.Linear(model.config.num_features, num_labels)
+
+    class Baseline(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, pixel_values):
+            return self.linear(model.extract_features(pixel_values).mean(dim=(2, 3)))
+
+    return Baseline()
+
+
+def _time_interleaved(fns: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict[str, list[float]]:
+    """Run every function `warmup` times, then `repeats` rounds of all of them in turn (so that machine load drifts
+    hit every variant alike); returns the seconds of each call."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            _sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def explain_profile(model, pixel_values: torch.Tensor, repeats: int = 3) -> dict[str, float]:
+    """Where the time of `model.explain` goes (median seconds): the backbone, the head's second rotation (explain
+    calls `head.rotate` and then `head(...)`, which rotates again), the head, and the Python loop that builds the
+    Prototype objects (the rest)."""
+    from modeling_infodisent.metrics import fast_class_heatmap
+
+    out = {}
+    with torch.no_grad():
+        features = model.extract_features(pixel_values)
+        parts = {
+            "backbone": lambda: model.extract_features(pixel_values),
+            "head_rotate": lambda: model.head.rotate(features),
+            "head_forward": lambda: model.head(features),
+            "explain_total": lambda: model.explain(pixel_values),
+        }
+        times = _time_interleaved(parts, repeats, pixel_values.device)
+    for name, ts in times.items():
+        out[name] = statistics.median(ts)
+    out["python_prototype_objects"] = max(
+        0.0, out["explain_total"] - out["backbone"] - out["head_rotate"] - out["head_forward"]
+    )
+    explanations = model.explain(pixel_values)
+    # The model file's class_heatmap upsamples every prototype map separately: seconds per image at ResNet-50 size,
+    # so it is timed on one image and scaled to the batch.
+    start = time.perf_counter()
+    explanations[0].class_heatmap()
+    out["class_heatmap_model_one_image"] = time.perf_counter() - start
+    out["class_heatmap_model"] = out["class_heatmap_model_one_image"] * len(explanations)
+    start = time.perf_counter()
+    for e in explanations:
+        fast_class_heatmap(e)
+    out["class_heatmap_fast"] = time.perf_counter() - start
+    out["prototypes_per_image"] = statistics.mean(len(e.prototypes) for e in explanations)
+    return out
+
+
+def run(
+    device: torch.device,
+    repeats: int = 5,
+    batch_size: int = 8,
+    image_size: int = 224,
+    num_labels: int = 1000,
+    backbone_config=None,
+    seed: int = 0,
+) -> dict:
+    """All inference speed ratios on one ResNet-50-sized model (random weights). Returns figures + settings."""
+    from transformers import ResNetConfig
+
+    from modeling_infodisent import InfoDisentForImageClassification
+    from modeling_infodisent.metrics import fast_class_heatmap
+
+    torch.manual_seed(seed)
+    bconfig = backbone_config or ResNetConfig()  # transformers' default ResNetConfig is ResNet-50
+    model = InfoDisentForImageClassification.from_backbone(
+        bconfig, id2label={i: f"class_{i}" for i in range(num_labels)}
+    ).eval()
+    model.to(device)
+    baseline = linear_baseline(model, num_labels).to(device).eval()
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    model.rotation  # materialise the cached U (eval mode) before timing, as a deployed model would have it
+
+    def infodisent_forward():
+        with torch.no_grad():
+            model(x)
+
+    def baseline_forward():
+        with torch.no_grad():
+            baseline(x)
+
+    def explain():
+        model.explain(x)
+
+    def explain_with_fast_heatmap():
+        for e in model.explain(x):
+            fast_class_heatmap(e)
+
+    def grad_cam():
+        grad_cam_maps(model, x)
+
+    def grad_cam_stop_gradient():
+        grad_cam_maps(model, x, stop_gradient=True)
+
+    fns = {
+        "backbone_linear_forward": baseline_forward,
+        "infodisent_forward": infodisent_forward,
+        "explain": explain,
+        "explain_fast_heatmap": explain_with_fast_heatmap,
+        "grad_cam": grad_cam,
+        "grad_cam_stop_gradient": grad_cam_stop_gradient,
+    }
+    times = _time_interleaved(fns, repeats, device)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    ratios = {
+        "forward_vs_backbone_linear": med["infodisent_forward"] / med["backbone_linear_forward"],
+        "explain_vs_forward": med["explain"] / med["infodisent_forward"],
+        "explain_fast_heatmap_vs_forward": med["explain_fast_heatmap"] / med["infodisent_forward"],
+        "grad_cam_vs_explain_fast_heatmap": med["grad_cam"] / med["explain_fast_heatmap"],
+        "grad_cam_vs_explain": med["grad_cam"] / med["explain"],
+        "grad_cam_stop_gradient_vs_explain_fast_heatmap": med["grad_cam_stop_gradient"] / med["explain_fast_heatmap"],
+    }
+    profile = explain_profile(model, x, repeats=max(2, repeats // 2))
+    # Estimated (one image timed, see explain_profile): explain + the model file's per-prototype class heatmaps.
+    med["explain_model_heatmap_estimated"] = med["explain"] + profile["class_heatmap_model"]
+    ratios["explain_model_heatmap_estimated_vs_forward"] = med["explain_model_heatmap_estimated"] / med["infodisent_forward"]
+    return {
+        "settings": {
+            "backbone": f"transformers ResNetConfig() (ResNet-50, random weights), {model.config.num_features} "
+            f"channels, last map {tuple(model(x[:1]).feature_grid)}",
+            "num_labels": num_labels,
+            "batch_size": batch_size,
+            "image_size": image_size,
+            "repeats": repeats,
+            "statistic": "median of interleaved repeats after 1 warm-up round",
+            "seed": seed,
+            "explain": "model.explain(x) with top_k=None (every prototype of the predicted class)",
+            "grad_cam": "pytorch_grad_cam.GradCAM on the same model, target layer = the explained feature map; "
+            "backbone parameters temporarily require grad (as in any from_pretrained classifier)",
+            "grad_cam_stop_gradient": "same, but the backward pass stops at the feature map (cheapest Grad-CAM)",
+        },
+        "seconds_median": med,
+        "seconds_all": times,
+        "ratios": ratios,
+        "explain_profile_seconds": profile,
+    }
