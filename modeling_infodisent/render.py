@@ -278,6 +278,11 @@ def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, si
                     record=False, fontsize=7, ha="center", color="#333333", linespacing=1.1)
 
 
+def _short(name: str, limit: int = 32) -> str:
+    """Class names on figures are cut (ImageNet has names of 60+ characters); the HTML keeps them whole."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def _class_name(class_id: int, id2label: dict | None, fallback: str | None = None) -> str:
     if id2label:
         for key in (class_id, str(class_id)):
@@ -334,7 +339,8 @@ def _bars(ax, labels: list[str], values: list[float], colours: list[str], title:
 def _probabilities(ax, explanation, id2label, highlight: Sequence[int]) -> None:
     probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
     top = np.argsort(-probabilities, kind="stable")[:5]
-    names = [_class_name(int(k), id2label, explanation.label if int(k) == explanation.target else None) for k in top]
+    names = [_short(_class_name(int(k), id2label, explanation.label if int(k) == explanation.target else None), 20)
+             for k in top]
     colours = ["#555555" if int(k) in highlight else "#bbbbbb" for k in top]
     y = np.arange(len(top))
     ax.barh(y, probabilities[top], color=colours, height=0.68)
@@ -385,7 +391,7 @@ def render_explanation(
     terms = sum_terms(explanation, shown)
     size = tuple(explanation.image_size)
     view = _display_view(image, image_processor, size)
-    name = explanation.label
+    name = _short(explanation.label)
     patches = min(max_patches, gallery.top_k) if gallery is not None else 0
     patch_size, patch_gap = 0.9, 0.08
 
@@ -401,7 +407,7 @@ def render_explanation(
     height = header_h + n_sections * section_h + len(shown) * row_h + (0.4 if not shown else 0) + 1.25
     canvas = _Canvas(width, height, dpi)
     predicted = int(np.argmax(explanation.probabilities))
-    predicted_name = _class_name(predicted, id2label, name if predicted == explanation.target else None)
+    predicted_name = _short(_class_name(predicted, id2label, name if predicted == explanation.target else None))
     verdict = (
         f"Predicted: {predicted_name} ({100 * float(explanation.probabilities[predicted]):.1f}%)"
         + (f"   ·   explaining class: {name}" if predicted != explanation.target else "")
@@ -499,7 +505,7 @@ def render_contrast(
     of (contribution to A - contribution to B)``. Shows the difference map, the largest differences as bars, and a
     row per prototype favouring A (red) and favouring B (blue), with its gallery patches."""
     rows = contrast_table(expl_a, expl_b)
-    name_a, name_b = expl_a.label, expl_b.label
+    name_a, name_b = _short(expl_a.label), _short(expl_b.label)
     favour_a = [r for r in rows if r["difference"] > 0][:max_prototypes]
     favour_b = [r for r in rows if r["difference"] < 0][:max_prototypes]
     shown = favour_a + favour_b
@@ -595,7 +601,7 @@ def render_class_sheet(
         raise ValueError(f"Class {class_id} is out of range: the model has {num_labels} classes.")
     class_id = int(class_id)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
-    name = _class_name(class_id, id2label)
+    name = _short(_class_name(class_id, id2label))
     row = weight[class_id]
     channels = [int(c) for c in np.argsort(-row.numpy(), kind="stable") if row[c] != 0]
     used = len(channels)
@@ -623,7 +629,7 @@ def render_class_sheet(
     for rank, c in enumerate(channels):
         w = float(row[c])
         users = [(k, v) for k, v in prototype_usage(model, c) if k != class_id]
-        user_text = ", ".join(f"{_class_name(k, id2label)} {v:.2f}" for k, v in users[:3])
+        user_text = ", ".join(f"{_short(_class_name(k, id2label), 16)} {v:.2f}" for k, v in users[:3])
         if len(users) > 3:
             user_text += f" (+{len(users) - 3})"
         canvas.text(margin, y + 0.05, f"#{rank + 1}  ·  channel {c}", fontsize=10.5, weight="bold", record=False)
