@@ -824,9 +824,10 @@ def markdown_table(results: dict) -> str:
         p = inf["explain_profile_seconds"]
         lines += [
             "",
-            f"Where `explain` spends its time (s, batch {st['batch_size']}): backbone {p['backbone']:.3f}, second "
-            f"rotation (`head.rotate`) {p['head_rotate']:.3f}, head {p['head_forward']:.3f}, building "
-            f"{p['prototypes_per_image']:.0f} `Prototype` objects per image {p['python_prototype_objects']:.3f}; "
+            f"Where `explain` spends its time (s, batch {st['batch_size']}, total {p['explain_total']:.3f}): backbone "
+            f"{p['backbone']:.3f}, rotation {p['head_rotate']:.3f}, pooling + classifier {p['head_pool_classify']:.3f}, "
+            f"numpy conversions and {p['prototypes_per_image']:.0f} `Prototype` objects per image "
+            f"{p['python_and_numpy']:.3f}; "
             f"class heatmaps for the batch: {p['class_heatmap_model']:.2f} as in the model file (one image timed, "
             f"× {st['batch_size']}) vs {p['class_heatmap_fast']:.3f} with one upsampling.",
             "",

@@ -70,8 +70,16 @@ def grad_cam_maps(model, pixel_values: torch.Tensor, targets=None, stop_gradient
     wrapper = TappedLogits(model, stop_gradient=stop_gradient)
     cam_targets = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
     grad_ctx = contextlib.nullcontext() if stop_gradient else backbone_requires_grad(model)
-    with grad_ctx, GradCAM(model=wrapper, target_layers=[wrapper.tap]) as cam:
-        return cam(input_tensor=pixel_values, targets=cam_targets)
+    grads = {p: p.grad for p in model.parameters()}
+    was_training = model.training
+    try:
+        with grad_ctx, GradCAM(model=wrapper, target_layers=[wrapper.tap]) as cam:
+            return cam(input_tensor=pixel_values, targets=cam_targets)
+    finally:
+        # Grad-CAM's backward pass fills the head's .grad and GradCAM puts the model in eval mode: undo both.
+        for p, g in grads.items():
+            p.grad = g
+        model.train(was_training)
 
 
 def linear_baseline(model, num_labels: int) -> nn.Module:
@@ -108,25 +116,30 @@ def _time_interleaved(fns: dict, repeats: int, device: torch.device, warmup: int
 
 
 def explain_profile(model, pixel_values: torch.Tensor, repeats: int = 3) -> dict[str, float]:
-    """Where the time of `model.explain` goes (median seconds): the backbone, the head's second rotation (explain
-    calls `head.rotate` and then `head(...)`, which rotates again), the head, and the Python loop that builds the
-    Prototype objects (the rest)."""
+    """Where the time of `model.explain` goes (median seconds): the backbone, the rotation J = U I, pooling + classifier
+    on J, and the rest (numpy conversions and the Python loop that builds the `Prototype` objects)."""
     from modeling_infodisent.metrics import fast_class_heatmap
 
     out = {}
+    head = model.head
     with torch.no_grad():
         features = model.extract_features(pixel_values)
+        rotated = head.rotate(features)
+        if hasattr(head, "forward_rotated"):  # explain() rotates once and pools the rotated map
+            pool_and_classify = lambda: head.forward_rotated(rotated)  # noqa: E731
+        else:
+            pool_and_classify = lambda: head(features)  # noqa: E731
         parts = {
             "backbone": lambda: model.extract_features(pixel_values),
-            "head_rotate": lambda: model.head.rotate(features),
-            "head_forward": lambda: model.head(features),
+            "head_rotate": lambda: head.rotate(features),
+            "head_pool_classify": pool_and_classify,
             "explain_total": lambda: model.explain(pixel_values),
         }
         times = _time_interleaved(parts, repeats, pixel_values.device)
     for name, ts in times.items():
         out[name] = statistics.median(ts)
-    out["python_prototype_objects"] = max(
-        0.0, out["explain_total"] - out["backbone"] - out["head_rotate"] - out["head_forward"]
+    out["python_and_numpy"] = max(
+        0.0, out["explain_total"] - out["backbone"] - out["head_rotate"] - out["head_pool_classify"]
     )
     explanations = model.explain(pixel_values)
     # The model file's class_heatmap upsamples every prototype map separately: seconds per image at ResNet-50 size,

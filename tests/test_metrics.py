@@ -257,3 +257,51 @@ def test_fast_class_heatmap_equals_class_heatmap(tiny_model):
         fast = fast_class_heatmap(e)
         assert fast.shape == (48, 40)
         np.testing.assert_allclose(fast, e.class_heatmap(), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Benchmark plumbing: Grad-CAM on the same model, the README table markers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _benchmarks():
+    import sys
+
+    from conftest import REPO_ROOT
+
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    from benchmarks import run, speed
+
+    return run, speed
+
+
+def test_grad_cam_on_the_same_model_leaves_the_backbone_frozen(tiny_model):
+    pytest.importorskip("pytorch_grad_cam")
+    _, speed = _benchmarks()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    for stop_gradient in (False, True):
+        maps = speed.grad_cam_maps(tiny_model, x, targets=[0, 2], stop_gradient=stop_gradient)
+        assert maps.shape == (2, 64, 64)
+        assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert not any(p.requires_grad for p in tiny_model.backbone.parameters())
+    assert all(p.grad is None for p in tiny_model.parameters())
+    for k, v in tiny_model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    # Both variants differentiate the same logit with respect to the same map: same Grad-CAM.
+    full = speed.grad_cam_maps(tiny_model, x, targets=[0, 2])
+    cheap = speed.grad_cam_maps(tiny_model, x, targets=[0, 2], stop_gradient=True)
+    np.testing.assert_allclose(full, cheap, atol=1e-5)
+
+
+def test_readme_table_is_replaced_between_markers_only(tmp_path):
+    run, _ = _benchmarks()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{run.README_START}\nold table\n{run.README_END}\n\nfooter\n")
+    run.write_readme(str(readme), "| new | table |\n")
+    assert readme.read_text() == f"# Title\n\nintro\n\n{run.README_START}\n| new | table |\n{run.README_END}\n\nfooter\n"
+    fresh = tmp_path / "other.md"
+    run.write_readme(str(fresh), "x\n")
+    assert f"{run.README_START}\nx\n{run.README_END}" in fresh.read_text()
