@@ -169,3 +169,25 @@ def test_linear_probe_on_known_problems():
     noise = _Pooled(np.zeros((90, 6), np.float32), y)
     flipped = train_linear_probe(noise, _Pooled(np.zeros((30, 6), np.float32), y_eval))
     assert flipped["accuracy"] == pytest.approx(float((y_eval == np.bincount(y).argmax()).mean()))
+
+
+def test_one_backbone_pass_per_batch_and_fallback(setup, tmp_path, monkeypatch):
+    """With a head, the backbone runs once per batch (after a first-batch check against model.extract_features);
+    when the head's pass does not reproduce the feature map, extraction falls back to two passes, still exact."""
+    model, head_model, processor, dataset = setup
+    calls = []
+    handle = model.backbone.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        cache = extract(setup, tmp_path / "a")  # 21 rows in batches of 8: 3 batches
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # only the first batch's check ran InfoDisent's own copy of the backbone
+    reference = cache.__getitems__(list(range(21)))
+
+    def wrong_pass(model, head_model, pixel_values):
+        return torch.zeros_like(model.extract_features(pixel_values)), head_model(pixel_values=pixel_values).logits
+
+    monkeypatch.setattr(features_module, "_one_pass", wrong_pass)
+    fallback = extract(setup, tmp_path / "b").__getitems__(list(range(21)))
+    for key in ("features", "teacher_logits"):
+        torch.testing.assert_close(fallback[key], reference[key])

@@ -242,6 +242,7 @@ def test_two_processes_shard_extraction_and_count_each_example_once(assets, push
 def test_live_backbone_with_augmentation(assets, tmp_path):
     args = base_args(assets, tmp_path / "live", cache="cache_live") + ["--augment", "--gallery_top_k", "0"]
     args[args.index("--num_train_epochs") + 1] = "2"
+    args[args.index("--finetune_epochs") + 1] = "0"  # pruned at the end, no fine-tuning
     results = train_script.main(args)
     cache_folders = os.listdir(assets / "cache_live")
     metas = [json.load(open(assets / "cache_live" / f / "meta.json")) for f in cache_folders]
@@ -252,6 +253,7 @@ def test_live_backbone_with_augmentation(assets, tmp_path):
     with torch.no_grad():
         predictions = model(processor(images, return_tensors="pt")["pixel_values"]).logits.argmax(-1).numpy()
     assert float((predictions == labels).mean()) == results["eval_accuracy"]
+    assert results["prototypes_per_class"] == [4, 4, 4] and results["global_step"] == 2 * (3 * N_TRAIN // 8)
 
 
 # ------------------------------------------------------------------------------------------------- errors

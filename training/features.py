@@ -247,19 +247,82 @@ class _ShardWriter:
         return info
 
 
+class _Replay(torch.nn.Module):
+    """Stands in for the InfoDisent backbone's inner model during one call and returns an output already computed
+    (by the backbone head's base model, on the same pixels); every other attribute comes from the real model."""
+
+    def __init__(self, inner: torch.nn.Module, output):
+        super().__init__()
+        self.inner = inner
+        self.output = output
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, *args, **kwargs):
+        return self.output
+
+
+def _one_pass(model, head_model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature map and head logits from ONE backbone pass: run the head model, catch its base model's output with a
+    hook, and let the InfoDisent adapter turn that output into the feature map (its usual code, fed the caught
+    output). The caller checks the result against `model.extract_features` before relying on it."""
+    caught = {}
+    handle = head_model.base_model.register_forward_hook(lambda module, args, output: caught.setdefault("out", output))
+    kwargs = {}
+    if model.config.feature_layer != -1:
+        kwargs["output_hidden_states"] = True
+    if model.backbone._accepts_interpolate:
+        kwargs["interpolate_pos_encoding"] = True
+    try:
+        logits = head_model(pixel_values=pixel_values, **kwargs).logits
+    finally:
+        handle.remove()
+    inner = model.backbone.model
+    model.backbone.model = _Replay(inner, caught["out"])
+    try:
+        features = model.backbone(pixel_values)
+    finally:
+        model.backbone.model = inner
+    return features, logits
+
+
 @torch.no_grad()
 def _extract_block(model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str):
+    # With a head, the backbone would run twice per batch (feature map + head logits). One pass suffices when the
+    # head's base model computes what the InfoDisent adapter uses: checked on the first batch, else two passes.
+    shared_pass = None
     for batch in tqdm(loader, desc=desc, disable=not show_progress):
         pixel_values = batch["pixel_values"].to(device)
-        feature_map = model.extract_features(pixel_values).float()
+        logits = None
+        if head_model is not None and shared_pass is None:
+            feature_map = model.extract_features(pixel_values).float()
+            try:
+                shared, logits = _one_pass(model, head_model, pixel_values)
+                shared_pass = shared.shape == feature_map.shape and torch.allclose(shared.float(), feature_map, rtol=1e-4, atol=1e-5)
+            except Exception:  # noqa: BLE001 - any failure just means: use two passes
+                shared_pass = False
+            if not shared_pass:
+                logger.info("The backbone head's pass does not give the feature map: extracting with two passes.")
+                logits = head_model(pixel_values=pixel_values).logits
+        elif head_model is not None and shared_pass:
+            feature_map, logits = _one_pass(model, head_model, pixel_values)
+        else:
+            feature_map = model.extract_features(pixel_values)
+            if head_model is not None:
+                logits = head_model(pixel_values=pixel_values).logits
+        feature_map = feature_map.float()
         arrays = {
             "labels": batch["labels"].numpy().astype(np.int64),
             "pooled": feature_map.mean(dim=(2, 3)).cpu().numpy(),
         }
         if not pooled_only:
             arrays["features"] = feature_map.cpu().numpy()
-        if head_model is not None:
-            arrays["logits"] = head_model(pixel_values=pixel_values).logits.float().cpu().numpy()
+        if logits is not None:
+            arrays["logits"] = logits.float().cpu().numpy()
         writer.write(arrays)
 
 

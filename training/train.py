@@ -176,7 +176,13 @@ def main(argv=None):
     # ----------------------------------------------------------------------------------------------- accelerator
     accelerator_kwargs = {}
     if args.with_tracking:
-        accelerator_kwargs.update(log_with=args.report_to, project_dir=args.output_dir)
+        from accelerate.utils import ProjectConfiguration
+
+        # Tracker files go to output_dir/logs, which is not uploaded with the model.
+        accelerator_kwargs.update(
+            log_with=args.report_to,
+            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+        )
     accelerator = make_accelerator(**accelerator_kwargs)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     if not accelerator.is_main_process:
