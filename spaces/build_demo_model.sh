@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build spaces/model/, the Space's bundled demo model:
 #   1. the project's own training command on the embedded default (the bundled Fashion-MNIST subset and the
-#      bundled ResNet backbone; all defaults, seed 0), in a temporary folder;
+#      bundled ResNet backbone; all defaults, seed 0) into outputs/ (git-ignored; its feature cache in a temp folder);
 #   2. its prototype gallery at the images' own resolution (28 px patches, 4 per prototype pole) so that the
 #      folder stays a few MB (train.py's gallery uses 64 px patches: about 12 MB for the 256 poles at top-4);
 #   3. the files the Space needs copied to spaces/model/.
@@ -14,10 +14,11 @@ trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1 INFODISENT_CACHE="$WORK/cache"
 
 # >>> training-command
-accelerate launch training/train.py --output_dir "$WORK/model" --gallery_top_k 0 --seed 0
+accelerate launch training/train.py --output_dir outputs/infodisent-fashion-mnist-demo --gallery_top_k 0 --seed 0
 # <<< training-command
 
-"$PYTHON" - "$WORK/model" <<'PY'
+MODEL=outputs/infodisent-fashion-mnist-demo
+"$PYTHON" - "$MODEL" <<'PY'
 import sys
 
 from modeling_infodisent.gallery import compute_gallery, load_model_and_gallery
@@ -38,7 +39,7 @@ rm -rf spaces/model
 mkdir -p spaces/model
 for f in config.json model.safetensors preprocessor_config.json configuration_infodisent.py modeling_infodisent.py \
          prototype_gallery.json prototype_gallery.safetensors all_results.json README.md; do
-    if [ -f "$WORK/model/$f" ]; then cp "$WORK/model/$f" spaces/model/; fi
+    if [ -f "$MODEL/$f" ]; then cp "$MODEL/$f" spaces/model/; fi
 done
 du -sh spaces/model
 ls -l spaces/model

@@ -1,0 +1,103 @@
+"""Configuration of InfoDisent (Struski, Rymarczyk, Tabor, arXiv 2409.10329).
+
+The config holds three things:
+
+* the frozen backbone's own config (any Hugging Face vision model config, kept nested and intact so that the
+  backbone can be rebuilt exactly and its pretrained weights loaded into it),
+* the label maps (``id2label`` / ``label2id``, as for every ``...ForImageClassification`` model),
+* the method's hyper-parameters (how the rotation U is parametrised, the Gumbel-softmax relaxation of the sparse
+  pooling used in training, the constraint that keeps the classifier nonnegative, and which backbone layer is
+  explained).
+
+This file is copied next to the weights when a model is saved, so it imports nothing but transformers.
+"""
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+ROTATIONS = ("matrix_exp", "cayley", "identity")
+POOLINGS = ("max", "avg")
+CLASSIFIER_CONSTRAINTS = ("softplus", "relu", "none")
+
+
+class InfoDisentConfig(PretrainedConfig):
+    r"""
+    Configuration for [`InfoDisentForImageClassification`].
+
+    Args:
+        backbone_config (`PretrainedConfig` or `dict`, *optional*):
+            Config of the frozen backbone: any Hugging Face vision model (ResNet, ConvNeXt, ViT, DeiT, Swin, DINOv2,
+            `timm_wrapper`, ...). Defaults to a ResNet-50 config.
+        feature_layer (`int`, *optional*, defaults to -1):
+            Which backbone layer is explained. `-1` is the backbone's `last_hidden_state` (the last stage of a CNN,
+            the last — normalised — token layer of a transformer); any other value indexes the backbone's
+            `hidden_states` tuple.
+        rotation (`str`, *optional*, defaults to `"matrix_exp"`):
+            Parametrisation of the orthogonal matrix U from a skew-symmetric generator A = G - Gᵀ:
+            `"matrix_exp"` (U = exp(A), a rotation; the paper's choice), `"cayley"` (U = (I - A)⁻¹(I + A)), or
+            `"identity"` (no rotation: the ablation U = I).
+        pooling (`str`, *optional*, defaults to `"max"`):
+            `"max"` is InfoDisent's sparse pooling (per channel, the strongest positive and strongest negative
+            activation). `"avg"` is the ablation that averages ReLU(±J) over positions instead.
+        gumbel_temperature (`float`, *optional*, defaults to 1.0):
+            Temperature of the Gumbel-softmax relaxation of the max over positions, used in train mode only. The
+            training script anneals it; lower is closer to the exact max.
+        gumbel_noise (`bool`, *optional*, defaults to `True`):
+            Whether train-mode pooling adds Gumbel noise (a stochastic choice of the max location) or is a plain
+            softmax relaxation.
+        classifier_constraint (`str`, *optional*, defaults to `"softplus"`):
+            How the nonnegative classifier W is obtained from its free parameter: `"softplus"` (smooth, the
+            default), `"relu"` (exact zeros possible), or `"none"` (unconstrained W: the ablation).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the random initialisation of the rotation generator.
+    """
+
+    model_type = "infodisent"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config=None,
+        feature_layer: int = -1,
+        rotation: str = "matrix_exp",
+        pooling: str = "max",
+        gumbel_temperature: float = 1.0,
+        gumbel_noise: bool = True,
+        classifier_constraint: str = "softplus",
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = CONFIG_MAPPING["resnet"]()
+        elif isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            model_type = backbone_config.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("`backbone_config` given as a dict must contain its `model_type` (e.g. 'resnet').")
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(f"Unknown backbone model_type {model_type!r}: transformers has no config for it.")
+            backbone_config = CONFIG_MAPPING[model_type](**backbone_config)
+        elif not isinstance(backbone_config, PretrainedConfig):
+            raise TypeError(f"`backbone_config` must be a config or a dict, got {type(backbone_config).__name__}.")
+        for name, value, allowed in (
+            ("rotation", rotation, ROTATIONS),
+            ("pooling", pooling, POOLINGS),
+            ("classifier_constraint", classifier_constraint, CLASSIFIER_CONSTRAINTS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+        if gumbel_temperature <= 0:
+            raise ValueError(f"`gumbel_temperature` must be > 0, got {gumbel_temperature}.")
+
+        self.backbone_config = backbone_config
+        self.feature_layer = feature_layer
+        self.rotation = rotation
+        self.pooling = pooling
+        self.gumbel_temperature = float(gumbel_temperature)
+        self.gumbel_noise = gumbel_noise
+        self.classifier_constraint = classifier_constraint
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+
+
+__all__ = ["InfoDisentConfig"]

@@ -1,0 +1,733 @@
+"""InfoDisent: explaining a pretrained image classifier by information disentanglement.
+
+Struski, Rymarczyk, Tabor, "InfoDisent: Explainability of Image Classification Models by Information
+Disentanglement", arXiv 2409.10329. The forward pass, top to bottom:
+
+    pixel_values (B, 3, H, W)
+      -> frozen backbone, last spatial feature map  I (B, D, h, w)       [InfoDisentBackbone]
+      -> orthogonal rotation of the channels        J = U I              [InfoDisentRotation]
+      -> sparse pooling, per channel c:  pos_c = max ReLU(J_c),  neg_c = max ReLU(-J_c)   [InfoDisentPooling]
+      -> nonnegative classifier          logits = W (pos - neg) + b,  W >= 0               [InfoDisentClassifier]
+
+so that ``logit_k = b_k + sum_c W_kc pos_c - sum_c W_kc neg_c`` exactly: every class logit is the sum of the
+contributions of the prototypes (one prototype = one pole, + or -, of one rotated channel) plus a bias.
+``explain()`` returns that decomposition as `Explanation` objects, the one type every consumer (renderer,
+command line, Space, metrics) reads.
+
+This file is copied next to the weights when a model is saved (``trust_remote_code=True`` loading), so it imports
+only torch, numpy, transformers and its sibling configuration file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+from transformers.utils import logging as transformers_logging
+
+from .configuration_infodisent import InfoDisentConfig
+
+# Model families whose token sequence is produced by a hierarchy of patch-merging stages (grid = ceil at each stage).
+_HIERARCHICAL_TOKEN_MODELS = {"swin", "swinv2", "donut-swin", "maskformer-swin"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs and the explanation type
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InfoDisentImageClassifierOutput(ModelOutput):
+    """
+    Output of [`InfoDisentForImageClassification`].
+
+    Args:
+        loss: cross-entropy, when `labels` are given.
+        logits: (B, K) class scores, `(pos - neg) @ W.T + b`.
+        pos_activations / neg_activations: (B, D) the pooled strength of each channel's positive / negative pole.
+        pos_locations / neg_locations: (B, D, 2) (row, col) in the feature grid where each pole peaks.
+        feature_grid: (h, w) of the backbone's feature map.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pos_activations: torch.FloatTensor | None = None
+    neg_activations: torch.FloatTensor | None = None
+    pos_locations: torch.LongTensor | None = None
+    neg_locations: torch.LongTensor | None = None
+    feature_grid: tuple[int, int] | None = None
+
+
+@dataclass
+class Prototype:
+    """One prototypical part's share of one class logit: pole `sign` (+1 / -1) of rotated channel `channel`."""
+
+    channel: int
+    sign: int
+    activation: float  # pos_c or neg_c (>= 0)
+    weight: float  # W_kc (>= 0)
+    contribution: float  # sign * weight * activation
+    location: tuple[int, int]  # (row, col) of the peak in the feature grid
+    activation_map: np.ndarray  # (h, w) ReLU(sign * J_c): the prototype's map in the feature grid
+    image_size: tuple[int, int]  # (H, W) of the explained input
+    _heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """Readable id, e.g. ``"17+"`` for the positive pole of channel 17."""
+        return f"{self.channel}{'+' if self.sign > 0 else '-'}"
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """(H, W) activation map bilinearly upsampled to the input's resolution (computed on first access)."""
+        if self._heatmap is None:
+            self._heatmap = upsample_map(self.activation_map, self.image_size)
+        return self._heatmap
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) in input pixels of the feature-grid cell where the prototype peaks."""
+        h, w = self.activation_map.shape
+        H, W = self.image_size
+        r, c = self.location
+        return (int(c * W / w), int(r * H / h), int(math.ceil((c + 1) * W / w)), int(math.ceil((r + 1) * H / h)))
+
+
+@dataclass
+class Explanation:
+    """The exact decomposition of one class logit of one image: ``logit == bias + sum(p.contribution)``.
+
+    With ``top_k=None`` the list holds every prototype that contributes (nonzero weight and activation), ordered by
+    ``|contribution|``; with ``top_k`` only the strongest ones, and ``residual`` holds what the rest add up to.
+    """
+
+    target: int
+    label: str
+    logit: float
+    bias: float
+    probability: float
+    probabilities: np.ndarray  # (K,) softmax over classes
+    prototypes: list[Prototype]
+    residual: float  # sum of the contributions left out by top_k (0.0 when top_k is None)
+    feature_grid: tuple[int, int]
+    image_size: tuple[int, int]
+
+    @property
+    def positive(self) -> list[Prototype]:
+        return [p for p in self.prototypes if p.contribution > 0]
+
+    @property
+    def negative(self) -> list[Prototype]:
+        return [p for p in self.prototypes if p.contribution < 0]
+
+    @property
+    def total(self) -> float:
+        """bias + all contributions (+ residual): equals `logit` up to float rounding."""
+        return self.bias + sum(p.contribution for p in self.prototypes) + self.residual
+
+    def class_heatmap(self) -> np.ndarray:
+        """(H, W) evidence map: each prototype's heatmap scaled by its signed weight, so each term peaks at (about)
+        its contribution. Positive where the image argues for the class, negative where it argues against."""
+        heat = np.zeros(self.image_size, dtype=np.float32)
+        for p in self.prototypes:
+            heat += p.sign * p.weight * p.heatmap
+        return heat
+
+
+def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of an (h, w) map to `size` (H, W), as float32 numpy."""
+    t = torch.as_tensor(activation_map, dtype=torch.float32)[None, None]
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The frozen backbone
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class InfoDisentBackbone(nn.Module):
+    """Wraps any Hugging Face vision model (`AutoModel.from_config(backbone_config)`) and returns its last spatial
+    feature map (B, D, h, w), whatever the family:
+
+    * CNNs (ResNet, ConvNeXt, RegNet, timm CNNs via `TimmWrapperModel`): the output is already (B, D, h, w).
+    * Plain vision transformers (ViT, DeiT, DINOv2, timm ViTs): (B, L, D) tokens; the leading CLS / register /
+      distillation tokens are dropped and the patch tokens reshaped to the grid (H // p, W // p).
+    * Hierarchical transformers (Swin): tokens of the last stage reshaped to the grid after patch merging.
+
+    The backbone is frozen: its parameters never require grad and it is kept in eval mode (see
+    `InfoDisentForImageClassification.train`), so batch-norm statistics never move.
+    """
+
+    def __init__(self, config: InfoDisentConfig):
+        super().__init__()
+        bconfig = config.backbone_config
+        self.model = AutoModel.from_config(bconfig)
+        self.model_type = bconfig.model_type
+        params = inspect.signature(self.model.forward).parameters
+        if "pixel_values" not in params:
+            raise ValueError(
+                f"Backbone {type(self.model).__name__} (model_type={bconfig.model_type!r}) is not an image model: its "
+                "forward takes no `pixel_values`, so it has no spatial feature map to explain."
+            )
+        self._accepts_interpolate = "interpolate_pos_encoding" in params
+        self.feature_layer = config.feature_layer
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @property
+    def num_channels(self) -> int:
+        bconfig = self.model.config
+        if self.model_type == "timm_wrapper":
+            return getattr(bconfig, "num_channels", None) or 3
+        return getattr(bconfig, "num_channels", 3)
+
+    def infer_num_features(self) -> int | None:
+        """Channel count D of the last feature map, read from the config (None when it cannot be read)."""
+        if self.feature_layer != -1:
+            return None
+        if self.model_type == "timm_wrapper":
+            return int(self.model.timm_model.num_features)
+        bconfig = self.model.config
+        if getattr(bconfig, "hidden_sizes", None):
+            return int(bconfig.hidden_sizes[-1])
+        if getattr(bconfig, "hidden_size", None):
+            return int(bconfig.hidden_size)
+        return None
+
+    def _patch_size(self) -> tuple[int, int] | None:
+        if self.model_type == "timm_wrapper":
+            patch_embed = getattr(self.model.timm_model, "patch_embed", None)
+            size = getattr(patch_embed, "patch_size", None)
+        else:
+            size = getattr(self.model.config, "patch_size", None)
+        if size is None:
+            return None
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def _token_grid(self, height: int, width: int, num_tokens: int) -> tuple[int, int]:
+        patch = self._patch_size()
+        if patch is None:
+            raise ValueError(
+                f"Backbone {type(self.model).__name__} returns a token sequence but declares no patch size, so its "
+                "tokens cannot be laid out on a spatial grid: it has no spatial feature map InfoDisent can use."
+            )
+        if self.model_type in _HIERARCHICAL_TOKEN_MODELS:
+            # Swin pads the image to a multiple of the patch size, then each patch-merging stage pads to even.
+            h, w = math.ceil(height / patch[0]), math.ceil(width / patch[1])
+            for _ in range(len(self.model.config.depths) - 1):
+                h, w = math.ceil(h / 2), math.ceil(w / 2)
+        else:
+            h, w = height // patch[0], width // patch[1]
+        if h * w > num_tokens:
+            raise ValueError(
+                f"Backbone {type(self.model).__name__} returned {num_tokens} tokens for a {height}x{width} input, fewer "
+                f"than the {h}x{w} patch grid expected from its patch size {patch}."
+            )
+        return h, w
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        kwargs = {"interpolate_pos_encoding": True} if self._accepts_interpolate else {}
+        want_hidden = self.feature_layer != -1
+        outputs = self.model(pixel_values, output_hidden_states=want_hidden, return_dict=True, **kwargs)
+        if want_hidden:
+            states = getattr(outputs, "reshaped_hidden_states", None) or outputs.hidden_states
+            features = states[self.feature_layer]
+        else:
+            features = outputs.last_hidden_state
+        if features.ndim == 4:
+            return features
+        if features.ndim == 3:
+            height, width = pixel_values.shape[-2:]
+            h, w = self._token_grid(height, width, features.shape[1])
+            # Leading tokens beyond the grid are CLS / register / distillation tokens: they are not places.
+            patches = features[:, features.shape[1] - h * w :, :]
+            return patches.transpose(1, 2).reshape(features.shape[0], features.shape[2], h, w)
+        raise ValueError(
+            f"Backbone {type(self.model).__name__} (model_type={self.model_type!r}) gives an output of shape "
+            f"{tuple(features.shape)}, not a spatial feature map (B, D, h, w) or a token grid (B, L, D)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The InfoDisent head: rotation, sparse pooling, nonnegative classifier
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class InfoDisentRotation(nn.Module):
+    """Orthogonal U (D x D) by construction: U = exp(A) (or the Cayley map of A) of the skew-symmetric A = G - Gᵀ of a
+    free generator G. (`torch.nn.utils.parametrizations.orthogonal` is not used: its check calls `.item()`, which
+    fails when transformers builds the model on the meta device.) In eval mode U is computed once and cached until
+    G changes."""
+
+    def __init__(self, dim: int, parametrization: str):
+        super().__init__()
+        self.dim = dim
+        self.parametrization = parametrization
+        self.generator = nn.Parameter(torch.zeros(dim, dim)) if parametrization != "identity" else None
+        self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+
+    def _compute(self) -> torch.Tensor:
+        # In float64: in float32 the error of exp / solve grows with the generator's norm and UᵀU drifts from I by
+        # ~1e-5 once training has moved G; in float64 U stays orthogonal to float32 precision, at the cost of one
+        # D x D float64 matrix function per training step (once in eval mode).
+        skew = (self.generator - self.generator.T).double()
+        if self.parametrization == "matrix_exp":
+            u = torch.linalg.matrix_exp(skew)
+        else:
+            eye = torch.eye(self.dim, device=skew.device, dtype=skew.dtype)
+            u = torch.linalg.solve(eye - skew, eye + skew)  # Cayley: (I - A)^-1 (I + A)
+        return u.to(self.generator.dtype)
+
+    def matrix(self) -> torch.Tensor:
+        if self.generator is None:
+            return torch.eye(self.dim)
+        if self.training:
+            self._cache = None
+            return self._compute()
+        key = (self.generator.data_ptr(), self.generator._version, self.generator.device, self.generator.dtype)
+        if self._cache is None or self._cache_key != key:
+            with torch.no_grad():
+                self._cache = self._compute()
+            self._cache_key = key
+        return self._cache
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D, N) -> (B, D, N): rotate the channel vector at every position."""
+        if self.generator is None:
+            return features
+        return torch.matmul(self.matrix().to(features.dtype), features)
+
+
+class InfoDisentPooling(nn.Module):
+    """Sparse pooling: each channel keeps only its strongest positive and strongest negative activation.
+
+    Eval: the exact max over positions of ReLU(J_c) and ReLU(-J_c), with the argmax location.
+    Train: a Gumbel-softmax relaxation over positions. For one pole with activations a (>= 0) over N positions, the
+    selection weights are softmax(a / (tau * max(a)) + g) with g ~ Gumbel(0, 1); the pooled value is sum(weights * a).
+    Activations are normalised by their (detached) max so tau means the same for every channel and scale; the noise is
+    outside the temperature so that the relaxation tends to the exact max as tau -> 0 (a hard max sends gradient to
+    one position only; the relaxation spreads it over the likely maxima).
+    """
+
+    def __init__(self, config: InfoDisentConfig):
+        super().__init__()
+        self.mode = config.pooling
+        self.temperature = config.gumbel_temperature
+        self.noise = config.gumbel_noise
+
+    def _pool(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """act (B, D, N) >= 0 -> pooled (B, D), argmax index (B, D)."""
+        hard, index = act.max(dim=-1)
+        if self.mode == "avg":
+            return act.mean(dim=-1), index
+        if not self.training:
+            return hard, index
+        scale = hard.detach().clamp_min(1e-6).unsqueeze(-1)
+        logits = act / (scale * self.temperature)
+        if self.noise:
+            uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
+            logits = logits - torch.log(-torch.log(uniform))
+        weights = torch.softmax(logits, dim=-1)
+        return (weights * act).sum(dim=-1), index
+
+    def forward(self, rotated: torch.Tensor):
+        pos, pos_index = self._pool(F.relu(rotated))
+        neg, neg_index = self._pool(F.relu(-rotated))
+        return pos, neg, pos_index, neg_index
+
+
+class InfoDisentClassifier(nn.Module):
+    """logits = W v + b with W >= 0 by construction: W = mask * softplus(V) (or relu(V), or V unconstrained for the
+    ablation). `prototype_mask` (saved with the weights) holds exact zeros for pruned (class, channel) pairs, so a
+    pruned weight is zero in every forward pass, after any optimiser step and after save / load."""
+
+    def __init__(self, num_features: int, num_labels: int, constraint: str):
+        super().__init__()
+        self.constraint = constraint
+        self.weight_raw = nn.Parameter(torch.zeros(num_labels, num_features))
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+        self.register_buffer("prototype_mask", torch.ones(num_labels, num_features))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        if self.constraint == "softplus":
+            w = F.softplus(self.weight_raw)
+        elif self.constraint == "relu":
+            w = F.relu(self.weight_raw)
+        else:
+            w = self.weight_raw
+        return w * self.prototype_mask
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return F.linear(v, self.weight, self.bias)
+
+
+class InfoDisentHead(nn.Module):
+    """Rotation + sparse pooling + nonnegative classifier on a feature map (B, D, h, w). The training script calls
+    this same module on cached feature maps, so there is exactly one implementation of the method."""
+
+    def __init__(self, config: InfoDisentConfig, num_features: int):
+        super().__init__()
+        self.rotation = InfoDisentRotation(num_features, config.rotation)
+        self.pooling = InfoDisentPooling(config)
+        self.classifier = InfoDisentClassifier(num_features, config.num_labels, config.classifier_constraint)
+
+    def rotate(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) -> J (B, D, h, w)."""
+        b, d, h, w = feature_map.shape
+        return self.rotation(feature_map.reshape(b, d, h * w)).reshape(b, d, h, w)
+
+    def forward(self, feature_map: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
+        return self.forward_rotated(self.rotate(feature_map), labels)
+
+    def forward_rotated(self, rotated: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
+        """Pooling and classifier on an already rotated map J (B, D, h, w)."""
+        b, d, h, w = rotated.shape
+        pos, neg, pos_index, neg_index = self.pooling(rotated.reshape(b, d, h * w))
+        logits = self.classifier(pos - neg)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return InfoDisentImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pos_activations=pos,
+            neg_activations=neg,
+            pos_locations=torch.stack((pos_index // w, pos_index % w), dim=-1),
+            neg_locations=torch.stack((neg_index // w, neg_index % w), dim=-1),
+            feature_grid=(h, w),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class InfoDisentPreTrainedModel(PreTrainedModel):
+    config_class = InfoDisentConfig
+    base_model_prefix = "infodisent"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # The backbone (a PreTrainedModel) is initialised by its own `_init_weights`; only InfoDisent parts are here.
+        if isinstance(module, InfoDisentRotation) and module.generator is not None:
+            init.normal_(module.generator, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, InfoDisentClassifier):
+            # Small positive W, |N(0, 1/sqrt(D))|, written through the inverse of the constraint.
+            num_features = module.weight_raw.shape[1]
+            w0 = torch.randn_like(module.weight_raw).abs_().mul_(1.0 / math.sqrt(num_features)).add_(1e-3)
+            if module.constraint == "softplus":
+                w0 = w0 + torch.log(-torch.expm1(-w0))  # softplus^-1
+            init.copy_(module.weight_raw, w0)
+            init.zeros_(module.bias)
+            init.ones_(module.prototype_mask)
+
+
+class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
+    """A frozen pretrained backbone explained by InfoDisent (see the module docstring).
+
+    Build one from any Hugging Face vision backbone with [`from_backbone`], run it like any image classifier, and
+    call [`explain`] to get the exact per-prototype decomposition of a class logit.
+    """
+
+    def __init__(self, config: InfoDisentConfig):
+        super().__init__(config)
+        self.backbone = InfoDisentBackbone(config)
+        num_features = getattr(config, "num_features", None) or self.backbone.infer_num_features()
+        if num_features is None:
+            raise ValueError(
+                f"Cannot tell the channel count of backbone layer {config.feature_layer} of "
+                f"{config.backbone_config.model_type!r}; use InfoDisentForImageClassification.from_backbone(...), "
+                "which measures it, or set `num_features` in the config."
+            )
+        config.num_features = int(num_features)
+        self.head = InfoDisentHead(config, config.num_features)
+        self.post_init()
+
+    # -- the public contract ------------------------------------------------------------------------------------
+
+    @property
+    def rotation(self) -> torch.Tensor:
+        """U (D, D), the orthogonal rotation actually applied (materialised once in eval mode)."""
+        return self.head.rotation.matrix()
+
+    @property
+    def classifier_weight(self) -> torch.Tensor:
+        """W (K, D), the nonnegative (and, after pruning, sparse) classifier weights actually used."""
+        return self.head.classifier.weight
+
+    @property
+    def classifier_bias(self) -> torch.Tensor:
+        """b (K,)."""
+        return self.head.classifier.bias
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen: batch-norm statistics and dropout stay as pretrained
+        return self
+
+    def set_gumbel_temperature(self, temperature: float) -> None:
+        """Temperature of the train-mode relaxation (the training script anneals it)."""
+        if temperature <= 0:
+            raise ValueError(f"Gumbel temperature must be > 0, got {temperature}.")
+        self.head.pooling.temperature = float(temperature)
+        self.config.gumbel_temperature = float(temperature)
+
+    def _check_pixel_values(self, pixel_values) -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (batch, channels, height, width); got {pixel_values.ndim} dimensions "
+                f"{tuple(pixel_values.shape)}. For one image, add a batch dimension: pixel_values[None]."
+            )
+        expected = self.backbone.num_channels
+        if pixel_values.shape[1] != expected:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels but the backbone expects {expected} "
+                f"(shape {tuple(pixel_values.shape)}). Use the model's image processor, which converts images to RGB."
+            )
+
+    def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's feature map I (B, D, h, w) — what the training script caches."""
+        self._check_pixel_values(pixel_values)
+        return self.backbone(pixel_values)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> InfoDisentImageClassifierOutput | tuple:
+        if pixel_values is None:
+            raise ValueError("InfoDisentForImageClassification needs `pixel_values`.")
+        output = self.head(self.extract_features(pixel_values), labels=labels)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+    # -- explanations -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def explain(
+        self,
+        pixel_values: torch.Tensor,
+        target: int | list[int] | torch.Tensor | None = None,
+        top_k: int | None = None,
+    ) -> list[Explanation]:
+        """Explain one class logit per image: the prototypes (channel poles) ranked by |contribution|.
+
+        Args:
+            pixel_values: (B, C, H, W) preprocessed images.
+            target: class to explain (one int for all images, or one per image); default the predicted class.
+            top_k: keep only the `top_k` strongest prototypes (the rest is summed in `Explanation.residual`);
+                `None` keeps every prototype with a nonzero contribution, so `bias + sum(contributions) == logit`.
+
+        Runs in eval mode (exact max pooling) whatever the model's mode, and restores the mode afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.extract_features(pixel_values)
+            rotated = self.head.rotate(features)
+            out = self.head.forward_rotated(rotated)
+        finally:
+            self.train(was_training)
+        batch = pixel_values.shape[0]
+        image_size = tuple(pixel_values.shape[-2:])
+        targets = self._resolve_targets(target, out.logits, batch)
+        weight = self.classifier_weight.detach().double().cpu()
+        bias = self.classifier_bias.detach().double().cpu()
+        probabilities = torch.softmax(out.logits.double(), dim=-1).cpu().numpy()
+        pos_maps = F.relu(rotated).float().cpu().numpy()
+        neg_maps = F.relu(-rotated).float().cpu().numpy()
+        pos, neg = out.pos_activations.double().cpu(), out.neg_activations.double().cpu()
+        pos_loc, neg_loc = out.pos_locations.cpu(), out.neg_locations.cpu()
+        explanations = []
+        for i in range(batch):
+            k = targets[i]
+            prototypes = []
+            for c in torch.nonzero(weight[k] != 0).flatten().tolist():
+                w = float(weight[k, c])
+                for sign, act, loc, maps in ((1, pos, pos_loc, pos_maps), (-1, neg, neg_loc, neg_maps)):
+                    a = float(act[i, c])
+                    if a == 0.0:
+                        continue
+                    prototypes.append(
+                        Prototype(
+                            channel=c,
+                            sign=sign,
+                            activation=a,
+                            weight=w,
+                            contribution=sign * w * a,
+                            location=(int(loc[i, c, 0]), int(loc[i, c, 1])),
+                            activation_map=maps[i, c],
+                            image_size=image_size,
+                        )
+                    )
+            prototypes.sort(key=lambda p: abs(p.contribution), reverse=True)
+            residual = 0.0
+            if top_k is not None:
+                residual = sum(p.contribution for p in prototypes[top_k:])
+                prototypes = prototypes[:top_k]
+            explanations.append(
+                Explanation(
+                    target=k,
+                    label=self.config.id2label.get(k, str(k)),
+                    logit=float(out.logits[i, k]),
+                    bias=float(bias[k]),
+                    probability=float(probabilities[i, k]),
+                    probabilities=probabilities[i],
+                    prototypes=prototypes,
+                    residual=float(residual),
+                    feature_grid=out.feature_grid,
+                    image_size=image_size,
+                )
+            )
+        return explanations
+
+    def _resolve_targets(self, target, logits: torch.Tensor, batch: int) -> list[int]:
+        num_labels = logits.shape[-1]
+        if target is None:
+            targets = logits.argmax(dim=-1).tolist()
+        elif isinstance(target, int):
+            targets = [target] * batch
+        else:
+            targets = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor) else target)]
+            if len(targets) != batch:
+                raise ValueError(f"Got {len(targets)} targets for {batch} images.")
+        for t in targets:
+            if not 0 <= t < num_labels:
+                raise ValueError(f"Target class {t} is out of range: the model has {num_labels} classes.")
+        return targets
+
+    # -- building and saving ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | os.PathLike | PretrainedConfig | PreTrainedModel,
+        id2label: dict[int, str] | None = None,
+        label2id: dict[str, int] | None = None,
+        **config_kwargs,
+    ) -> "InfoDisentForImageClassification":
+        """A fresh InfoDisent model on top of a pretrained backbone.
+
+        Args:
+            backbone: a Hub id or local folder of any Hugging Face vision model (a `...ForImageClassification`
+                checkpoint included: its head is dropped), a config (random backbone weights), or a model instance.
+            id2label: the classes InfoDisent will predict. Defaults to the backbone's own head's labels when it has one.
+            config_kwargs: InfoDisent hyper-parameters (see `InfoDisentConfig`).
+
+        The backbone's pretrained weights are loaded bit-identically; the rotation and classifier are freshly
+        initialised.
+        """
+        pretrained = None
+        if isinstance(backbone, (str, os.PathLike)):
+            try:
+                bconfig = AutoConfig.from_pretrained(backbone)
+            except Exception as error:  # noqa: BLE001 - re-raised with the user's terms
+                raise ValueError(f"Cannot load backbone {str(backbone)!r}: {error}") from error
+            if bconfig.model_type == "infodisent":
+                raise ValueError(f"{str(backbone)!r} is already an InfoDisent model; load it with from_pretrained.")
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()  # the dropped classifier head is expected, not news
+            try:
+                pretrained = AutoModel.from_pretrained(backbone)
+            finally:
+                transformers_logging.set_verbosity(verbosity)
+        elif isinstance(backbone, PreTrainedModel):
+            bconfig = backbone.config
+            pretrained = backbone.base_model if backbone.base_model is not backbone else backbone
+            bconfig = pretrained.config
+        elif isinstance(backbone, PretrainedConfig):
+            bconfig = backbone
+        else:
+            raise TypeError(
+                f"`backbone` must be a Hub id, a folder, a config or a model, got {type(backbone).__name__}."
+            )
+        if id2label is None:
+            head_labels = getattr(bconfig, "id2label", None) or {}
+            has_head = any("ForImageClassification" in a for a in (bconfig.architectures or [])) or (
+                isinstance(backbone, PreTrainedModel) and backbone.base_model is not backbone
+            )
+            if not has_head or not head_labels:
+                raise ValueError("`id2label` is required: the backbone has no classification head to take labels from.")
+            id2label = dict(head_labels)
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        label2id = label2id or {v: k for k, v in id2label.items()}
+        if len(label2id) != len(id2label):
+            raise ValueError(f"id2label has {len(id2label)} classes but label2id has {len(label2id)}.")
+        bconfig = bconfig.__class__.from_dict(bconfig.to_dict())  # a private copy
+        config = InfoDisentConfig(backbone_config=bconfig, id2label=id2label, label2id=label2id, **config_kwargs)
+        probe = InfoDisentBackbone(config)
+        if pretrained is not None:
+            probe.model.load_state_dict(pretrained.state_dict())
+        config.num_features = cls._measure_num_features(probe, bconfig)
+        model = cls(config)
+        model.backbone = probe  # keep the loaded backbone (bit-identical weights)
+        model.train(False)
+        return model
+
+    @staticmethod
+    def _measure_num_features(backbone: InfoDisentBackbone, bconfig: PretrainedConfig) -> int:
+        """Run one small dummy image through the backbone: this both checks that it has a spatial map and measures D."""
+        size = getattr(bconfig, "image_size", None) or 224
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        dummy = torch.zeros(1, backbone.num_channels, *size)
+        with torch.no_grad():
+            return int(backbone(dummy).shape[1])
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Saved folders load with AutoModel and AutoModelForImageClassification, with or without the package
+        # installed (trust_remote_code=True): both auto classes point at the code files copied next to the weights.
+        self.config.auto_map = {
+            "AutoConfig": "configuration_infodisent.InfoDisentConfig",
+            "AutoModel": "modeling_infodisent.InfoDisentForImageClassification",
+            "AutoModelForImageClassification": "modeling_infodisent.InfoDisentForImageClassification",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        path = str(pretrained_model_name_or_path)
+        if os.path.isdir(path) and not any(
+            f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in os.listdir(path)
+        ):
+            raise OSError(f"{path!r} has no model weights (no *.safetensors file). Is it the right folder?")
+        requested = kwargs.get("id2label") or kwargs.get("num_labels")
+        if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
+            requested = len(requested) if isinstance(requested, dict) else int(requested)
+            stored = InfoDisentConfig.from_pretrained(pretrained_model_name_or_path).num_labels
+            if requested != stored:
+                raise ValueError(
+                    f"The checkpoint {path!r} has a classifier for {stored} classes but you asked for {requested} "
+                    "(id2label / num_labels): a different number of classes. Pass ignore_mismatched_sizes=True to "
+                    "start a fresh classifier, or use InfoDisentForImageClassification.from_backbone."
+                )
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.backbone.model.requires_grad_(False)  # loading materialises fresh parameters: freeze them again
+        return model
+
+
+InfoDisentConfig.register_for_auto_class()
+InfoDisentForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "Explanation",
+    "InfoDisentForImageClassification",
+    "InfoDisentImageClassifierOutput",
+    "InfoDisentPreTrainedModel",
+    "Prototype",
+]
