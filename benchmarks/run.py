@@ -66,7 +66,9 @@ README_END = "<!-- benchmarks:end -->"
 GOALS = {
     "forward_vs_backbone_linear": ("<=", 1.05),
     "explain_vs_forward": ("<=", 1.2),
+    "explain_fast_heatmap_pruned_10_vs_forward": ("<=", 1.2),
     "grad_cam_vs_explain_fast_heatmap": (">=", 2.0),
+    "grad_cam_vs_explain_fast_heatmap_pruned_10": (">=", 2.0),
     "cached_epoch_speedup": (">=", 20.0),
     "explanation_size_median": ("<=", 10),
     "explanation_size_p90": ("<=", 15),
@@ -88,29 +90,36 @@ def parse_args(argv=None):
                    help="Also evaluate on the full Fashion-MNIST test set (Debian files in "
                         f"{FULL_FASHION_MNIST}); 'auto' = when the files exist and not --quick.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the number of CPU cores).")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the number of CPU cores, or 1 when the machine is already busy).")
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu' or 'cuda'.")
     p.add_argument("--cache_dir", default=None, help="Feature cache folder to reuse (default: a fresh temporary one).")
-    p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default 30; quick 3).")
-    p.add_argument("--finetune_epochs", type=int, default=None, help="Epochs after pruning (default 5; quick 1).")
+    p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default 30; quick 5).")
+    p.add_argument("--finetune_epochs", type=int, default=None, help="Epochs after pruning (default 5; quick 2).")
     p.add_argument("--distill_weight", type=float, default=0.5, help="Distillation weight of the 'with distillation' runs.")
-    p.add_argument("--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 48).")
-    p.add_argument("--road_images", type=int, default=None, help="Test images for ROAD (100; quick 24).")
-    p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (7; quick 2).")
+    p.add_argument("--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 64).")
+    p.add_argument("--road_images", type=int, default=None, help="Test images for ROAD (100; quick 32).")
+    p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (7; quick 3).")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(
-        num_train_epochs=3 if quick else 30,
-        finetune_epochs=1 if quick else 5,
-        faithfulness_images=48 if quick else 500,
-        road_images=24 if quick else 100,
-        speed_repeats=2 if quick else 7,
+        num_train_epochs=5 if quick else 30,
+        finetune_epochs=2 if quick else 5,
+        faithfulness_images=64 if quick else 500,
+        road_images=32 if quick else 100,
+        speed_repeats=3 if quick else 7,
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.threads_reason = "--threads"
     if args.threads is None:
-        args.threads = os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        # On a machine already busy, more threads than free cores make every op spin and wait (measured here: a
+        # fit_head epoch 5x slower with 2 threads than with 1 at load 8 on 2 cores), so take 1.
+        args.threads = 1 if load >= cores else cores
+        args.threads_reason = f"auto: {cores} cores, 1-min load average {load:.1f} at start"
     if args.threads < 1:
         p.error("--threads must be >= 1")
     if not args.seeds:
@@ -320,7 +329,7 @@ def section_accuracy(bench: Bench, timer: Timer, cache: dict) -> dict:
         if distill:
             _, summary = bench.train(seed, fit={"distill_weight": bench.args.distill_weight})
             runs["infodisent_distilled"].append(summary)
-        dense_model, summary = bench.train(seed, fit={"sparsity_l1": 0.0, "max_prototypes_per_class": 0})
+        dense_model, summary = bench.train(seed, fit=DENSE)
         runs["infodisent_dense"].append(summary)
         cache["models"][("dense", seed)] = dense_model
     probe = train_linear_probe(bench.train_cache, bench.eval_cache, seed=0)
@@ -375,18 +384,30 @@ def _fmnist_transform(bench: Bench):
     return make_transform(bench.image_processor, "image", "label")
 
 
+ABLATIONS = {
+    "rotation_identity": {"rotation": "identity"},
+    "pooling_avg": {"pooling": "avg"},
+    "classifier_unconstrained": {"classifier_constraint": "none"},
+}
+DENSE = {"sparsity_l1": 0.0, "max_prototypes_per_class": 0}
+
+
 def section_ablations(bench: Bench, cache: dict) -> dict:
-    """The reviewers' ablations, each on the default recipe (L1 + per-class budget + fine-tune), seed by seed."""
-    variants = {
-        "rotation_identity": {"rotation": "identity"},
-        "pooling_avg": {"pooling": "avg"},
-        "classifier_unconstrained": {"classifier_constraint": "none"},
-    }
+    """The reviewers' ablations, each with the default recipe (L1 + per-class budget + fine-tune) and with the dense
+    head (the paper's method, no sparsity), seed by seed; the references are the accuracy section's runs."""
     seeds = bench.args.seeds[:1] if bench.args.quick else bench.args.seeds
-    out = {"seeds": seeds, "reference": "accuracy section, 'infodisent' runs with the same seeds", "variants": {}}
-    for name, model_kwargs in tqdm(variants.items(), desc="ablations"):
-        runs = [bench.train(seed, model_kwargs=model_kwargs)[1] for seed in seeds]
-        out["variants"][name] = {
+    out = {
+        "seeds": seeds,
+        "reference": "accuracy section: 'infodisent' (default recipe) and 'infodisent_dense' runs with the same seeds",
+        "variants": {},
+    }
+    jobs = [(name, recipe) for recipe in ("default", "dense") for name in ABLATIONS]
+    for name, recipe in tqdm(jobs, desc="ablations"):
+        model_kwargs = ABLATIONS[name]
+        runs = [bench.train(seed, fit=DENSE if recipe == "dense" else None, model_kwargs=model_kwargs)[1] for seed in seeds]
+        out["variants"][f"{name}/{recipe}"] = {
+            "ablation": name,
+            "recipe": recipe,
             "model_config": model_kwargs,
             "runs": runs,
             "accuracy": _mean_spread([r["accuracy"] for r in runs]),
@@ -572,6 +593,8 @@ def section_speed(bench: Bench | None, args, device: torch.device) -> dict:
     out = {"inference": speed.run(device, repeats=args.speed_repeats)}
     if bench is not None:
         out["training_epoch"] = training_epoch_speed(bench)
+    if not args.quick:  # a D = 2048 head step costs tens of seconds on a CPU: full run only
+        out["training_step_resnet50"] = speed.train_step_ratio(device)
     return out
 
 
@@ -640,7 +663,8 @@ def goals_status(results: dict) -> dict:
     status = {}
     speed = results.get("speed", {})
     ratios = speed.get("inference", {}).get("ratios", {})
-    for key in ("forward_vs_backbone_linear", "explain_vs_forward", "grad_cam_vs_explain_fast_heatmap"):
+    for key in ("forward_vs_backbone_linear", "explain_vs_forward", "explain_fast_heatmap_pruned_10_vs_forward",
+                "grad_cam_vs_explain_fast_heatmap", "grad_cam_vs_explain_fast_heatmap_pruned_10"):
         if key in ratios:
             status[key] = ratios[key]
     if "training_epoch" in speed:
@@ -662,7 +686,8 @@ def goals_status(results: dict) -> dict:
 def markdown_table(results: dict) -> str:
     env = results["environment"]
     lines = [
-        f"Measured by `{env['command']}` on {env['device_name']} ({env['device']}, {env['torch_threads']} torch threads, "
+        f"Measured by `{env['command']}` on {env['device_name']} ({env['device']}, {env['torch_threads']} torch threads "
+        f"[{results['settings'].get('threads_reason', '')}], "
         f"load average at start {', '.join(f'{x:.1f}' for x in env['load_average_at_start'] or [])}), "
         f"commit `{(env['git_commit'] or '?')[:10]}`, torch {env['versions']['torch']}, total "
         f"{results['run_seconds']:.0f} s. Every figure's settings are in `benchmarks/results.json`.",
@@ -708,28 +733,34 @@ def markdown_table(results: dict) -> str:
         lines.append("")
     abl = results.get("ablations")
     if abl:
-        ref = acc["summary"]["infodisent"] if acc else None
+        s_acc = acc["summary"] if acc else {}
         lines += [
-            f"**Ablations** (default recipe, seed(s) {abl['seeds']})",
+            f"**Ablations** (seed(s) {abl['seeds']}; each variant trained with the default sparse recipe and with the "
+            "dense head)",
             "",
-            "| variant | top-1 | explanation size median / p90 |",
-            "|---|---|---|",
+            "| variant | top-1, default recipe | size median / p90 | top-1, dense head | size median / p90 |",
+            "|---|---|---|---|---|",
         ]
-        if ref:
+
+        def cells(stat):
+            if stat is None:
+                return "– | –"
+            return (f"{_pm(stat['accuracy'])} | {stat['explanation_size_median']['mean']:.1f} / "
+                    f"{stat['explanation_size_p90']['mean']:.1f}")  # fmt: skip
+
+        if s_acc:
             lines.append(
-                f"| InfoDisent (U learned, max pooling, W ≥ 0) | {_pm(ref['accuracy'])} | "
-                f"{ref['explanation_size_median']['mean']:.1f} / {ref['explanation_size_p90']['mean']:.1f} |"
+                f"| InfoDisent (U learned, max pooling, W ≥ 0) | {cells(s_acc.get('infodisent'))} | "
+                f"{cells(s_acc.get('infodisent_dense'))} |"
             )
         labels = {
             "rotation_identity": "U = I (no rotation)",
             "pooling_avg": "average pooling instead of max⁺/max⁻",
             "classifier_unconstrained": "W unconstrained (no W ≥ 0)",
         }
-        for key, v in abl["variants"].items():
-            lines.append(
-                f"| {labels.get(key, key)} | {_pm(v['accuracy'])} | {v['explanation_size_median']['mean']:.1f} / "
-                f"{v['explanation_size_p90']['mean']:.1f} |"
-            )
+        for name, label in labels.items():
+            default, dense = abl["variants"].get(f"{name}/default"), abl["variants"].get(f"{name}/dense")
+            lines.append(f"| {label} | {cells(default)} | {cells(dense)} |")
         lines.append("")
     trade = results.get("tradeoff")
     if trade:
@@ -792,15 +823,17 @@ def markdown_table(results: dict) -> str:
     if speed:
         inf = speed["inference"]
         med, r = inf["seconds_median"], inf["ratios"]
+        fmed = inf.get("forward_pair_seconds_median", med)
         st = inf["settings"]
         lines += [
             f"**Speed** ({env['device']}; ResNet-50-sized backbone, random weights, {st['image_size']}², batch "
-            f"{st['batch_size']}, {st['num_labels']} classes; median of {st['repeats']} interleaved rounds)",
+            f"{st['batch_size']}, {st['num_labels']} classes; median of {st['repeats']} interleaved rounds, the "
+            f"forward pair of {len(inf['forward_pair_seconds_all']['infodisent_forward'])})",
             "",
             "| measurement | seconds | ratio | goal |",
             "|---|---|---|---|",
-            f"| backbone + avg-pool + linear head, forward | {med['backbone_linear_forward']:.3f} | 1 | |",
-            f"| InfoDisent forward | {med['infodisent_forward']:.3f} | {r['forward_vs_backbone_linear']:.3f} × baseline | "
+            f"| backbone + avg-pool + linear head, forward | {fmed['backbone_linear_forward']:.3f} | 1 | |",
+            f"| InfoDisent forward | {fmed['infodisent_forward']:.3f} | {r['forward_vs_backbone_linear']:.3f} × baseline | "
             f"{_goal('forward_vs_backbone_linear', r['forward_vs_backbone_linear'])} |",
             f"| InfoDisent full local explanation (`explain`, all prototypes) | {med['explain']:.3f} | "
             f"{r['explain_vs_forward']:.3f} × forward | {_goal('explain_vs_forward', r['explain_vs_forward'])} |",
@@ -808,9 +841,15 @@ def markdown_table(results: dict) -> str:
             f"{r['explain_fast_heatmap_vs_forward']:.3f} × forward | |",
             f"| … plus `Explanation.class_heatmap()` as in the model file (estimated from one image) | "
             f"{med['explain_model_heatmap_estimated']:.3f} | {r['explain_model_heatmap_estimated_vs_forward']:.1f} × forward | |",
+            f"| … plus heatmap, classifier pruned to 10 prototypes per class (the default recipe) | "
+            f"{med['explain_fast_heatmap_pruned_10']:.3f} | {r['explain_fast_heatmap_pruned_10_vs_forward']:.3f} × forward | "
+            f"{_goal('explain_vs_forward', r['explain_fast_heatmap_pruned_10_vs_forward'])} |",
             f"| Grad-CAM, same model (backbone carries grad) | {med['grad_cam']:.3f} | "
             f"{r['grad_cam_vs_explain_fast_heatmap']:.2f} × explanation with heatmap | "
             f"{_goal('grad_cam_vs_explain_fast_heatmap', r['grad_cam_vs_explain_fast_heatmap'])} |",
+            f"| Grad-CAM vs the pruned model's explanation with heatmap | | "
+            f"{r['grad_cam_vs_explain_fast_heatmap_pruned_10']:.2f} × | "
+            f"{_goal('grad_cam_vs_explain_fast_heatmap_pruned_10', r['grad_cam_vs_explain_fast_heatmap_pruned_10'])} |",
             f"| Grad-CAM, gradient stopped at the feature map | {med['grad_cam_stop_gradient']:.3f} | "
             f"{r['grad_cam_stop_gradient_vs_explain_fast_heatmap']:.2f} × explanation with heatmap | |",
         ]
@@ -820,6 +859,13 @@ def markdown_table(results: dict) -> str:
                 f"| training epoch through the backbone / on cached features ({t['settings']['data']}) | "
                 f"{t['live_epoch_seconds']:.1f} / {t['cached_epoch_seconds']:.1f} | {t['cached_epoch_speedup']:.1f}× | "
                 f"{_goal('cached_epoch_speedup', t['cached_epoch_speedup'])} |"
+            )
+        if "training_step_resnet50" in speed:
+            t = speed["training_step_resnet50"]
+            lines.append(
+                f"| ResNet-50 size, per batch of {t['settings']['batch_size']}: backbone forward / head training step "
+                f"on cached maps | {t['seconds_median']['backbone_forward']:.1f} / {t['seconds_median']['head_step']:.1f} | "
+                f"epoch ≈ {t['epoch_speedup_estimate']:.1f}× | |"
             )
         p = inf["explain_profile_seconds"]
         lines += [

@@ -12,6 +12,7 @@ Random weights are fine for timing. `run()` returns plain dicts for results.json
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import time
 
@@ -196,6 +197,19 @@ def run(
         for e in model.explain(x):
             fast_class_heatmap(e)
 
+    # The default training recipe prunes each class to its 10 largest weights: explain() then builds at most 20
+    # prototypes per image instead of ~2D. Same backbone and rotation, only the classifier mask differs.
+    pruned = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        weight = pruned.classifier_weight
+        keep = torch.zeros_like(weight)
+        keep.scatter_(1, weight.topk(min(10, weight.shape[1]), dim=1).indices, 1.0)
+        pruned.head.classifier.prototype_mask.copy_(keep)
+
+    def explain_pruned():
+        for e in pruned.explain(x):
+            fast_class_heatmap(e)
+
     def grad_cam():
         grad_cam_maps(model, x)
 
@@ -207,17 +221,26 @@ def run(
         "infodisent_forward": infodisent_forward,
         "explain": explain,
         "explain_fast_heatmap": explain_with_fast_heatmap,
+        "explain_fast_heatmap_pruned_10": explain_pruned,
         "grad_cam": grad_cam,
         "grad_cam_stop_gradient": grad_cam_stop_gradient,
     }
+    # The forward ratio is a few percent: it gets its own, longer series of cheap interleaved pairs.
+    forward_rounds = max(9, 3 * repeats)
+    forward_times = _time_interleaved(
+        {"backbone_linear_forward": baseline_forward, "infodisent_forward": infodisent_forward}, forward_rounds, device
+    )
     times = _time_interleaved(fns, repeats, device)
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    forward_med = {name: statistics.median(ts) for name, ts in forward_times.items()}
     ratios = {
-        "forward_vs_backbone_linear": med["infodisent_forward"] / med["backbone_linear_forward"],
+        "forward_vs_backbone_linear": forward_med["infodisent_forward"] / forward_med["backbone_linear_forward"],
         "explain_vs_forward": med["explain"] / med["infodisent_forward"],
         "explain_fast_heatmap_vs_forward": med["explain_fast_heatmap"] / med["infodisent_forward"],
         "grad_cam_vs_explain_fast_heatmap": med["grad_cam"] / med["explain_fast_heatmap"],
         "grad_cam_vs_explain": med["grad_cam"] / med["explain"],
+        "explain_fast_heatmap_pruned_10_vs_forward": med["explain_fast_heatmap_pruned_10"] / med["infodisent_forward"],
+        "grad_cam_vs_explain_fast_heatmap_pruned_10": med["grad_cam"] / med["explain_fast_heatmap_pruned_10"],
         "grad_cam_stop_gradient_vs_explain_fast_heatmap": med["grad_cam_stop_gradient"] / med["explain_fast_heatmap"],
     }
     profile = explain_profile(model, x, repeats=max(2, repeats // 2))
@@ -232,15 +255,63 @@ def run(
             "batch_size": batch_size,
             "image_size": image_size,
             "repeats": repeats,
-            "statistic": "median of interleaved repeats after 1 warm-up round",
+            "statistic": "median of interleaved repeats after 1 warm-up round; the forward ratio from its own "
+            "series of max(9, 3 * repeats) interleaved (baseline, InfoDisent) pairs",
             "seed": seed,
             "explain": "model.explain(x) with top_k=None (every prototype of the predicted class)",
+            "explain_fast_heatmap_pruned_10": "explain + class heatmap on a copy whose classifier keeps each class's "
+            "10 largest weights (the default training recipe's budget)",
             "grad_cam": "pytorch_grad_cam.GradCAM on the same model, target layer = the explained feature map; "
             "backbone parameters temporarily require grad (as in any from_pretrained classifier)",
             "grad_cam_stop_gradient": "same, but the backward pass stops at the feature map (cheapest Grad-CAM)",
         },
         "seconds_median": med,
         "seconds_all": times,
+        "forward_pair_seconds_median": forward_med,
+        "forward_pair_seconds_all": forward_times,
         "ratios": ratios,
         "explain_profile_seconds": profile,
+    }
+
+
+def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int = 224, num_labels: int = 1000,
+                     backbone_config=None, repeats: int = 2, seed: int = 0) -> dict:
+    """ResNet-50-sized training cost per batch: one optimiser step of the head on cached feature maps vs the backbone
+    forward that a live-backbone step needs on top of it. The epoch ratio live / cached is
+    ``(backbone + head_step) / head_step`` (data loading aside)."""
+    from transformers import ResNetConfig
+
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    torch.manual_seed(seed)
+    model = InfoDisentForImageClassification.from_backbone(
+        backbone_config or ResNetConfig(), id2label={i: f"class_{i}" for i in range(num_labels)}
+    ).to(device)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    labels = torch.randint(0, num_labels, (batch_size,), device=device)
+    with torch.no_grad():
+        features = model.extract_features(x)
+    optimizer = torch.optim.AdamW([p for p in model.head.parameters() if p.requires_grad], lr=1e-3)
+
+    def backbone():
+        with torch.no_grad():
+            model.extract_features(x)
+
+    def head_step():
+        model.head.train()
+        loss = model.head(features, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    times = _time_interleaved({"backbone_forward": backbone, "head_step": head_step}, repeats, device, warmup=1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "settings": {"batch_size": batch_size, "image_size": image_size, "num_labels": num_labels,
+                     "backbone": "ResNetConfig() (ResNet-50), random weights", "repeats": repeats},
+        "seconds_median": med,
+        "seconds_all": times,
+        "forward_pair_seconds_median": forward_med,
+        "forward_pair_seconds_all": forward_times,
+        "epoch_speedup_estimate": (med["backbone_forward"] + med["head_step"]) / med["head_step"],
     }
