@@ -41,5 +41,15 @@ for f in config.json model.safetensors preprocessor_config.json configuration_in
          prototype_gallery.json prototype_gallery.safetensors all_results.json README.md; do
     if [ -f "$MODEL/$f" ]; then cp "$MODEL/$f" spaces/model/; fi
 done
+# Paths relative to the repository, not to this machine; and say where the gallery comes from.
+sed -i "s#$(pwd)/##g" spaces/model/README.md spaces/model/all_results.json spaces/model/config.json
+cat >> spaces/model/README.md <<'MD'
+
+## Prototype gallery
+
+`prototype_gallery.json` / `.safetensors` (read with `modeling_infodisent.gallery.PrototypeGallery.load`): the 4 most
+activating training images of every prototype pole, as 28 px patches, computed by `spaces/build_demo_model.sh` with
+`compute_gallery(model, train_split, processor, top_k=4, patch_size=28)` on the same 5,000 training images.
+MD
 du -sh spaces/model
 ls -l spaces/model
