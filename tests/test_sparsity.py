@@ -8,7 +8,7 @@ import torch
 from modeling_infodisent import InfoDisentForImageClassification
 from modeling_infodisent.metrics import explanation_size
 from training.fit import FitConfig, fit_head
-from training.sparsity import l1_penalty, prune_to_budget, sparsity_stats
+from training.sparsity import hoyer_penalty, l1_penalty, prune_to_budget, sparsity_stats
 
 
 @pytest.fixture
@@ -28,6 +28,19 @@ def test_l1_penalty_is_mean_class_mass(spread_model):
     penalty.backward()
     assert spread_model.head.classifier.weight_raw.grad is not None
     assert (spread_model.head.classifier.weight_raw.grad > 0).all()  # gradient descent shrinks every weight
+
+
+def test_hoyer_penalty_on_constructed_weights(spread_model):
+    classifier = spread_model.head.classifier
+    with torch.no_grad():  # relu constraint: W = raw exactly, so rows can be one-hot / flat
+        classifier.constraint = "relu"
+        classifier.weight_raw.zero_()
+        classifier.weight_raw[0, 3] = 2.0  # one channel: ||w||_1 / ||w||_2 = 1
+        classifier.weight_raw[1] = 0.5  # flat over D = 32 channels: sqrt(32)
+        classifier.weight_raw[2, :4] = 1.0  # flat over 4: 2
+    assert float(hoyer_penalty(spread_model).detach()) == pytest.approx((1 + 32**0.5 + 2) / 3, rel=1e-6)
+    classifier.weight_raw.data[1] *= 10  # scale-invariant
+    assert float(hoyer_penalty(spread_model).detach()) == pytest.approx((1 + 32**0.5 + 2) / 3, rel=1e-6)
 
 
 def test_prune_keeps_each_class_top_weights(spread_model):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from modeling_infodisent.metrics import class_contributions, explanation_sizes
 from training.features import collate_batch
-from training.sparsity import l1_penalty, prune_to_budget, sparsity_stats
+from training.sparsity import hoyer_penalty, l1_penalty, prune_to_budget, sparsity_stats
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ __all__ = [
 class FitConfig:
     """Hyper-parameters of `fit_head` (the training script's arguments of the same names)."""
 
-    num_train_epochs: int = 30
+    num_train_epochs: int = 10
     max_train_steps: int | None = None  # overrides num_train_epochs for the main phase
-    per_device_train_batch_size: int = 128
+    per_device_train_batch_size: int = 256
     per_device_eval_batch_size: int = 256
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     gumbel_temperature_start: float = 1.0
@@ -64,9 +64,10 @@ class FitConfig:
     loss: str = "softmax"  # or "sigmoid": SIDE-style one-vs-rest binary cross-entropy
     distill_weight: float = 0.0  # 0 = labels only; a in (0, 1]: (1 - a) label loss + a KL to the backbone head
     distill_temperature: float = 2.0
-    sparsity_l1: float = 0.0
-    max_prototypes_per_class: int = 0  # 0 = dense (no pruning)
-    finetune_epochs: int = 0
+    sparsity_l1: float = 1e-2
+    sparsity_hoyer: float = 0.0
+    max_prototypes_per_class: int = 10  # 0 = dense (no pruning)
+    finetune_epochs: int = 3
     finetune_learning_rate: float | None = None  # default: learning_rate / 3
     seed: int = 0
     checkpointing_steps: str | int | None = None  # N steps, "epoch", or None
@@ -308,7 +309,7 @@ def fit_head(
 ) -> dict:
     """Train ``model.head`` (U, W, b; the backbone stays frozen) on ``train_data``, evaluating on ``eval_data`` after
     every epoch. Schedule: ``num_train_epochs`` (or ``max_train_steps``) main epochs with Adam, warm-up + cosine
-    learning rate, Gumbel temperature annealed per step and ``sparsity_l1 * l1_penalty`` added to the loss; then, if
+    learning rate, Gumbel temperature annealed per step and the sparsity penalties added to the loss; then, if
     ``max_prototypes_per_class > 0``, ``prune_to_budget`` and ``finetune_epochs`` more epochs with the mask fixed.
 
     With an ``accelerator`` the head is wrapped for DDP and batches are sharded; ``None`` builds a single-process
@@ -406,6 +407,8 @@ def fit_head(
             loss = _loss(out.logits, batch["labels"], teacher, config)
             if in_main and config.sparsity_l1 > 0:
                 loss = loss + config.sparsity_l1 * l1_penalty(model)
+            if in_main and config.sparsity_hoyer > 0:
+                loss = loss + config.sparsity_hoyer * hoyer_penalty(model)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()

@@ -80,11 +80,11 @@ def parse_args(argv=None):
     model.add_argument("--feature_batch_size", type=int, default=128, help="Batch size of the feature extraction.")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--per_device_train_batch_size", type=int, default=128)
+    train.add_argument("--per_device_train_batch_size", type=int, default=256)
     train.add_argument("--per_device_eval_batch_size", type=int, default=256)
-    train.add_argument("--learning_rate", type=float, default=3e-3)
+    train.add_argument("--learning_rate", type=float, default=1e-2)
     train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--num_train_epochs", type=int, default=30)
+    train.add_argument("--num_train_epochs", type=int, default=10)
     train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs (main phase).")
     train.add_argument("--warmup_ratio", type=float, default=0.05)
     train.add_argument("--gumbel_temperature_start", type=float, default=1.0)
@@ -97,11 +97,13 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=0)
 
     sparse = parser.add_argument_group("compact explanations")
-    sparse.add_argument("--sparsity_l1", type=float, default=1e-3,
+    sparse.add_argument("--sparsity_l1", type=float, default=1e-2,
                         help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main epochs.")
+    sparse.add_argument("--sparsity_hoyer", type=float, default=0.0,
+                        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main epochs.")
     sparse.add_argument("--max_prototypes_per_class", type=int, default=10,
                         help="After the main epochs keep each class's M largest weights (0 = dense, no pruning).")
-    sparse.add_argument("--finetune_epochs", type=int, default=5, help="Epochs after pruning, with the mask fixed.")
+    sparse.add_argument("--finetune_epochs", type=int, default=3, help="Epochs after pruning, with the mask fixed.")
     sparse.add_argument("--finetune_learning_rate", type=float, default=None, help="Default: learning_rate / 3.")
 
     out = parser.add_argument_group("output")
@@ -248,7 +250,7 @@ def main(argv=None):
         weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         gumbel_temperature_start=args.gumbel_temperature_start, gumbel_temperature_end=args.gumbel_temperature_end,
         loss=args.loss, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
-        sparsity_l1=args.sparsity_l1, max_prototypes_per_class=args.max_prototypes_per_class,
+        sparsity_l1=args.sparsity_l1, sparsity_hoyer=args.sparsity_hoyer, max_prototypes_per_class=args.max_prototypes_per_class,
         finetune_epochs=args.finetune_epochs, finetune_learning_rate=args.finetune_learning_rate, seed=args.seed,
         checkpointing_steps=args.checkpointing_steps, resume_from_checkpoint=args.resume_from_checkpoint,
         output_dir=args.output_dir, stop_after_steps=args.stop_after_steps, with_tracking=args.with_tracking,
