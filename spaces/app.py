@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import logging
 import os
 import sys
@@ -194,7 +195,9 @@ class Explainer:
     """The loaded model + processor + gallery, and the operations the page needs."""
 
     def __init__(self, model_ref: str):
-        self.model_ref = model_ref
+        # Shown in the page and the API: the bundled model by name, not by this machine's path.
+        self.model_ref = "bundled demo model (spaces/model)" if model_ref == DEFAULT_MODEL else model_ref
+        self.folder = model_ref if os.path.isdir(model_ref) else None
         self.model, self.processor, self.gallery = load_model(model_ref)
         config = self.model.config
         self.num_labels = int(config.num_labels)
@@ -256,6 +259,23 @@ class Explainer:
             name = entry.label_name if entry.label_name is not None else self.id2label.get(int(entry.label), "?")
             items.append((_fit(entry.image.convert("RGB"), 112), f"{name} · {entry.activation:.2f}"))
         return items
+
+    def results_line(self) -> str:
+        """A Markdown bullet with the accuracy the training script recorded (all_results.json), if the folder has it."""
+        path = os.path.join(self.folder, "all_results.json") if self.folder else None
+        if not path or not os.path.isfile(path):
+            return ""
+        try:
+            with open(path) as f:
+                results = json.load(f)
+            line = f"- Validation accuracy {results['eval_accuracy']:.1%} on {results['eval_num_examples']} images"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+        if isinstance(results.get("backbone_head_accuracy"), (int, float)):
+            line += f" (the backbone's own classifier: {results['backbone_head_accuracy']:.1%})"
+        if isinstance(results.get("explanation_size_median"), (int, float)):
+            line += f"; median explanation size {results['explanation_size_median']:g} prototypes"
+        return line + "\n"
 
     def is_dead(self, channel: int, sign: int) -> bool:
         return self.gallery is not None and bool(self.gallery.is_dead(channel, sign))
@@ -695,6 +715,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                 f"- {explainer.num_labels} classes; each uses {n_used} channels on average "
                 f"({2 * explainer.num_features} prototypes: a + and a − pole per channel)\n"
                 f"- Gallery of training patches: {'yes' if explainer.gallery is not None else 'not in this model'}\n"
+                f"{explainer.results_line()}"
                 "- The score of class *k* is `b_k + Σ_c W_kc·pos_c − Σ_c W_kc·neg_c`, with `W ≥ 0`; `pos_c` / "
                 "`neg_c` are the strongest positive / negative response of rotated channel *c* anywhere in the image."
             )

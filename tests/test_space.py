@@ -7,6 +7,7 @@ gallery built here. Expected numbers are recomputed in the test from the model's
 
 import importlib.util
 import io
+import json
 import os
 import socket
 import struct
@@ -169,6 +170,7 @@ def test_explain_endpoint_probabilities_and_exact_decomposition(space, model_dir
     np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
 
     predicted = int(np.argmax(logits))
+    assert explanation["model"] == ("bundled demo model (spaces/model)" if model_dir == BUNDLED_MODEL else model_dir)
     assert explanation["predicted_class"]["id"] == predicted
     assert explanation["explained_class"]["id"] == predicted  # default: explain the predicted class
     assert explanation["logit"] == pytest.approx(logits[predicted], abs=1e-4)
@@ -312,6 +314,13 @@ def test_page_view_has_one_card_per_top_prototype(app, model_dir):
     assert f"{explanation.logit:+.3f}" in chart and f"{explanation.bias:+.3f}" in chart
     overlay = app.prototype_overlay(base, shown[0])
     assert overlay.size == base.size and overlay.mode == "RGB"
+    results_path = os.path.join(model_dir, "all_results.json")
+    if os.path.isfile(results_path):  # the About tab quotes the training script's numbers
+        with open(results_path) as f:
+            accuracy = json.load(f)["eval_accuracy"]
+        assert f"Validation accuracy {accuracy:.1%}" in explainer.results_line()
+    else:
+        assert explainer.results_line() == ""
     if explainer.gallery is not None:
         items = explainer.gallery_items(shown[0].channel, shown[0].sign)
         entries = explainer.gallery.entries(shown[0].channel, shown[0].sign)
