@@ -346,7 +346,8 @@ def _bar(value: float, scale: float, width_px: int = 160) -> str:
     edge = f"border-{'right' if value >= 0 else 'left'}:3px dashed var(--body-text-color);" if clipped else ""
     return (
         f'<div style="position:relative;width:{width_px}px;height:14px;display:inline-block;vertical-align:middle">'
-        f'<div style="position:absolute;left:{half}px;top:0;bottom:0;border-left:1px solid var(--body-text-color-subdued)"></div>'
+        f'<div style="position:absolute;left:{half}px;top:0;bottom:0;'
+        f'border-left:1px solid var(--body-text-color-subdued)"></div>'
         f'<div style="position:absolute;left:{left}px;width:{length}px;top:2px;height:10px;background:{color};'
         f'{edge}box-sizing:border-box;border-radius:2px"></div></div>'
     )
@@ -664,7 +665,9 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             with gr.Accordion("The explanation as a figure (PNG), and “why A and not B?”", open=False):
                 figure_button = gr.Button("Draw the figures", elem_id="figure-button")
                 with gr.Row():
-                    figure = gr.Image(label="Explanation", show_label=False, type="pil", interactive=False, elem_id="figure")
+                    figure = gr.Image(
+                        label="Explanation", show_label=False, type="pil", interactive=False, elem_id="figure"
+                    )
                     contrast_figure = gr.Image(
                         label="Why the predicted class and not the explained one",
                         show_label=False,

@@ -23,7 +23,9 @@ from conftest import REPO_ROOT, tiny_resnet_config
 SPACE_DIR = os.path.join(REPO_ROOT, "spaces")
 BUNDLED_MODEL = os.path.join(SPACE_DIR, "model")
 EXAMPLES_DIR = os.path.join(SPACE_DIR, "examples")
-FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
