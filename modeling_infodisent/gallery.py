@@ -23,6 +23,11 @@ For an image and a pole ``(c, sign)`` with activation ``a = max ReLU(sign * J_c)
 5. the patch is that box of the source image (RGB), resized to ``patch_size`` x ``patch_size`` (nearest neighbour
    when enlarging 2x or more so small images stay crisp, bicubic otherwise; letterboxed on grey in the rare case
    where the square does not fit in the image). ``GalleryEntry.box`` is exactly the box the patch shows.
+   ``patch_size`` defaults to 64, or to the first image's shorter side when that is smaller (a 28 px Fashion-MNIST
+   image has no more detail to store).
+
+Channels that no class uses (their weights all exactly 0, e.g. after pruning) cannot contribute to any logit: by
+default they are skipped (`PrototypeGallery.is_unused`), which keeps the files small.
 
 Per pole the top-k images are ranked by activation (ties: lower dataset index first); an image counts once per pole
 (its maximum); images where the pole does not fire (activation 0) are never listed. A pole that fires on no image
@@ -79,7 +84,8 @@ RULE_DESCRIPTION = (
     "min_box_fraction of the input's width and height; mapped to source-image pixels through the image "
     "processor's resize/crop geometry; made square (longer side, centred, kept inside the image); cropped from the "
     "RGB source and resized to patch_size x patch_size. Top-k images per pole by activation, ties by dataset index; "
-    "activation 0 never listed; a pole with no listed image is dead."
+    "activation 0 never listed; a pole with no listed image is dead; channels no class uses are skipped "
+    "(unused_channels) when skip_unused."
 )
 
 
@@ -333,6 +339,7 @@ class PrototypeGallery:
         num_images: int,
         poles: dict[tuple[int, int], list[dict]],
         patches: np.ndarray,
+        unused_channels: Iterable[int] = (),
     ):
         self.num_channels = int(num_channels)
         self.top_k = int(top_k)
@@ -341,12 +348,14 @@ class PrototypeGallery:
         self.num_images = int(num_images)
         self._poles = poles
         self._patches = patches
+        self.unused_channels = frozenset(int(c) for c in unused_channels)
 
     def __repr__(self) -> str:
         dead = sum(self.is_dead(c, s) for c in range(self.num_channels) for s in (1, -1))
         return (
             f"PrototypeGallery(num_channels={self.num_channels}, top_k={self.top_k}, patch_size={self.patch_size}, "
-            f"num_images={self.num_images}, dead_poles={dead}/{2 * self.num_channels})"
+            f"num_images={self.num_images}, dead_poles={dead}/{2 * self.num_channels}, "
+            f"unused_channels={len(self.unused_channels)})"
         )
 
     def _check_channel(self, channel: int) -> None:
@@ -376,9 +385,15 @@ class PrototypeGallery:
         return result
 
     def is_dead(self, channel: int, sign: int | str) -> bool:
-        """True when the pole fired (activation > 0) on no image of the gallery dataset."""
+        """True when the pole fired (activation > 0) on no image of the gallery dataset (False for an unused
+        channel, which was not looked at)."""
         self._check_channel(channel)
-        return not self._poles.get((int(channel), _sign_key(sign)))
+        return int(channel) not in self.unused_channels and not self._poles.get((int(channel), _sign_key(sign)))
+
+    def is_unused(self, channel: int) -> bool:
+        """True when the channel was skipped because no class uses it (all its weights are 0): no entries."""
+        self._check_channel(channel)
+        return int(channel) in self.unused_channels
 
     def max_activation(self, channel: int, sign: int | str) -> float:
         """The pole's largest activation over the gallery dataset (0.0 for a dead pole)."""
@@ -397,7 +412,7 @@ class PrototypeGallery:
                     {
                         "channel": channel,
                         "sign": "+" if sign > 0 else "-",
-                        "dead": not records,
+                        "dead": self.is_dead(channel, sign),
                         "entries": records,
                     }
                 )
@@ -409,6 +424,7 @@ class PrototypeGallery:
             "patch_size": self.patch_size,
             "num_images": self.num_images,
             "rule": self.rule,
+            "unused_channels": sorted(self.unused_channels),
             "poles": poles,
         }
 
@@ -477,6 +493,7 @@ class PrototypeGallery:
             num_images=index["num_images"],
             poles=poles,
             patches=patches,
+            unused_channels=index.get("unused_channels", []),
         )
 
 
@@ -536,10 +553,11 @@ def compute_gallery(
     label_column: str = "label",
     id_column: str | None = None,
     *,
-    patch_size: int = 64,
+    patch_size: int | None = None,
     threshold: float = 0.5,
     min_box_fraction: float = 0.25,
     box_resolution: int = 64,
+    skip_unused: bool = True,
     progress: bool = True,
 ) -> PrototypeGallery:
     """One pass over `dataset` (a `datasets.Dataset` or any sequence of dicts with raw images) in eval mode, without
@@ -550,6 +568,8 @@ def compute_gallery(
         image_processor: the model's image processor (images are converted to RGB first).
         top_k: patches kept per pole.
         id_column: column whose value identifies a source image; default its index in `dataset`.
+        patch_size: side of the stored patches; default 64, or the first image's shorter side if smaller.
+        skip_unused: leave out the channels no class uses (all weights 0): they cannot explain anything.
     """
     from tqdm.auto import tqdm
 
@@ -571,6 +591,8 @@ def compute_gallery(
     label_names = _label_names(dataset, label_column, model)
 
     num_channels = int(model.config.num_features)
+    used = (model.classifier_weight.detach() != 0).any(dim=0).cpu().numpy()
+    skipped = np.flatnonzero(~used) if skip_unused else np.zeros(0, dtype=np.int64)
     parameter = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -584,6 +606,8 @@ def compute_gallery(
             end = min(start + batch_size, num_images)
             rows = _rows(dataset, start, end, wanted)
             images = [to_rgb(image) for image in rows[image_column]]
+            if patch_size is None:
+                patch_size = min(64, min(images[0].size))
             pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
             pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
             features = model.extract_features(pixel_values)
@@ -595,6 +619,7 @@ def compute_gallery(
             locations = torch.stack((out.pos_locations, out.neg_locations)).cpu().numpy()  # (2, B, D, 2)
             acts = acts.transpose(0, 2, 1)  # (2, D, B)
             acts = np.where(acts > 0, acts, -np.inf)
+            acts[:, skipped] = -np.inf
             count = end - start
             cand_act = np.concatenate((best_act, acts), axis=-1)
             cand_idx = np.concatenate(
@@ -663,8 +688,9 @@ def compute_gallery(
         "min_box_fraction": float(min_box_fraction),
         "box_resolution": int(box_resolution),
         "patch_size": int(patch_size),
+        "skip_unused": bool(skip_unused),
     }
-    return PrototypeGallery(num_channels, top_k, patch_size, rule, num_images, poles, patch_array)
+    return PrototypeGallery(num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist())
 
 
 # ----------------------------------------------------------------------------------------------------------------

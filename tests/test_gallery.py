@@ -259,3 +259,33 @@ def test_load_model_and_gallery_hub_id_offline():
     # inside huggingface_hub.
     with pytest.raises(FileNotFoundError, match="could not be downloaded from the Hugging Face Hub"):
         load_model_and_gallery("nobody-here/no-such-infodisent-model")
+
+
+def test_unused_channels_are_skipped_and_patch_size_follows_small_images(model, processor, tmp_path):
+    images = [im.resize((24, 30)) for im in make_images(6, seed=4)]
+    dataset = [{"image": im, "label": i % 3} for i, im in enumerate(images)]
+    full = compute_gallery(model, dataset, processor, top_k=2, skip_unused=False, progress=False)
+    mask = model.head.classifier.prototype_mask
+    saved = mask.clone()
+    try:
+        with torch.no_grad():
+            mask[:, [1, 5]] = 0.0  # no class uses channels 1 and 5 any more
+            mask[0, 7] = 0.0  # channel 7 is still used by classes 1 and 2
+        pruned = compute_gallery(model, dataset, processor, top_k=2, progress=False)
+    finally:
+        with torch.no_grad():
+            mask.copy_(saved)
+    assert full.patch_size == pruned.patch_size == 24  # the first image's shorter side (< 64)
+    assert pruned.unused_channels == {1, 5} and not full.unused_channels
+    pruned.save(tmp_path)
+    assert PrototypeGallery.load(tmp_path).unused_channels == {1, 5}
+    for channel in range(model.config.num_features):
+        for sign in (1, -1):
+            if channel in (1, 5):
+                assert pruned.is_unused(channel) and pruned.entries(channel, sign) == []
+                assert not pruned.is_dead(channel, sign)
+            else:
+                assert not pruned.is_unused(channel)
+                assert [(e.source_id, e.box) for e in pruned.entries(channel, sign)] == [
+                    (e.source_id, e.box) for e in full.entries(channel, sign)
+                ]
