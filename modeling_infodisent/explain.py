@@ -1,7 +1,7 @@
 """Explain images with an InfoDisent model, from the command line.
 
     python -m modeling_infodisent.explain --model DIR_OR_HUB_ID IMAGE [IMAGE ...] --out DIR
-        [--target CLASS] [--contrast CLASS] [--top_k N] [--global] [--max_patches N] [--dpi DPI]
+        [--target CLASS] [--contrast CLASS] [--top_k N] [--global] [--max_patches N] [--dpi DPI] [--compact]
 
 For each image it prints the predicted class and the top-5 probabilities, and writes ``DIR/<stem>.png`` (the
 explanation figure, its numbers also stored as PNG text) and ``DIR/<stem>.html`` (a self-contained report).
@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"Refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}).")
     parser.add_argument("--dpi", type=int, default=100, help="Resolution of the figures (default 100; 70-80 "
                         "gives smaller files, e.g. for a README).")
+    parser.add_argument("--compact", action="store_true", help="Write 256-colour PNGs (about 4x smaller, slight "
+                        "banding in the heatmaps), e.g. for a README.")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     args = parser.parse_args(argv)
     if not args.images and not args.global_sheets:
@@ -153,7 +155,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def _png_bytes(image) -> bytes:
+def _png_bytes(image, compact: bool = False) -> bytes:
     """PNG bytes of a rendered figure, its drawn numbers kept as a PNG text chunk (readable with any PNG tool)."""
     import io
 
@@ -166,7 +168,11 @@ def _png_bytes(image) -> bytes:
         info.add_itxt(TEXT_KEY, image.info[TEXT_KEY])
     info.add_text("Software", "InfoDisent (python -m modeling_infodisent.explain)")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    if compact:  # an adaptive 256-colour palette, no dithering (dithered flat areas compress badly)
+        from PIL import Image
+
+        image = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    image.save(buffer, format="PNG", pnginfo=info, optimize=compact)
     return buffer.getvalue()
 
 
@@ -249,11 +255,11 @@ def run(args: argparse.Namespace) -> int:
                                 title=f"{Path(path).name}: why “{explanation.label}”?")
         stem = Path(path).stem
         written = [out / f"{stem}.png", out / f"{stem}.html"]
-        _write_atomic(written[0], _png_bytes(figure))
+        _write_atomic(written[0], _png_bytes(figure, args.compact))
         _write_atomic(written[1], page.encode("utf-8"))
         if contrast_figure is not None:
             written.append(out / f"{stem}_vs_{_slug(other.label)}.png")
-            _write_atomic(written[-1], _png_bytes(contrast_figure))
+            _write_atomic(written[-1], _png_bytes(contrast_figure, args.compact))
         total_s = time.perf_counter() - start
         probabilities = np.asarray(explanation.probabilities)
         predicted = int(probabilities.argmax())
@@ -273,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
         for class_id, name in sorted(id2label.items()):
             sheet = render_class_sheet(model, class_id, gallery, max_patches=args.max_patches, dpi=args.dpi)
             path = out / f"class_{class_id:0{len(str(len(id2label) - 1))}d}_{_slug(name)}.png"
-            _write_atomic(path, _png_bytes(sheet))
+            _write_atomic(path, _png_bytes(sheet, args.compact))
         print(f"Wrote {len(id2label)} class sheets to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -129,9 +129,11 @@ def test_cli_target_by_name_and_id(model_dir, images, tmp_path, capsys):
     assert main(["--model", str(model_dir), str(images["L"]), "--out", str(out), "--target", "BIRD"]) == 0
     with Image.open(out / "grey.png") as figure:
         assert "(logit of 'bird')" in figure.text[TEXT_KEY]
-    assert main(["--model", str(model_dir), str(images["L"]), "--out", str(out), "--target", "1", "--top_k", "2"]) == 0
+    assert main(["--model", str(model_dir), str(images["L"]), "--out", str(out), "--target", "1", "--top_k", "2",
+                 "--compact"]) == 0
     with Image.open(out / "grey.png") as figure:
         text = figure.text[TEXT_KEY]
+        assert figure.mode == "P"  # --compact: a 256-colour palette, the numbers still stored
     assert "(logit of 'dog')" in text
     assert len(re.findall(r"^\d+\+ contribution", text, flags=re.M)) <= 2
     assert "top-5: " in capsys.readouterr().out
