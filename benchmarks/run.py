@@ -58,15 +58,14 @@ from modeling_infodisent.metrics import (  # noqa: E402
 logger = logging.getLogger("benchmarks")
 
 def _train_defaults() -> dict:
+    """The training script's recipe defaults, read from its own argument parser (so the two cannot drift apart)."""
+    from training.fit import FitConfig
     from training.train import parse_args as train_parse_args
 
     defaults = vars(train_parse_args([]))
-    # Only the recipe: where outputs go, checkpointing and the Hub are not the benchmarks' business.
-    keep = ("per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay",
-            "warmup_ratio", "gumbel_temperature_start", "gumbel_temperature_end", "loss", "distill_weight",
-            "distill_temperature", "sparsity_l1", "max_prototypes_per_class", "finetune_epochs",
-            "finetune_learning_rate", "num_train_epochs")  # fmt: skip
-    return {k: defaults[k] for k in keep}
+    # Only the recipe: seeds, where outputs go, checkpointing and tracking are not the benchmarks' business.
+    skip = {"seed", "checkpointing_steps", "resume_from_checkpoint", "output_dir", "stop_after_steps", "with_tracking"}
+    return {k: v for k, v in defaults.items() if k in FitConfig.__dataclass_fields__ and k not in skip}
 
 
 TRAIN_DEFAULTS = _train_defaults()
@@ -109,20 +108,20 @@ def parse_args(argv=None):
                    help="torch threads (default: the number of CPU cores, or 1 when the machine is already busy).")
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu' or 'cuda'.")
     p.add_argument("--cache_dir", default=None, help="Feature cache folder to reuse (default: a fresh temporary one).")
-    p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default 30; quick 5).")
-    p.add_argument("--finetune_epochs", type=int, default=None, help="Epochs after pruning (default 5; quick 2).")
+    p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default: the training script's).")
+    p.add_argument("--finetune_epochs", type=int, default=None, help="Epochs after pruning (default: the training script's).")
     p.add_argument("--distill_weight", type=float, default=0.5, help="Distillation weight of the 'with distillation' runs.")
     p.add_argument("--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 64).")
     p.add_argument("--road_images", type=int, default=None, help="Test images for ROAD (100; quick 32).")
-    p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (7; quick 3).")
+    p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (9; quick 5).")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(
-        num_train_epochs=5 if quick else 30,
-        finetune_epochs=2 if quick else 5,
+        num_train_epochs=TRAIN_DEFAULTS["num_train_epochs"],  # the training script's schedule, in both modes
+        finetune_epochs=TRAIN_DEFAULTS["finetune_epochs"],
         faithfulness_images=64 if quick else 500,
         road_images=32 if quick else 100,
-        speed_repeats=3 if quick else 7,
+        speed_repeats=5 if quick else 9,
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -432,25 +431,20 @@ def section_ablations(bench: Bench, cache: dict) -> dict:
     return out
 
 
-TRADEOFF_POINTS = [
-    # (sparsity_l1, max_prototypes_per_class); 0 = no budget (dense). The training script's default is marked.
-    (0.0, 0),
-    (1e-3, 0),
-    (1e-2, 0),
-    (1e-1, 0),
-    (1.0, 0),
-    (0.0, 10),
-    (1e-3, 5),
-    (1e-3, 10),
-    (1e-3, 20),
-    (1e-2, 10),
-]
-TRADEOFF_POINTS_QUICK = [(0.0, 0), (1.0, 0), (0.0, 10), (1e-3, 5), (1e-3, 10), (1e-3, 20)]
+def tradeoff_points(quick: bool) -> list[tuple[float, int]]:
+    """(sparsity_l1, max_prototypes_per_class) grid around the training script's default (l1, M); 0 = no budget."""
+    l1, budget = DEFAULT_POINT
+    if quick:
+        points = [(0.0, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20)]
+    else:
+        points = [(0.0, 0), (1e-3, 0), (1e-2, 0), (1e-1, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20),
+                  (10 * l1, budget)]  # fmt: skip
+    return list(dict.fromkeys(points))  # the default may coincide with a grid point
 
 
 def section_tradeoff(bench: Bench, accuracy: dict | None) -> dict:
     """Accuracy vs explanation size over L1 strengths and per-class budgets (issue 8), seed 0 (all seeds in full)."""
-    points = TRADEOFF_POINTS_QUICK if bench.args.quick else TRADEOFF_POINTS
+    points = tradeoff_points(bench.args.quick)
     seeds = bench.args.seeds[:1] if bench.args.quick else bench.args.seeds
     reuse = {}
     if accuracy is not None:  # the default recipe and the dense head were already trained with these seeds
@@ -626,7 +620,7 @@ def training_epoch_speed(bench: Bench) -> dict:
     # --quick times an epoch of the first 1280 training rows (10 batches): both paths cost the same per row whatever
     # the epoch length, so the ratio is the full epoch's; the full run uses the whole split.
     rows = range(min(1280, len(bench.train_cache))) if bench.args.quick else range(len(bench.train_cache))
-    config = dict(num_train_epochs=1, sparsity_l1=1e-3, max_prototypes_per_class=0)
+    config = dict(num_train_epochs=1, max_prototypes_per_class=0)  # the training recipe's main phase, one epoch
     seconds = {"cached": [], "live": []}
     for _ in range(2 if bench.args.quick else 3):
         for kind in ("cached", "live"):
@@ -644,7 +638,9 @@ def training_epoch_speed(bench: Bench) -> dict:
     return {
         "settings": {
             "data": f"{len(rows)} training images of {Path(bench.dataset_name).name}",
-            "recipe": "fit_head, 1 epoch, batch 128, L1 1e-3, no pruning; eval on 128 rows",
+            "recipe": f"fit_head, 1 epoch of the training script's main phase (batch "
+            f"{TRAIN_DEFAULTS['per_device_train_batch_size']}, L1 {TRAIN_DEFAULTS['sparsity_l1']:g}), no pruning; "
+            "eval on 128 rows",
             "statistic": "median of interleaved repeats",
         },
         "seconds": seconds,
@@ -843,14 +839,17 @@ def markdown_table(results: dict) -> str:
         st = inf["settings"]
         lines += [
             f"**Speed** ({env['device']}; ResNet-50-sized backbone, random weights, {st['image_size']}², batch "
-            f"{st['batch_size']}, {st['num_labels']} classes; median of {st['repeats']} interleaved rounds, the "
-            f"forward pair of {len(inf['forward_pair_seconds_all']['infodisent_forward'])})",
+            f"{st['batch_size']}, {st['num_labels']} classes; {st['repeats']} interleaved rounds, the forward pair "
+            f"{len(inf['forward_pair_seconds_all']['infodisent_forward'])}; seconds are medians, ratios medians of "
+            "per-round ratios)",
             "",
             "| measurement | seconds | ratio | goal |",
             "|---|---|---|---|",
             f"| backbone + avg-pool + linear head, forward | {fmed['backbone_linear_forward']:.3f} | 1 | |",
             f"| InfoDisent forward | {fmed['infodisent_forward']:.3f} | {r['forward_vs_backbone_linear']:.3f} × baseline | "
             f"{_goal('forward_vs_backbone_linear', r['forward_vs_backbone_linear'])} |",
+            f"| InfoDisent forward, in the explanation series (the reference of the next rows) | "
+            f"{med['infodisent_forward']:.3f} | | |",
             f"| InfoDisent full local explanation (`explain`, all prototypes) | {med['explain']:.3f} | "
             f"{r['explain_vs_forward']:.3f} × forward | {_goal('explain_vs_forward', r['explain_vs_forward'])} |",
             f"| … plus its class heatmap (one upsampling) | {med['explain_fast_heatmap']:.3f} | "

@@ -233,20 +233,28 @@ def run(
     times = _time_interleaved(fns, repeats, device)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     forward_med = {name: statistics.median(ts) for name, ts in forward_times.items()}
+
+    def paired(num: str, den: str, series=times) -> float:
+        # Median of the per-round ratios: the two calls of a round ran seconds apart, so a change in machine load
+        # between rounds cancels out (a ratio of medians taken from different rounds would not).
+        return statistics.median(a / b for a, b in zip(series[num], series[den]))
+
     ratios = {
-        "forward_vs_backbone_linear": forward_med["infodisent_forward"] / forward_med["backbone_linear_forward"],
-        "explain_vs_forward": med["explain"] / med["infodisent_forward"],
-        "explain_fast_heatmap_vs_forward": med["explain_fast_heatmap"] / med["infodisent_forward"],
-        "grad_cam_vs_explain_fast_heatmap": med["grad_cam"] / med["explain_fast_heatmap"],
-        "grad_cam_vs_explain": med["grad_cam"] / med["explain"],
-        "explain_fast_heatmap_pruned_10_vs_forward": med["explain_fast_heatmap_pruned_10"] / med["infodisent_forward"],
-        "grad_cam_vs_explain_fast_heatmap_pruned_10": med["grad_cam"] / med["explain_fast_heatmap_pruned_10"],
-        "grad_cam_stop_gradient_vs_explain_fast_heatmap": med["grad_cam_stop_gradient"] / med["explain_fast_heatmap"],
+        "forward_vs_backbone_linear": paired("infodisent_forward", "backbone_linear_forward", forward_times),
+        "explain_vs_forward": paired("explain", "infodisent_forward"),
+        "explain_fast_heatmap_vs_forward": paired("explain_fast_heatmap", "infodisent_forward"),
+        "explain_fast_heatmap_pruned_10_vs_forward": paired("explain_fast_heatmap_pruned_10", "infodisent_forward"),
+        "grad_cam_vs_explain_fast_heatmap": paired("grad_cam", "explain_fast_heatmap"),
+        "grad_cam_vs_explain": paired("grad_cam", "explain"),
+        "grad_cam_vs_explain_fast_heatmap_pruned_10": paired("grad_cam", "explain_fast_heatmap_pruned_10"),
+        "grad_cam_stop_gradient_vs_explain_fast_heatmap": paired("grad_cam_stop_gradient", "explain_fast_heatmap"),
     }
     profile = explain_profile(model, x, repeats=max(2, repeats // 2))
     # Estimated (one image timed, see explain_profile): explain + the model file's per-prototype class heatmaps.
     med["explain_model_heatmap_estimated"] = med["explain"] + profile["class_heatmap_model"]
     ratios["explain_model_heatmap_estimated_vs_forward"] = med["explain_model_heatmap_estimated"] / med["infodisent_forward"]
+    # Also the training-free baseline of the explanation series, to read its rows against the same forward.
+    med["infodisent_forward_explanation_series"] = med["infodisent_forward"]
     return {
         "settings": {
             "backbone": f"transformers ResNetConfig() (ResNet-50, random weights), {model.config.num_features} "
@@ -255,8 +263,9 @@ def run(
             "batch_size": batch_size,
             "image_size": image_size,
             "repeats": repeats,
-            "statistic": "median of interleaved repeats after 1 warm-up round; the forward ratio from its own "
-            "series of max(9, 3 * repeats) interleaved (baseline, InfoDisent) pairs",
+            "statistic": "seconds: median of interleaved rounds after 1 warm-up round; ratios: median over rounds of "
+            "the per-round ratio; the forward ratio from its own series of max(9, 3 * repeats) interleaved "
+            "(baseline, InfoDisent) pairs",
             "seed": seed,
             "explain": "model.explain(x) with top_k=None (every prototype of the predicted class)",
             "explain_fast_heatmap_pruned_10": "explain + class heatmap on a copy whose classifier keeps each class's "
@@ -313,5 +322,7 @@ def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int
         "seconds_all": times,
         "forward_pair_seconds_median": forward_med,
         "forward_pair_seconds_all": forward_times,
-        "epoch_speedup_estimate": (med["backbone_forward"] + med["head_step"]) / med["head_step"],
+        "epoch_speedup_estimate": statistics.median(
+            (a + b) / b for a, b in zip(times["backbone_forward"], times["head_step"])
+        ),
     }
