@@ -275,7 +275,7 @@ def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, si
     for i, entry in enumerate(entries):
         label = entry.label_name if len(entry.label_name) <= 14 else entry.label_name[:13] + "…"
         canvas.text(x + i * (size + gap) + size / 2, y + size + 0.03, f"{label}\n{entry.activation:.3g}",
-                    record=False, fontsize=7, ha="center", color="#333333", linespacing=1.1)
+                    record=False, fontsize=7.5, ha="center", color="#333333", linespacing=1.1)
 
 
 def _short(name: str, limit: int = 32) -> str:
@@ -302,8 +302,8 @@ def _evidence_map(ax, canvas: _Canvas, view, heat: np.ndarray, size, title: str,
     ax.set_title(title, fontsize=9.5)
     cax = canvas.axes(*cbar_rect)
     bar = canvas.figure.colorbar(shown, cax=cax)
-    bar.set_label(bar_label, fontsize=7.5)
-    bar.ax.tick_params(labelsize=7)
+    bar.set_label(bar_label, fontsize=8)
+    bar.ax.tick_params(labelsize=7.5)
 
 
 def _header_images(canvas: _Canvas, view, size, heat, title: str, bar_label: str, x: float, top: float,
@@ -322,16 +322,16 @@ def _bars(ax, labels: list[str], values: list[float], colours: list[str], title:
     y = np.arange(len(values))
     ax.barh(y, values, color=colours, height=0.68)
     ax.axvline(0, color="#333333", linewidth=0.8)
-    ax.set_yticks(y, labels, fontsize=7.5)
+    ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=7.5)
     ax.set_title(title, fontsize=9.5)
     lo, hi = min(0.0, min(values, default=0.0)), max(0.0, max(values, default=0.0))
     span = (hi - lo) or 1.0
     ax.set_xlim(lo - 0.3 * span, hi + 0.3 * span)
     for i, v in enumerate(values):
         ax.text(v + (0.02 * span if v >= 0 else -0.02 * span), i, _num(v), va="center",
-                ha="left" if v >= 0 else "right", fontsize=7)
+                ha="left" if v >= 0 else "right", fontsize=7.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -344,14 +344,14 @@ def _probabilities(ax, explanation, id2label, highlight: Sequence[int]) -> None:
     colours = ["#555555" if int(k) in highlight else "#bbbbbb" for k in top]
     y = np.arange(len(top))
     ax.barh(y, probabilities[top], color=colours, height=0.68)
-    ax.set_yticks(y, names, fontsize=7.5)
+    ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.3)
     ax.set_xticks([0, 0.5, 1.0], ["0", "50%", "100%"])
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=7.5)
     ax.set_title("Top-5 probabilities", fontsize=9.5)
     for i, k in enumerate(top):
-        ax.text(probabilities[k] + 0.02, i, f"{100 * probabilities[k]:.1f}%", va="center", fontsize=7)
+        ax.text(probabilities[k] + 0.02, i, f"{100 * probabilities[k]:.1f}%", va="center", fontsize=7.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -479,7 +479,7 @@ def render_explanation(
         "Heatmaps: where the prototype fires on this image (dark = silent, bright = its peak), box = its strongest "
         "feature cell. Red = evidence for, blue = evidence against.\nContribution = class weight × activation "
         "(the prototype's peak value); a prototype is one pole (+/−) of one rotated channel of the frozen backbone.",
-        fontsize=7.5, color="#555555", record=False, linespacing=1.4,
+        fontsize=8, color="#555555", record=False, linespacing=1.4,
     )
     return canvas.to_image()
 
@@ -574,7 +574,7 @@ def render_contrast(
     canvas.text(margin, y, "Difference of the logits, term by term:", fontsize=9.5, weight="bold", record=False)
     canvas.text(margin, y + 0.24, line, fontsize=9, family="monospace")
     canvas.text(margin, y + 0.6, "A prototype favours A when it adds more to A's logit than to B's (its weight for A "
-                "is larger, or it is a negative pole weighing more on B).", fontsize=7.5, color="#555555", record=False)
+                "is larger, or it is a negative pole weighing more on B).", fontsize=8, color="#555555", record=False)
     return canvas.to_image()
 
 
@@ -634,14 +634,14 @@ def render_class_sheet(
             user_text += f" (+{len(users) - 3})"
         canvas.text(margin, y + 0.05, f"#{rank + 1}  ·  channel {c}", fontsize=10.5, weight="bold", record=False)
         canvas.text(margin, y + 0.3, f"channel {c} weight {w:.3f}", fontsize=9.5)
-        canvas.text(margin, y + 0.55, "also used by:\n" + (user_text or "no other class"), fontsize=7.5,
+        canvas.text(margin, y + 0.55, "also used by:\n" + (user_text or "no other class"), fontsize=8,
                     color="#444444", record=False, wrap=True, linespacing=1.3)
         _draw_patches(canvas, for_x, y, gallery, c, 1, patches, patch_size, patch_gap)
         _draw_patches(canvas, against_x, y, gallery, c, -1, patches, patch_size, patch_gap)
         y += row_h
     canvas.text(margin, y + 0.05, "Patches: the training images where the pole fires most (class · activation). A "
                 "channel's contribution to the logit is weight × (positive pole activation − negative pole "
-                "activation).", fontsize=7.5, color="#555555", record=False)
+                "activation).", fontsize=8, color="#555555", record=False)
     return canvas.to_image()
 
 
