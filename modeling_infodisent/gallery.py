@@ -432,7 +432,10 @@ class PrototypeGallery:
         """The index as JSON text: sorted keys, one line per pole (readable and diff-friendly)."""
         index = self._index()
         poles = index.pop("poles")
-        lines = [f" {json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)}," for key, value in sorted(index.items())]
+        lines = [
+            f" {json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)},"
+            for key, value in sorted(index.items())
+        ]
         pole_lines = ",\n".join("  " + json.dumps(pole, sort_keys=True, ensure_ascii=False) for pole in poles)
         return "{\n" + "\n".join(lines) + '\n "poles": [\n' + pole_lines + "\n ]\n}\n"
 
@@ -476,7 +479,9 @@ class PrototypeGallery:
         patches = load_file(weights_path).get("patches")
         patch_size = int(index["patch_size"])
         if patches is None or patches.dtype != np.uint8 or patches.shape[1:] != (patch_size, patch_size, 3):
-            raise ValueError(f"{weights_path} has no uint8 'patches' array of shape (N, {patch_size}, {patch_size}, 3).")
+            raise ValueError(
+                f"{weights_path} has no uint8 'patches' array of shape (N, {patch_size}, {patch_size}, 3)."
+            )
         poles: dict[tuple[int, int], list[dict]] = {}
         for pole in index["poles"]:
             records = pole["entries"]
@@ -649,7 +654,8 @@ def compute_gallery(
                         int(rows[label_column][b]),
                         source_id,
                     )
-            alive = {(r, int(i)) for r, row in enumerate(best_idx.reshape(2 * num_channels, top_k)) for i in row if i >= 0}
+            rows_idx = best_idx.reshape(2 * num_channels, top_k)
+            alive = {(r, int(i)) for r, row in enumerate(rows_idx) for i in row if i >= 0}
             kept = {key: value for key, value in kept.items() if key in alive}
             bar.update(count)
         bar.close()

@@ -175,7 +175,8 @@ class _Canvas:
         self.lines: list[str] = []
 
     def axes(self, x: float, y: float, w: float, h: float, **kwargs):
-        return self.figure.add_axes((x / self.width, 1 - (y + h) / self.height, w / self.width, h / self.height), **kwargs)
+        rect = (x / self.width, 1 - (y + h) / self.height, w / self.width, h / self.height)
+        return self.figure.add_axes(rect, **kwargs)
 
     def text(self, x: float, y: float, s: str, record: bool = True, **kwargs):
         """Text at (x, y) inches from the top-left (top-aligned by default); recorded for the tests."""
@@ -253,7 +254,8 @@ def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, si
         return
     if gallery.is_dead(channel, sign):
         canvas.text(x, y + size / 2 - 0.1, f"pole {channel}{'+' if sign > 0 else '-'} never fired on the "
-                    f"{gallery.num_images} gallery images", record=False, fontsize=8, color=NEUTRAL_COLOUR, style="italic")
+                    f"{gallery.num_images} gallery images", record=False, fontsize=8, color=NEUTRAL_COLOUR,
+                    style="italic")
         return
     if header:
         canvas.text(x, y - 0.17, header, record=False, fontsize=7.5, color="#444444")
@@ -716,7 +718,9 @@ def explanation_html(
         k = int(k)
         label = _class_name(k, id2label, name if k == explanation.target else None)
         bold = ("<b>", "</b>") if k == explanation.target else ("", "")
-        parts.append(f"<tr><td>{bold[0]}{esc(label)}{bold[1]}</td><td class='num'>{100 * probabilities[k]:.2f}%</td></tr>")
+        parts.append(
+            f"<tr><td>{bold[0]}{esc(label)}{bold[1]}</td><td class='num'>{100 * probabilities[k]:.2f}%</td></tr>"
+        )
     parts.append("</table>")
     parts.append(f"<h2>Explanation</h2><img class='figure' alt='explanation figure' src='{_png_data_uri(figure)}'>")
     parts.append("<h2>The score adds up</h2><p class='sum'>" + esc(_sum_line(terms, name)) + "</p>")

@@ -200,7 +200,10 @@ def test_box_rule_on_constructed_maps():
     "processor, size",
     [
         (ViTImageProcessor(size={"height": 32, "width": 32}, do_rescale=False, do_normalize=False), (80, 60)),
-        (ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.5, do_rescale=False, do_normalize=False), (80, 60)),
+        (
+            ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.5, do_rescale=False, do_normalize=False),
+            (80, 60),
+        ),
         (
             CLIPImageProcessor(
                 size={"shortest_edge": 40}, crop_size={"height": 24, "width": 32}, do_rescale=False,
