@@ -307,3 +307,12 @@ def test_config_validation():
         InfoDisentConfig(rotation="givens")
     with pytest.raises(ValueError, match="model_type"):
         InfoDisentConfig(backbone_config={"hidden_sizes": [8]})
+
+
+def test_class_heatmap_is_the_signed_weighted_sum_of_prototype_heatmaps():
+    model = build("resnet").eval()
+    (explanation,) = model.explain(torch.randn(1, 3, 64, 72))
+    expected = sum(p.sign * p.weight * p.heatmap for p in explanation.prototypes)
+    heat = explanation.class_heatmap()
+    assert heat.shape == (64, 72)
+    assert abs(heat - expected).max() < 1e-4 * max(1.0, abs(expected).max())
