@@ -320,8 +320,6 @@ def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int
                      "backbone": "ResNetConfig() (ResNet-50), random weights", "repeats": repeats},
         "seconds_median": med,
         "seconds_all": times,
-        "forward_pair_seconds_median": forward_med,
-        "forward_pair_seconds_all": forward_times,
         "epoch_speedup_estimate": statistics.median(
             (a + b) / b for a, b in zip(times["backbone_forward"], times["head_step"])
         ),
