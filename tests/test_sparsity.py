@@ -90,7 +90,8 @@ def test_explain_on_pruned_model_lists_only_kept_prototypes(spread_model):
     weight = spread_model.classifier_weight.detach()
     torch.manual_seed(0)
     pixel_values = torch.randn(4, 3, 64, 64)
-    logits = spread_model(pixel_values).logits
+    with torch.no_grad():
+        logits = spread_model(pixel_values).logits
     for target in range(3):
         for i, explanation in enumerate(spread_model.explain(pixel_values, target=target)):
             kept = set(torch.nonzero(weight[target]).flatten().tolist())

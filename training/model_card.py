@@ -7,13 +7,13 @@ import re
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-__all__ = ["HUB_IGNORE_PATTERNS", "build_model_card", "is_hub_id", "push_folder_to_hub"]
+__all__ = ["FASHION_MNIST_HUB_ID", "HUB_IGNORE_PATTERNS", "build_model_card", "is_hub_id", "push_folder_to_hub"]
 
 # Checkpoints (HF-example names step_N / epoch_N), tracker logs and temporary files never go to the Hub.
 HUB_IGNORE_PATTERNS = ["step_*", "epoch_*", "logs/*", "*.tmp"]
 
 # Local sources that have a Hub equivalent, for the card's metadata.
-_FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -36,6 +36,7 @@ def build_model_card(
     command: str,
     id2label: dict[int, str],
     dataset_hub_id: str | None = None,
+    dataset_pretty_name: str | None = None,
     has_gallery: bool = False,
 ) -> ModelCard:
     """A Hub model card: YAML metadata (library_name, pipeline_tag, base_model, datasets, model-index eval results)
@@ -54,7 +55,7 @@ def build_model_card(
             task_type="image-classification",
             task_name="Image Classification",
             dataset_type=dataset_id or os.path.basename(os.path.normpath(dataset)),
-            dataset_name=dataset_id or os.path.basename(os.path.normpath(dataset)),
+            dataset_name=dataset_pretty_name or dataset_id or os.path.basename(os.path.normpath(dataset)),
             dataset_split="validation",
             metric_type=metric_type,
             metric_name=metric_name,

@@ -45,7 +45,7 @@ from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
 from training.fit import FitConfig, fit_head, live_featurizer, make_accelerator, train_linear_probe  # noqa: E402
-from training.model_card import _FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
+from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -276,8 +276,8 @@ def main(argv=None):
         "global_step": final["global_step"],
         "epochs": final["history"],
         "command": command,
-        "backbone": args.backbone,
-        "dataset": args.dataset_name or args.train_dir or DEFAULT_DATASET,
+        "backbone": _display_path(args.backbone),
+        "dataset": _display_path(args.dataset_name or args.train_dir or DEFAULT_DATASET),
     }
     logger.info(
         "eval_accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s | explanation size median %s p90 %s",
@@ -296,10 +296,12 @@ def main(argv=None):
         results["train_runtime_s"] = round(time.time() - start_time, 1)
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        dataset_hub_id = _FASHION_MNIST_HUB_ID if results["dataset"] == DEFAULT_DATASET else None
+        is_default_data = args.dataset_name is None and args.train_dir is None
+        dataset_hub_id = FASHION_MNIST_HUB_ID if is_default_data else None
         card = build_model_card(
-            results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=args.backbone,
+            results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
             dataset=results["dataset"], command=command, id2label=id2label, dataset_hub_id=dataset_hub_id,
+            dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
             has_gallery=has_gallery,
         )  # fmt: skip
         card.save(os.path.join(args.output_dir, "README.md"))
@@ -311,6 +313,15 @@ def main(argv=None):
     if args.with_tracking:
         accelerator.end_training()
     return results
+
+
+def _display_path(path: str) -> str:
+    """Paths inside this repository are written relative to it (the bundled defaults), others as given."""
+    try:
+        relative = Path(path).resolve().relative_to(_ROOT)
+    except (ValueError, OSError):
+        return path
+    return str(relative) if Path(path).exists() else path
 
 
 def _save_gallery(model, train_dataset, image_processor, args, image_column, label_column) -> bool:
