@@ -105,7 +105,7 @@ def parse_args(argv=None):
                         f"{FULL_FASHION_MNIST}); 'auto' = when the files exist and not --quick.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: the number of CPU cores, or 1 when the machine is already busy).")
+                   help="torch threads (default: the CPU cores minus one, or 1 when the machine is already busy).")
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu' or 'cuda'.")
     p.add_argument("--cache_dir", default=None, help="Feature cache folder to reuse (default: a fresh temporary one).")
     p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default: the training script's; quick: at most 6).")
@@ -132,9 +132,10 @@ def parse_args(argv=None):
     if args.threads is None:
         cores = os.cpu_count() or 1
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        # On a machine already busy, more threads than free cores make every op spin and wait (measured here: a
-        # fit_head epoch 5x slower with 2 threads than with 1 at load 8 on 2 cores), so take 1.
-        args.threads = 1 if load >= cores else cores
+        # One core is left free: as soon as another process competes for the cores, torch threads spin and wait
+        # (measured here on 2 cores: a fit_head epoch 5x slower with 2 threads than with 1 once one other job ran,
+        # and a whole --quick run 5x slower when such a job started mid-run). On an already busy machine, 1.
+        args.threads = 1 if load >= cores - 0.5 else max(1, cores - 1)
         args.threads_reason = f"auto: {cores} cores, 1-min load average {load:.1f} at start"
     if args.threads < 1:
         p.error("--threads must be >= 1")
