@@ -137,10 +137,13 @@ class Explanation:
     def class_heatmap(self) -> np.ndarray:
         """(H, W) evidence map: each prototype's heatmap scaled by its signed weight, so each term peaks at (about)
         its contribution. Positive where the image argues for the class, negative where it argues against."""
-        heat = np.zeros(self.image_size, dtype=np.float32)
+        if not self.prototypes:
+            return np.zeros(self.image_size, dtype=np.float32)
+        # Upsampling is linear: sum the (h, w) maps first, then upsample once (not once per prototype).
+        low = np.zeros(self.feature_grid, dtype=np.float64)
         for p in self.prototypes:
-            heat += p.sign * p.weight * p.heatmap
-        return heat
+            low += p.sign * p.weight * p.activation_map
+        return upsample_map(low.astype(np.float32), self.image_size)
 
 
 def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -301,11 +304,12 @@ class InfoDisentRotation(nn.Module):
             self._cache_key = key
         return self._cache
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, D, N) -> (B, D, N): rotate the channel vector at every position."""
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D): rotate the channel vector at every position, J = U I, as one (B·N, D) x (D, D)
+        matrix product (position-major layout: one large GEMM instead of B thin ones)."""
         if self.generator is None:
-            return features
-        return torch.matmul(self.matrix().to(features.dtype), features)
+            return tokens
+        return torch.matmul(tokens, self.matrix().to(tokens.dtype).T)
 
 
 class InfoDisentPooling(nn.Module):
@@ -325,24 +329,25 @@ class InfoDisentPooling(nn.Module):
         self.temperature = config.gumbel_temperature
         self.noise = config.gumbel_noise
 
-    def _pool(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """act (B, D, N) >= 0 -> pooled (B, D), argmax index (B, D)."""
-        hard, index = act.max(dim=-1)
-        if self.mode == "avg":
-            return act.mean(dim=-1), index
-        if not self.training:
-            return hard, index
-        scale = hard.detach().clamp_min(1e-6).unsqueeze(-1)
+    def _relaxed(self, act: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        """Gumbel-softmax weighted mean of act (B, N, D) >= 0 over positions N; hard (B, D) is its max."""
+        scale = hard.detach().clamp_min(1e-6).unsqueeze(1)
         logits = act / (scale * self.temperature)
         if self.noise:
             uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
             logits = logits - torch.log(-torch.log(uniform))
-        weights = torch.softmax(logits, dim=-1)
-        return (weights * act).sum(dim=-1), index
+        return (torch.softmax(logits, dim=1) * act).sum(dim=1)
 
     def forward(self, rotated: torch.Tensor):
-        pos, pos_index = self._pool(F.relu(rotated))
-        neg, neg_index = self._pool(F.relu(-rotated))
+        """rotated J as (B, N, D) -> pos, neg (B, D) and the flat position index of each pole's peak (B, D)."""
+        # max_n ReLU(J) = ReLU(max_n J): one max and one min over positions, no ReLU'd copies of J.
+        top, pos_index = rotated.max(dim=1)
+        bottom, neg_index = rotated.min(dim=1)
+        pos, neg = top.clamp_min(0), (-bottom).clamp_min(0)
+        if self.mode == "avg":
+            pos, neg = F.relu(rotated).mean(dim=1), F.relu(-rotated).mean(dim=1)
+        elif self.training:
+            pos, neg = self._relaxed(F.relu(rotated), pos), self._relaxed(F.relu(-rotated), neg)
         return pos, neg, pos_index, neg_index
 
 
@@ -385,15 +390,20 @@ class InfoDisentHead(nn.Module):
     def rotate(self, feature_map: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) -> J (B, D, h, w)."""
         b, d, h, w = feature_map.shape
-        return self.rotation(feature_map.reshape(b, d, h * w)).reshape(b, d, h, w)
+        return self.rotation(feature_map.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, d, h, w)
 
     def forward(self, feature_map: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
-        return self.forward_rotated(self.rotate(feature_map), labels)
+        b, d, h, w = feature_map.shape
+        rotated = self.rotation(feature_map.flatten(2).transpose(1, 2))
+        return self._pool_and_classify(rotated, (h, w), labels)
 
     def forward_rotated(self, rotated: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
         """Pooling and classifier on an already rotated map J (B, D, h, w)."""
-        b, d, h, w = rotated.shape
-        pos, neg, pos_index, neg_index = self.pooling(rotated.reshape(b, d, h * w))
+        return self._pool_and_classify(rotated.flatten(2).transpose(1, 2), tuple(rotated.shape[-2:]), labels)
+
+    def _pool_and_classify(self, rotated: torch.Tensor, grid: tuple[int, int], labels) -> InfoDisentImageClassifierOutput:
+        w = grid[1]
+        pos, neg, pos_index, neg_index = self.pooling(rotated)
         logits = self.classifier(pos - neg)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return InfoDisentImageClassifierOutput(
@@ -403,7 +413,7 @@ class InfoDisentHead(nn.Module):
             neg_activations=neg,
             pos_locations=torch.stack((pos_index // w, pos_index % w), dim=-1),
             neg_locations=torch.stack((neg_index // w, neg_index % w), dim=-1),
-            feature_grid=(h, w),
+            feature_grid=tuple(grid),
         )
 
 
@@ -547,50 +557,52 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         batch = pixel_values.shape[0]
         image_size = tuple(pixel_values.shape[-2:])
         targets = self._resolve_targets(target, out.logits, batch)
-        weight = self.classifier_weight.detach().double().cpu()
-        bias = self.classifier_bias.detach().double().cpu()
+        # Everything below is numpy / Python on small arrays: one conversion each, then plain lists.
+        weight = self.classifier_weight.detach().double().cpu().numpy()
+        bias = self.classifier_bias.detach().double().cpu().numpy()
         probabilities = torch.softmax(out.logits.double(), dim=-1).cpu().numpy()
-        pos_maps = F.relu(rotated).float().cpu().numpy()
-        neg_maps = F.relu(-rotated).float().cpu().numpy()
-        pos, neg = out.pos_activations.double().cpu(), out.neg_activations.double().cpu()
-        pos_loc, neg_loc = out.pos_locations.cpu(), out.neg_locations.cpu()
+        logits = out.logits.detach().cpu().numpy()
+        maps = {1: F.relu(rotated).float().cpu().numpy(), -1: F.relu(-rotated).float().cpu().numpy()}
+        activations = {1: out.pos_activations.double().cpu().numpy(), -1: out.neg_activations.double().cpu().numpy()}
+        locations = {1: out.pos_locations.cpu().numpy(), -1: out.neg_locations.cpu().numpy()}
         explanations = []
         for i in range(batch):
             k = targets[i]
-            prototypes = []
-            for c in torch.nonzero(weight[k] != 0).flatten().tolist():
-                w = float(weight[k, c])
-                for sign, act, loc, maps in ((1, pos, pos_loc, pos_maps), (-1, neg, neg_loc, neg_maps)):
-                    a = float(act[i, c])
-                    if a == 0.0:
-                        continue
-                    prototypes.append(
-                        Prototype(
-                            channel=c,
-                            sign=sign,
-                            activation=a,
-                            weight=w,
-                            contribution=sign * w * a,
-                            location=(int(loc[i, c, 0]), int(loc[i, c, 1])),
-                            activation_map=maps[i, c],
-                            image_size=image_size,
-                        )
-                    )
-            prototypes.sort(key=lambda p: abs(p.contribution), reverse=True)
+            channels = np.flatnonzero(weight[k])  # pruned prototypes (W_kc == 0) are not part of the explanation
+            terms = []  # (contribution, sign, channel)
+            for sign in (1, -1):
+                act = activations[sign][i, channels]
+                fired = act != 0.0
+                contribution = sign * weight[k, channels[fired]] * act[fired]
+                terms += zip(contribution.tolist(), [sign] * int(fired.sum()), channels[fired].tolist())
+            terms.sort(key=lambda t: abs(t[0]), reverse=True)
             residual = 0.0
             if top_k is not None:
-                residual = sum(p.contribution for p in prototypes[top_k:])
-                prototypes = prototypes[:top_k]
+                residual = float(sum(t[0] for t in terms[top_k:]))
+                terms = terms[:top_k]
+            prototypes = [
+                Prototype(
+                    channel=c,
+                    sign=sign,
+                    activation=float(activations[sign][i, c]),
+                    weight=float(weight[k, c]),
+                    contribution=contribution,
+                    location=(int(locations[sign][i, c, 0]), int(locations[sign][i, c, 1])),
+                    activation_map=maps[sign][i, c],
+                    image_size=image_size,
+                )
+                for contribution, sign, c in terms
+            ]
             explanations.append(
                 Explanation(
                     target=k,
                     label=self.config.id2label.get(k, str(k)),
-                    logit=float(out.logits[i, k]),
+                    logit=float(logits[i, k]),
                     bias=float(bias[k]),
                     probability=float(probabilities[i, k]),
                     probabilities=probabilities[i],
                     prototypes=prototypes,
-                    residual=float(residual),
+                    residual=residual,
                     feature_grid=out.feature_grid,
                     image_size=image_size,
                 )
