@@ -56,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .images import to_rgb
+
 __all__ = [
     "GALLERY_INDEX_NAME",
     "GALLERY_WEIGHTS_NAME",
@@ -92,42 +94,6 @@ RULE_DESCRIPTION = (
 # ----------------------------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def to_rgb(image: Any) -> Image.Image:
-    """Any PIL image (modes 1, L, P, RGB, RGBA, LA, I, I;16, F, CMYK, ...) or uint8 array to 8-bit RGB.
-
-    Transparency is composited on white; 16-bit data is scaled to 0..255 (same rules as ``training/data.py``, which
-    the package cannot import because only ``modeling_infodisent`` is installed).
-    """
-    if isinstance(image, np.ndarray):
-        array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-            raise ValueError(f"A numpy image must be HxW or HxWx{{1,3,4}}, got shape {image.shape}.")
-        image = Image.fromarray(_to_uint8(array))
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"Expected a PIL image or a numpy array, got {type(image).__name__}.")
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    a = array.astype(np.float64)
-    if np.issubdtype(array.dtype, np.floating):
-        a = a * 255.0 if (a.size and np.nanmax(a) <= 1.0) else a
-    elif array.dtype.itemsize >= 2 and a.size and a.max() > 255:
-        a = a / 257.0  # 16-bit data
-    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
 
 
 def _size_value(size: Any, key: str) -> int | None:
