@@ -219,7 +219,18 @@ def test_trust_remote_code_without_the_package(tmp_path):
     torch.save(model(x).logits, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
+        import importlib.abc
         import sys
+
+        class NotInstalled(importlib.abc.MetaPathFinder):
+            # Hide the package as if it were not installed (an editable install has its own finder, so trimming
+            # sys.path is not enough). The remote-code copy lives under transformers_modules.*, unaffected.
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "modeling_infodisent":
+                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+                return None
+
+        sys.meta_path.insert(0, NotInstalled())
         sys.path = [p for p in sys.path if p not in ("", {REPO_ROOT!r})]
         try:
             import modeling_infodisent
