@@ -39,3 +39,12 @@ def test_readme_python_snippet_runs(capsys):
         os.chdir(cwd)
     printed = capsys.readouterr().out
     assert "logit" in printed and printed.count("prototype") == 5
+
+
+def test_readme_benchmark_table_is_the_generated_one():
+    def block(text):
+        start, end = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+        return text[text.index(start) : text.index(end)]
+
+    generated = Path(REPO_ROOT, "benchmarks", "README.md").read_text()
+    assert block(README) == block(generated)
