@@ -81,7 +81,7 @@ def test_cli_writes_png_and_html_for_every_mode(model_dir, images, tmp_path):
         page = html.read_text()
         assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
         assert re.search(r"src=['\"](?!data:)", page) is None  # nothing loaded from elsewhere
-        assert f"predicted " in result.stdout and str(path) in result.stdout
+        assert "predicted " in result.stdout and str(path) in result.stdout
         if not (out / f"{stem}_vs_dog.png").exists():  # when the predicted class is dog itself
             assert f"{path}: --contrast is the explained class itself" in result.stdout
     assert result.stdout.count("top-5: ") == len(images)

@@ -29,10 +29,8 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-from PIL import Image
 
 from modeling_infodisent.images import to_rgb
 
