@@ -264,6 +264,24 @@ def _ranks(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 @torch.no_grad()
+def _checked_inputs(images, heatmaps, targets) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """images (B, C, H, W), heatmaps (B, H, W) finite, one target per image: the shared input check of the
+    faithfulness metrics. Returns (images tensor, heatmaps as numpy, targets as a (B,) LongTensor)."""
+    images = torch.as_tensor(images)
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be (B, C, H, W), got shape {tuple(images.shape)}.")
+    b, _, h, w = images.shape
+    heat = _as_numpy(heatmaps, "heatmaps")
+    if heat.shape != (b, h, w):
+        raise ValueError(f"`heatmaps` must be (B, H, W) = {(b, h, w)} to match the images, got {heat.shape}.")
+    if not np.all(np.isfinite(heat)):
+        raise ValueError("`heatmaps` contains NaN or infinite values.")
+    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if targets.shape[0] != b:
+        raise ValueError(f"Got {targets.shape[0]} targets for {b} images.")
+    return images, heat, targets
+
+
 def deletion_insertion_auc(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
     images,
@@ -300,18 +318,8 @@ def deletion_insertion_auc(
         raise ValueError(f"`mode` must be 'deletion' or 'insertion', got {mode!r}.")
     if int(steps) < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
-    images = torch.as_tensor(images)
-    if images.ndim != 4:
-        raise ValueError(f"`images` must be (B, C, H, W), got shape {tuple(images.shape)}.")
+    images, heat, targets = _checked_inputs(images, heatmaps, targets)
     b, _, h, w = images.shape
-    heat = _as_numpy(heatmaps, "heatmaps")
-    if heat.shape != (b, h, w):
-        raise ValueError(f"`heatmaps` must be (B, H, W) = {(b, h, w)} to match the images, got {heat.shape}.")
-    if not np.all(np.isfinite(heat)):
-        raise ValueError("`heatmaps` contains NaN or infinite values.")
-    targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
-    if targets.shape[0] != b:
-        raise ValueError(f"Got {targets.shape[0]} targets for {b} images.")
     base = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
     base = torch.broadcast_to(base, images.shape) if base.ndim else torch.full_like(images, float(base))
 
@@ -370,18 +378,9 @@ def road_scores(
         raise ImportError(
             "ROAD scores need the `grad-cam` package: pip install 'grad-cam>=1.5' (or the `bench` extra)."
         ) from error
-    images = torch.as_tensor(images)
-    if images.ndim != 4:
-        raise ValueError(f"`images` must be (B, C, H, W), got shape {tuple(images.shape)}.")
+    images, heat, targets = _checked_inputs(images, heatmaps, targets)
     b, _, h, w = images.shape
-    heat = _as_numpy(heatmaps, "heatmaps")
-    if heat.shape != (b, h, w):
-        raise ValueError(f"`heatmaps` must be (B, H, W) = {(b, h, w)} to match the images, got {heat.shape}.")
-    if not np.all(np.isfinite(heat)):
-        raise ValueError("`heatmaps` contains NaN or infinite values.")
-    targets = [int(t) for t in torch.as_tensor(targets).reshape(-1).tolist()]
-    if len(targets) != b:
-        raise ValueError(f"Got {len(targets)} targets for {b} images.")
+    targets = targets.tolist()
     rng = np.random.default_rng(seed)
     scaled = np.empty_like(heat, dtype=np.float32)
     for i in range(b):
