@@ -49,7 +49,6 @@ from modeling_infodisent.metrics import (  # noqa: E402
     class_contributions,
     deletion_insertion_auc,
     explanation_sizes,
-    fast_class_heatmap,
     fraction_unused_poles,
     mean_pairwise_rv,
     road_scores,
@@ -80,9 +79,9 @@ README_END = "<!-- benchmarks:end -->"
 GOALS = {
     "forward_vs_backbone_linear": ("<=", 1.05),
     "explain_vs_forward": ("<=", 1.2),
-    "explain_fast_heatmap_pruned_10_vs_forward": ("<=", 1.2),
-    "grad_cam_vs_explain_fast_heatmap": (">=", 2.0),
-    "grad_cam_vs_explain_fast_heatmap_pruned_10": (">=", 2.0),
+    "explain_heatmap_pruned_10_vs_forward": ("<=", 1.2),
+    "grad_cam_vs_explain_heatmap": (">=", 2.0),
+    "grad_cam_vs_explain_heatmap_pruned_10": (">=", 2.0),
     "cached_epoch_speedup": (">=", 20.0),
     "explanation_size_median": ("<=", 10),
     "explanation_size_p90": ("<=", 15),
@@ -559,7 +558,7 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
     maps = {"infodisent": [], "grad_cam": []}
     for start in range(0, len(x), 32):
         chunk, targets = x[start : start + 32], predictions[start : start + 32]
-        maps["infodisent"] += [fast_class_heatmap(e) for e in model.explain(chunk, target=targets)]
+        maps["infodisent"] += [e.class_heatmap() for e in model.explain(chunk, target=targets)]
         maps["grad_cam"] += list(grad_cam_maps(model, chunk, targets=targets.tolist()))
     maps = {k: np.stack(v) for k, v in maps.items()}
     maps["random"] = np.random.default_rng(seed).random(maps["infodisent"].shape)
@@ -576,8 +575,7 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
             "score": "softmax probability of the target class",
             "steps": steps,
             "baseline": "the image processor's encoding of a black image (Fashion-MNIST's background)",
-            "infodisent_map": "signed class heatmap (Explanation.class_heatmap(), computed by "
-                              "metrics.fast_class_heatmap): most positive evidence first, evidence against last",
+            "infodisent_map": "signed class heatmap (Explanation.class_heatmap()): most positive evidence first, evidence against last",
             "grad_cam_map": "pytorch_grad_cam.GradCAM on the same InfoDisent model, target layer = the explained "
                             "feature map I (backbone parameters temporarily require grad); ties broken at random",
             "road_images": int(min(bench.args.road_images, len(x))),
@@ -678,8 +676,8 @@ def goals_status(results: dict) -> dict:
     status = {}
     speed = results.get("speed", {})
     ratios = speed.get("inference", {}).get("ratios", {})
-    for key in ("forward_vs_backbone_linear", "explain_vs_forward", "explain_fast_heatmap_pruned_10_vs_forward",
-                "grad_cam_vs_explain_fast_heatmap", "grad_cam_vs_explain_fast_heatmap_pruned_10"):
+    for key in ("forward_vs_backbone_linear", "explain_vs_forward", "explain_heatmap_pruned_10_vs_forward",
+                "grad_cam_vs_explain_heatmap", "grad_cam_vs_explain_heatmap_pruned_10"):
         if key in ratios:
             status[key] = ratios[key]
     if "training_epoch" in speed:
@@ -855,21 +853,19 @@ def markdown_table(results: dict) -> str:
             f"{med['infodisent_forward']:.3f} | | |",
             f"| InfoDisent full local explanation (`explain`, all prototypes) | {med['explain']:.3f} | "
             f"{r['explain_vs_forward']:.3f} × forward | {_goal('explain_vs_forward', r['explain_vs_forward'])} |",
-            f"| … plus its class heatmap (one upsampling) | {med['explain_fast_heatmap']:.3f} | "
-            f"{r['explain_fast_heatmap_vs_forward']:.3f} × forward | |",
-            f"| … plus `Explanation.class_heatmap()` as in the model file (estimated from one image) | "
-            f"{med['explain_model_heatmap_estimated']:.3f} | {r['explain_model_heatmap_estimated_vs_forward']:.1f} × forward | |",
+            f"| … plus its class heatmap (one upsampling) | {med['explain_heatmap']:.3f} | "
+            f"{r['explain_heatmap_vs_forward']:.3f} × forward | |",
             f"| … plus heatmap, classifier pruned to 10 prototypes per class (the default recipe) | "
-            f"{med['explain_fast_heatmap_pruned_10']:.3f} | {r['explain_fast_heatmap_pruned_10_vs_forward']:.3f} × forward | "
-            f"{_goal('explain_vs_forward', r['explain_fast_heatmap_pruned_10_vs_forward'])} |",
+            f"{med['explain_heatmap_pruned_10']:.3f} | {r['explain_heatmap_pruned_10_vs_forward']:.3f} × forward | "
+            f"{_goal('explain_vs_forward', r['explain_heatmap_pruned_10_vs_forward'])} |",
             f"| Grad-CAM, same model (backbone carries grad) | {med['grad_cam']:.3f} | "
-            f"{r['grad_cam_vs_explain_fast_heatmap']:.2f} × explanation with heatmap | "
-            f"{_goal('grad_cam_vs_explain_fast_heatmap', r['grad_cam_vs_explain_fast_heatmap'])} |",
+            f"{r['grad_cam_vs_explain_heatmap']:.2f} × explanation with heatmap | "
+            f"{_goal('grad_cam_vs_explain_heatmap', r['grad_cam_vs_explain_heatmap'])} |",
             f"| Grad-CAM vs the pruned model's explanation with heatmap | | "
-            f"{r['grad_cam_vs_explain_fast_heatmap_pruned_10']:.2f} × | "
-            f"{_goal('grad_cam_vs_explain_fast_heatmap_pruned_10', r['grad_cam_vs_explain_fast_heatmap_pruned_10'])} |",
+            f"{r['grad_cam_vs_explain_heatmap_pruned_10']:.2f} × | "
+            f"{_goal('grad_cam_vs_explain_heatmap_pruned_10', r['grad_cam_vs_explain_heatmap_pruned_10'])} |",
             f"| Grad-CAM, gradient stopped at the feature map | {med['grad_cam_stop_gradient']:.3f} | "
-            f"{r['grad_cam_stop_gradient_vs_explain_fast_heatmap']:.2f} × explanation with heatmap | |",
+            f"{r['grad_cam_stop_gradient_vs_explain_heatmap']:.2f} × explanation with heatmap | |",
         ]
         if "training_epoch" in speed:
             t = speed["training_epoch"]
@@ -892,8 +888,7 @@ def markdown_table(results: dict) -> str:
             f"{p['backbone']:.3f}, rotation {p['head_rotate']:.3f}, pooling + classifier {p['head_pool_classify']:.3f}, "
             f"numpy conversions and {p['prototypes_per_image']:.0f} `Prototype` objects per image "
             f"{p['python_and_numpy']:.3f}; "
-            f"class heatmaps for the batch: {p['class_heatmap_model']:.2f} as in the model file (one image timed, "
-            f"× {st['batch_size']}) vs {p['class_heatmap_fast']:.3f} with one upsampling.",
+            f"class heatmaps for the batch: {p['class_heatmap']:.3f}.",
             "",
         ]
     goals = results.get("goals")

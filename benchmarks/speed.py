@@ -2,7 +2,7 @@
 
 * InfoDisent forward / (same backbone + average pooling + linear head) forward — ResNet-50-sized, 224², batch 8.
 * Full local explanation (`model.explain`, every prototype, predicted class) / plain InfoDisent forward; also with the
-  class heatmap (the model's `Explanation.class_heatmap()` and the one-upsampling `metrics.fast_class_heatmap`).
+  class heatmap (`Explanation.class_heatmap()`, one upsampling of the summed feature-grid maps).
 * Grad-CAM (pytorch-grad-cam, on the same model, as usually run: backbone parameters require grad) / InfoDisent
   explanation with its class heatmap; Grad-CAM with the gradient stopped at the explained layer is reported too.
 
@@ -119,21 +119,15 @@ def _time_interleaved(fns: dict, repeats: int, device: torch.device, warmup: int
 def explain_profile(model, pixel_values: torch.Tensor, repeats: int = 3) -> dict[str, float]:
     """Where the time of `model.explain` goes (median seconds): the backbone, the rotation J = U I, pooling + classifier
     on J, and the rest (numpy conversions and the Python loop that builds the `Prototype` objects)."""
-    from modeling_infodisent.metrics import fast_class_heatmap
-
     out = {}
     head = model.head
     with torch.no_grad():
         features = model.extract_features(pixel_values)
         rotated = head.rotate(features)
-        if hasattr(head, "forward_rotated"):  # explain() rotates once and pools the rotated map
-            pool_and_classify = lambda: head.forward_rotated(rotated)  # noqa: E731
-        else:
-            pool_and_classify = lambda: head(features)  # noqa: E731
         parts = {
             "backbone": lambda: model.extract_features(pixel_values),
             "head_rotate": lambda: head.rotate(features),
-            "head_pool_classify": pool_and_classify,
+            "head_pool_classify": lambda: head.forward_rotated(rotated),  # explain() rotates once, then pools J
             "explain_total": lambda: model.explain(pixel_values),
         }
         times = _time_interleaved(parts, repeats, pixel_values.device)
@@ -143,16 +137,10 @@ def explain_profile(model, pixel_values: torch.Tensor, repeats: int = 3) -> dict
         0.0, out["explain_total"] - out["backbone"] - out["head_rotate"] - out["head_pool_classify"]
     )
     explanations = model.explain(pixel_values)
-    # The model file's class_heatmap upsamples every prototype map separately: seconds per image at ResNet-50 size,
-    # so it is timed on one image and scaled to the batch.
-    start = time.perf_counter()
-    explanations[0].class_heatmap()
-    out["class_heatmap_model_one_image"] = time.perf_counter() - start
-    out["class_heatmap_model"] = out["class_heatmap_model_one_image"] * len(explanations)
     start = time.perf_counter()
     for e in explanations:
-        fast_class_heatmap(e)
-    out["class_heatmap_fast"] = time.perf_counter() - start
+        e.class_heatmap()
+    out["class_heatmap"] = time.perf_counter() - start
     out["prototypes_per_image"] = statistics.mean(len(e.prototypes) for e in explanations)
     return out
 
@@ -170,7 +158,6 @@ def run(
     from transformers import ResNetConfig
 
     from modeling_infodisent import InfoDisentForImageClassification
-    from modeling_infodisent.metrics import fast_class_heatmap
 
     torch.manual_seed(seed)
     bconfig = backbone_config or ResNetConfig()  # transformers' default ResNetConfig is ResNet-50
@@ -193,9 +180,9 @@ def run(
     def explain():
         model.explain(x)
 
-    def explain_with_fast_heatmap():
+    def explain_with_heatmap():
         for e in model.explain(x):
-            fast_class_heatmap(e)
+            e.class_heatmap()
 
     # The default training recipe prunes each class to its 10 largest weights: explain() then builds at most 20
     # prototypes per image instead of ~2D. Same backbone and rotation, only the classifier mask differs.
@@ -208,7 +195,7 @@ def run(
 
     def explain_pruned():
         for e in pruned.explain(x):
-            fast_class_heatmap(e)
+            e.class_heatmap()
 
     def grad_cam():
         grad_cam_maps(model, x)
@@ -220,8 +207,8 @@ def run(
         "backbone_linear_forward": baseline_forward,
         "infodisent_forward": infodisent_forward,
         "explain": explain,
-        "explain_fast_heatmap": explain_with_fast_heatmap,
-        "explain_fast_heatmap_pruned_10": explain_pruned,
+        "explain_heatmap": explain_with_heatmap,
+        "explain_heatmap_pruned_10": explain_pruned,
         "grad_cam": grad_cam,
         "grad_cam_stop_gradient": grad_cam_stop_gradient,
     }
@@ -242,17 +229,14 @@ def run(
     ratios = {
         "forward_vs_backbone_linear": paired("infodisent_forward", "backbone_linear_forward", forward_times),
         "explain_vs_forward": paired("explain", "infodisent_forward"),
-        "explain_fast_heatmap_vs_forward": paired("explain_fast_heatmap", "infodisent_forward"),
-        "explain_fast_heatmap_pruned_10_vs_forward": paired("explain_fast_heatmap_pruned_10", "infodisent_forward"),
-        "grad_cam_vs_explain_fast_heatmap": paired("grad_cam", "explain_fast_heatmap"),
+        "explain_heatmap_vs_forward": paired("explain_heatmap", "infodisent_forward"),
+        "explain_heatmap_pruned_10_vs_forward": paired("explain_heatmap_pruned_10", "infodisent_forward"),
+        "grad_cam_vs_explain_heatmap": paired("grad_cam", "explain_heatmap"),
         "grad_cam_vs_explain": paired("grad_cam", "explain"),
-        "grad_cam_vs_explain_fast_heatmap_pruned_10": paired("grad_cam", "explain_fast_heatmap_pruned_10"),
-        "grad_cam_stop_gradient_vs_explain_fast_heatmap": paired("grad_cam_stop_gradient", "explain_fast_heatmap"),
+        "grad_cam_vs_explain_heatmap_pruned_10": paired("grad_cam", "explain_heatmap_pruned_10"),
+        "grad_cam_stop_gradient_vs_explain_heatmap": paired("grad_cam_stop_gradient", "explain_heatmap"),
     }
     profile = explain_profile(model, x, repeats=max(2, repeats // 2))
-    # Estimated (one image timed, see explain_profile): explain + the model file's per-prototype class heatmaps.
-    med["explain_model_heatmap_estimated"] = med["explain"] + profile["class_heatmap_model"]
-    ratios["explain_model_heatmap_estimated_vs_forward"] = med["explain_model_heatmap_estimated"] / med["infodisent_forward"]
     # Also the training-free baseline of the explanation series, to read its rows against the same forward.
     med["infodisent_forward_explanation_series"] = med["infodisent_forward"]
     return {
@@ -268,7 +252,7 @@ def run(
             "(baseline, InfoDisent) pairs",
             "seed": seed,
             "explain": "model.explain(x) with top_k=None (every prototype of the predicted class)",
-            "explain_fast_heatmap_pruned_10": "explain + class heatmap on a copy whose classifier keeps each class's "
+            "explain_heatmap_pruned_10": "explain + class heatmap on a copy whose classifier keeps each class's "
             "10 largest weights (the default training recipe's budget)",
             "grad_cam": "pytorch_grad_cam.GradCAM on the same model, target layer = the explained feature map; "
             "backbone parameters temporarily require grad (as in any from_pretrained classifier)",

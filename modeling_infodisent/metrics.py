@@ -33,7 +33,6 @@ __all__ = [
     "deletion_insertion_auc",
     "explanation_size",
     "explanation_sizes",
-    "fast_class_heatmap",
     "fraction_unused_poles",
     "mean_pairwise_rv",
     "road_scores",
@@ -237,20 +236,6 @@ def mean_pairwise_rv(features, max_observations: int | None = None) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 # Heatmaps and faithfulness
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def fast_class_heatmap(explanation) -> np.ndarray:
-    """The same (H, W) map as `Explanation.class_heatmap()`, computed with one upsampling instead of one per prototype.
-
-    Bilinear upsampling is linear, so ``upsample(sum_p s_p w_p A_p) == sum_p s_p w_p upsample(A_p)`` up to float
-    rounding; summing on the feature grid first is ~P times cheaper.
-    """
-    from .modeling_infodisent import upsample_map
-
-    grid = np.zeros(explanation.feature_grid, dtype=np.float64)
-    for p in explanation.prototypes:
-        grid += p.sign * p.weight * p.activation_map
-    return upsample_map(grid.astype(np.float32), explanation.image_size)
 
 
 def _ranks(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,6 @@ from modeling_infodisent.metrics import (
     deletion_insertion_auc,
     explanation_size,
     explanation_sizes,
-    fast_class_heatmap,
     fraction_unused_poles,
     mean_pairwise_rv,
     road_scores,
@@ -242,21 +241,13 @@ def test_road_scores_rank_a_constructed_heatmap_and_run_on_a_tiny_infodisent(tin
     np.testing.assert_allclose(s_good["combined"], (s_good["lerf"] - s_good["morf"]) / 2)
 
     x = torch.randn(2, 3, 32, 32)
-    heat = np.stack([fast_class_heatmap(e) for e in tiny_model.explain(x)])
+    heat = np.stack([e.class_heatmap() for e in tiny_model.explain(x)])
     scores = road_scores(tiny_model, x, heat, [0, 1], percentiles=(20, 80))
     assert set(scores) == {"morf", "lerf", "combined"}
     for value in scores.values():
         assert value.shape == (2,) and np.isfinite(value).all()
     again = road_scores(tiny_model, x, heat, [0, 1], percentiles=(20, 80))
     np.testing.assert_array_equal(scores["morf"], again["morf"])  # seeded imputation noise
-
-
-def test_fast_class_heatmap_equals_class_heatmap(tiny_model):
-    torch.manual_seed(2)
-    for e in tiny_model.explain(torch.randn(2, 3, 48, 40)):
-        fast = fast_class_heatmap(e)
-        assert fast.shape == (48, 40)
-        np.testing.assert_allclose(fast, e.class_heatmap(), rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------------
