@@ -248,7 +248,6 @@ def _ranks(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ranks
 
 
-@torch.no_grad()
 def _checked_inputs(images, heatmaps, targets) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """images (B, C, H, W), heatmaps (B, H, W) finite, one target per image: the shared input check of the
     faithfulness metrics. Returns (images tensor, heatmaps as numpy, targets as a (B,) LongTensor)."""
@@ -267,6 +266,7 @@ def _checked_inputs(images, heatmaps, targets) -> tuple[torch.Tensor, np.ndarray
     return images, heat, targets
 
 
+@torch.no_grad()
 def deletion_insertion_auc(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
     images,

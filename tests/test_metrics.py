@@ -296,3 +296,12 @@ def test_readme_table_is_replaced_between_markers_only(tmp_path):
     fresh = tmp_path / "other.md"
     run.write_readme(str(fresh), "x\n")
     assert f"{run.README_START}\nx\n{run.README_END}" in fresh.read_text()
+
+
+def test_deletion_auc_on_a_model_with_trainable_parameters(tiny_model):
+    # The InfoDisent head's parameters require grad: the metric must not build (or trip over) an autograd graph.
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 32, 32)
+    heat = np.stack([e.class_heatmap() for e in tiny_model.explain(x)])
+    aucs = deletion_insertion_auc(lambda batch: tiny_model(batch).logits, x, heat, [0, 1], steps=4)
+    assert aucs.shape == (2,) and np.all((aucs >= 0) & (aucs <= 1))
