@@ -451,9 +451,10 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
     call [`explain`] to get the exact per-prototype decomposition of a class logit.
     """
 
-    def __init__(self, config: InfoDisentConfig):
+    def __init__(self, config: InfoDisentConfig, backbone: InfoDisentBackbone | None = None):
         super().__init__(config)
-        self.backbone = InfoDisentBackbone(config)
+        # `backbone`: an already built (and loaded) adapter, so from_backbone does not build the backbone twice.
+        self.backbone = backbone if backbone is not None else InfoDisentBackbone(config)
         num_features = getattr(config, "num_features", None) or self.backbone.infer_num_features()
         if num_features is None:
             raise ValueError(
@@ -683,12 +684,11 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             raise ValueError(f"id2label has {len(id2label)} classes but label2id has {len(label2id)}.")
         bconfig = bconfig.__class__.from_dict(bconfig.to_dict())  # a private copy
         config = InfoDisentConfig(backbone_config=bconfig, id2label=id2label, label2id=label2id, **config_kwargs)
-        probe = InfoDisentBackbone(config)
+        backbone_adapter = InfoDisentBackbone(config)
         if pretrained is not None:
-            probe.model.load_state_dict(pretrained.state_dict())
-        config.num_features = cls._measure_num_features(probe, bconfig)
-        model = cls(config)
-        model.backbone = probe  # keep the loaded backbone (bit-identical weights)
+            backbone_adapter.model.load_state_dict(pretrained.state_dict())
+        config.num_features = cls._measure_num_features(backbone_adapter, bconfig)
+        model = cls(config, backbone=backbone_adapter)
         model.train(False)
         return model
 
