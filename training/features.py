@@ -234,6 +234,14 @@ class _ShardWriter:
             self.arrays[key][self.position : self.position + n] = value
         self.position += n
 
+    def abort(self) -> None:
+        """Drop what this rank wrote (an extraction that failed leaves nothing behind)."""
+        self.arrays.clear()
+        for key in ("features", "pooled", "labels", "logits"):
+            for tmp in (True, False):
+                if os.path.exists(self._path(key, tmp)):
+                    os.remove(self._path(key, tmp))
+
     def close(self) -> dict:
         if self.position != self.num_rows:
             raise RuntimeError(f"Shard {self.name} got {self.position} rows, expected {self.num_rows}.")
@@ -290,8 +298,23 @@ def _one_pass(model, head_model, pixel_values: torch.Tensor) -> tuple[torch.Tens
     return features, logits
 
 
+def _check_batch(feature_map, logits, backbone_name: str, split_name: str, first_row: int) -> None:
+    """Non-finite values are refused before they reach the cache (a NaN in a cached map would poison every epoch,
+    and a NaN head would give meaningless agreement figures)."""
+    from training.checks import check_finite
+
+    rows = f"rows {first_row}-{first_row + len(feature_map) - 1} of the {split_name} split"
+    then = "; nothing was cached"
+    check_finite(feature_map, f"The backbone {backbone_name!r} gives non-finite feature maps ({rows})", then)
+    if logits is not None:
+        check_finite(logits, f"The classifier head of the backbone {backbone_name!r} gives non-finite logits ({rows})", then)
+
+
 @torch.no_grad()
-def _extract_block(model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str):
+def _extract_block(
+    model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str,
+    backbone_name: str = "backbone", split_name: str = "train", first_row: int = 0,
+):  # fmt: skip
     # With a head, the backbone would run twice per batch (feature map + head logits). One pass suffices when the
     # head's base model computes what the InfoDisent adapter uses: checked on the first batch, else two passes.
     shared_pass = None
@@ -315,6 +338,7 @@ def _extract_block(model, head_model, loader, writer, pooled_only: bool, device,
             if head_model is not None:
                 logits = head_model(pixel_values=pixel_values).logits
         feature_map = feature_map.float()
+        _check_batch(feature_map, logits, backbone_name, split_name, first_row + writer.position)
         arrays = {
             "labels": batch["labels"].numpy().astype(np.int64),
             "pooled": feature_map.mean(dim=(2, 3)).cpu().numpy(),
@@ -341,6 +365,7 @@ def get_or_extract_features(
     dtype: str = "float32",
     pooled_only: bool = False,
     backbone_fp: str | None = None,
+    backbone_name: str | None = None,
 ) -> FeatureCache:
     """Return the split's :class:`FeatureCache`, extracting it first if no complete cache with the same key exists.
 
@@ -352,7 +377,11 @@ def get_or_extract_features(
         accelerator: shards the extraction across its processes; ``None`` = one process.
         pooled_only: store only average-pooled features, labels and head logits (the live-backbone path needs them
             for the linear probe and the backbone head's accuracy).
+        backbone_name: how errors name the backbone (default: its config's ``_name_or_path``).
     Returns a cache whose ``reused`` attribute says whether it was already on disk.
+
+    Raises ``training.checks.UsageError`` (a ValueError) when the backbone's feature maps or its head's logits
+    hold NaN or inf; nothing of that split is left in the cache then.
     """
     from accelerate.utils import broadcast_object_list
 
@@ -392,11 +421,20 @@ def get_or_extract_features(
         model.eval()
         if head_model is not None:
             head_model.eval()
+        if backbone_name is None:
+            bconfig = model.config.backbone_config
+            backbone_name = getattr(bconfig, "_name_or_path", "") or bconfig.model_type
         try:
             _extract_block(
                 model, head_model, loader, writer, pooled_only, device,
                 show_progress=is_main, desc=f"features ({split_name})",
+                backbone_name=backbone_name, split_name=split_name, first_row=start,
             )  # fmt: skip
+        except BaseException:
+            writer.abort()
+            if is_main:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         finally:
             model.train(was_training)
     writer.close()

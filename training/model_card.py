@@ -38,12 +38,15 @@ def build_model_card(
     dataset_hub_id: str | None = None,
     dataset_pretty_name: str | None = None,
     has_gallery: bool = False,
+    image_size: tuple[int, int] = (224, 224),
 ) -> ModelCard:
     """A Hub model card: YAML metadata (library_name, pipeline_tag, base_model, datasets, model-index eval results)
     and a body with the metrics, the training command and how to load the model.
 
     ``dataset_hub_id`` names the dataset on the Hub when ``dataset`` is a local copy of a Hub dataset; ``backbone``
-    and ``dataset`` go into the metadata only when they are Hub ids (local paths mean nothing there).
+    and ``dataset`` go into the metadata only when they are Hub ids (local paths mean nothing there); ``dataset`` is
+    the dataset's name (not a path). ``image_size`` (width, height) sizes the stand-in image of the usage example,
+    which runs as written (from the folder's parent directory when ``model_name`` is the folder's name).
     """
     dataset_id = dataset_hub_id or (dataset if is_hub_id(dataset) else None)
     base_model = backbone if is_hub_id(backbone) else None
@@ -118,32 +121,43 @@ def build_model_card(
         "",
         "## How to use",
         "",
-        "With the `infodisent` package installed (`import modeling_infodisent` registers the model type):",
+        "With the `infodisent` package installed, `import modeling_infodisent` registers the model type with the "
+        "`Auto*` classes and `pipeline`:",
         "",
         "```python",
         "import modeling_infodisent  # noqa: F401",
+        "from PIL import Image",
         "from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline",
         "",
-        f'model = AutoModelForImageClassification.from_pretrained("{repo}")',
+        f'model = AutoModelForImageClassification.from_pretrained("{repo}").eval()',
         f'processor = AutoImageProcessor.from_pretrained("{repo}")',
         f'classifier = pipeline("image-classification", model="{repo}")',
         "",
+        f'image = Image.new("RGB", ({image_size[0]}, {image_size[1]}), "white")  # your image: Image.open("photo.jpg")',
+        "print(classifier(image)[:3])",
         'inputs = processor(image.convert("RGB"), return_tensors="pt")',
         "explanation = model.explain(inputs.pixel_values)[0]  # logit == bias + sum of prototype contributions",
         "for prototype in explanation.prototypes[:5]:",
         "    print(prototype.name, prototype.contribution, prototype.location)",
         "```",
         "",
-        "Without the package, the code files in this repository are used:",
+        "Without the package, the code files in this repository are used (`pipeline` needs the same flag):",
         "",
         "```python",
-        "from transformers import AutoModelForImageClassification",
+        "from transformers import AutoModelForImageClassification, pipeline",
         "",
         f'model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True)',
+        f'classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)',
         "```",
     ]
     if has_gallery:
-        lines += ["", "The prototype gallery (the training patches that activate each prototype most) is in `gallery/`."]
+        lines += [
+            "",
+            "The prototype gallery (the training patches that activate each prototype most) is in "
+            "`prototype_gallery.json` and `prototype_gallery.safetensors`; "
+            "`modeling_infodisent.gallery.PrototypeGallery.load(folder)` reads it, and "
+            "`python -m modeling_infodisent.explain` and the Space show it next to each explanation.",
+        ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
     return ModelCard(content)
 

@@ -1,6 +1,7 @@
 """Train an InfoDisent model on top of any pretrained Hugging Face vision backbone, with 🤗 Accelerate.
 
     accelerate launch training/train.py                       # the embedded default: Fashion-MNIST subset + bundled ResNet
+    accelerate launch --config_file training/accelerate_config.yaml -q training/train.py   # same, quiet launcher
     accelerate launch training/train.py --dataset_name path/or/hub-id --backbone microsoft/resnet-50 \\
         --output_dir outputs/my-infodisent --push_to_hub --hub_model_id me/my-infodisent
     accelerate launch --multi_gpu --num_processes 2 training/train.py ...   # 2 processes (also on a CPU-only machine)
@@ -16,7 +17,14 @@ The steps, top to bottom:
    ``--max_prototypes_per_class`` and fine-tuning (``training/sparsity.py``); evaluation every epoch; checkpoints;
 6. the linear-probe baseline, the explanation-size statistics, the prototype gallery (when available);
 7. the output folder: a complete Hub repo (weights + code files, image processor, gallery, ``all_results.json``,
-   model card), optionally pushed with ``--push_to_hub``.
+   model card), written aside and swapped into place only when complete (``training/publish.py``), optionally
+   pushed with ``--push_to_hub``.
+
+Bad arguments or files (``training/checks.py``) are reported as one line ``error: ...`` and exit status 2, before
+anything heavy is loaded where they can be. Under ``accelerate launch`` the launcher adds its own traceback and exit
+status 1 unless it is given ``-q`` (as with the bundled ``training/accelerate_config.yaml`` command above).
+The Hub is never switched off here: local folders (the embedded defaults) load without any network access, and
+``HF_HUB_OFFLINE=1`` is the user's choice.
 """
 
 from __future__ import annotations
@@ -25,14 +33,13 @@ import argparse
 import json
 import logging
 import os
-import shlex
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default run is fully offline; unset it to use the Hub
-
-import torch  # noqa: E402
+import torch
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `accelerate launch training/train.py` from a clone, without installing
@@ -45,15 +52,33 @@ from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
 from training.fit import FitConfig, fit_head, live_featurizer, make_accelerator, train_linear_probe  # noqa: E402
+from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
 from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
+from training.publish import (  # noqa: E402
+    CARRIED_OVER,
+    make_world_readable,
+    public_command,
+    public_name,
+    recover_interrupted_swap,
+    staging_dir,
+    swap_into_place,
+)
 
 logger = get_logger(__name__)
 
 DEFAULT_OUTPUT_DIR = "outputs/infodisent-fashion-mnist"
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse's own errors (unknown flag, bad type) become UsageError: one line and exit 2 like every other user
+    error, instead of the usage block."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train InfoDisent on a frozen pretrained backbone.")
+    parser = _ArgumentParser(description="Train InfoDisent on a frozen pretrained backbone.")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", type=str, default=None,
                       help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled Fashion-MNIST subset.")
@@ -68,6 +93,9 @@ def parse_args(argv=None):
     model.add_argument("--backbone", type=str, default=DEFAULT_BACKBONE,
                        help="Hub id or local folder of any HF vision model (with its image processor). "
                             "Default: the bundled Fashion-MNIST ResNet.")
+    model.add_argument("--backbone_head_matches_labels", action="store_true",
+                       help="The backbone's own classifier predicts the dataset's classes in the dataset's order even "
+                            "though its label names differ (e.g. LABEL_0...): use it for agreement and distillation.")
     model.add_argument("--rotation", choices=("matrix_exp", "cayley", "identity"), default="matrix_exp")
     model.add_argument("--live_backbone", action="store_true",
                        help="Run the backbone in the training loop instead of caching its feature maps.")
@@ -119,61 +147,85 @@ def parse_args(argv=None):
     out.add_argument("--hub_token", type=str, default=None)
     # Testing aid: exit abruptly after N optimiser steps (after the checkpoint of that step, if any).
     out.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
+    # Testing aid: SIGKILL this process in the middle of the final save (after the new weights are written).
+    out.add_argument("--kill_during_save", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.augment and not args.live_backbone:
         args.live_backbone = True  # augmented views change every epoch: they cannot come from a cache
     if args.push_to_hub and args.hub_model_id is None:
         args.hub_model_id = Path(args.output_dir).name
-    if args.resume_from_checkpoint == "latest" and not os.path.isdir(args.output_dir):
-        parser.error(f"--resume_from_checkpoint latest: the output folder {args.output_dir!r} does not exist.")
     return args
 
 
-def load_backbone(name: str):
-    """The frozen backbone as saved (with its classifier head when it has one) and its image processor."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+def load_backbone_weights(name: str, config):
+    """The frozen backbone as saved, with its classifier head when it has one. Missing or mismatched weights are an
+    error (transformers would initialise them at random and only warn)."""
+    from transformers import AutoModel, AutoModelForImageClassification
 
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except Exception as error:  # noqa: BLE001 - reported in the user's terms
-        offline = " (HF_HUB_OFFLINE is set: only local folders work)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        raise ValueError(
-            f"Cannot load the backbone {name!r}{offline}: pass a local folder with config.json, weights and "
-            f"preprocessor_config.json, or a Hub model id. ({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from error
-    if config.model_type == "infodisent":
-        raise ValueError(f"{name!r} is already an InfoDisent model; pass the backbone it explains instead.")
     has_head = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
     try:
-        backbone = (AutoModelForImageClassification if has_head else AutoModel).from_pretrained(name)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"Cannot load the weights of backbone {name!r}: {type(error).__name__}: {error}") from error
-    try:
-        image_processor = AutoImageProcessor.from_pretrained(name)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(
-            f"The backbone {name!r} has no image processor (preprocessor_config.json), so its preprocessing is "
-            f"unknown. Save one next to it (e.g. AutoImageProcessor.from_pretrained(...).save_pretrained(folder))."
-        ) from error
+        backbone, info = (AutoModelForImageClassification if has_head else AutoModel).from_pretrained(
+            name, output_loading_info=True
+        )
+    except Exception as error:  # noqa: BLE001 - reported in the user's terms
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"--backbone: cannot load the weights of {name!r}: {type(error).__name__}: {first}") from error
+    broken = list(info.get("missing_keys") or []) + [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []]
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise UsageError(f"--backbone: the weights of {name!r} lack or mismatch {', '.join(sorted(broken)[:3])}{more}.")
     backbone.requires_grad_(False).eval()
+    return backbone, has_head
+
+
+def load_backbone(name: str):
+    """The frozen backbone (with its classifier head when it has one), its image processor, and whether it has a head."""
+    config, image_processor = inspect_backbone(name)
+    backbone, has_head = load_backbone_weights(name, config)
     return backbone, image_processor, has_head
 
 
-def head_matches_labels(head_config, id2label: dict[int, str]) -> bool:
-    """Whether the backbone's own classifier predicts the dataset's classes (same count, same names unless generic)."""
-    if head_config.num_labels != len(id2label):
-        return False
-    names = [str(head_config.id2label[i]) for i in range(head_config.num_labels)]
-    if all(n == f"LABEL_{i}" for i, n in enumerate(names)):
-        return True
-    return [n.lower() for n in names] == [id2label[i].lower() for i in range(len(id2label))]
+def head_matches_labels(head_config, id2label: dict[int, str], user_says_it_matches: bool = False) -> bool:
+    """Whether the backbone's own classifier predicts the dataset's classes (see `training.checks.head_label_match`)."""
+    return head_label_match(head_config, id2label, user_says_it_matches)[0]
 
 
 def main(argv=None):
+    """The whole run. User errors raise `training.checks.UsageError` (or another ValueError); `cli` reports them."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    command = shlex.join(["accelerate", "launch", "training/train.py", *argv])
+    validate_args(args)
+    backbone_config, image_processor = inspect_backbone(args.backbone)  # config + processor only: cheap
+    command = public_command(argv)  # no path of this machine in the published folder
+    output_existed = os.path.isdir(args.output_dir)
+    try:
+        return _run(args, command, backbone_config, image_processor)
+    except BaseException:
+        _remove_if_left_empty(args.output_dir, output_existed)
+        raise
+
+
+def _no_usage_ping_for_local_data(args) -> None:
+    """`datasets` pings a usage counter on S3 (3 s timeout) whenever it builds a packaged loader (imagefolder,
+    parquet), even for local files: a local run must not touch the network, and this is the only call that would.
+    The Hub itself stays on (Hub ids still load); the user's own HF_UPDATE_DOWNLOAD_COUNTS wins."""
+    import datasets.config
+
+    source = args.dataset_name or args.train_dir
+    if "HF_UPDATE_DOWNLOAD_COUNTS" not in os.environ and (source is None or os.path.exists(os.path.expanduser(source))):
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
+
+def _remove_if_left_empty(output_dir: str, existed: bool) -> None:
+    """A failed run leaves no output folder it created, unless it holds checkpoints to resume from."""
+    if existed or not os.path.isdir(output_dir) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    if not any(CARRIED_OVER.fullmatch(e) and e != "logs" for e in os.listdir(output_dir)):
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _run(args, command, backbone_config, image_processor):
 
     # ----------------------------------------------------------------------------------------------- accelerator
     accelerator_kwargs = {}
@@ -197,11 +249,12 @@ def main(argv=None):
     transformers.utils.logging.set_verbosity_error()
     set_seed(args.seed)
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+        recover_interrupted_swap(args.output_dir)  # a previous run killed while saving
     accelerator.wait_for_everyone()
     start_time = time.time()
 
     # ----------------------------------------------------------------------------------------------------- data
+    _no_usage_ping_for_local_data(args)
     with accelerator.main_process_first():
         dataset, image_column, label_column, id2label = load_image_dataset(
             args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
@@ -210,12 +263,20 @@ def main(argv=None):
     logger.info("Data: %d train / %d validation images, %d classes", len(dataset["train"]), len(dataset["validation"]), len(id2label))
 
     # ------------------------------------------------------------------------------------------------- backbone
-    backbone, image_processor, has_head = load_backbone(args.backbone)
-    head_model = backbone if has_head and head_matches_labels(backbone.config, id2label) else None
-    if has_head and head_model is None:
-        logger.info("The backbone's own classifier predicts other classes: no agreement / distillation.")
-    if args.distill_weight > 0 and head_model is None:
-        raise ValueError("--distill_weight > 0 needs a backbone whose own classifier predicts the dataset's classes.")
+    backbone, has_head = load_backbone_weights(args.backbone, backbone_config)
+    head_model, head_missing_reason = None, "the backbone has no classifier head"
+    if has_head:
+        matches, head_missing_reason = head_label_match(backbone.config, id2label, args.backbone_head_matches_labels)
+        head_model = backbone if matches else None
+    if head_model is None:
+        if args.backbone_head_matches_labels:
+            raise UsageError(f"--backbone_head_matches_labels: {head_missing_reason}.")
+        if args.distill_weight > 0:
+            raise UsageError(
+                f"--distill_weight > 0 needs a backbone whose own classifier predicts the dataset's classes: "
+                f"{head_missing_reason}."
+            )
+        logger.info("No agreement, backbone-head accuracy or distillation: %s.", head_missing_reason)
     torch.manual_seed(args.seed)  # the rotation and classifier initialisation
     model = InfoDisentForImageClassification.from_backbone(backbone, id2label=id2label, rotation=args.rotation)
     model.to(accelerator.device)
@@ -227,7 +288,7 @@ def main(argv=None):
     cache_kwargs = dict(
         image_processor=image_processor, image_column=image_column, label_column=label_column, transform=transform,
         cache_dir=args.cache_dir or default_cache_dir(), head_model=head_model, batch_size=args.feature_batch_size,
-        accelerator=accelerator, dtype=args.cache_dtype, pooled_only=args.live_backbone,
+        accelerator=accelerator, dtype=args.cache_dtype, pooled_only=args.live_backbone, backbone_name=args.backbone,
     )  # fmt: skip
     train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
     eval_cache = get_or_extract_features(model, dataset["validation"], split_name="validation", **cache_kwargs)
@@ -286,25 +347,20 @@ def main(argv=None):
     )  # fmt: skip
 
     # --------------------------------------------------------------------------------------------- gallery, save
-    has_gallery = False
+    if head_model is None:
+        results["agreement_missing_reason"] = head_missing_reason  # also why backbone_head_accuracy is null
     if accelerator.is_main_process:
-        model.set_gumbel_temperature(args.gumbel_temperature_end)
-        model.save_pretrained(args.output_dir)
-        image_processor.save_pretrained(args.output_dir)
-        if args.gallery_top_k > 0:
-            has_gallery = _save_gallery(model, dataset["train"], image_processor, args, image_column, label_column)
-        results["train_runtime_s"] = round(time.time() - start_time, 1)
-        with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        is_default_data = args.dataset_name is None and args.train_dir is None
-        dataset_hub_id = FASHION_MNIST_HUB_ID if is_default_data else None
-        card = build_model_card(
-            results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
-            dataset=results["dataset"], command=command, id2label=id2label, dataset_hub_id=dataset_hub_id,
-            dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
-            has_gallery=has_gallery,
-        )  # fmt: skip
-        card.save(os.path.join(args.output_dir, "README.md"))
+        # The folder is built aside and swapped into place only when complete: a run killed at any point leaves
+        # the previous model (or the new one), never new weights next to an old gallery and card.
+        staging = staging_dir(args.output_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _write_model_folder(staging, model, image_processor, dataset["train"], image_column, label_column,
+                                id2label, results, command, args, start_time)  # fmt: skip
+            swap_into_place(staging, args.output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         logger.info("Saved the model folder %s (%.0f s in all)", args.output_dir, results["train_runtime_s"])
         if args.push_to_hub:
             url = push_folder_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token)
@@ -315,16 +371,65 @@ def main(argv=None):
     return results
 
 
+def _write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
+                        results, command, args, start_time) -> None:  # fmt: skip
+    """Weights + code files, image processor, gallery, all_results.json and the card, into ``folder``."""
+    os.makedirs(folder)
+    model.set_gumbel_temperature(args.gumbel_temperature_end)
+    # config.json would otherwise record where the backbone was loaded from (a path of this machine).
+    model.config.backbone_config._name_or_path = public_name(args.backbone)
+    model.save_pretrained(folder)
+    if args.kill_during_save:
+        os.kill(os.getpid(), signal.SIGKILL)
+    image_processor.save_pretrained(folder)
+    has_gallery = False
+    if args.gallery_top_k > 0:
+        has_gallery = _save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder)
+    results["train_runtime_s"] = round(time.time() - start_time, 1)
+    with open(os.path.join(folder, "all_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    is_default_data = args.dataset_name is None and args.train_dir is None
+    card = build_model_card(
+        results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
+        dataset=dataset_title(args), command=command, id2label=id2label,
+        dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else None,
+        dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
+        has_gallery=has_gallery, image_size=_input_size(image_processor),
+    )  # fmt: skip
+    card.save(os.path.join(folder, "README.md"))
+    make_world_readable(folder)
+
+
 def _display_path(path: str) -> str:
-    """Paths inside this repository are written relative to it (the bundled defaults), others as given."""
-    try:
-        relative = Path(path).resolve().relative_to(_ROOT)
-    except (ValueError, OSError):
-        return path
-    return str(relative) if Path(path).exists() else path
+    """How a path is written in the results and the card: never an absolute path of this machine."""
+    return public_name(path)
 
 
-def _save_gallery(model, train_dataset, image_processor, args, image_column, label_column) -> bool:
+_SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
+
+
+def dataset_title(args) -> str:
+    """The dataset's name for the card: a Hub id as given, else the local folder's name, or its parent's when the
+    folder is named after a split (``digits/train`` is the dataset "digits", not "train")."""
+    source = args.dataset_name or args.train_dir or DEFAULT_DATASET
+    if not os.path.exists(os.path.expanduser(source)):
+        return source  # a Hub id
+    path = Path(os.path.expanduser(source)).resolve()
+    while path.name.lower() in _SPLIT_NAMES and path.parent != path:
+        path = path.parent
+    return path.name or public_name(source)
+
+
+def _input_size(image_processor) -> tuple[int, int]:
+    """(width, height) of an image the processor accepts as is, for the card's example."""
+    size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+    size = size or getattr(image_processor, "size", None) or {}
+    height = size.get("height") or size.get("shortest_edge") or 224
+    width = size.get("width") or size.get("shortest_edge") or height
+    return int(width), int(height)
+
+
+def _save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder) -> bool:
     """The prototype gallery (top training patches per prototype), when the gallery module is available."""
     try:
         from modeling_infodisent.gallery import compute_gallery
@@ -335,9 +440,26 @@ def _save_gallery(model, train_dataset, image_processor, args, image_column, lab
         model, train_dataset, image_processor, top_k=args.gallery_top_k, batch_size=args.feature_batch_size,
         image_column=image_column, label_column=label_column,
     )  # fmt: skip
-    gallery.save(args.output_dir)
+    gallery.save(folder)
     return True
 
 
+# Errors in the user's arguments, files or data: reported as one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def cli(argv=None) -> int:
+    """The command line: ``main``, with user errors printed as one ``error: ...`` line (by the main process only,
+    so N processes print it once) and exit status 2."""
+    try:
+        main(argv)
+    except USER_ERRORS as error:
+        if int(os.environ.get("RANK", "0")) == 0:
+            message = " ".join(str(error).split()) or type(error).__name__
+            print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
