@@ -24,7 +24,10 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_has_exactly_two_setup_commands():
     assert len(re.findall(r"```bash\n", README)) == 2
-    assert "accelerate launch training/train.py" in fenced_after("<!-- main-command -->")
+    # The bundled accelerate config keeps the launcher quiet; -q drops its traceback after a one-line error.
+    assert "accelerate launch --config_file training/accelerate_config.yaml -q training/train.py" in fenced_after(
+        "<!-- main-command -->"
+    )
 
 
 def test_readme_python_snippet_runs(capsys):

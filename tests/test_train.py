@@ -164,7 +164,8 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     assert results_by_metric == {"accuracy": round(results["eval_accuracy"], 4), "agreement": round(results["agreement"], 4)}
     assert card.data.base_model is None  # a local backbone folder is no Hub id
     text = calls["readme"]
-    assert "accelerate launch training/train.py " + " ".join(argv[:2]) in text
+    public_dataset = ".../" + "/".join(argv[1].split(os.sep)[-2:])  # no path of this machine in the card
+    assert f"accelerate launch training/train.py {argv[0]} {public_dataset} " in text
     assert "import modeling_infodisent" in text and "trust_remote_code=True" in text
     assert f"{100 * results['linear_probe_accuracy']:.2f}%" in text
 
@@ -276,12 +277,12 @@ def _parquet_dataset(folder, train_labels, test_labels):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("unknown_dataset", "Unknown dataset"),
+        ("unknown_dataset", "--dataset_name: the folder .* does not exist"),
         ("missing_image_column", r"Image column 'picture' not found; the dataset has columns \['image', 'label'\]"),
         ("missing_label_column", r"Label column 'category' not found; the dataset has columns \['image', 'label'\]"),
         ("string_labels", "must be a ClassLabel or an integer"),
         ("empty_split", "is empty"),
-        ("missing_backbone", "Cannot load the backbone"),
+        ("missing_backbone", "--backbone: the folder .* does not exist"),
         ("backbone_without_processor", "has no image processor"),
         ("distill_without_matching_head", "--distill_weight > 0 needs a backbone whose own classifier"),
     ],

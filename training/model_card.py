@@ -43,12 +43,12 @@ def build_model_card(
     """A Hub model card: YAML metadata (library_name, pipeline_tag, base_model, datasets, model-index eval results)
     and a body with the metrics, the training command and how to load the model.
 
-    ``dataset_hub_id`` names the dataset on the Hub when ``dataset`` is a local copy of a Hub dataset; ``backbone``
-    and ``dataset`` go into the metadata only when they are Hub ids (local paths mean nothing there); ``dataset`` is
-    the dataset's name (not a path). ``image_size`` (width, height) sizes the stand-in image of the usage example,
+    ``dataset`` is the dataset's name as shown (not a path); ``dataset_hub_id`` its Hub id when it has one (a Hub
+    dataset, or a local copy of one), the only one that goes into the metadata's ``datasets``. ``backbone`` goes into
+    ``base_model`` only when it is a Hub id (local paths mean nothing there). ``image_size`` (width, height) sizes the stand-in image of the usage example,
     which runs as written (from the folder's parent directory when ``model_name`` is the folder's name).
     """
-    dataset_id = dataset_hub_id or (dataset if is_hub_id(dataset) else None)
+    dataset_id = dataset_hub_id
     base_model = backbone if is_hub_id(backbone) else None
     metrics = [("accuracy", "InfoDisent accuracy", results.get("eval_accuracy"))]
     if results.get("agreement") is not None:

@@ -392,7 +392,7 @@ def _write_model_folder(folder, model, image_processor, train_dataset, image_col
     card = build_model_card(
         results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
         dataset=dataset_title(args), command=command, id2label=id2label,
-        dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else None,
+        dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else _hub_dataset_id(args),
         dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
         has_gallery=has_gallery, image_size=_input_size(image_processor),
     )  # fmt: skip
@@ -418,6 +418,12 @@ def dataset_title(args) -> str:
     while path.name.lower() in _SPLIT_NAMES and path.parent != path:
         path = path.parent
     return path.name or public_name(source)
+
+
+def _hub_dataset_id(args) -> str | None:
+    """``--dataset_name`` when it is a Hub id (not a local folder)."""
+    name = args.dataset_name
+    return name if name and not os.path.exists(os.path.expanduser(name)) else None
 
 
 def _input_size(image_processor) -> tuple[int, int]:
