@@ -191,3 +191,46 @@ def test_one_backbone_pass_per_batch_and_fallback(setup, tmp_path, monkeypatch):
     fallback = extract(setup, tmp_path / "b").__getitems__(list(range(21)))
     for key in ("features", "teacher_logits"):
         torch.testing.assert_close(fallback[key], reference[key])
+
+
+def test_non_finite_features_are_refused_and_never_cached(setup, tmp_path, monkeypatch):
+    """NaN/inf anywhere in a split (here the second batch of 8) stops the extraction with a message naming the
+    backbone and the rows; no cache folder is left, so nothing non-finite is ever read back."""
+    from training.checks import UsageError
+
+    model = setup[0]
+    original = type(model).extract_features
+    calls = []
+
+    def poisoned(self, pixel_values):
+        calls.append(1)
+        out = original(self, pixel_values)
+        if len(calls) == 2:
+            out = out.clone()
+            out[1] = float("inf")  # the second image of the second batch: row 9
+        return out
+
+    monkeypatch.setattr(type(model), "extract_features", poisoned)
+    with pytest.raises(UsageError) as error:
+        extract(setup, tmp_path, head=False, backbone_name="my/backbone")
+    assert str(error.value) == (
+        "The backbone 'my/backbone' gives non-finite feature maps (rows 8-15 of the train split): 128 of 1024 values "
+        "are NaN or infinite; nothing was cached."
+    )  # one image of the batch: 32 channels x 2x2 map
+    assert os.listdir(tmp_path) == []
+
+
+def test_non_finite_head_logits_are_refused(setup, tmp_path, monkeypatch):
+    original = features_module._one_pass
+    calls = []
+
+    def poisoned(model, head_model, pixel_values):
+        features, logits = original(model, head_model, pixel_values)
+        calls.append(1)
+        return features, (logits * float("nan") if len(calls) == 3 else logits)  # the third batch: rows 16-20
+
+    monkeypatch.setattr(features_module, "_one_pass", poisoned)
+    with pytest.raises(ValueError, match=r"^The classifier head of the backbone '\S+' gives non-finite logits \(rows "
+                       r"16-20 of the validation split\): 15 of 15 values are NaN or infinite; nothing was cached\.$"):  # fmt: skip
+        extract(setup, tmp_path, split_name="validation")
+    assert os.listdir(tmp_path) == []
