@@ -130,6 +130,7 @@ print(classifier(Image.open({image!r}))[0]["label"])
 """
 
 
+@pytest.mark.slow
 def test_pipeline_with_trust_remote_code_and_no_package(published, tmp_path):
     """The code files in the folder are enough: a process that never imports the package."""
     import modeling_infodisent  # noqa: F401
@@ -149,6 +150,7 @@ def test_pipeline_with_trust_remote_code_and_no_package(published, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ the folder is one unit
+@pytest.mark.slow
 def test_kill_during_the_final_save_keeps_the_previous_model(published, tmp_path):
     """A second run into the same folder, SIGKILLed right after writing its new weights: the previous model is
     still there byte for byte (weights, gallery, results, card). The next run clears the leftover and replaces it."""

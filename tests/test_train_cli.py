@@ -168,6 +168,19 @@ def test_errors_before_anything_heavy(assets, tmp_path, monkeypatch):
         assert "error: " + str(error.value) == expected
 
 
+def test_unloadable_hub_id_says_the_hub_is_off(assets, tmp_path, capfd):
+    """A name that is not a local path is tried as a Hub id; with HF_HUB_OFFLINE=1 (set by the tests) the message
+    says the Hub is off."""
+    args = train_args(str(assets / "colours"), "someone/no-such-model", tmp_path / "out", tmp_path / "cache")
+    assert train_script.cli(args) == 2
+    line = capfd.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(
+        "error: --backbone: cannot load 'someone/no-such-model' (the Hub is switched off: HF_HUB_OFFLINE is set): it "
+        "is neither a local model folder nor a Hub model id that could be loaded ("
+    ), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_folder_survives_a_failing_run(assets, tmp_path, capfd):
     """A run that fails leaves an existing output folder as it was."""
     out = tmp_path / "out"
@@ -179,7 +192,9 @@ def test_existing_output_folder_survives_a_failing_run(assets, tmp_path, capfd):
     assert _siblings(tmp_path) == []
 
 
+@pytest.mark.slow
 # ---------------------------------------------------------------------------------------- as the user runs it
+@pytest.mark.slow
 @pytest.mark.parametrize("launched", ["python", "accelerate"])
 def test_whole_stderr_is_the_error_line(assets, tmp_path, launched):
     """`python training/train.py` and the README's `accelerate launch --config_file training/accelerate_config.yaml
@@ -192,6 +207,7 @@ def test_whole_stderr_is_the_error_line(assets, tmp_path, launched):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_data_error_under_accelerate_launch_is_one_line(assets, tmp_path):
     """An error found after loading started (NaN features): the log lines of the run, then the error as the last
     line, and no traceback."""
@@ -237,6 +253,7 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
     assert results["agreement_missing_reason"] == saved["agreement_missing_reason"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "type: agreement" not in card  # no agreement metric in the card's metadata
+    assert f"The backbone's own classifier is not compared with this model: {saved['agreement_missing_reason']}." in card
 
     told = train_script.main(args[:-2] + ["--gallery_top_k", "0", "--output_dir", str(tmp_path / "told"),
                                           "--backbone_head_matches_labels"])  # fmt: skip
@@ -245,6 +262,7 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the Hub switch
+@pytest.mark.slow
 def test_script_does_not_switch_the_hub_off(tmp_path):
     code = (
         "import os, training.train, huggingface_hub.constants as c; "
@@ -277,6 +295,7 @@ print("STATUS", status, "ATTEMPTS", len(attempts), attempts[:3])
 """
 
 
+@pytest.mark.slow
 def test_local_folders_work_with_no_network_and_no_variable(assets, tmp_path):
     """HF_HUB_OFFLINE unset, every connection refused: the embedded default's folders load and a whole run on local
     folders succeeds without trying the network."""

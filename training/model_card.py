@@ -109,6 +109,11 @@ def build_model_card(
         f"| training time | {results.get('train_runtime_s', float('nan')):.0f} s |",
         "",
         f"Validation examples: {results.get('eval_num_examples')}. All numbers are in `all_results.json`.",
+        *(
+            ["", f"The backbone's own classifier is not compared with this model: {results['agreement_missing_reason']}."]
+            if results.get("agreement_missing_reason")
+            else []
+        ),
         "",
         "## Training",
         "",
