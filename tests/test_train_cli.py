@@ -247,9 +247,10 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
     results = train_script.main(args)
     saved = json.load(open(tmp_path / "out" / "all_results.json"))
     assert saved["agreement"] is None and saved["backbone_head_accuracy"] is None
-    assert saved["agreement_missing_reason"] == head_label_match(
-        __import__("transformers").AutoConfig.from_pretrained(generic), dict(enumerate(["blue", "green", "red"]))
-    )[1]
+    assert saved["agreement_missing_reason"] == (
+        "the backbone's classifier head has generic labels (LABEL_0, LABEL_1, ...); pass "
+        "--backbone_head_matches_labels if it predicts the dataset's classes in the dataset's order"
+    )
     assert results["agreement_missing_reason"] == saved["agreement_missing_reason"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "type: agreement" not in card  # no agreement metric in the card's metadata
@@ -289,6 +290,7 @@ from training import train
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset
 config, processor = train.inspect_backbone(DEFAULT_BACKBONE)  # the embedded default's folders
 backbone, image_processor, has_head = train.load_backbone(DEFAULT_BACKBONE)
+train._no_usage_ping_for_local_data(train.parse_args([]))  # what the script does before loading the default data
 dataset = load_image_dataset(DEFAULT_DATASET)[0]
 status = train.cli({args!r})
 print("STATUS", status, "ATTEMPTS", len(attempts), attempts[:3])

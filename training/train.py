@@ -49,10 +49,10 @@ import modeling_infodisent  # noqa: E402,F401  (registers the infodisent model t
 from accelerate.logging import get_logger  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
+from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
 from training.fit import FitConfig, fit_head, live_featurizer, make_accelerator, train_linear_probe  # noqa: E402
-from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
 from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
 from training.publish import (  # noqa: E402
     CARRIED_OVER,
@@ -226,7 +226,7 @@ def _remove_if_left_empty(output_dir: str, existed: bool) -> None:
 
 
 def _run(args, command, backbone_config, image_processor):
-
+    """Steps 2-7 of the module docstring, once the arguments and the backbone's config have been checked."""
     # ----------------------------------------------------------------------------------------------- accelerator
     accelerator_kwargs = {}
     if args.with_tracking:
