@@ -225,8 +225,12 @@ def _remove_if_left_empty(output_dir: str, existed: bool) -> None:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
+_STARTED = {"run": False}  # past the checks that fail the same way on every rank (see `cli`)
+
+
 def _run(args, command, backbone_config, image_processor):
     """Steps 2-7 of the module docstring, once the arguments and the backbone's config have been checked."""
+    _STARTED["run"] = True
     # ----------------------------------------------------------------------------------------------- accelerator
     accelerator_kwargs = {}
     if args.with_tracking:
@@ -455,14 +459,20 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
 
 
 def cli(argv=None) -> int:
-    """The command line: ``main``, with user errors printed as one ``error: ...`` line (by the main process only,
-    so N processes print it once) and exit status 2."""
+    """The command line: ``main``, with user errors printed as one ``error: ...`` line and exit status 2.
+
+    With N processes, the argument checks fail identically on every rank: only the main process prints. A later
+    error may be one rank's alone (e.g. NaN features in its shard): the other ranks print it after a moment, unless
+    the launcher has stopped them by then because the main process failed too (so the line is not printed twice)."""
     try:
         main(argv)
     except USER_ERRORS as error:
-        if int(os.environ.get("RANK", "0")) == 0:
-            message = " ".join(str(error).split()) or type(error).__name__
-            print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr, flush=True)
+        if int(os.environ.get("RANK", "0")) != 0:
+            if not _STARTED["run"]:
+                return 2
+            time.sleep(3.0)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr, flush=True)
         return 2
     return 0
 
