@@ -98,6 +98,23 @@ def test_epochs_and_steps_are_explicit_overrides():
         FitConfig(num_train_epochs=0).validate()
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_train_epochs", "0"], "argument --num_train_epochs: must be > 0, got 0"),
+        (["--max_train_steps", "-3"], "argument --max_train_steps: must be >= 1, got -3"),
+        (["--train_batch_size", "ten"], "argument --train_batch_size: not an integer: 'ten'"),
+        (["--pruning_tolerance", "nan"], "argument --pruning_tolerance: must be >= 0, got nan"),
+    ],
+)
+def test_bad_schedule_arguments_are_refused_when_read(argv, message, capsys):
+    from training import train as train_script
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.parse_args(argv)
+    assert exit_info.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
+
+
 @pytest.mark.parametrize("num_rows", [30, 3000])
 def test_tiny_datasets_get_at_least_the_floor_of_steps(num_rows):
     """The defaults (global batch 256, floor 300 steps): 30 rows get 300 steps (2,560 epochs), 3,000 rows 300 steps

@@ -25,6 +25,7 @@ the number of processes).
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import asdict, dataclass
 
@@ -33,7 +34,38 @@ import torch
 
 REFERENCE_BATCH_SIZE = 256
 
-__all__ = ["REFERENCE_BATCH_SIZE", "SchedulePlan", "StepBatchSampler", "plan_schedule", "rank_slice", "scaled_learning_rate"]
+__all__ = [
+    "REFERENCE_BATCH_SIZE",
+    "SchedulePlan",
+    "StepBatchSampler",
+    "nonnegative_float",
+    "plan_schedule",
+    "positive_float",
+    "positive_int",
+    "rank_slice",
+    "scaled_learning_rate",
+]
+
+
+# argparse types of the schedule's arguments: a bad value is refused when the command line is read, before any
+# data or model is loaded ("argument --num_train_epochs: must be > 0, got 0").
+def _bounded(kind, name: str, check, condition: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {name}: {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {condition}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _bounded(int, "an integer", lambda v: v >= 1, ">= 1")
+positive_float = _bounded(float, "a number", lambda v: v > 0 and math.isfinite(v), "> 0")
+nonnegative_float = _bounded(float, "a number", lambda v: v >= 0 and math.isfinite(v), ">= 0")
 
 
 def scaled_learning_rate(learning_rate: float, global_batch: int, rule: str = "sqrt") -> float:

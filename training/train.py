@@ -57,6 +57,7 @@ from training.fit import (  # noqa: E402
     train_linear_probe,
 )
 from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
+from training.schedule import nonnegative_float, positive_float, positive_int  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -95,28 +96,28 @@ def parse_args(argv=None):
         "is dropped): a main phase with a step budget, evaluated on the validation split every --eval_steps, stopped "
         "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length instead.",
     )  # fmt: skip
-    train.add_argument("--train_batch_size", type=int, default=256,
+    train.add_argument("--train_batch_size", type=positive_int, default=256,
                        help="Global batch of an optimiser step, split over the processes.")
-    train.add_argument("--per_device_train_batch_size", type=int, default=None,
+    train.add_argument("--per_device_train_batch_size", type=positive_int, default=None,
                        help="If given, the global batch is this times the number of processes (transformers' meaning).")
-    train.add_argument("--per_device_eval_batch_size", type=int, default=256)
-    train.add_argument("--learning_rate", type=float, default=1e-2,
+    train.add_argument("--per_device_eval_batch_size", type=positive_int, default=256)
+    train.add_argument("--learning_rate", type=positive_float, default=1e-2,
                        help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.")
     train.add_argument("--lr_scaling", choices=("sqrt", "linear", "none"), default="sqrt",
                        help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given (none).")
     train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--num_train_epochs", type=float, default=None,
+    train.add_argument("--num_train_epochs", type=positive_float, default=None,
                        help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.")
-    train.add_argument("--max_train_steps", type=int, default=None,
+    train.add_argument("--max_train_steps", type=positive_int, default=None,
                        help="Fix the main phase to this many steps (no early stopping; overrides --num_train_epochs).")
-    train.add_argument("--min_train_steps", type=int, default=300,
+    train.add_argument("--min_train_steps", type=positive_int, default=300,
                        help="Floor of the main phase's step budget; no early stopping before it.")
-    train.add_argument("--budget_epochs", type=float, default=10.0,
+    train.add_argument("--budget_epochs", type=positive_float, default=10.0,
                        help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps steps.")
-    train.add_argument("--max_budget_steps", type=int, default=3000)
-    train.add_argument("--eval_steps", type=int, default=None,
+    train.add_argument("--max_budget_steps", type=positive_int, default=3000)
+    train.add_argument("--eval_steps", type=positive_int, default=None,
                        help="Evaluate the validation split every N steps (default: the main budget / 15).")
-    train.add_argument("--early_stopping_patience", type=int, default=5,
+    train.add_argument("--early_stopping_patience", type=positive_int, default=5,
                        help="Evaluations without improvement after which the main phase stops.")
     train.add_argument("--warmup_ratio", type=float, default=0.05)
     train.add_argument("--gumbel_temperature_start", type=float, default=1.0)
@@ -137,13 +138,13 @@ def parse_args(argv=None):
                         help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main phase.")
     sparse.add_argument("--max_prototypes_per_class", type=int, default=10,
                         help="After the main phase keep each class's M largest weights (0 = dense, no pruning).")
-    sparse.add_argument("--finetune_steps", type=int, default=60,
+    sparse.add_argument("--finetune_steps", type=positive_int, default=60,
                         help="Steps of one fine-tuning round after pruning, with the mask fixed.")
-    sparse.add_argument("--finetune_max_rounds", type=int, default=4,
+    sparse.add_argument("--finetune_max_rounds", type=positive_int, default=4,
                         help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.")
-    sparse.add_argument("--pruning_tolerance", type=float, default=0.01,
+    sparse.add_argument("--pruning_tolerance", type=nonnegative_float, default=0.01,
                         help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.")
-    sparse.add_argument("--finetune_epochs", type=float, default=None,
+    sparse.add_argument("--finetune_epochs", type=nonnegative_float, default=None,
                         help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).")
     sparse.add_argument("--finetune_learning_rate", type=float, default=None, help="Default: learning_rate / 3.")
 
