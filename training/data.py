@@ -408,7 +408,8 @@ def _check_two_classes(train, label_col: str, classlabel) -> None:
     """A classifier needs two classes: one class only would train to a meaningless perfect accuracy."""
     import pyarrow.compute as pc
 
-    present = [v for v in pc.unique(train.data.column(label_col)).to_pylist() if v is not None]
+    # (the arrow format follows the split's indices mapping; ``train.data`` would be the whole table before a split)
+    present = sorted(v for v in pc.unique(train.with_format("arrow")[label_col]).to_pylist() if v is not None)
     if len(present) < 2:
         names = [f"{v} ({classlabel.names[v]!r})" if classlabel is not None and 0 <= v < len(classlabel.names) else str(v) for v in present]
         raise ValueError(
