@@ -178,7 +178,9 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     card = ModelCard(calls["readme"])
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
     results_by_metric = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert results_by_metric == {"accuracy": round(results["eval_accuracy"], 4), "agreement": round(results["agreement"], 4)}
+    # The data has a test split: the Hub's eval results are the test split's, evaluated once on the final model.
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert results_by_metric == {"accuracy": round(results["test_accuracy"], 4), "agreement": round(results["test_agreement"], 4)}
     assert card.data.base_model is None  # a local backbone folder is no Hub id
     text = calls["readme"]
     public_dataset = ".../" + "/".join(argv[1].split(os.sep)[-2:])  # no path of this machine in the card

@@ -51,7 +51,7 @@ def _bad_input(case, assets, tmp):
         )
     if case == "zero_epochs":
         replace("--num_train_epochs", "0")
-        return args, "error: --num_train_epochs must be >= 1, got 0."
+        return args, "error: argument --num_train_epochs: must be > 0, got 0"
     if case == "negative_gallery":
         replace("--gallery_top_k", "-1")
         return args, "error: --gallery_top_k must be >= 0, got -1."

@@ -50,16 +50,21 @@ def build_model_card(
     """
     dataset_id = dataset_hub_id
     base_model = backbone if is_hub_id(backbone) else None
-    metrics = [("accuracy", "InfoDisent accuracy", results.get("eval_accuracy"))]
-    if results.get("agreement") is not None:
-        metrics.append(("agreement", "Top-1 agreement with the backbone's classifier", results["agreement"]))
+    # The Hub's eval results are the test split's when there is one (evaluated once, on the final model); the
+    # validation split took the schedule's decisions, so its figures are optimistic.
+    has_test = results.get("test_accuracy") is not None
+    split, prefix = ("test", "test_") if has_test else ("validation", "")
+    accuracy = results.get("test_accuracy") if has_test else results.get("eval_accuracy")
+    metrics = [("accuracy", "InfoDisent accuracy", accuracy)]
+    if results.get(f"{prefix}agreement") is not None:
+        metrics.append(("agreement", "Top-1 agreement with the backbone's classifier", results[f"{prefix}agreement"]))
     eval_results = [
         EvalResult(
             task_type="image-classification",
             task_name="Image Classification",
             dataset_type=dataset_id or os.path.basename(os.path.normpath(dataset)),
             dataset_name=dataset_pretty_name or dataset_id or os.path.basename(os.path.normpath(dataset)),
-            dataset_split="validation",
+            dataset_split=split,
             metric_type=metric_type,
             metric_name=metric_name,
             metric_value=round(float(value), 4),
@@ -79,7 +84,8 @@ def build_model_card(
         eval_results=eval_results,
     )
     sizes = (
-        f"median {results.get('explanation_size_median')}, 90th percentile {results.get('explanation_size_p90')} "
+        f"median {results.get(f'{prefix}explanation_size_median')}, 90th percentile "
+        f"{results.get(f'{prefix}explanation_size_p90')} "
         f"prototypes for 90% of the predicted class's positive evidence"
     )
     labels = ", ".join(id2label[i] for i in sorted(id2label))
@@ -95,20 +101,22 @@ def build_model_card(
         "",
         f"Classes ({len(id2label)}): {labels}.",
         "",
-        "## Results (validation split)",
+        f"## Results ({split} split)",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| InfoDisent accuracy | {_fmt(results.get('eval_accuracy'))} |",
-        f"| linear probe on average-pooled backbone features | {_fmt(results.get('linear_probe_accuracy'))} |",
-        f"| backbone's own classifier | {_fmt(results.get('backbone_head_accuracy'))} |",
-        f"| top-1 agreement with the backbone's classifier | {_fmt(results.get('agreement'))} |",
+        f"| InfoDisent accuracy | {_fmt(accuracy)} |",
+        f"| linear probe on average-pooled backbone features | {_fmt(results.get(f'{prefix}linear_probe_accuracy'))} |",
+        f"| backbone's own classifier | {_fmt(results.get(f'{prefix}backbone_head_accuracy'))} |",
+        f"| top-1 agreement with the backbone's classifier | {_fmt(results.get(f'{prefix}agreement'))} |",
         f"| explanation size | {sizes} |",
         f"| prototypes per class (max) / distinct channels used | {results.get('max_prototypes_per_class_used')} / "
         f"{results.get('distinct_channels_used')} |",
         f"| training time | {results.get('train_runtime_s', float('nan')):.0f} s |",
         "",
-        f"Validation examples: {results.get('eval_num_examples')}. All numbers are in `all_results.json`.",
+        f"{split.capitalize()} examples: {results.get(f'{prefix}num_examples') if has_test else results.get('eval_num_examples')}"
+        f" (validation, which took the schedule's decisions: {results.get('eval_num_examples')} examples, accuracy "
+        f"{_fmt(results.get('eval_accuracy'))}). All numbers are in `all_results.json`.",
         *(
             ["", f"The backbone's own classifier is not compared with this model: {results['agreement_missing_reason']}."]
             if results.get("agreement_missing_reason")
