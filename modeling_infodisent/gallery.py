@@ -34,7 +34,8 @@ Per pole the top-k images are ranked by activation (ties: lower dataset index fi
 of the dataset is *dead* (`PrototypeGallery.is_dead`).
 
 Files (inside the model folder, uploaded with it):
-    ``prototype_gallery.json``         the index: format, rule, top_k, and per pole its entries (source id, class,
+    ``prototype_gallery.json``         the index: format, rule, top_k, the fingerprint of the weights it was
+                                       computed with, and per pole its entries (source id, class,
                                        activation, location, box, rank, patch number) — sorted keys, fixed floats,
                                        so save -> load -> save is byte-identical;
     ``prototype_gallery.safetensors``  ``patches``: uint8 (N, P, P, 3), the crops in index order.
@@ -306,6 +307,7 @@ class PrototypeGallery:
         poles: dict[tuple[int, int], list[dict]],
         patches: np.ndarray,
         unused_channels: Iterable[int] = (),
+        weights_fingerprint: str | None = None,
     ):
         self.num_channels = int(num_channels)
         self.top_k = int(top_k)
@@ -315,6 +317,9 @@ class PrototypeGallery:
         self._poles = poles
         self._patches = patches
         self.unused_channels = frozenset(int(c) for c in unused_channels)
+        # `loading.weights_fingerprint` of the model the gallery was computed with (None: a gallery written before
+        # fingerprints existed); a model whose weights do not match it is refused by `load_model_and_gallery`.
+        self.weights_fingerprint = weights_fingerprint
 
     def __repr__(self) -> str:
         dead = sum(self.is_dead(c, s) for c in range(self.num_channels) for s in (1, -1))
@@ -391,6 +396,7 @@ class PrototypeGallery:
             "num_images": self.num_images,
             "rule": self.rule,
             "unused_channels": sorted(self.unused_channels),
+            "weights_fingerprint": self.weights_fingerprint,
             "poles": poles,
         }
 
@@ -448,6 +454,9 @@ class PrototypeGallery:
             raise ValueError(
                 f"{weights_path} has no uint8 'patches' array of shape (N, {patch_size}, {patch_size}, 3)."
             )
+        fingerprint = index.get("weights_fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError(f"{index_path} has a weights_fingerprint that is not a string: {fingerprint!r}.")
         poles: dict[tuple[int, int], list[dict]] = {}
         for pole in index["poles"]:
             records = pole["entries"]
@@ -465,6 +474,7 @@ class PrototypeGallery:
             poles=poles,
             patches=patches,
             unused_channels=index.get("unused_channels", []),
+            weights_fingerprint=fingerprint,
         )
 
 
@@ -662,54 +672,19 @@ def compute_gallery(
         "patch_size": int(patch_size),
         "skip_unused": bool(skip_unused),
     }
-    return PrototypeGallery(num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist())
+    from .loading import weights_fingerprint
+
+    return PrototypeGallery(
+        num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist(),
+        weights_fingerprint=weights_fingerprint(model),
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Loading a model with its gallery
-# ----------------------------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # `load_model_and_gallery` moved to `modeling_infodisent.loading` (loading and its checks are one job); this
+    # keeps `from modeling_infodisent.gallery import load_model_and_gallery` working without a circular import.
+    if name == "load_model_and_gallery":
+        from .loading import load_model_and_gallery
 
-
-def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = None):
-    """(model, image_processor, gallery) from a local model folder or a Hub id (downloaded with
-    `huggingface_hub.snapshot_download`, which also fetches the gallery files). `gallery` is None when the model
-    has none. The model is returned in eval mode."""
-    from transformers import AutoImageProcessor
-
-    from .modeling_infodisent import InfoDisentForImageClassification
-
-    path = str(path_or_hub_id)
-    if os.path.isdir(path):
-        folder = path
-    elif os.path.exists(path):
-        raise ValueError(f"{path!r} is a file, not a model folder.")
-    else:
-        from huggingface_hub import snapshot_download
-
-        if path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path:
-            raise FileNotFoundError(f"Model folder {path!r} does not exist.")  # not a Hub id (owner/name)
-        try:
-            folder = snapshot_download(path_or_hub_id)
-        except Exception as error:  # noqa: BLE001 - offline, unknown repo, ...: say it in the user's terms
-            raise FileNotFoundError(
-                f"{path!r} is not a local folder and could not be downloaded from the Hugging Face Hub: {error}"
-            ) from error
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(f"{path!r} has no config.json: it is not a saved model folder.")
-    model = InfoDisentForImageClassification.from_pretrained(folder)
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-        raise FileNotFoundError(
-            f"{path!r} has no image processor (preprocessor_config.json); save one next to the model with "
-            "image_processor.save_pretrained(folder)."
-        )
-    image_processor = AutoImageProcessor.from_pretrained(folder)
-    gallery = PrototypeGallery.load(folder)
-    if gallery is not None and gallery.num_channels != model.config.num_features:
-        raise ValueError(
-            f"The gallery in {path!r} has {gallery.num_channels} channels but the model has "
-            f"{model.config.num_features}: it belongs to another model."
-        )
-    return model, image_processor, gallery
+        return load_model_and_gallery
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
