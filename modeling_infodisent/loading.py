@@ -16,7 +16,7 @@ import os
 
 import torch
 
-__all__ = ["GalleryMismatchError", "load_model_and_gallery", "weights_fingerprint"]
+__all__ = ["GalleryMismatchError", "check_model_folder", "load_model_and_gallery", "weights_fingerprint"]
 
 
 class GalleryMismatchError(ValueError):
@@ -55,6 +55,23 @@ def check_gallery_matches(gallery, model, where: str) -> None:
         )
 
 
+def check_model_folder(folder: str | os.PathLike, name: str | None = None) -> None:
+    """The cheap checks of a local model folder, before anything is loaded: config.json, the model's own
+    safetensors weights (never a pickle), and the image processor. `FileNotFoundError` / `OSError` otherwise."""
+    from .modeling_infodisent import _check_weight_files
+
+    folder = str(folder)
+    name = folder if name is None else name
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"{name!r} has no config.json: it is not a saved model folder.")
+    _check_weight_files(folder)
+    if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+        raise FileNotFoundError(
+            f"{name!r} has no image processor (preprocessor_config.json); save one next to the model with "
+            "image_processor.save_pretrained(folder)."
+        )
+
+
 def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = None):
     """(model, image_processor, gallery) from a local model folder or a Hub id (downloaded with
     `huggingface_hub.snapshot_download`, which also fetches the gallery files). `gallery` is None when the model
@@ -63,7 +80,7 @@ def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torc
     from transformers import AutoImageProcessor
 
     from .gallery import PrototypeGallery
-    from .modeling_infodisent import InfoDisentForImageClassification, _check_weight_files
+    from .modeling_infodisent import InfoDisentForImageClassification
 
     path = str(path_or_hub_id)
     if os.path.isdir(path):
@@ -82,14 +99,7 @@ def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torc
             raise FileNotFoundError(
                 f"{path!r} is not a local folder and could not be downloaded from the Hugging Face Hub: {error}"
             ) from error
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(f"{path!r} has no config.json: it is not a saved model folder.")
-    _check_weight_files(folder)
-    if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-        raise FileNotFoundError(
-            f"{path!r} has no image processor (preprocessor_config.json); save one next to the model with "
-            "image_processor.save_pretrained(folder)."
-        )
+    check_model_folder(folder, path)
     gallery = PrototypeGallery.load(folder)  # cheap, and its errors come before the (slower) model load
     model = InfoDisentForImageClassification.from_pretrained(folder)
     if gallery is not None:
