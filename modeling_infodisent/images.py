@@ -31,7 +31,14 @@ _NEAREST_ONLY_MODES = ("1", "P", "PA")
 
 class UnreadableImage(ValueError):
     """A file that is not a usable image. The message says what is wrong, without the file name (callers add it in
-    their own words: ``path: ...`` on the command line, the upload's name in the Space)."""
+    their own words: ``path: ...`` on the command line, the upload's name in the Space). `reason` is one of
+    ``missing, folder, unreadable, empty, not_image, bomb, too_large, no_pixels, damaged``; `size` is the header's
+    (width, height) when it was read."""
+
+    def __init__(self, message: str, reason: str, size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.size = size
 
 
 def open_image(
@@ -53,32 +60,34 @@ def open_image(
 
     path = str(path)
     if not os.path.exists(path):
-        raise UnreadableImage("no such file")
+        raise UnreadableImage("no such file", "missing")
     if os.path.isdir(path):
-        raise UnreadableImage("is a folder, not an image file")
+        raise UnreadableImage("is a folder, not an image file", "folder")
     if not os.access(path, os.R_OK):
-        raise UnreadableImage("cannot be read (permission denied)")
+        raise UnreadableImage("cannot be read (permission denied)", "unreadable")
     if os.path.getsize(path) == 0:
-        raise UnreadableImage("is empty (0 bytes), not an image")
+        raise UnreadableImage("is empty (0 bytes), not an image", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
             image = Image.open(path)
     except Image.DecompressionBombError as error:
-        raise UnreadableImage(f"refused as a possible decompression bomb ({error})") from None
+        raise UnreadableImage(f"refused as a possible decompression bomb ({error})", "bomb") from None
     except UnidentifiedImageError:
-        raise UnreadableImage("is not an image file (PIL cannot identify its format)") from None
+        raise UnreadableImage("is not an image file (PIL cannot identify its format)", "not_image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise UnreadableImage(f"cannot be opened as an image ({error})") from None
+        raise UnreadableImage(f"cannot be opened as an image ({error})", "damaged") from None
     with image:
         width, height = image.size
         if width * height > max_pixels:
             raise UnreadableImage(
                 f"is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
-                "(a decompression-bomb guard)"
+                "(a decompression-bomb guard)",
+                "too_large",
+                (width, height),
             )
         if width < 1 or height < 1:
-            raise UnreadableImage(f"has no pixels ({width}x{height})")
+            raise UnreadableImage(f"has no pixels ({width}x{height})", "no_pixels", (width, height))
         try:
             orientation = image.getexif().get(0x0112, 1) if exif_transpose else 1
             if max_side and image.format == "JPEG":
@@ -95,7 +104,7 @@ def open_image(
             raise
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
             raise UnreadableImage(
-                f"looks like a {image.format or 'picture'} file but is damaged or truncated ({error})"
+                f"looks like a {image.format or 'picture'} file but is damaged or truncated ({error})", "damaged"
             ) from None
     if orientation in _EXIF_TRANSPOSE:
         rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation])
