@@ -411,6 +411,27 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
     )
 
 
+def explain_upload(explainer: Explainer, image_path, class_choice) -> tuple[Explanation, torch.Tensor, dict]:
+    """(explanation, pixel_values, probabilities by class choice) of an uploaded file; `BadInput` for a bad upload or
+    class. What every view and the API call."""
+    image = read_image(image_path)
+    explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+    probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
+    return explanation, pixel_values, probabilities
+
+
+def status_markdown(explanation: Explanation, id2label: dict[int, str], seconds: float) -> str:
+    """The status line above the results (class names escaped: they are data, not Markdown)."""
+    predicted = int(np.argmax(explanation.probabilities))
+    which = "the predicted class" if explanation.target == predicted else (
+        f"not the predicted class ({md_text(id2label[predicted])}): why not?"
+    )
+    return (
+        f"Explaining **{md_text(explanation.label)}**, {which} — "
+        f"{len(explanation.prototypes)} prototypes contribute; computed in {seconds:.2f} s."
+    )
+
+
 def equation_markdown(explanation: Explanation) -> str:
     """The one-line exact decomposition: bias + contributions = logit."""
     pos = sum(p.contribution for p in explanation.positive)
@@ -505,10 +526,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     n_used = int((explainer.weight > 0).sum(axis=1).mean())
 
     def explain_core(image_path, class_choice):
-        image = read_image(image_path)
-        explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
-        probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
-        return explanation, pixel_values, probabilities
+        return explain_upload(explainer, image_path, class_choice)
 
     # -- the API endpoint: probabilities + explanation JSON ----------------------------------------------------------
 
@@ -541,14 +559,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         base = explainer.model_view(pixel_values)
         shown = explanation.prototypes[:NUM_SLOTS]
         scale = max([abs(p.contribution) for p in shown] + [1e-9])
-        predicted = int(np.argmax(explanation.probabilities))
-        which = "the predicted class" if explanation.target == predicted else (
-            f"not the predicted class ({md_text(explainer.id2label[predicted])}): why not?"
-        )
-        status = (
-            f"Explaining **{md_text(explanation.label)}**, {which} — "
-            f"{len(explanation.prototypes)} prototypes contribute; computed in {time.perf_counter() - started:.2f} s."
-        )
+        status = status_markdown(explanation, explainer.id2label, time.perf_counter() - started)
         updates = [
             status,
             probabilities,

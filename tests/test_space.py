@@ -45,9 +45,10 @@ def example_paths() -> list[str]:
     return sorted(os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.endswith(".png"))
 
 
-def build_tiny_space_model(folder: str) -> str:
-    """A tiny random InfoDisent model on the Fashion-MNIST labels, with its image processor and a gallery computed
-    on the bundled example images: the same kind of folder as spaces/model, small enough for a test."""
+def build_tiny_space_model(folder: str, labels: list[str] = FASHION_MNIST) -> str:
+    """A tiny random InfoDisent model on the Fashion-MNIST labels (or 10 others), with its image processor and a
+    gallery computed on the bundled example images: the same kind of folder as spaces/model, small enough for a
+    test."""
     from transformers import ViTImageProcessor
 
     from modeling_infodisent import InfoDisentForImageClassification
@@ -55,7 +56,7 @@ def build_tiny_space_model(folder: str) -> str:
 
     torch.manual_seed(0)
     model = InfoDisentForImageClassification.from_backbone(
-        tiny_resnet_config(image_size=32), id2label=dict(enumerate(FASHION_MNIST))
+        tiny_resnet_config(image_size=32), id2label=dict(enumerate(labels))
     ).eval()
     processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     data = [{"image": Image.open(p), "label": int(os.path.basename(p).split("_")[0])} for p in example_paths()]
