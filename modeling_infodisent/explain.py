@@ -175,20 +175,25 @@ def _write_together(files: list[tuple[Path, bytes]]) -> None:
     are removed, so a figure never stays without its report."""
     temps: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    current = None
     try:
         for path, data in files:
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             temps.append((tmp, path))
+            current = path
             with open(tmp, "wb") as handle:
                 handle.write(data)
         for tmp, path in temps:
+            current = path
             os.replace(tmp, path)
             placed.append(path)
-    except BaseException:
+    except BaseException as error:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)
         for path in placed:
             path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and current is not None:  # name the file the user asked for, not the temp
+            raise OSError(error.errno, error.strerror or str(error), str(current)) from error
         raise
 
 

@@ -448,7 +448,19 @@ class PrototypeGallery:
             raise ValueError(f"{index_path} is not an InfoDisent prototype gallery (no format {_FORMAT!r}).")
         if index.get("version") != _VERSION:
             raise ValueError(f"{index_path} has gallery version {index.get('version')}, this code reads {_VERSION}.")
-        patches = load_file(weights_path).get("patches")
+        try:
+            patches = load_file(weights_path).get("patches")
+        except Exception as error:  # noqa: BLE001 - safetensors' SafetensorError, OSError: name the file
+            raise ValueError(f"{weights_path} is not a readable safetensors file: {error}") from error
+        try:
+            return cls._from_index(index, patches, index_path, weights_path)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, ValueError) and str(error).startswith((index_path, weights_path)):
+                raise  # already ours, naming the file
+            raise ValueError(f"{index_path} is not a valid gallery index ({type(error).__name__}: {error})") from error
+
+    @classmethod
+    def _from_index(cls, index: dict, patches, index_path: str, weights_path: str) -> "PrototypeGallery":
         patch_size = int(index["patch_size"])
         if patches is None or patches.dtype != np.uint8 or patches.shape[1:] != (patch_size, patch_size, 3):
             raise ValueError(

@@ -107,5 +107,8 @@ def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torc
     if device is not None:
         model = model.to(device)
     model.eval()
-    image_processor = AutoImageProcessor.from_pretrained(folder)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise OSError(f"{path!r}: preprocessor_config.json is not a valid image processor ({error}).") from error
     return model, image_processor, gallery

@@ -839,7 +839,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    demo = build_demo(resolve_model_ref(args.model))
+    ref = resolve_model_ref(args.model)
+    try:
+        explainer = Explainer(ref)
+    except (OSError, ValueError) as error:  # a broken or mismatched model folder: one line, no traceback
+        raise SystemExit(f"error: cannot load the model {ref}: {' '.join(str(error).split())}") from None
+    demo = build_demo(ref, explainer=explainer)
     launch(demo, server_name=args.host, server_port=args.port)
 
 

@@ -745,6 +745,10 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":  # safetensors' own message names no file
+                raise
+            raise OSError(f"The weights of {path!r} are not a readable safetensors file: {error}.") from error
         finally:
             transformers_logging.set_verbosity(verbosity)
         _check_loading_info(path, info, allow_mismatched=allow_mismatched)
