@@ -18,6 +18,7 @@ so a failure (a full disk, a permission change mid-way) never leaves a half-writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -165,8 +166,9 @@ def resolve_class(value: str | None, id2label: dict, option: str) -> int | None:
     raise InputError(f"{option} {value!r} is not a class of this model; the classes are: {listing}{more}")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "class"
+def _slug(text: str, limit: int = 48) -> str:
+    """A class name as part of a file name: safe characters only, and short (a file name has at most 255 bytes)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:limit].strip("_.") or "class"
 
 
 def _write_together(files: list[tuple[Path, bytes]]) -> None:
@@ -188,10 +190,9 @@ def _write_together(files: list[tuple[Path, bytes]]) -> None:
             os.replace(tmp, path)
             placed.append(path)
     except BaseException as error:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        for path in placed:
-            path.unlink(missing_ok=True)
+        for leftover in [tmp for tmp, _ in temps] + placed:
+            with contextlib.suppress(OSError):  # e.g. a name too long to create is too long to unlink
+                leftover.unlink(missing_ok=True)
         if isinstance(error, OSError) and current is not None:  # name the file the user asked for, not the temp
             raise OSError(error.errno, error.strerror or str(error), str(current)) from error
         raise
