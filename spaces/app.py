@@ -50,7 +50,7 @@ from matplotlib import colormaps  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from modeling_infodisent import Explanation, render  # noqa: E402
-from modeling_infodisent.images import UnreadableImage, open_image, to_rgb  # noqa: E402
+from modeling_infodisent.images import UnreadableImage, open_image, to_rgb  # noqa: E402, F401 (to_rgb: for callers)
 from modeling_infodisent.loading import load_model_and_gallery  # noqa: E402
 from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 

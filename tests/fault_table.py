@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the fault suite's table (tests/test_faults.py) outside pytest and print the tally per category, for the
+"""Run the fault suite's table (tests/fault_cases.py) outside pytest and print the tally per category, for the
 issue note: tries / right result / clear error / traceback / wrong result / data lost.
 
     python tests/fault_table.py                    # Markdown table on stdout
@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import test_faults  # noqa: E402  (the same table pytest runs)
+import fault_cases  # noqa: E402  (the same table pytest runs)
+import fault_kit  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,10 +36,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="infodisent-faults-") as root:
-        ctx = test_faults.Context(Path(root))
-        for case in test_faults.CASES:
+        ctx = fault_kit.Context(Path(root))
+        for case in fault_cases.CASES:
             try:
-                verdict, detail = test_faults.judge(case, ctx)
+                verdict, detail = fault_kit.judge(case, ctx)
             except BaseException as error:  # noqa: BLE001 - pytest.skip and the like
                 if type(error).__name__ != "Skipped":
                     raise
@@ -47,14 +48,14 @@ def main(argv=None) -> int:
                          "verdict": verdict, "detail": detail})
             if args.verbose:
                 print(f"{verdict:>13}  {case.id}  {detail[:200]}", file=sys.stderr)
-    categories = sorted({r["category"] for r in rows}, key=[c.category for c in test_faults.CASES].index)
+    categories = sorted({r["category"] for r in rows}, key=[c.category for c in fault_cases.CASES].index)
     print("| category | tries | right result | clear error | traceback | wrong result | data lost |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     total = Counter()
     for category in categories + ["all"]:
         counts = Counter(r["verdict"] for r in rows if category in ("all", r["category"]))
         tries = sum(v for k, v in counts.items() if k != "skipped")
-        cells = [str(tries)] + [str(counts.get(v, 0)) for v in test_faults.VERDICTS]
+        cells = [str(tries)] + [str(counts.get(v, 0)) for v in fault_kit.VERDICTS]
         name = "**all**" if category == "all" else category
         print(f"| {name} | " + " | ".join(cells) + " |")
         if category == "all":
