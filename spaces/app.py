@@ -133,13 +133,17 @@ def _upload_message(name: str, error: UnreadableImage) -> str:
     if error.reason == "empty":
         return f"“{name}” is an empty file (0 bytes), not an image."
     if error.reason == "not_image":
-        return f"“{name}” is not an image this app can read. Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+        return (
+            f"“{name}” is not an image this app can read. "
+            "Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+        )
     if error.reason == "bomb":
         return f"“{name}” is far too large (PIL refused it as a possible decompression bomb); {limit}."
     if error.reason == "too_large":
         width, height = error.size
         return (
-            f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); {limit}. Please downscale it."
+            f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); {limit}. "
+            "Please downscale it."
         )
     return f"“{name}” {error}."
 

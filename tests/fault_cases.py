@@ -360,7 +360,8 @@ def _loading_cases() -> list[Case]:
     }
     cases = []
     for name, (break_it, fragments) in faults.items():
-        weights_only = name.split(" (")[0] in ("backbone tensor missing", "unexpected tensor", "tensor of the wrong shape")
+        weights_only = name.split(" (")[0] in ("backbone tensor missing", "unexpected tensor",
+                                                "tensor of the wrong shape")
 
         def broken(ctx, break_it=break_it, name=name):
             folder = ctx.copy_model(name.split()[0])

@@ -110,8 +110,8 @@ def _build_model(folder: Path, id2label: dict, seed: int = 0, gallery: bool = Tr
     processor.save_pretrained(folder)
     if gallery:
         rng = np.random.default_rng(seed)
-        data = [{"image": Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)), "label": i % len(id2label)}
-                for i in range(2 * len(id2label))]
+        data = [{"image": Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)),
+                 "label": i % len(id2label)} for i in range(2 * len(id2label))]
         compute_gallery(model, data, processor, top_k=1, patch_size=8, progress=False).save(folder)
     return folder
 

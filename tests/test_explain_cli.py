@@ -109,7 +109,8 @@ def test_cli_rejects_bad_files_before_writing(model_dir, images, tmp_path, capsy
     missing = tmp_path / "missing.jpg"
     good = str(images["RGB"])
     model = ["--model", str(model_dir)]
-    _fails_cleanly([*model, good, str(corrupt)], tmp_path, capsys, [f"{corrupt}: looks like a PNG file but is damaged or truncated"])
+    _fails_cleanly([*model, good, str(corrupt)], tmp_path, capsys,
+                   [f"{corrupt}: looks like a PNG file but is damaged or truncated"])
     _fails_cleanly([*model, good, str(text)], tmp_path, capsys, [f"{text}: is not an image file"])
     _fails_cleanly([*model, good, str(missing)], tmp_path, capsys, [f"{missing}: no such file"])
     # All problems are reported at once.
@@ -117,8 +118,8 @@ def test_cli_rejects_bad_files_before_writing(model_dir, images, tmp_path, capsy
     assert len(err.splitlines()) == 2
     _fails_cleanly([*model, str(tmp_path)], tmp_path, capsys, ["is a folder, not an image file"])
     _fails_cleanly([*model, good, "--max_pixels", "100"], tmp_path, capsys,
-                   [f"{good}: is 44x36 = 1,584 pixels, over the limit of 100 (a decompression-bomb guard); raise it with "
-                    "--max_pixels"])
+                   [f"{good}: is 44x36 = 1,584 pixels, over the limit of 100 (a decompression-bomb guard); "
+                    "raise it with --max_pixels"])
     _fails_cleanly([*model, good, str(images["RGB"])], tmp_path, capsys, ["would write the same colour.png"])
     _fails_cleanly([*model, good, "--target", "zebra"], tmp_path, capsys,
                    ["--target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"])

@@ -7,8 +7,9 @@ asserts its exact outcome: a result (checked against an independent computation)
 names the problem; on the command line one line ``error: ...``, exit 2, no traceback) — and that nothing was lost or
 left half-written.
 
-The cases are a table (`fault_cases.CASES`, machinery in `fault_kit`); ``python tests/fault_table.py`` runs the same table outside pytest and prints the
-tally per category (tries / right result / clear error / traceback / wrong result / data lost) for the issue note.
+The cases are a table (`fault_cases.CASES`, machinery in `fault_kit`); ``python tests/fault_table.py`` runs the
+same table outside pytest and prints the tally per category (tries / right result / clear error / traceback /
+wrong result / data lost) for the issue note.
 Training faults (resume, NaN features, data) are in the training tests.
 """
 
