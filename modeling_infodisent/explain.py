@@ -7,33 +7,43 @@ For each image it prints the predicted class and the top-5 probabilities, and wr
 explanation figure, its numbers also stored as PNG text) and ``DIR/<stem>.html`` (a self-contained report).
 ``--global`` writes one class sheet per class, ``DIR/class_<id>_<name>.png``.
 
-All inputs are checked before anything is written (missing, unreadable, corrupt, non-image or oversized files are
-reported by name, exit code 2), and every output goes through a temporary file and a rename, so a failure never
-leaves a half-written file.
+Every user error (a bad argument, a missing / unreadable / corrupt / non-image / oversized file, a model folder that
+is not one or does not fit its gallery, an --out that cannot be written) is one line ``error: ...`` naming the file
+or argument, exit code 2, no traceback. The arguments, the model folder, --out and every image are checked before
+the model is loaded; an image's PNG and HTML are both written to temporary files and renamed into place together,
+so a failure (a full disk, a permission change mid-way) never leaves a half-written file or a ``.png`` without its
+``.html``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-#: Decompression-bomb guard: images with more pixels than this are refused (PIL's own check is set to match).
-DEFAULT_MAX_PIXELS = 50_000_000
+from .images import DEFAULT_MAX_PIXELS, UnreadableImage, open_image
 
 
 class InputError(Exception):
     """A problem with what the user gave us, reported as is (no traceback)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the project's one line ``error: ...`` (exit 2) instead of usage + message."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m modeling_infodisent.explain",
         description="Explain image classifications with an InfoDisent model: a PNG figure and an HTML report per "
         "image (prototypes ranked by contribution, their heatmaps and training patches, and the bias + "
@@ -68,6 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--dpi must be between 30 and 400, got {args.dpi}")
     if args.max_pixels < 1:
         parser.error(f"--max_pixels must be >= 1, got {args.max_pixels}")
+    if args.device is not None:
+        import torch
+
+        try:
+            torch.device(args.device)
+        except (RuntimeError, ValueError):
+            parser.error(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)")
     return args
 
 
@@ -77,51 +94,60 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """Open, fully decode and convert one image to RGB; InputError naming the file and the problem otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .gallery import to_rgb
-
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder, not an image file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: cannot be read (permission denied)")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{path}: is empty (0 bytes)")
-    # Image.open reads only the header: the size is checked against our limit before any pixel is decoded (PIL's
-    # own guard, which would fire at twice its limit with a different message, is lifted meanwhile).
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    """Open, fully decode and convert one image to RGB (`images.open_image`); InputError naming the file otherwise."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise InputError(
-                        f"{path}: image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
-                        f"{max_pixels:,} (a decompression-bomb guard; raise it with --max_pixels)"
-                    )
-                image.load()  # decode everything now: a truncated or corrupt file fails here, not mid-way
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)
-                rgb = to_rgb(image).copy()
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InputError(f"{path}: refused as a possible decompression bomb ({error}); raise --max_pixels if you "
-                         "trust it") from error
-    except UnidentifiedImageError as error:
-        raise InputError(f"{path}: not an image file (PIL cannot identify its format)") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InputError(f"{path}: corrupt or truncated image ({error})") from error
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    if rgb.width < 1 or rgb.height < 1:
-        raise InputError(f"{path}: image has no pixels ({rgb.width}x{rgb.height})")
-    return rgb
+        return open_image(path, max_pixels=max_pixels)
+    except UnreadableImage as error:
+        hint = "; raise it with --max_pixels if you trust the file" if "decompression-bomb" in str(error) else ""
+        raise InputError(f"{path}: {error}{hint}") from None
+
+
+def check_out(out: Path) -> str | None:
+    """Why `out` cannot receive the outputs (None when it can): probed by creating a temporary entry, so it also
+    catches read-only file systems and permissions that `os.access` misjudges (e.g. as root)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: exists and is not a folder"
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--out {out}: {existing} is a file, so no folder can be created under it"
+    try:
+        probe = tempfile.mkdtemp(prefix=".infodisent-probe-", dir=existing)
+        os.rmdir(probe)
+    except OSError as error:
+        return f"--out {out}: cannot write there ({error.strerror or error})"
+    return None
+
+
+def _local_labels(ref: str) -> dict | None:
+    """The classes of a local model folder, read from its config.json (None for a Hub id or an unreadable file)."""
+    import json
+
+    try:
+        with open(os.path.join(ref, "config.json"), encoding="utf-8") as handle:
+            labels = json.load(handle).get("id2label")
+        return {int(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) and labels else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_model(ref: str) -> str | None:
+    """Why `ref` cannot be a model (None when it may be): a local folder gets the cheap checks of
+    `loading.check_model_folder`; a missing path that is not a Hub id (owner/name) is named."""
+    from .loading import check_model_folder
+
+    if os.path.isdir(ref):
+        try:
+            check_model_folder(ref)
+        except OSError as error:
+            return f"--model {ref}: {error}"
+        return None
+    if os.path.exists(ref):
+        return f"--model {ref}: is a file, not a model folder"
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (os.sep != "/" and os.sep in ref) or "/" not in ref:
+        return f"--model {ref}: no such model folder (and not a Hub id of the form owner/name)"
+    return None
 
 
 def resolve_class(value: str | None, id2label: dict, option: str) -> int | None:
@@ -140,19 +166,40 @@ def resolve_class(value: str | None, id2label: dict, option: str) -> int | None:
     raise InputError(f"{option} {value!r} is not a class of this model; the classes are: {listing}{more}")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "class"
+def _slug(text: str, limit: int = 48) -> str:
+    """A class name as part of a file name: safe characters only, and short (a file name has at most 255 bytes)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:limit].strip("_.") or "class"
+
+
+def _write_together(files: list[tuple[Path, bytes]]) -> None:
+    """Write several files as one unit: all to temporary files first (where a full disk or a permission problem
+    shows), then renamed into place; on any failure the temporaries, and the files of this unit already renamed,
+    are removed, so a figure never stays without its report."""
+    temps: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    current = None
+    try:
+        for path, data in files:
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            temps.append((tmp, path))
+            current = path
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        for tmp, path in temps:
+            current = path
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException as error:
+        for leftover in [tmp for tmp, _ in temps] + placed:
+            with contextlib.suppress(OSError):  # e.g. a name too long to create is too long to unlink
+                leftover.unlink(missing_ok=True)
+        if isinstance(error, OSError) and current is not None:  # name the file the user asked for, not the temp
+            raise OSError(error.errno, error.strerror or str(error), str(current)) from error
+        raise
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _write_together([(path, data)])
 
 
 def _png_bytes(image, compact: bool = False) -> bytes:
@@ -181,9 +228,16 @@ def _png_bytes(image, compact: bool = False) -> bytes:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _fail(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    # 1. Every input, before anything is loaded or written.
-    problems, images = [], []
+    # 1. Every input, before anything is loaded or written: the model folder and --out first (cheap), the images.
+    problems = [p for p in (check_model(args.model), check_out(Path(args.out))) if p]
+    images = []
     for path in args.images:
         try:
             images.append((path, load_image(path, args.max_pixels)))
@@ -196,40 +250,63 @@ def run(args: argparse.Namespace) -> int:
             problems.append(f"{path}: would write the same {stem}.png / {stem}.html as {stems[stem]}; rename one")
         stems.setdefault(stem, path)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        problems.append(f"--out {args.out}: exists and is not a folder")
+    id2label = _local_labels(args.model)
+    if id2label is not None:  # a local folder: the classes are in config.json, check them before loading
+        for value, option in ((args.target, "--target"), (args.contrast, "--contrast")):
+            try:
+                resolve_class(value, id2label, option)
+            except InputError as error:
+                problems.append(str(error))
     if problems:
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
-        print("Nothing was written.", file=sys.stderr)
-        return 2
+        return _fail(problems)
 
     # 2. The model, its image processor and gallery.
     import torch
 
-    from .gallery import load_model_and_gallery
-    from .render import explanation_html, render_class_sheet, render_contrast, render_explanation
+    from .loading import load_model_and_gallery
+
+    from transformers.utils import logging as transformers_logging
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
+    transformers_logging.disable_progress_bar()  # one line of our own says what was loaded, and how fast
     try:
         model, image_processor, gallery = load_model_and_gallery(args.model, device=device)
     except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line, no traceback
-        print(f"error: cannot load the model {args.model!r}: {error}", file=sys.stderr)
-        print("Nothing was written.", file=sys.stderr)
-        return 1
+        return _fail([f"--model {args.model}: cannot load the model: {' '.join(str(error).split())}"])
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
     try:
         target = resolve_class(args.target, id2label, "--target")
         contrast = resolve_class(args.contrast, id2label, "--contrast")
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        print("Nothing was written.", file=sys.stderr)
-        return 2
+        return _fail([str(error)])
     print(f"Loaded {args.model} in {time.perf_counter() - start:.1f} s "
           f"({len(id2label)} classes, {model.config.num_features} channels, "
           + (f"gallery of top-{gallery.top_k} patches)" if gallery is not None else "no prototype gallery)"))
-    out.mkdir(parents=True, exist_ok=True)
+    if gallery is not None and gallery.weights_fingerprint is None:
+        print("note: the prototype gallery has no weights fingerprint (written by an older version), so it cannot "
+              "be checked against the weights", file=sys.stderr)
+    try:
+        _write(lambda: out.mkdir(parents=True, exist_ok=True), args.out)
+        return _explain_all(args, out, images, model, image_processor, gallery, id2label, target, contrast)
+    except InputError as error:
+        return _fail([str(error)])
+
+
+def _write(action, out: str) -> None:
+    """Run a write; an OSError (a full disk, a permission changed mid-way) becomes an InputError naming the file.
+    What was written before is complete (see `_write_together`)."""
+    try:
+        action()
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        raise InputError(f"--out {out}: cannot write{where}: {error.strerror or error}") from None
+
+
+def _explain_all(args, out: Path, images, model, image_processor, gallery, id2label, target, contrast) -> int:
+    from .render import explanation_html, render_class_sheet, render_contrast, render_explanation
+
+    device = next(model.parameters()).device
 
     # 3. One explanation per image.
     for path, image in images:
@@ -254,12 +331,11 @@ def run(args: argparse.Namespace) -> int:
                                 image_processor=image_processor, figure=figure, contrast_figure=contrast_figure,
                                 title=f"{Path(path).name}: why “{explanation.label}”?")
         stem = Path(path).stem
-        written = [out / f"{stem}.png", out / f"{stem}.html"]
-        _write_atomic(written[0], _png_bytes(figure, args.compact))
-        _write_atomic(written[1], page.encode("utf-8"))
+        files = [(out / f"{stem}.png", _png_bytes(figure, args.compact)), (out / f"{stem}.html", page.encode("utf-8"))]
         if contrast_figure is not None:
-            written.append(out / f"{stem}_vs_{_slug(other.label)}.png")
-            _write_atomic(written[-1], _png_bytes(contrast_figure, args.compact))
+            files.append((out / f"{stem}_vs_{_slug(other.label)}.png", _png_bytes(contrast_figure, args.compact)))
+        _write(lambda: _write_together(files), args.out)
+        written = [p for p, _ in files]
         total_s = time.perf_counter() - start
         probabilities = np.asarray(explanation.probabilities)
         predicted = int(probabilities.argmax())
@@ -279,13 +355,20 @@ def run(args: argparse.Namespace) -> int:
         for class_id, name in sorted(id2label.items()):
             sheet = render_class_sheet(model, class_id, gallery, max_patches=args.max_patches, dpi=args.dpi)
             path = out / f"class_{class_id:0{len(str(len(id2label) - 1))}d}_{_slug(name)}.png"
-            _write_atomic(path, _png_bytes(sheet, args.compact))
+            data = _png_bytes(sheet, args.compact)
+            _write(lambda: _write_atomic(path, data), args.out)
         print(f"Wrote {len(id2label)} class sheets to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and args.max_pixels > Image.MAX_IMAGE_PIXELS:
+        # PIL refuses more than twice its own limit inside Image.open, before our check: follow --max_pixels
+        # (process-wide, which is right for a command line).
+        Image.MAX_IMAGE_PIXELS = args.max_pixels
     return run(args)
 
 

@@ -34,7 +34,8 @@ Per pole the top-k images are ranked by activation (ties: lower dataset index fi
 of the dataset is *dead* (`PrototypeGallery.is_dead`).
 
 Files (inside the model folder, uploaded with it):
-    ``prototype_gallery.json``         the index: format, rule, top_k, and per pole its entries (source id, class,
+    ``prototype_gallery.json``         the index: format, rule, top_k, the fingerprint of the weights it was
+                                       computed with, and per pole its entries (source id, class,
                                        activation, location, box, rank, patch number) — sorted keys, fixed floats,
                                        so save -> load -> save is byte-identical;
     ``prototype_gallery.safetensors``  ``patches``: uint8 (N, P, P, 3), the crops in index order.
@@ -46,10 +47,9 @@ Only the model file, numpy, torch and PIL are used (no matplotlib): the training
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -57,6 +57,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .images import to_rgb
+# The patch rule's geometry lives in `patches` (re-exported here, where it has always been imported from).
+from .patches import box_from_map, crop_patch, input_box_to_source, model_view, square_box, visible_region
 
 __all__ = [
     "GALLERY_INDEX_NAME",
@@ -67,6 +69,7 @@ __all__ = [
     "compute_gallery",
     "input_box_to_source",
     "load_model_and_gallery",
+    "model_view",
     "square_box",
     "crop_patch",
     "to_rgb",
@@ -77,7 +80,6 @@ GALLERY_INDEX_NAME = "prototype_gallery.json"
 GALLERY_WEIGHTS_NAME = "prototype_gallery.safetensors"
 _FORMAT = "infodisent-prototype-gallery"
 _VERSION = 1
-_PAD_COLOUR = (127, 127, 127)
 
 RULE_DESCRIPTION = (
     "Pole map ReLU(sign*J_c) upsampled bilinearly to the model input (box_resolution px along the longer side); "
@@ -89,179 +91,6 @@ RULE_DESCRIPTION = (
     "activation 0 never listed; a pole with no listed image is dead; channels no class uses are skipped "
     "(unused_channels) when skip_unused."
 )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Images
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _size_value(size: Any, key: str) -> int | None:
-    if size is None:
-        return None
-    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
-    return int(value) if value else None
-
-
-def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """The part of a source image of size ``(width, height)`` that the model input shows, as (left, top, right,
-    bottom) in source pixels, following the image processor's geometry:
-
-    * ``size={"height", "width"}`` resize (ViT, DeiT): the whole image, stretched;
-    * ``size={"shortest_edge"}`` resize keeping the aspect ratio (ConvNeXt's ``crop_pct``: shortest edge
-      ``int(s / crop_pct)`` then a centre crop ``s x s`` when ``s < 384``);
-    * then ``do_center_crop`` with ``crop_size``.
-
-    Anything else (no processor, no resize) is treated as the whole image.
-    """
-    width, height = source_size
-    resized_w, resized_h = float(width), float(height)
-    size = getattr(image_processor, "size", None) if getattr(image_processor, "do_resize", True) else None
-    crop_w = crop_h = None
-    if size is not None:
-        h, w = _size_value(size, "height"), _size_value(size, "width")
-        shortest = _size_value(size, "shortest_edge")
-        crop_pct = getattr(image_processor, "crop_pct", None)
-        if h and w:
-            resized_w, resized_h = float(w), float(h)
-        elif shortest:
-            if crop_pct is not None and shortest < 384:  # ConvNeXt-style processors
-                target, crop_w, crop_h = int(shortest / crop_pct), shortest, shortest
-            elif crop_pct is not None:
-                target = None
-                resized_w = resized_h = float(shortest)  # ConvNeXt warps to a square at >= 384
-            else:
-                target = shortest
-            if target is not None:  # shortest edge to `target`, aspect kept (as transformers rounds it)
-                if width <= height:
-                    resized_w, resized_h = float(target), float(int(target * height / width))
-                else:
-                    resized_w, resized_h = float(int(target * width / height)), float(target)
-    if getattr(image_processor, "do_center_crop", False):
-        crop = getattr(image_processor, "crop_size", None)
-        crop_h, crop_w = _size_value(crop, "height") or crop_h, _size_value(crop, "width") or crop_w
-    left, top, right, bottom = 0.0, 0.0, resized_w, resized_h
-    if crop_w and crop_h:
-        left, top = max(0.0, (resized_w - crop_w) / 2), max(0.0, (resized_h - crop_h) / 2)
-        right, bottom = min(resized_w, left + crop_w), min(resized_h, top + crop_h)
-    sx, sy = width / resized_w, height / resized_h
-    return (left * sx, top * sy, right * sx, bottom * sy)
-
-
-def model_view(image: Image.Image, image_processor: Any) -> Image.Image:
-    """The part of `image` the model sees (see `visible_region`), uncropped when the processor does not crop."""
-    region = visible_region(image_processor, image.size)
-    box = tuple(int(round(v)) for v in region)
-    if box == (0, 0, image.width, image.height):
-        return image
-    return image.crop(box)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The patch rule
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def box_from_map(
-    maps: torch.Tensor,
-    input_size: tuple[int, int],
-    threshold: float = 0.5,
-    min_box_fraction: float = 0.25,
-    box_resolution: int = 64,
-) -> np.ndarray:
-    """Steps 1-3 of the rule for a batch of pole maps ``(n, h, w)`` (>= 0, each with a positive peak).
-
-    Returns ``(n, 4)`` float boxes (left, top, right, bottom) in model-input pixels (``input_size = (H, W)``).
-    The region grows from the peak cell over the feature grid (cheap: h x w cells) by 8-neighbour dilation among
-    the cells >= threshold * peak; the box is that of the upsampled pixels >= threshold * peak inside those cells.
-    """
-    n, h, w = maps.shape
-    height, width = input_size
-    if n == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    scale = min(1.0, box_resolution / max(height, width))
-    gh, gw = max(h, round(height * scale)), max(w, round(width * scale))
-    maps = maps.float()
-    peak, arg = maps.reshape(n, -1).max(dim=1)
-    level = (threshold * peak)[:, None, None, None]
-    cells = (maps[:, None] >= level).float()
-    component = torch.zeros_like(cells)
-    component.view(n, -1)[torch.arange(n), arg] = 1.0
-    for _ in range(h * w):  # a 3x3 max-pool is one step of 8-neighbour dilation
-        grown = F.max_pool2d(component, kernel_size=3, stride=1, padding=1) * cells
-        if torch.equal(grown, component):
-            break
-        component = grown
-    up = F.interpolate(maps[:, None], size=(gh, gw), mode="bilinear", align_corners=False)
-    inside = F.interpolate(component, size=(gh, gw), mode="nearest") > 0
-    seed_cell = torch.zeros_like(cells)
-    seed_cell.view(n, -1)[torch.arange(n), arg] = 1.0
-    seed = F.interpolate(seed_cell, size=(gh, gw), mode="nearest")
-    component = (up >= level) & inside
-    # Bilinear interpolation can dip just below the level everywhere in a lone peak cell: then take that cell.
-    empty = ~component.flatten(1).any(dim=1)
-    component[empty] = seed[empty] > 0
-    component = component[:, 0]
-    rows = component.any(dim=2).numpy()
-    cols = component.any(dim=1).numpy()
-    boxes = np.zeros((n, 4), dtype=np.float64)
-    for i in range(n):
-        r = np.flatnonzero(rows[i])
-        c = np.flatnonzero(cols[i])
-        boxes[i] = (c[0], r[0], c[-1] + 1, r[-1] + 1)
-    boxes[:, [0, 2]] *= width / gw
-    boxes[:, [1, 3]] *= height / gh
-    for axis, extent in ((0, width), (1, height)):
-        low, high = boxes[:, axis], boxes[:, axis + 2]
-        need = max(1.0, min_box_fraction * extent)
-        short = (high - low) < need
-        centre = (low + high) / 2
-        new_low = np.clip(centre - need / 2, 0.0, max(0.0, extent - need))
-        boxes[:, axis] = np.where(short, new_low, low)
-        boxes[:, axis + 2] = np.where(short, np.minimum(new_low + need, extent), high)
-    return boxes
-
-
-def input_box_to_source(
-    box: Sequence[float], input_size: tuple[int, int], region: tuple[float, float, float, float]
-) -> tuple[float, float, float, float]:
-    """Step 4a: a box in model-input pixels (input_size = (H, W)) to source pixels, given the visible region."""
-    height, width = input_size
-    left, top, right, bottom = region
-    sx, sy = (right - left) / width, (bottom - top) / height
-    return (left + box[0] * sx, top + box[1] * sy, left + box[2] * sx, top + box[3] * sy)
-
-
-def square_box(box: Sequence[float], source_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Step 4b: integer square box (longer side, centred, shifted inside the image; clipped if it cannot fit)."""
-    width, height = source_size
-    left, top = math.floor(box[0]), math.floor(box[1])
-    right, bottom = math.ceil(box[2]), math.ceil(box[3])
-    side = max(1, right - left, bottom - top)
-
-    def place(low: int, high: int, extent: int) -> tuple[int, int]:
-        start = (low + high - side) // 2
-        start = min(max(start, 0), max(0, extent - side))
-        return start, min(start + side, extent)
-
-    left, right = place(left, right, width)
-    top, bottom = place(top, bottom, height)
-    return (int(left), int(top), int(right), int(bottom))
-
-
-def crop_patch(image: Image.Image, box: tuple[int, int, int, int], patch_size: int) -> np.ndarray:
-    """Step 5: the (patch_size, patch_size, 3) uint8 patch showing `box` of the RGB `image`."""
-    crop = image.crop(box)
-    cw, ch = crop.size
-    scale = patch_size / max(cw, ch)
-    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BICUBIC
-    new_w, new_h = max(1, round(cw * scale)), max(1, round(ch * scale))
-    crop = crop.resize((new_w, new_h), resample)
-    if (new_w, new_h) != (patch_size, patch_size):
-        canvas = Image.new("RGB", (patch_size, patch_size), _PAD_COLOUR)
-        canvas.paste(crop, ((patch_size - new_w) // 2, (patch_size - new_h) // 2))
-        crop = canvas
-    return np.asarray(crop, dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,6 +135,7 @@ class PrototypeGallery:
         poles: dict[tuple[int, int], list[dict]],
         patches: np.ndarray,
         unused_channels: Iterable[int] = (),
+        weights_fingerprint: str | None = None,
     ):
         self.num_channels = int(num_channels)
         self.top_k = int(top_k)
@@ -315,6 +145,9 @@ class PrototypeGallery:
         self._poles = poles
         self._patches = patches
         self.unused_channels = frozenset(int(c) for c in unused_channels)
+        # `loading.weights_fingerprint` of the model the gallery was computed with (None: a gallery written before
+        # fingerprints existed); a model whose weights do not match it is refused by `load_model_and_gallery`.
+        self.weights_fingerprint = weights_fingerprint
 
     def __repr__(self) -> str:
         dead = sum(self.is_dead(c, s) for c in range(self.num_channels) for s in (1, -1))
@@ -391,6 +224,7 @@ class PrototypeGallery:
             "num_images": self.num_images,
             "rule": self.rule,
             "unused_channels": sorted(self.unused_channels),
+            "weights_fingerprint": self.weights_fingerprint,
             "poles": poles,
         }
 
@@ -442,12 +276,27 @@ class PrototypeGallery:
             raise ValueError(f"{index_path} is not an InfoDisent prototype gallery (no format {_FORMAT!r}).")
         if index.get("version") != _VERSION:
             raise ValueError(f"{index_path} has gallery version {index.get('version')}, this code reads {_VERSION}.")
-        patches = load_file(weights_path).get("patches")
+        try:
+            patches = load_file(weights_path).get("patches")
+        except Exception as error:  # noqa: BLE001 - safetensors' SafetensorError, OSError: name the file
+            raise ValueError(f"{weights_path} is not a readable safetensors file: {error}") from error
+        try:
+            return cls._from_index(index, patches, index_path, weights_path)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, ValueError) and str(error).startswith((index_path, weights_path)):
+                raise  # already ours, naming the file
+            raise ValueError(f"{index_path} is not a valid gallery index ({type(error).__name__}: {error})") from error
+
+    @classmethod
+    def _from_index(cls, index: dict, patches, index_path: str, weights_path: str) -> "PrototypeGallery":
         patch_size = int(index["patch_size"])
         if patches is None or patches.dtype != np.uint8 or patches.shape[1:] != (patch_size, patch_size, 3):
             raise ValueError(
                 f"{weights_path} has no uint8 'patches' array of shape (N, {patch_size}, {patch_size}, 3)."
             )
+        fingerprint = index.get("weights_fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError(f"{index_path} has a weights_fingerprint that is not a string: {fingerprint!r}.")
         poles: dict[tuple[int, int], list[dict]] = {}
         for pole in index["poles"]:
             records = pole["entries"]
@@ -465,6 +314,7 @@ class PrototypeGallery:
             poles=poles,
             patches=patches,
             unused_channels=index.get("unused_channels", []),
+            weights_fingerprint=fingerprint,
         )
 
 
@@ -662,54 +512,19 @@ def compute_gallery(
         "patch_size": int(patch_size),
         "skip_unused": bool(skip_unused),
     }
-    return PrototypeGallery(num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist())
+    from .loading import weights_fingerprint
+
+    return PrototypeGallery(
+        num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist(),
+        weights_fingerprint=weights_fingerprint(model),
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Loading a model with its gallery
-# ----------------------------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # `load_model_and_gallery` moved to `modeling_infodisent.loading` (loading and its checks are one job); this
+    # keeps `from modeling_infodisent.gallery import load_model_and_gallery` working without a circular import.
+    if name == "load_model_and_gallery":
+        from .loading import load_model_and_gallery
 
-
-def load_model_and_gallery(path_or_hub_id: str | os.PathLike, device: str | torch.device | None = None):
-    """(model, image_processor, gallery) from a local model folder or a Hub id (downloaded with
-    `huggingface_hub.snapshot_download`, which also fetches the gallery files). `gallery` is None when the model
-    has none. The model is returned in eval mode."""
-    from transformers import AutoImageProcessor
-
-    from .modeling_infodisent import InfoDisentForImageClassification
-
-    path = str(path_or_hub_id)
-    if os.path.isdir(path):
-        folder = path
-    elif os.path.exists(path):
-        raise ValueError(f"{path!r} is a file, not a model folder.")
-    else:
-        from huggingface_hub import snapshot_download
-
-        if path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path:
-            raise FileNotFoundError(f"Model folder {path!r} does not exist.")  # not a Hub id (owner/name)
-        try:
-            folder = snapshot_download(path_or_hub_id)
-        except Exception as error:  # noqa: BLE001 - offline, unknown repo, ...: say it in the user's terms
-            raise FileNotFoundError(
-                f"{path!r} is not a local folder and could not be downloaded from the Hugging Face Hub: {error}"
-            ) from error
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(f"{path!r} has no config.json: it is not a saved model folder.")
-    model = InfoDisentForImageClassification.from_pretrained(folder)
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-        raise FileNotFoundError(
-            f"{path!r} has no image processor (preprocessor_config.json); save one next to the model with "
-            "image_processor.save_pretrained(folder)."
-        )
-    image_processor = AutoImageProcessor.from_pretrained(folder)
-    gallery = PrototypeGallery.load(folder)
-    if gallery is not None and gallery.num_channels != model.config.num_features:
-        raise ValueError(
-            f"The gallery in {path!r} has {gallery.num_channels} channels but the model has "
-            f"{model.config.num_features}: it belongs to another model."
-        )
-    return model, image_processor, gallery
+        return load_model_and_gallery
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

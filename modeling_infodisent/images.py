@@ -3,12 +3,113 @@ uses, so an image is seen the same way wherever it comes in."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "UnreadableImage", "open_image", "to_rgb"]
+
+#: Decompression-bomb guard: images with more pixels than this (read from the header) are refused before decoding.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# EXIF orientation -> the transpose that makes the picture upright (what browsers and ImageOps.exif_transpose do).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Modes whose resize is nearest-neighbour only in PIL: convert them to RGB before downscaling, not after.
+_NEAREST_ONLY_MODES = ("1", "P", "PA")
+
+
+class UnreadableImage(ValueError):
+    """A file that is not a usable image. The message says what is wrong, without the file name (callers add it in
+    their own words: ``path: ...`` on the command line, the upload's name in the Space). `reason` is one of
+    ``missing, folder, unreadable, empty, not_image, bomb, too_large, no_pixels, damaged``; `size` is the header's
+    (width, height) when it was read."""
+
+    def __init__(self, message: str, reason: str, size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.size = size
+
+
+def open_image(
+    path: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    exif_transpose: bool = False,
+) -> Image.Image:
+    """Open, fully decode and convert one image file to RGB, within bounded memory; `UnreadableImage` otherwise.
+
+    Checks, in order: the file exists, is readable and not empty; PIL identifies it; its header size is at most
+    `max_pixels` (before any pixel is decoded, so a decompression bomb costs nothing; PIL's own guard is not relied
+    on, its warning is silenced); it decodes completely (truncated / corrupt data); only the first frame of an
+    animation is used. With `max_side`, the picture is downscaled so that its longer side is at most `max_side`
+    right after decoding (JPEG: decoded at 1/2..1/8 scale directly through ``draft``), before the RGB conversion
+    and anything else copies it. `exif_transpose` turns the picture upright as a browser shows it.
+    """
+    from PIL import UnidentifiedImageError
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise UnreadableImage("no such file", "missing")
+    if os.path.isdir(path):
+        raise UnreadableImage("is a folder, not an image file", "folder")
+    if not os.access(path, os.R_OK):
+        raise UnreadableImage("cannot be read (permission denied)", "unreadable")
+    if os.path.getsize(path) == 0:
+        raise UnreadableImage("is empty (0 bytes), not an image", "empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
+            image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise UnreadableImage(f"refused as a possible decompression bomb ({error})", "bomb") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("is not an image file (PIL cannot identify its format)", "not_image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnreadableImage(f"cannot be opened as an image ({error})", "damaged") from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UnreadableImage(
+                f"is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+                "(a decompression-bomb guard)",
+                "too_large",
+                (width, height),
+            )
+        if width < 1 or height < 1:
+            raise UnreadableImage(f"has no pixels ({width}x{height})", "no_pixels", (width, height))
+        try:
+            orientation = image.getexif().get(0x0112, 1) if exif_transpose else 1
+            if max_side and image.format == "JPEG":
+                image.draft(image.mode, (max_side, max_side))  # DCT scaling: never decodes the full size
+            image.load()  # the first frame; a truncated or corrupt file fails here, not mid-way
+            if max_side and image.mode in _NEAREST_ONLY_MODES:
+                image = to_rgb(image)
+            if max_side and max(image.size) > max_side:
+                # reducing_gap=2: a cheap integer box reduction first, so the resampling pass works on a small copy
+                image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+            rgb = to_rgb(image)
+            if rgb is image:  # already RGB: detach it from the file object
+                rgb = image.copy()
+        except UnreadableImage:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+            raise UnreadableImage(
+                f"looks like a {image.format or 'picture'} file but is damaged or truncated ({error})", "damaged"
+            ) from None
+    if orientation in _EXIF_TRANSPOSE:
+        rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation])
+    return rgb
 
 
 def to_rgb(image: Any) -> Image.Image:

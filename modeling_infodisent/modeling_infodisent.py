@@ -713,11 +713,18 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, stricter: safetensors only (a pickle is never opened), and a checkpoint
+        that does not fill the model exactly (a missing, unexpected or wrongly shaped tensor) is refused with an
+        `OSError` naming the keys, instead of a warning table over a partly random model.
+
+        ``ignore_mismatched_sizes=True`` still allows what it says (a fresh classifier for another class count)."""
         path = str(pretrained_model_name_or_path)
-        if os.path.isdir(path) and not any(
-            f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in os.listdir(path)
-        ):
-            raise OSError(f"{path!r} has no model weights (no *.safetensors file). Is it the right folder?")
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("InfoDisent checkpoints are safetensors only: use_safetensors=False is not supported.")
+        kwargs["use_safetensors"] = True  # transformers then never falls back to a pickled pytorch_model.bin
+        folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
+        if os.path.isdir(folder):
+            _check_weight_files(folder, kwargs.get("variant"))
         requested = kwargs.get("id2label") or kwargs.get("num_labels")
         if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
             requested = len(requested) if isinstance(requested, dict) else int(requested)
@@ -728,9 +735,64 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
                     "(id2label / num_labels): a different number of classes. Pass ignore_mismatched_sizes=True to "
                     "start a fresh classifier, or use InfoDisentForImageClassification.from_backbone."
                 )
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        allow_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
+        # transformers would print its load report table (and raise without naming the key on a wrong shape): we
+        # read the same information and raise one error that names the keys instead.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":  # safetensors' own message names no file
+                raise
+            raise OSError(f"The weights of {path!r} are not a readable safetensors file: {error}.") from error
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        _check_loading_info(path, info, allow_mismatched=allow_mismatched)
         model.backbone.model.requires_grad_(False)  # loading materialises fresh parameters: freeze them again
-        return model
+        return (model, info) if want_info else model
+
+
+def _check_weight_files(folder: str, variant: str | None = None) -> None:
+    """A local model folder must hold the model's own safetensors weights (``model.safetensors`` or the index of a
+    sharded checkpoint), not merely some ``*.safetensors`` file (the prototype gallery is one) next to a pickle."""
+    stem = f"model.{variant}" if variant else "model"
+    names = (f"{stem}.safetensors", f"{stem}.safetensors.index.json")
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in names):
+        pickles = sorted(f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")))
+        note = f" ({', '.join(pickles)} is not read: pickles are never loaded)" if pickles else ""
+        raise OSError(
+            f"{folder!r} has no model weights: neither {names[0]} nor {names[1]}{note}. Is it the right folder?"
+        )
+
+
+def _check_loading_info(path: str, info: dict, allow_mismatched: bool = False) -> None:
+    """Refuse a load that left parameters random or ignored tensors of the checkpoint (see `from_pretrained`)."""
+
+    def listing(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing from the checkpoint (would be left random): {listing(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"in the checkpoint but not in the model: {listing(info['unexpected_keys'])}")
+    mismatched = info.get("mismatched_keys") or ()
+    if mismatched and not allow_mismatched:
+        problems.append(
+            "wrong shape: " + listing(f"{key} (checkpoint {tuple(a)}, model {tuple(b)})" for key, a, b in mismatched)
+        )
+    if info.get("error_msgs"):
+        problems.append("errors: " + "; ".join(str(m) for m in info["error_msgs"]))
+    if problems:
+        raise OSError(
+            f"The checkpoint {path!r} does not match the InfoDisent model it declares, refusing to load it: "
+            + "; ".join(problems) + "."
+        )
 
 
 InfoDisentConfig.register_for_auto_class()

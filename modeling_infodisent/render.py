@@ -22,13 +22,14 @@ not change the user's pyplot backend.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
 from typing import Any, Sequence
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -57,6 +58,19 @@ EVIDENCE_CMAP = "RdBu_r"
 PROTOTYPE_CMAP = "inferno"
 TEXT_KEY = "infodisent_text"
 _DPI = 100
+
+
+def _literal_text(function):
+    """Draw every text of the figure literally: class names are data, so ``$...$`` in a label must not be parsed
+    as matplotlib mathtext (``Shirt $\\undefinedcmd$`` would raise; ``$x^2$`` would be typeset). Tick labels are
+    laid out when the figure is drawn, which happens inside `function` too (`_Canvas.to_image`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,7 +138,7 @@ def sum_terms(explanation, shown: Sequence | None = None) -> list[tuple[str, flo
 
 def _sum_line(terms: list[tuple[str, float]], class_name: str) -> str:
     parts = [f"{_num(v, signed=i > 0)} ({label})" for i, (label, v) in enumerate(terms[:-1])]
-    return " ".join(parts) + f" = {_num(terms[-1][1], signed=False)} (logit of {class_name!r})"
+    return " ".join(parts) + f" = {_num(terms[-1][1], signed=False)} (logit of '{class_name}')"
 
 
 def contrast_table(expl_a, expl_b) -> list[dict]:
@@ -182,7 +196,12 @@ class _Canvas:
         """Text at (x, y) inches from the top-left (top-aligned by default); recorded for the tests."""
         kwargs.setdefault("va", "top")
         kwargs.setdefault("ha", "left")
-        self.figure.text(x / self.width, 1 - y / self.height, s, **kwargs)
+        shown = s
+        if kwargs.get("wrap") and "$" in s:
+            # matplotlib measures the lines of wrapped text as mathtext whenever they hold two `$`, whatever
+            # parse_math says: escape them instead, and let it unescape `\$` to a plain `$` when drawing.
+            shown, kwargs["parse_math"] = s.replace("$", r"\$"), True
+        self.figure.text(x / self.width, 1 - y / self.height, shown, **kwargs)
         if record:
             self.lines.extend(s.split("\n"))
 
@@ -363,6 +382,7 @@ def _probabilities(ax, explanation, id2label, highlight: Sequence[int]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@_literal_text
 def render_explanation(
     explanation,
     image,
@@ -491,6 +511,7 @@ def render_explanation(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@_literal_text
 def render_contrast(
     expl_a,
     expl_b,
@@ -585,6 +606,7 @@ def render_contrast(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@_literal_text
 def render_class_sheet(
     model,
     class_id: int,

@@ -24,11 +24,14 @@ the explained class, its logit, bias and every prototype's contribution).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import html
 import json
 import logging
 import os
+import string
 import sys
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -44,10 +47,11 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from modeling_infodisent import Explanation, render  # noqa: E402
-from modeling_infodisent.gallery import load_model_and_gallery, to_rgb  # noqa: E402
+from modeling_infodisent.images import UnreadableImage, open_image, to_rgb  # noqa: E402, F401 (to_rgb: for callers)
+from modeling_infodisent.loading import load_model_and_gallery  # noqa: E402
 from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 
 logger = logging.getLogger("infodisent.space")
@@ -62,6 +66,29 @@ DISPLAY_SIZE = 280  # pixels of the longer side of every displayed picture of th
 # A decompression bomb is a small file that decodes to a gigantic bitmap: refuse by header size, before decoding.
 MAX_PIXELS = 36_000_000  # 6000 x 6000
 MAX_FILE_MB = 20
+# Every upload is downscaled to this longer side right after decoding: far more than any model input (<= 518 px) or
+# display (DISPLAY_SIZE) needs, and it bounds the memory of everything after decoding (a 6000 x 6000 PNG would
+# otherwise be copied at full size by the EXIF rotation and the image processor, ~380 MiB a request).
+MAX_SIDE = 1024
+# The heavy event handlers share one queue slot pool of this size, so memory is bounded per app, not per handler.
+CONCURRENCY = 2
+# Decoding is the one step whose memory grows with the upload (PIL holds 4 bytes a pixel: up to 137 MiB at
+# MAX_PIXELS); one decode at a time bounds it, and everything after works on the downscaled picture.
+_DECODE_SLOT = threading.BoundedSemaphore(1)
+
+
+def _return_freed_memory_to_the_os() -> bool:
+    """Fix glibc's mmap threshold at 1 MiB. By default glibc raises it after a large block is freed, so the 16 MiB
+    blocks PIL decodes into then come from the heap of whichever worker thread decoded, and each of Gradio's
+    threads keeps the peak of its largest decode (measured: 8 uploads of 6000 x 6000, +590 MiB instead of +200).
+    Mapped blocks go back to the system when freed. No-op off glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+# Uploads are deleted from Gradio's cache this many seconds after they arrive (checked every DELETE_EVERY_S): the page
+# re-reads an upload when the class changes, so it is kept for a while; the API deletes its upload when done.
+DELETE_EVERY_S, DELETE_AFTER_S = 300, 1800
 # The project's colours (modeling_infodisent.render): red = evidence for the explained class, blue = against it.
 POS_COLOR = render.FOR_COLOUR
 NEG_COLOR = render.AGAINST_COLOUR
@@ -77,57 +104,48 @@ class BadInput(ValueError):
 
 
 def read_image(path: str | os.PathLike | None) -> Image.Image:
-    """Open an uploaded file as an RGB image, or raise `BadInput` saying what is wrong with it.
+    """Open an uploaded file as an RGB image of at most `MAX_SIDE` pixels a side, or raise `BadInput` saying what is
+    wrong with it (`modeling_infodisent.images.open_image` does the work, in bounded memory).
 
     Checks, in order: a file was given, it is not empty or over `MAX_FILE_MB`, PIL recognises it as an image, its
     header size is at most `MAX_PIXELS` (checked before decoding, so a decompression bomb costs nothing), it decodes
-    completely (truncated / corrupt files), and its mode converts to RGB (16-bit, CMYK, palette, alpha...).
+    completely (truncated / corrupt files), and its mode converts to RGB (16-bit, CMYK, palette, alpha...). It is
+    downscaled right after decoding, before anything copies it, and turned upright as the browser shows it (EXIF).
     """
     if path is None or str(path) == "":
         raise BadInput("No image yet: upload a picture or click one of the examples.")
     path = str(path)
     name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise BadInput(f"The upload “{name}” did not arrive; please upload it again.")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise BadInput(f"“{name}” is an empty file (0 bytes), not an image.")
-    if size > MAX_FILE_MB * 2**20:
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_FILE_MB * 2**20:
+        size = os.path.getsize(path)
         raise BadInput(f"“{name}” is {size / 2**20:.0f} MB; this demo accepts images up to {MAX_FILE_MB} MB.")
     try:
-        image = Image.open(path)
-    except Image.DecompressionBombError:
-        raise BadInput(
-            f"“{name}” is far too large (PIL refused it as a possible decompression bomb); this demo accepts images "
-            f"up to {MAX_PIXELS / 1e6:.0f} megapixels."
-        ) from None
-    except UnidentifiedImageError:
-        raise BadInput(
-            f"“{name}” is not an image this app can read. Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
-        ) from None
-    except OSError as error:
-        raise BadInput(f"“{name}” could not be opened as an image ({error}).") from None
-    with image:
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise BadInput(
-                f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); this demo accepts "
-                f"images up to {MAX_PIXELS / 1e6:.0f} megapixels. Please downscale it."
-            )
-        try:
-            image.load()  # the first frame of an animation; raises on truncated or corrupt data
-            # Phones store rotation in EXIF; the browser preview applies it, so the model must see the same.
-            upright = ImageOps.exif_transpose(image)
-        except (OSError, ValueError, SyntaxError, EOFError) as error:
-            raise BadInput(
-                f"“{name}” looks like a {image.format or 'picture'} file but is damaged or truncated ({error})."
-            ) from None
-        try:
-            return to_rgb(upright)
-        except (ValueError, OSError) as error:
-            raise BadInput(
-                f"“{name}” uses the colour mode {image.mode!r}, which this app cannot convert: {error}"
-            ) from None
+        with _DECODE_SLOT:
+            return open_image(path, max_pixels=MAX_PIXELS, max_side=MAX_SIDE, exif_transpose=True)
+    except UnreadableImage as error:
+        raise BadInput(_upload_message(name, error)) from None
+
+
+def _upload_message(name: str, error: UnreadableImage) -> str:
+    limit = f"this demo accepts images up to {MAX_PIXELS / 1e6:.0f} megapixels"
+    if error.reason in ("missing", "folder", "unreadable"):
+        return f"The upload “{name}” did not arrive; please upload it again."
+    if error.reason == "empty":
+        return f"“{name}” is an empty file (0 bytes), not an image."
+    if error.reason == "not_image":
+        return (
+            f"“{name}” is not an image this app can read. "
+            "Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+        )
+    if error.reason == "bomb":
+        return f"“{name}” is far too large (PIL refused it as a possible decompression bomb); {limit}."
+    if error.reason == "too_large":
+        width, height = error.size
+        return (
+            f"“{name}” is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); {limit}. "
+            "Please downscale it."
+        )
+    return f"“{name}” {error}."
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -291,6 +309,15 @@ class Explainer:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def md_text(text) -> str:
+    """`text` (a class name, a file name: data) to show literally inside Markdown: every ASCII punctuation
+    character becomes an HTML character reference, so none can open an element (``<img src=...>``), a link or
+    image (``![](url)``), emphasis, code, a table or math (``$$``); newlines become spaces."""
+    return "".join(
+        f"&#{ord(c)};" if c in string.punctuation else (" " if c in "\r\n" else c) for c in str(text)
+    )
+
+
 def _fit(image: Image.Image, size: int) -> Image.Image:
     """Scale so that the longer side is `size` (nearest for upscaling small images: crisp pixels)."""
     w, h = image.size
@@ -388,13 +415,34 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
     )
 
 
+def explain_upload(explainer: Explainer, image_path, class_choice) -> tuple[Explanation, torch.Tensor, dict]:
+    """(explanation, pixel_values, probabilities by class choice) of an uploaded file; `BadInput` for a bad upload or
+    class. What every view and the API call."""
+    image = read_image(image_path)
+    explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+    probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
+    return explanation, pixel_values, probabilities
+
+
+def status_markdown(explanation: Explanation, id2label: dict[int, str], seconds: float) -> str:
+    """The status line above the results (class names escaped: they are data, not Markdown)."""
+    predicted = int(np.argmax(explanation.probabilities))
+    which = "the predicted class" if explanation.target == predicted else (
+        f"not the predicted class ({md_text(id2label[predicted])}): why not?"
+    )
+    return (
+        f"Explaining **{md_text(explanation.label)}**, {which} — "
+        f"{len(explanation.prototypes)} prototypes contribute; computed in {seconds:.2f} s."
+    )
+
+
 def equation_markdown(explanation: Explanation) -> str:
     """The one-line exact decomposition: bias + contributions = logit."""
     pos = sum(p.contribution for p in explanation.positive)
     neg = sum(p.contribution for p in explanation.negative)
     total = explanation.bias + pos + neg + explanation.residual
     return (
-        f"**logit({explanation.label})** = bias **{explanation.bias:+.3f}** "
+        f"**logit({md_text(explanation.label)})** = bias **{explanation.bias:+.3f}** "
         f"+ {len(explanation.positive)} prototypes for **{pos:+.3f}** "
         f"+ {len(explanation.negative)} prototypes against **{neg:+.3f}** "
         f"= **{total:.3f}** (model logit {explanation.logit:.3f}; p = {explanation.probability:.1%})"
@@ -423,6 +471,22 @@ def prototype_card(rank: int, p, explainer: Explainer, scale: float) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The page
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def forget_upload(path: str | os.PathLike | None, cache_dir: str | os.PathLike) -> bool:
+    """Delete an uploaded file (and its folder, when that is left empty) if it lies in Gradio's upload cache; never
+    anything else (the bundled examples are passed by path too). True when something was deleted."""
+    if not path:
+        return False
+    path, cache = Path(path).resolve(), Path(cache_dir).resolve()
+    if cache not in path.parents or not path.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # Gradio stores each upload in a folder of its own
+    except OSError:
+        pass
+    return True
 
 
 def _path_preprocess(payload):
@@ -458,6 +522,7 @@ CSS = """
 
 def build_demo(model_ref: str | None = None, explainer: Explainer | None = None) -> gr.Blocks:
     """The Blocks app for one model (a Hub id or folder; default `resolve_model_ref()`)."""
+    _return_freed_memory_to_the_os()
     explainer = explainer or Explainer(model_ref or resolve_model_ref())
     examples = _example_paths()
     config = explainer.model.config
@@ -465,10 +530,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     n_used = int((explainer.weight > 0).sum(axis=1).mean())
 
     def explain_core(image_path, class_choice):
-        image = read_image(image_path)
-        explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
-        probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
-        return explanation, pixel_values, probabilities
+        return explain_upload(explainer, image_path, class_choice)
 
     # -- the API endpoint: probabilities + explanation JSON ----------------------------------------------------------
 
@@ -478,7 +540,9 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         try:
             explanation, _, probabilities = explain_core(image, explain_class)
         except BadInput as error:
-            raise gr.Error(str(error), title="Cannot explain this upload", print_exception=False) from None
+            raise gr.Error(html.escape(str(error)), title="Cannot explain this upload", print_exception=False) from None
+        finally:
+            forget_upload(image, demo.GRADIO_CACHE)  # an API call never comes back to its upload
         return probabilities, explanation_json(explanation, explainer.id2label, explainer.model_ref)
 
     # -- the page's view ------------------------------------------------------------------------------------------
@@ -494,19 +558,12 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         try:
             explanation, pixel_values, probabilities = explain_core(image_path, class_choice)
         except BadInput as error:
-            gr.Warning(str(error), title="Cannot explain this upload")
-            return empty_view(f"⚠️ **Cannot explain this upload.** {html.escape(str(error))}")
+            gr.Warning(html.escape(str(error)), title="Cannot explain this upload")  # a toast renders HTML
+            return empty_view(f"⚠️ **Cannot explain this upload.** {md_text(error)}")
         base = explainer.model_view(pixel_values)
         shown = explanation.prototypes[:NUM_SLOTS]
         scale = max([abs(p.contribution) for p in shown] + [1e-9])
-        predicted = int(np.argmax(explanation.probabilities))
-        which = "the predicted class" if explanation.target == predicted else (
-            f"not the predicted class ({explainer.id2label[predicted]}): why not?"
-        )
-        status = (
-            f"Explaining **{html.escape(explanation.label)}**, {which} — "
-            f"{len(explanation.prototypes)} prototypes contribute; computed in {time.perf_counter() - started:.2f} s."
-        )
+        status = status_markdown(explanation, explainer.id2label, time.perf_counter() - started)
         updates = [
             status,
             probabilities,
@@ -535,7 +592,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             image = read_image(image_path)
             explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
         except BadInput as error:
-            gr.Warning(str(error), title="Cannot explain this upload")
+            gr.Warning(html.escape(str(error)), title="Cannot explain this upload")
             return None, gr.update(value=None, visible=False)
         common = dict(id2label=explainer.id2label, image_processor=explainer.processor)
         figure = render.render_explanation(explanation, image, explainer.gallery, **common)
@@ -596,7 +653,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
 
     # -- layout -------------------------------------------------------------------------------------------------------
 
-    with gr.Blocks(title="InfoDisent explorer") as demo:
+    with gr.Blocks(title="InfoDisent explorer", delete_cache=(DELETE_EVERY_S, DELETE_AFTER_S)) as demo:
         gr.Markdown(
             "# InfoDisent explorer\n"
             "Why does the classifier say what it says? InfoDisent "
@@ -619,7 +676,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                         info="The predicted class, or any other: why not B?",
                     )
                     run_button = gr.Button("Explain", variant="primary", elem_id="explain-button")
-                    status = gr.Markdown(elem_id="status-box")
+                    status = gr.Markdown(elem_id="status-box", latex_delimiters=[])
                     if examples:
                         gr.Examples(
                             examples=examples,
@@ -630,7 +687,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
                         )
                 with gr.Column(scale=2):
                     probabilities = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="probabilities")
-                    equation = gr.Markdown(elem_id="equation")
+                    equation = gr.Markdown(elem_id="equation", latex_delimiters=[])
                     with gr.Row():
                         overview = gr.AnnotatedImage(
                             label="Where the top prototypes fire (hover the legend)", height=320, elem_id="overview"
@@ -713,8 +770,8 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
 
         with gr.Tab("About this model"):
             gr.Markdown(
-                f"- Model: `{explainer.model_ref}`\n"
-                f"- Backbone: `{backbone}`, frozen; feature map of {explainer.num_features} channels\n"
+                f"- Model: {md_text(explainer.model_ref)}\n"
+                f"- Backbone: {md_text(backbone)}, frozen; feature map of {explainer.num_features} channels\n"
                 f"- {explainer.num_labels} classes; each uses {n_used} channels on average "
                 f"({2 * explainer.num_features} prototypes: a + and a − pole per channel)\n"
                 f"- Gallery of training patches: {'yes' if explainer.gallery is not None else 'not in this model'}\n"
@@ -730,6 +787,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             inputs=[image_input, class_choice],
             outputs=view_outputs,
             api_visibility="private",
+            concurrency_id="model",
         )
         # Upload, example click and clear all change the image: explain what is there (or clear the view).
         image_input.change(
@@ -738,6 +796,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             outputs=view_outputs,
             api_visibility="private",
             trigger_mode="always_last",
+            concurrency_id="model",
         )
         # The API endpoint, with a trigger of its own that the page never fires, so that its outputs stay
         # (probabilities, explanation) and its errors are exceptions for the client.
@@ -747,12 +806,14 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             inputs=[image_input, class_choice],
             outputs=[probabilities, explanation_out],
             api_name="explain",
+            concurrency_id="model",
         )
         figure_button.click(
             figure_view,
             inputs=[image_input, class_choice],
             outputs=[figure, contrast_figure],
             api_visibility="private",
+            concurrency_id="model",
         )
         class_outputs = [class_table, class_sheet_image, global_proto]
         global_class.change(class_view, inputs=[global_class], outputs=class_outputs, api_visibility="private")
@@ -761,7 +822,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         )
         demo.load(class_view, inputs=[global_class], outputs=class_outputs, api_visibility="private")
         demo.load(prototype_view, inputs=[global_proto], outputs=[proto_text, proto_gallery], api_visibility="private")
-    demo.queue(default_concurrency_limit=2, max_size=32)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
     return demo
 
 
@@ -782,7 +843,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    demo = build_demo(resolve_model_ref(args.model))
+    ref = resolve_model_ref(args.model)
+    try:
+        explainer = Explainer(ref)
+    except (OSError, ValueError) as error:  # a broken or mismatched model folder: one line, no traceback
+        raise SystemExit(f"error: cannot load the model {ref}: {' '.join(str(error).split())}") from None
+    demo = build_demo(ref, explainer=explainer)
     launch(demo, server_name=args.host, server_port=args.port)
 
 

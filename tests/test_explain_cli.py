@@ -96,6 +96,7 @@ def _fails_cleanly(argv, tmp_path, capsys, expected, code=2):
     for fragment in expected:
         assert fragment in err, err
     assert not out.exists(), "nothing may be written when an input is bad"
+    assert "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines()), err
     return err
 
 
@@ -108,20 +109,22 @@ def test_cli_rejects_bad_files_before_writing(model_dir, images, tmp_path, capsy
     missing = tmp_path / "missing.jpg"
     good = str(images["RGB"])
     model = ["--model", str(model_dir)]
-    _fails_cleanly([*model, good, str(corrupt)], tmp_path, capsys, [f"{corrupt}: corrupt or truncated image"])
-    _fails_cleanly([*model, good, str(text)], tmp_path, capsys, [f"{text}: not an image file"])
+    _fails_cleanly([*model, good, str(corrupt)], tmp_path, capsys,
+                   [f"{corrupt}: looks like a PNG file but is damaged or truncated"])
+    _fails_cleanly([*model, good, str(text)], tmp_path, capsys, [f"{text}: is not an image file"])
     _fails_cleanly([*model, good, str(missing)], tmp_path, capsys, [f"{missing}: no such file"])
     # All problems are reported at once.
     err = _fails_cleanly([*model, str(missing), str(text), good], tmp_path, capsys, ["no such file", "not an image"])
-    assert "Nothing was written." in err
+    assert len(err.splitlines()) == 2
     _fails_cleanly([*model, str(tmp_path)], tmp_path, capsys, ["is a folder, not an image file"])
     _fails_cleanly([*model, good, "--max_pixels", "100"], tmp_path, capsys,
-                   [f"{good}: image of 44x36 = 1,584 pixels exceeds the limit of 100"])
+                   [f"{good}: is 44x36 = 1,584 pixels, over the limit of 100 (a decompression-bomb guard); "
+                    "raise it with --max_pixels"])
     _fails_cleanly([*model, good, str(images["RGB"])], tmp_path, capsys, ["would write the same colour.png"])
     _fails_cleanly([*model, good, "--target", "zebra"], tmp_path, capsys,
                    ["--target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"])
     _fails_cleanly(["--model", str(tmp_path / "no_model"), good], tmp_path, capsys,
-                   ["cannot load the model", "does not exist"], code=1)
+                   [f"error: --model {tmp_path / 'no_model'}: no such model folder"])
 
 
 def test_cli_target_by_name_and_id(model_dir, images, tmp_path, capsys):

@@ -292,3 +292,48 @@ def test_unused_channels_are_skipped_and_patch_size_follows_small_images(model, 
                 assert [(e.source_id, e.box) for e in pruned.entries(channel, sign)] == [
                     (e.source_id, e.box) for e in full.entries(channel, sign)
                 ]
+
+
+def test_weights_fingerprint_travels_with_the_gallery_and_a_mismatch_is_refused(model, processor, tmp_path):
+    import copy
+
+    from modeling_infodisent.loading import GalleryMismatchError, weights_fingerprint
+
+    dataset = [{"image": im, "label": i % 3} for i, im in enumerate(make_images(4, seed=5))]
+    gallery = compute_gallery(model, dataset, processor, top_k=1, progress=False)
+    assert gallery.weights_fingerprint == weights_fingerprint(model)
+    assert gallery.weights_fingerprint.startswith("sha256:") and len(gallery.weights_fingerprint) == 7 + 64
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    gallery.save(tmp_path)
+    index = json.loads((tmp_path / GALLERY_INDEX_NAME).read_text())
+    assert index["weights_fingerprint"] == gallery.weights_fingerprint
+    loaded, _, loaded_gallery = load_model_and_gallery(tmp_path)
+    assert weights_fingerprint(loaded) == loaded_gallery.weights_fingerprint == gallery.weights_fingerprint
+
+    # One head weight changed (a run that rewrote model.safetensors and died before the gallery): refused.
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.classifier.bias[0] += 1e-3
+    assert weights_fingerprint(other) != gallery.weights_fingerprint
+    other.save_pretrained(tmp_path)
+    with pytest.raises(GalleryMismatchError, match="was computed with other weights than its model.safetensors"):
+        load_model_and_gallery(tmp_path)
+
+    # A gallery written before fingerprints existed still loads (nothing to check it against).
+    del index["weights_fingerprint"]
+    (tmp_path / GALLERY_INDEX_NAME).write_text(json.dumps(index))
+    _, _, legacy = load_model_and_gallery(tmp_path)
+    assert legacy.weights_fingerprint is None
+
+
+def test_weights_fingerprint_is_the_same_for_a_half_precision_model_saved_and_loaded(model, tmp_path):
+    import copy
+
+    from modeling_infodisent.loading import weights_fingerprint
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    half.save_pretrained(tmp_path)
+    loaded = InfoDisentForImageClassification.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+    assert weights_fingerprint(loaded) == weights_fingerprint(half) != weights_fingerprint(model)

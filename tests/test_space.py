@@ -45,9 +45,10 @@ def example_paths() -> list[str]:
     return sorted(os.path.join(EXAMPLES_DIR, f) for f in os.listdir(EXAMPLES_DIR) if f.endswith(".png"))
 
 
-def build_tiny_space_model(folder: str) -> str:
-    """A tiny random InfoDisent model on the Fashion-MNIST labels, with its image processor and a gallery computed
-    on the bundled example images: the same kind of folder as spaces/model, small enough for a test."""
+def build_tiny_space_model(folder: str, labels: list[str] = FASHION_MNIST) -> str:
+    """A tiny random InfoDisent model on the Fashion-MNIST labels (or 10 others), with its image processor and a
+    gallery computed on the bundled example images: the same kind of folder as spaces/model, small enough for a
+    test."""
     from transformers import ViTImageProcessor
 
     from modeling_infodisent import InfoDisentForImageClassification
@@ -55,7 +56,7 @@ def build_tiny_space_model(folder: str) -> str:
 
     torch.manual_seed(0)
     model = InfoDisentForImageClassification.from_backbone(
-        tiny_resnet_config(image_size=32), id2label=dict(enumerate(FASHION_MNIST))
+        tiny_resnet_config(image_size=32), id2label=dict(enumerate(labels))
     ).eval()
     processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     data = [{"image": Image.open(p), "label": int(os.path.basename(p).split("_")[0])} for p in example_paths()]
@@ -337,3 +338,59 @@ def test_model_choice_cli_env_and_default(app, monkeypatch, tmp_path):
     monkeypatch.setattr(app, "DEFAULT_MODEL", str(tmp_path / "missing"))
     with pytest.raises(SystemExit, match="bundled demo model .* is missing"):
         app.resolve_model_ref(None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resources: uploads are deleted, decoded pictures are bounded, the heavy handlers share one pool
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_api_upload_is_deleted_after_the_call(space, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = space
+    cache = os.environ["GRADIO_TEMP_DIR"]
+    source = tmp_path / "upload_to_forget.png"
+    Image.open(os.path.join(EXAMPLES_DIR, "8_bag.png")).save(source)
+    client.predict(handle_file(str(source)), api_name="/explain")
+    bad = tmp_path / "bad_upload_to_forget.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(Exception, match="is not an image this app can read"):
+        client.predict(handle_file(str(bad)), api_name="/explain")
+    left = [f for _, _, files in os.walk(cache) for f in files if f.endswith("upload_to_forget.png")]
+    assert left == []
+
+
+def test_forget_upload_only_touches_the_upload_cache(app, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "abc123").mkdir(parents=True)
+    upload = cache / "abc123" / "photo.png"
+    upload.write_bytes(b"x")
+    outside = tmp_path / "example.png"
+    outside.write_bytes(b"x")
+    assert app.forget_upload(str(outside), cache) is False and outside.exists()
+    assert app.forget_upload(str(cache / ".." / "example.png"), cache) is False and outside.exists()
+    assert app.forget_upload(None, cache) is False
+    assert app.forget_upload(str(upload), cache) is True
+    assert not upload.exists() and not upload.parent.exists() and cache.exists()
+
+
+def test_large_uploads_are_downscaled_right_after_decoding(app, tmp_path):
+    Image.new("RGB", (3000, 1500), (10, 200, 30)).save(tmp_path / "wide.png")
+    Image.new("L", (1200, 4000), 77).save(tmp_path / "tall.jpg", quality=90)
+    wide = app.read_image(tmp_path / "wide.png")
+    assert wide.size == (app.MAX_SIDE, app.MAX_SIDE // 2) and wide.getpixel((5, 5)) == (10, 200, 30)
+    tall = app.read_image(tmp_path / "tall.jpg")
+    assert tall.mode == "RGB" and max(tall.size) == app.MAX_SIDE and tall.size[0] in (306, 307)
+    small = app.read_image(os.path.join(EXAMPLES_DIR, "1_trouser.png"))
+    assert small.size == (28, 28)  # small pictures are left as they are
+
+
+def test_heavy_handlers_share_one_concurrency_pool_and_the_cache_is_swept(app, model_dir):
+    demo = app.build_demo(explainer=app.Explainer(model_dir))
+    assert demo.delete_cache == (app.DELETE_EVERY_S, app.DELETE_AFTER_S)
+    pooled = sorted(fn.name for fn in demo.fns.values() if fn.concurrency_id == "model")
+    assert pooled == ["<lambda>", "explain_api", "explain_view", "figure_view"]
+    # "default": the queue's default_concurrency_limit, which one shared concurrency_id makes a limit for all four.
+    assert {fn.concurrency_limit for fn in demo.fns.values() if fn.concurrency_id == "model"} == {"default"}
+    assert demo._queue.default_concurrency_limit == app.CONCURRENCY == 2
