@@ -14,7 +14,7 @@ trap 'rm -rf "$WORK"' EXIT
 export HF_HUB_OFFLINE=1 INFODISENT_CACHE="$WORK/cache"
 
 # >>> training-command
-accelerate launch training/train.py --output_dir outputs/infodisent-fashion-mnist-demo --gallery_top_k 0 --seed 0
+accelerate launch --config_file training/accelerate_config.yaml -q training/train.py --output_dir outputs/infodisent-fashion-mnist-demo --gallery_top_k 0 --seed 0
 # <<< training-command
 
 MODEL=outputs/infodisent-fashion-mnist-demo
