@@ -141,16 +141,19 @@ def test_main_phase_stops_early_and_keeps_its_best_state():
     result = fit_head(tiny_model(), Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
     schedule, history = result["schedule"], result["history"]
     assert schedule["main_steps"] == 300 and schedule["stopped_early"] and schedule["main_steps_run"] < 300
-    # It stopped at the first evaluation after the floor (step 10) that had gone 2 evaluations without a new best ...
+    # Evaluations from the floor (step 10) on are candidates for the best state; it stopped at the first one that
+    # made 2 candidates in a row without a new best ...
+    candidates = [r for r in history if r["step"] >= 10]
+    assert [r["step"] for r in history if r["step"] < 10] == [5]
     best, since, stop = -1.0, 0, None
-    for record in history:
+    for record in candidates:
         best, since = (record["eval_accuracy"], 0) if record["eval_accuracy"] > best else (best, since + 1)
-        if record["step"] >= 10 and since >= 2:
+        if since >= 2:
             stop = record["step"]
             break
     assert stop == history[-1]["step"] == schedule["main_steps_run"]
     # ... and the model is in its best state, not the last one.
-    assert result["accuracy"] == max(r["eval_accuracy"] for r in history) and result["pruning"] is None
+    assert result["accuracy"] == max(r["eval_accuracy"] for r in candidates) and result["pruning"] is None
 
 
 # --------------------------------------------------------------------------------------------------- pruning
@@ -170,7 +173,8 @@ def test_pruning_recovery_is_logged_and_reported(caplog):
     text = caplog.text
     assert (
         f"Pruned to 4 prototypes per class (12 of 96 weights kept, {100 * pruning['kept_weight_fraction']:.1f}% of the "
-        f"weight mass): validation accuracy {pruning['validation_accuracy_before_pruning']:.4f} before pruning, "
+        f"weight mass, {pruning['distinct_channels_used']} distinct channels used): validation accuracy "
+        f"{pruning['validation_accuracy_before_pruning']:.4f} before pruning, "
         f"{pruning['validation_accuracy_after_pruning']:.4f} right after"
     ) in text
     assert f"{pruning['validation_accuracy_after_finetuning']:.4f} after fine-tuning (recovered)" in text

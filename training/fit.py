@@ -410,7 +410,10 @@ def fit_head(
             write_state(path, {**state, "config": run_config, "plan": plan.to_dict()}, tensors)
         accelerator.wait_for_everyone()
 
-    def record_evaluation(phase: str) -> dict:
+    def record_evaluation(phase: str, candidate: bool) -> dict:
+        """Evaluate on the validation split and log it; a ``candidate`` state may become the phase's best (only
+        states after the main phase's floor and at the end of fine-tuning rounds are: before, the learning rate is
+        still high and the temperature not annealed, and picking among them would select the validation noise)."""
         nonlocal best
         metrics = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
         step = state["global_step"]
@@ -423,10 +426,10 @@ def fit_head(
             record["agreement"] = metrics["agreement"]
         state["history"].append(record)
         state["loss_sum"], state["loss_count"], state["last_accuracy"] = 0.0, 0, metrics["accuracy"]
-        if state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]:
+        if candidate and (state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]):
             state["best_accuracy"], state["best_step"], state["evals_since_best"] = metrics["accuracy"], step, 0
             best = _head_state(model)
-        else:
+        elif candidate:
             state["evals_since_best"] += 1
         if is_main:
             logger.info("step %d (%s): %s", step, phase, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
@@ -454,17 +457,19 @@ def fit_head(
                 state["phase"] = "done"
                 return
             stats = prune_to_budget(model, config.max_prototypes_per_class)
-            state.update(phase="pruned", best_accuracy=None, evals_since_best=0)
-            after = record_evaluation("pruned")["accuracy"]
+            state.update(phase="pruned", best_accuracy=None, best_step=None, evals_since_best=0)
+            best = None
+            after = record_evaluation("pruned", candidate=False)["accuracy"]
             state["pruning"] = {
                 **stats, "pruned_at_step": state["global_step"], "validation_accuracy_before_pruning": before,
                 "validation_accuracy_after_pruning": after, "tolerance": tolerance,
             }  # fmt: skip
             if is_main:
                 logger.info(
-                    "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass): validation "
-                    "accuracy %.4f before pruning, %.4f right after", config.max_prototypes_per_class,
-                    stats["nonzero_after"], stats["nonzero_before"], 100 * stats["kept_weight_fraction"], before, after,
+                    "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass, %d distinct "
+                    "channels used): validation accuracy %.4f before pruning, %.4f right after",
+                    config.max_prototypes_per_class, stats["nonzero_after"], stats["nonzero_before"],
+                    100 * stats["kept_weight_fraction"], stats["distinct_channels_used"], before, after,
                 )  # fmt: skip
             inner = getattr(optimizer, "optimizer", optimizer)
             inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
@@ -548,7 +553,7 @@ def fit_head(
         progress.update(1)
         if phase == "main":
             if phase_step % plan.eval_steps == 0 or phase_step >= plan.main_steps:
-                record_evaluation(phase)
+                record_evaluation(phase, candidate=phase_step >= plan.main_min_steps)
                 patience_over = (
                     plan.early_stopping and phase_step >= plan.main_min_steps
                     and state["evals_since_best"] >= config.early_stopping_patience
@@ -557,9 +562,8 @@ def fit_head(
                 state["phase_done"] = patience_over or phase_step >= plan.main_steps
         else:
             end_of_round = phase_step % plan.finetune_steps == 0
-            if phase_step % plan.eval_steps == 0 or end_of_round:
-                record_evaluation(phase)
             if end_of_round:
+                record_evaluation(phase, candidate=True)
                 before = state["pruning"]["validation_accuracy_before_pruning"]
                 recovered = state["best_accuracy"] >= before - config.pruning_tolerance - 1e-9
                 rounds = phase_step // plan.finetune_steps

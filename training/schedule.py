@@ -12,15 +12,17 @@ the number of processes).
 * **Budget.** The main phase has a budget of ``clamp(budget_epochs * N / G, min_train_steps, max_budget_steps)``
   steps: a tiny dataset still gets ``min_train_steps`` steps (many epochs), a large one about ``budget_epochs``.
   The warm-up + cosine learning rate and the geometric Gumbel-temperature annealing are functions of the step within
-  this budget. The validation split is evaluated every ``eval_steps``; after ``min_train_steps`` the phase stops
-  early once ``early_stopping_patience`` evaluations in a row did not improve on the best validation accuracy, and
-  the best state is restored at the end of the phase. ``num_train_epochs`` / ``max_train_steps`` are explicit
+  this budget. The validation split is evaluated every ``eval_steps``. The evaluations from ``min_train_steps`` on
+  are candidates for the best state (earlier states have a high learning rate and temperature; choosing among them
+  would mostly select validation noise): the phase stops early once ``early_stopping_patience`` candidates in a row
+  did not improve on the best validation accuracy, and the best candidate is restored at the end of the phase (with
+  budget = floor, as for small datasets, that is the final, fully annealed state). ``num_train_epochs`` / ``max_train_steps`` are explicit
   overrides: the main phase then runs exactly that long (no early stopping, the last state is kept), as in
   transformers' example scripts.
 * **Fine-tuning after pruning** runs in rounds of ``finetune_steps`` steps (each a cosine from the fine-tuning rate
-  to 0). After each round it stops if the best validation accuracy since pruning is within ``pruning_tolerance`` of
-  the accuracy before pruning, else it runs another round, up to ``finetune_max_rounds``; the best state since
-  pruning is restored. ``finetune_epochs`` is the explicit override (exactly that long, one round).
+  to 0), the validation split evaluated at the end of each. It stops once the best end-of-round accuracy is within
+  ``pruning_tolerance`` of the accuracy before pruning, else runs another round, up to ``finetune_max_rounds``; the
+  best end-of-round state is restored. ``finetune_epochs`` is the explicit override (exactly that long, one round).
 """
 
 from __future__ import annotations
