@@ -262,9 +262,9 @@ def _benchmarks():
 
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-    from benchmarks import run, speed
+    from benchmarks import report, speed
 
-    return run, speed
+    return report, speed
 
 
 def test_grad_cam_on_the_same_model_leaves_the_backbone_frozen(tiny_model):
@@ -288,14 +288,16 @@ def test_grad_cam_on_the_same_model_leaves_the_backbone_frozen(tiny_model):
 
 
 def test_readme_table_is_replaced_between_markers_only(tmp_path):
-    run, _ = _benchmarks()
+    report, _ = _benchmarks()
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nintro\n\n{run.README_START}\nold table\n{run.README_END}\n\nfooter\n")
-    run.write_readme(str(readme), "| new | table |\n")
-    assert readme.read_text() == f"# Title\n\nintro\n\n{run.README_START}\n| new | table |\n{run.README_END}\n\nfooter\n"
+    readme.write_text(f"# Title\n\nintro\n\n{report.README_START}\nold table\n{report.README_END}\n\nfooter\n")
+    report.write_readme(str(readme), "| new | table |\n")
+    assert readme.read_text() == (
+        f"# Title\n\nintro\n\n{report.README_START}\n| new | table |\n{report.README_END}\n\nfooter\n"
+    )
     fresh = tmp_path / "other.md"
-    run.write_readme(str(fresh), "x\n")
-    assert f"{run.README_START}\nx\n{run.README_END}" in fresh.read_text()
+    report.write_readme(str(fresh), "x\n")
+    assert f"{report.README_START}\nx\n{report.README_END}" in fresh.read_text()
 
 
 def test_deletion_auc_on_a_model_with_trainable_parameters(tiny_model):
