@@ -68,4 +68,29 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
         for key, values in road.items():
             entry[f"road_{key}"] = float(values.mean())
         out[name] = entry
+    out["randomisation"] = head_randomisation(model, x, predictions, maps["infodisent"], seeds=3)
+    return out
+
+
+def head_randomisation(model, x, targets, trained_maps, seeds: int = 3) -> dict:
+    """The model-randomisation sanity check (Adebayo et al. 2018) on the head: Spearman between the trained model's
+    class heatmaps and those of copies whose head is initialised again (as the model initialises it now, random U;
+    and as it did before, U ≈ I), mean over images and `seeds` re-initialisations; the same for the peak map."""
+    from benchmarks.groundtruth import explain_all, reinit_head
+    from modeling_infodisent.metrics import map_spearman
+
+    trained = explain_all(model, x, targets)
+    peaks = np.stack([e.class_heatmap("peaks") for e in trained])
+    out = {}
+    for key, old in (("head/class_heatmap", False), ("head/class_heatmap_old_init", True), ("head/peak_map", False)):
+        rho = []
+        for r in range(seeds):
+            again = explain_all(reinit_head(model, 1000 + r, old_init=old), x, targets)
+            if key == "head/peak_map":
+                rho.append(map_spearman(peaks, np.stack([e.class_heatmap("peaks") for e in again])))
+            else:
+                rho.append(map_spearman(trained_maps, np.stack([e.class_heatmap() for e in again])))
+        rho = np.stack(rho)
+        out[key] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho))),
+                    "per_seed": np.nanmean(rho, axis=1).tolist()}  # fmt: skip
     return out

@@ -22,8 +22,12 @@ GOALS = {
     "explanation_size_p90": ("<=", 15),
     "accuracy_drop_vs_dense_points": ("<=", 0.5),
     "max_prototypes_per_class_used": ("<=", 20),
+    # Issue 14 (the ground-truth benchmark and the faithfulness section).
+    "head_randomisation_spearman": ("<=", 0.3),
+    "gt_part_pointing_top_prototype_vs_grad_cam_original_ci_low": (">", 0.0),
+    "gt_part_pointing_top_prototype_vs_centre_prior_ci_low": (">", 0.0),
+    "agreement_with_backbone_head": (">=", 0.99),
 }
-
 
 
 def _fmt(value, digits=3):
@@ -42,8 +46,12 @@ def _goal(name: str, value) -> str:
     if value is None:
         return "–"
     op, threshold = GOALS[name]
-    met = value <= threshold if op == "<=" else value >= threshold
+    met = _met(op, value, threshold)
     return f"{op} {threshold:g} {'✅ met' if met else '❌ missed'}"
+
+
+def _met(op: str, value, threshold) -> bool:
+    return {"<=": value <= threshold, ">=": value >= threshold, ">": value > threshold}[op]
 
 
 def goals_status(results: dict) -> dict:
@@ -64,8 +72,18 @@ def goals_status(results: dict) -> dict:
         status["max_prototypes_per_class_used"] = s["max_prototypes_per_class_used"]["max"]
         if "accuracy_drop_vs_dense_points" in acc:
             status["accuracy_drop_vs_dense_points"] = acc["accuracy_drop_vs_dense_points"]
+        if "agreement" in acc["summary"]["infodisent"]:
+            status["agreement_with_backbone_head"] = acc["summary"]["infodisent"]["agreement"]["mean"]
+    rnd = results.get("faithfulness", {}).get("randomisation")
+    if rnd:
+        status["head_randomisation_spearman"] = rnd["head/class_heatmap"]["spearman"]
+    part = results.get("groundtruth", {}).get("part")
+    if part:
+        for b in ("grad_cam_original", "centre_prior"):
+            status[f"gt_part_pointing_top_prototype_vs_{b}_ci_low"] = part["comparisons"][
+                f"infodisent_after/top1_prototype vs {b}/pointing"]["low"]
     return {
-        k: {"value": v, "goal": f"{GOALS[k][0]} {GOALS[k][1]}", "met": (v <= GOALS[k][1]) if GOALS[k][0] == "<=" else (v >= GOALS[k][1])}
+        k: {"value": v, "goal": f"{GOALS[k][0]} {GOALS[k][1]}", "met": _met(GOALS[k][0], v, GOALS[k][1])}
         for k, v in status.items()
     }
 
@@ -205,7 +223,18 @@ def markdown_table(results: dict) -> str:
                 f"{e['insertion_auc']:.3f} ± {e['insertion_auc_sem']:.3f} | {e['road_morf']:+.3f} | "
                 f"{e['road_lerf']:+.3f} | {e['road_combined']:+.3f} |"
             )
+        rnd = faith.get("randomisation")
+        if rnd:
+            cell = lambda k: f"{rnd[k]['spearman']:+.3f} (mean abs {rnd[k]['abs_spearman']:.3f})"  # noqa: E731
+            lines += ["", "Model-randomisation sanity check (head re-initialised, 3 initialisations; Spearman between "
+                      "the trained model's map and the re-initialised one's, lower is better): class heatmap "
+                      f"{cell('head/class_heatmap')}; with the former initialisation U ≈ I "
+                      f"{cell('head/class_heatmap_old_init')}; peak evidence map {cell('head/peak_map')}."]  # fmt: skip
         lines.append("")
+    if results.get("groundtruth"):
+        from benchmarks.groundtruth_report import markdown as groundtruth_markdown
+
+        lines += groundtruth_markdown(results["groundtruth"])
     speed = results.get("speed")
     if speed:
         inf = speed["inference"]

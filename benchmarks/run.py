@@ -38,12 +38,13 @@ from benchmarks.accuracy import (  # noqa: E402
 from benchmarks.common import FULL_FASHION_MNIST, TRAIN_DEFAULTS, Bench, Timer, _jsonable, _ROOT, environment  # noqa: E402
 from benchmarks.compactness import section_compactness  # noqa: E402
 from benchmarks.faithfulness import section_faithfulness  # noqa: E402
+from benchmarks.groundtruth import section_groundtruth  # noqa: E402
 from benchmarks.report import goals_status, markdown_table, write_readme  # noqa: E402
 from benchmarks.speed_section import section_speed  # noqa: E402
 
 logger = logging.getLogger("benchmarks")
 
-SECTIONS = ("accuracy", "ablations", "tradeoff", "compactness", "faithfulness", "speed")
+SECTIONS = ("accuracy", "ablations", "tradeoff", "compactness", "faithfulness", "groundtruth", "speed")
 
 
 def parse_args(argv=None):
@@ -146,6 +147,9 @@ def main(argv=None):
         if "faithfulness" in args.sections:
             with timer("faithfulness"):
                 results["faithfulness"] = section_faithfulness(bench, cache)
+        if "groundtruth" in args.sections:
+            with timer("groundtruth"):
+                results["groundtruth"] = section_groundtruth(args, device, timer)
         if "speed" in args.sections:
             with timer("speed"):
                 results["speed"] = section_speed(bench, args, device)

@@ -188,6 +188,9 @@ def explanation_json(explanation: Explanation, id2label: dict[int, str], model_r
         "feature_grid": [int(v) for v in explanation.feature_grid],
         "image_size": [int(v) for v in explanation.image_size],
         "equation": "logit = bias + sum(prototypes[].contribution) + residual",
+        "original_classifier": None if explanation.original_prediction is None else {
+            "id": int(explanation.original_prediction), "label": id2label[int(explanation.original_prediction)],
+            "agrees": bool(explanation.agrees)},
     }
 
 
@@ -507,6 +510,10 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             f"Explaining **{html.escape(explanation.label)}**, {which} — "
             f"{len(explanation.prototypes)} prototypes contribute; computed in {time.perf_counter() - started:.2f} s."
         )
+        if explanation.original_prediction is not None:  # what the explained black box itself decides
+            original = html.escape(explainer.id2label[explanation.original_prediction])
+            status += (f" The original classifier also says **{original}**." if explanation.agrees else
+                       f" ⚠️ **The original classifier says {original}**: this explains InfoDisent's score, not its decision.")
         updates = [
             status,
             probabilities,

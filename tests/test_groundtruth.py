@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
-pytestmark = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="needs Debian's dataset-fashion-mnist")
+needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="needs Debian's dataset-fashion-mnist")
 
 
 def _gen():
@@ -20,6 +20,7 @@ def _gen():
     return generate
 
 
+@needs_fmnist
 def test_cluttered_is_deterministic_and_box_holds_the_garment():
     g = _gen()
     a, b = g.make_cluttered("test", 6, seed=3), g.make_cluttered("test", 6, seed=3)
@@ -40,6 +41,7 @@ def test_cluttered_is_deterministic_and_box_holds_the_garment():
         assert empty[y0:y1, x0:x1].max() == 0 and empty.sum() > 0
 
 
+@needs_fmnist
 def test_part_defined_without_part_changes_only_the_decisive_mark():
     g = _gen()
     with_part = g.make_part_defined("test", 8, seed=0)
@@ -56,6 +58,7 @@ def test_part_defined_without_part_changes_only_the_decisive_mark():
         assert np.array_equal(mask[y0:y1, x0:x1], np.kron(glyph, np.ones((scale, scale), bool)))
 
 
+@needs_fmnist
 def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
     from training.data import load_image_dataset
 
@@ -68,3 +71,96 @@ def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
     assert "benchmarks/generate.py --variant part" in (out / "README.md").read_text()
     bad = subprocess.run([*cmd, "--canvas", "20"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --canvas must be >= 56, got 20"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The model side: the original classifier inside the model, the peak evidence map, the rotation's initialisation
+# ------------------------------------------------------------------------------------------------------------
+import torch  # noqa: E402
+
+from conftest import tiny_resnet_config  # noqa: E402
+
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _tiny_classifier():
+    from transformers import ResNetForImageClassification
+
+    torch.manual_seed(0)
+    config = tiny_resnet_config(num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    return ResNetForImageClassification(config).eval()
+
+
+def test_explanation_says_what_the_original_classifier_decides(tmp_path):
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    original = _tiny_classifier()
+    model = InfoDisentForImageClassification.from_backbone(original, id2label=LABELS).eval()
+    assert model.config.original_head is True
+    torch.manual_seed(1)
+    x = torch.randn(6, 3, 64, 64)
+    with torch.no_grad():
+        expected = original(pixel_values=x).logits
+        out = model(x)
+    torch.testing.assert_close(out.original_logits, expected, rtol=1e-5, atol=1e-5)
+    decided = expected.argmax(-1).tolist()
+    for e, o in zip(model.explain(x), decided):
+        assert (e.original_prediction, e.original_label, e.agrees) == (o, LABELS[o], e.target == o)
+    other = [(o + 1) % 3 for o in decided]
+    assert [e.agrees for e in model.explain(x, target=other)] == [False] * 6
+    # Saved and loaded with the weights; never trained (buffers, not parameters).
+    assert not any("original" in name for name, _ in model.named_parameters())
+    model.save_pretrained(tmp_path)
+    loaded = InfoDisentForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).original_logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_no_original_head_for_other_labels_or_a_head_that_is_not_avgpool_linear():
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    renamed = InfoDisentForImageClassification.from_backbone(_tiny_classifier(), id2label={0: "a", 1: "b", 2: "c"})
+    assert renamed.config.original_head is False and renamed.original_classifier is None
+    (e,) = renamed.explain(torch.randn(1, 3, 64, 64))
+    assert (e.original_prediction, e.original_label, e.agrees) == (None, None, None)
+    assert renamed(torch.randn(1, 3, 64, 64)).original_logits is None
+    # ConvNeXt's head normalises the pooled map before its linear layer: not reproducible from the map alone.
+    torch.manual_seed(0)
+    convnext = ConvNextForImageClassification(
+        ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    ).eval()
+    assert InfoDisentForImageClassification.from_backbone(convnext, id2label=LABELS).config.original_head is False
+
+
+def test_peak_evidence_map_puts_each_contribution_on_its_peak_cell():
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    torch.manual_seed(0)
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=LABELS).eval()
+    x = torch.randn(2, 3, 64, 64)
+    for e in model.explain(x):
+        h, w = e.feature_grid
+        e.image_size = (h, w)  # upsampling to the grid itself is the identity: the cells are visible as they are
+        for p in e.prototypes:
+            p.image_size = (h, w)
+        peaks = e.class_heatmap("peaks")
+        expected = np.zeros((h, w))
+        for p in e.prototypes:
+            expected[p.location] += p.contribution
+        np.testing.assert_allclose(peaks, expected, rtol=1e-5, atol=1e-6)
+        assert peaks.sum() == pytest.approx(e.logit - e.bias, rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="`where` must be 'maps' or 'peaks', got 'box'"):
+        e.class_heatmap("box")
+
+
+def test_rotation_starts_far_from_the_identity():
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    torch.manual_seed(0)
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(hidden_sizes=[8, 16, 24, 64]), id2label=LABELS)
+    u = model.rotation.double()
+    torch.testing.assert_close(u.T @ u, torch.eye(64, dtype=torch.float64), atol=1e-5, rtol=0)
+    # Near I (the old initialisation) the diagonal is ~1; a random rotation's diagonal averages ~0.
+    assert abs(float(u.diagonal().mean())) < 0.15 and float(u.diagonal().abs().mean()) < 0.3
