@@ -164,3 +164,51 @@ def test_rotation_starts_far_from_the_identity():
     torch.testing.assert_close(u.T @ u, torch.eye(64, dtype=torch.float64), atol=1e-5, rtol=0)
     # Near I (the old initialisation) the diagonal is ~1; a random rotation's diagonal averages ~0.
     assert abs(float(u.diagonal().mean())) < 0.15 and float(u.diagonal().abs().mean()) < 0.3
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The benchmark's scoring helpers (benchmarks/groundtruth.py)
+# ------------------------------------------------------------------------------------------------------------
+def _bench_module():
+    sys.path.insert(0, REPO_ROOT)
+    from benchmarks import groundtruth
+
+    return groundtruth
+
+
+def test_uniform_peak_reference_and_centre_prior():
+    gt = _bench_module()
+    # 11×11 grid on 84 px: a box holding exactly one cell centre, and the whole canvas.
+    np.testing.assert_allclose(gt.cells_inside([[0, 0, 7, 7], [0, 0, 84, 84]], (11, 11), 84), [1 / 121, 1.0])
+    centre = gt.centre_gaussian(2, 84)
+    assert centre.shape == (2, 84, 84) and np.unravel_index(centre[0].argmax(), (84, 84)) in {(41, 41), (41, 42), (42, 41), (42, 42)}
+
+
+def test_reinit_head_draws_a_fresh_head_and_can_restore_the_old_initialisation():
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    gt = _bench_module()
+    torch.manual_seed(0)
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=LABELS).eval()
+    with torch.no_grad():
+        model.head.classifier.prototype_mask[:, 1:] = 0  # a pruned, "trained" head
+    fresh = gt.reinit_head(model, seed=1)
+    assert fresh.head.classifier.prototype_mask.min() == 1  # the mask is initialised again too
+    assert not torch.equal(fresh.head.rotation.generator, model.head.rotation.generator)
+    torch.testing.assert_close(fresh.backbone.state_dict(), model.backbone.state_dict())  # only the head changes
+    old = gt.reinit_head(model, seed=1, old_init=True)
+    assert float(old.rotation.diagonal().mean()) > 0.95  # U ≈ I
+    assert float(fresh.rotation.diagonal().mean()) < 0.5
+    assert model.head.classifier.prototype_mask[:, 1:].sum() == 0  # the original is untouched
+
+
+def test_groundtruth_section_is_skipped_with_a_note_without_fashion_mnist(monkeypatch):
+    from types import SimpleNamespace
+
+    gt = _bench_module()
+    from benchmarks.groundtruth_report import markdown
+
+    monkeypatch.setenv("FASHION_MNIST_DIR", "/nonexistent-fmnist")
+    result = gt.section_groundtruth(SimpleNamespace(quick=True), None, None)
+    assert set(result) == {"skipped"} and "dataset-fashion-mnist" in result["skipped"]
+    assert markdown(result)[0].startswith("**Ground truth**: skipped — Fashion-MNIST idx files not found")
