@@ -18,6 +18,17 @@ Definitions (the README's benchmark table uses exactly these):
   shared information (more disentangled).
 * **ROAD** (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for Attribution Methods") — the
   `grad-cam` package's implementation, run on any (B, H, W) map by `road_scores`.
+
+Against a known answer (the ground-truth benchmark, `benchmarks/groundtruth.py`):
+
+* **Pointing game** (Zhang et al. 2016) — a hit when the point an explanation names (a heatmap's maximum, a
+  prototype's peak cell centre) lies inside the ground-truth box; `pointing_game`, `heatmap_peaks`.
+* **Energy in box** (Score-CAM's "energy-based pointing game") — the share of a map's positive mass that lies inside
+  the ground-truth region; `energy_in_region`.
+* **Paired bootstrap CI** — the mean per-image difference of two methods on the same images, with a percentile
+  confidence interval from resampling the images; `paired_bootstrap`.
+* **Spearman rank correlation of maps** (the model-randomisation sanity check, Adebayo et al. 2018);
+  `map_spearman`.
 """
 
 from __future__ import annotations
@@ -29,12 +40,18 @@ import numpy as np
 import torch
 
 __all__ = [
+    "box_masks",
     "class_contributions",
     "deletion_insertion_auc",
+    "energy_in_region",
     "explanation_size",
     "explanation_sizes",
     "fraction_unused_poles",
+    "heatmap_peaks",
+    "map_spearman",
     "mean_pairwise_rv",
+    "paired_bootstrap",
+    "pointing_game",
     "road_scores",
     "rv_coefficient",
 ]
@@ -394,3 +411,103 @@ def road_scores(
     morf, lerf = np.asarray(morf, dtype=np.float64), np.asarray(lerf, dtype=np.float64)
     return {"morf": morf, "lerf": lerf, "combined": (lerf - morf) / 2}
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Against a known answer: localisation, paired confidence intervals, randomisation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _boxes(boxes) -> np.ndarray:
+    b = _as_numpy(boxes, "boxes").reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
+    if np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1]):
+        raise ValueError("Every box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0 (x1, y1 exclusive).")
+    return b
+
+
+def box_masks(boxes, size: tuple[int, int]) -> np.ndarray:
+    """(N, 4) boxes ``[x0, y0, x1, y1]`` (pixels, x1/y1 exclusive) -> (N, H, W) boolean masks."""
+    b = _boxes(boxes)
+    h, w = size
+    ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    return (
+        (xs >= b[:, 0, None, None]) & (xs < b[:, 2, None, None]) & (ys >= b[:, 1, None, None]) & (ys < b[:, 3, None, None])
+    )
+
+
+def heatmap_peaks(heatmaps) -> np.ndarray:
+    """(N, H, W) maps -> (N, 2) pixel coordinates ``(x, y)`` of each map's maximum (the first one in row-major order
+    when several pixels tie, so a constant map points at the top-left corner: it names no place)."""
+    heat = _as_numpy(heatmaps, "heatmaps")
+    if heat.ndim != 3:
+        raise ValueError(f"`heatmaps` must be (N, H, W), got shape {heat.shape}.")
+    flat = heat.reshape(len(heat), -1).argmax(axis=1)
+    return np.stack((flat % heat.shape[2], flat // heat.shape[2]), axis=1)
+
+
+def pointing_game(points, boxes) -> np.ndarray:
+    """(N,) booleans: whether point i ``(x, y)`` (pixels, may be fractional) lies inside box i ``[x0, y0, x1, y1)``."""
+    p = _as_numpy(points, "points").reshape(-1, 2)
+    b = _boxes(boxes)
+    if len(p) != len(b):
+        raise ValueError(f"Got {len(p)} points for {len(b)} boxes.")
+    return (p[:, 0] >= b[:, 0]) & (p[:, 0] < b[:, 2]) & (p[:, 1] >= b[:, 1]) & (p[:, 1] < b[:, 3])
+
+
+def energy_in_region(heatmaps, regions) -> np.ndarray:
+    """(N,) share of each map's positive mass inside its region (N, H, W booleans, e.g. `box_masks`): 1 = all the
+    evidence the map shows lies on the ground truth; a uniform map scores the region's share of the image. A map with
+    no positive mass scores 0."""
+    heat = np.clip(_as_numpy(heatmaps, "heatmaps"), 0.0, None)
+    region = np.asarray(regions, dtype=bool)
+    if heat.shape != region.shape or heat.ndim != 3:
+        raise ValueError(f"`heatmaps` and `regions` must both be (N, H, W); got {heat.shape} and {region.shape}.")
+    total = heat.sum(axis=(1, 2))
+    inside = (heat * region).sum(axis=(1, 2))
+    return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+
+
+def paired_bootstrap(a, b, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Mean of the per-item differences ``a - b`` (the same items scored by two methods) with a percentile bootstrap
+    confidence interval over items.
+
+    Returns ``{"mean_a", "mean_b", "difference", "low", "high", "n", "excludes_zero"}``; `excludes_zero` is True when
+    the whole interval lies on one side of 0 (the difference is resolved at this confidence).
+    """
+    x, y = _as_numpy(a, "a").reshape(-1), _as_numpy(b, "b").reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"Paired scores must have the same length, got {x.size} and {y.size}.")
+    if x.size < 2:
+        raise ValueError("A bootstrap needs at least 2 paired items.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+    d = x - y
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(int(n_resamples), d.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return {
+        "mean_a": float(x.mean()),
+        "mean_b": float(y.mean()),
+        "difference": float(d.mean()),
+        "low": float(low),
+        "high": float(high),
+        "n": int(d.size),
+        "excludes_zero": bool(low > 0 or high < 0),
+    }
+
+
+def map_spearman(maps_a, maps_b) -> np.ndarray:
+    """(N,) Spearman rank correlation between map i of `maps_a` and map i of `maps_b` (any equal shapes per item), with
+    `scipy.stats.spearmanr` (average ranks for ties). A constant map correlates with nothing: NaN."""
+    from scipy.stats import spearmanr
+
+    a, b = _as_numpy(maps_a, "maps_a"), _as_numpy(maps_b, "maps_b")
+    if a.shape != b.shape:
+        raise ValueError(f"Maps must have the same shape, got {a.shape} and {b.shape}.")
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    out = np.full(len(a), np.nan)
+    for i in range(len(a)):
+        if np.ptp(a[i]) > 0 and np.ptp(b[i]) > 0:
+            out[i] = spearmanr(a[i], b[i]).statistic
+    return out

@@ -136,6 +136,16 @@ def sum_terms(explanation, shown: Sequence | None = None) -> list[tuple[str, flo
     return terms
 
 
+def original_classifier_line(explanation, id2label: dict | None = None) -> str | None:
+    """What the explained black box itself decides, when the model carries its original classifier (else None)."""
+    if getattr(explanation, "original_prediction", None) is None:
+        return None
+    name = _class_name(explanation.original_prediction, id2label, explanation.original_label)
+    if explanation.agrees:
+        return f"Original classifier: also '{name}' (agrees)"
+    return f"Original classifier: '{name}' (DISAGREES: this explains InfoDisent's score, not the original's decision)"
+
+
 def _sum_line(terms: list[tuple[str, float]], class_name: str) -> str:
     parts = [f"{_num(v, signed=i > 0)} ({label})" for i, (label, v) in enumerate(terms[:-1])]
     return " ".join(parts) + f" = {_num(terms[-1][1], signed=False)} (logit of '{class_name}')"
@@ -435,6 +445,8 @@ def render_explanation(
         + (f"   ·   explaining class: {name}" if predicted != explanation.target else "")
     )
     canvas.text(margin, 0.18, f"Why '{name}'?  InfoDisent explanation", fontsize=14, weight="bold")
+    original = original_classifier_line(explanation, id2label)
+    verdict += f"   ·   {original}" if original else ""
     canvas.text(margin, 0.5, verdict + f"   ·   logit of '{name}': {_num(explanation.logit, False)}", fontsize=10)
 
     # Header panels.
@@ -721,6 +733,7 @@ def explanation_html(
     probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
     predicted = int(np.argmax(probabilities))
     predicted_name = _class_name(predicted, id2label, name if predicted == explanation.target else None)
+    original = original_classifier_line(explanation, id2label)
     parts = [
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
         f"<title>{esc(title or f'InfoDisent explanation: {name}')}</title><style>{_CSS}</style></head><body>",
@@ -728,6 +741,7 @@ def explanation_html(
         f"<p>The model predicts <b>{esc(predicted_name)}</b> with probability "
         f"<b>{100 * probabilities[predicted]:.1f}%</b>. This page explains the score (logit) of class "
         f"<b>{esc(name)}</b>: <b>{_num(explanation.logit, False)}</b>.</p>",
+        f"<p>{esc(original)}.</p>" if original else "",
         "<p class='muted'>How to read it: the model looks at the image through <i>prototypes</i>. Each prototype "
         "fires at one place of the image (its heatmap and box) and adds <i>weight × activation</i> to the class "
         "score — <span class='for'>red</span> prototypes argue <span class='for'>for</span> the class, "

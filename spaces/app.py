@@ -206,6 +206,9 @@ def explanation_json(explanation: Explanation, id2label: dict[int, str], model_r
         "feature_grid": [int(v) for v in explanation.feature_grid],
         "image_size": [int(v) for v in explanation.image_size],
         "equation": "logit = bias + sum(prototypes[].contribution) + residual",
+        "original_classifier": None if explanation.original_prediction is None else {
+            "id": int(explanation.original_prediction), "label": id2label[int(explanation.original_prediction)],
+            "agrees": bool(explanation.agrees)},
     }
 
 
@@ -430,10 +433,15 @@ def status_markdown(explanation: Explanation, id2label: dict[int, str], seconds:
     which = "the predicted class" if explanation.target == predicted else (
         f"not the predicted class ({md_text(id2label[predicted])}): why not?"
     )
-    return (
+    status = (
         f"Explaining **{md_text(explanation.label)}**, {which} — "
         f"{len(explanation.prototypes)} prototypes contribute; computed in {seconds:.2f} s."
     )
+    if explanation.original_prediction is not None:  # what the explained black box itself decides
+        original = md_text(id2label[explanation.original_prediction])
+        status += (f" The original classifier also says **{original}**." if explanation.agrees else
+                   f" ⚠️ **The original classifier says {original}**: this explains InfoDisent's score, not its decision.")
+    return status
 
 
 def equation_markdown(explanation: Explanation) -> str:

@@ -262,9 +262,9 @@ def _benchmarks():
 
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-    from benchmarks import run, speed
+    from benchmarks import report, speed
 
-    return run, speed
+    return report, speed
 
 
 def test_grad_cam_on_the_same_model_leaves_the_backbone_frozen(tiny_model):
@@ -288,14 +288,16 @@ def test_grad_cam_on_the_same_model_leaves_the_backbone_frozen(tiny_model):
 
 
 def test_readme_table_is_replaced_between_markers_only(tmp_path):
-    run, _ = _benchmarks()
+    report, _ = _benchmarks()
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nintro\n\n{run.README_START}\nold table\n{run.README_END}\n\nfooter\n")
-    run.write_readme(str(readme), "| new | table |\n")
-    assert readme.read_text() == f"# Title\n\nintro\n\n{run.README_START}\n| new | table |\n{run.README_END}\n\nfooter\n"
+    readme.write_text(f"# Title\n\nintro\n\n{report.README_START}\nold table\n{report.README_END}\n\nfooter\n")
+    report.write_readme(str(readme), "| new | table |\n")
+    assert readme.read_text() == (
+        f"# Title\n\nintro\n\n{report.README_START}\n| new | table |\n{report.README_END}\n\nfooter\n"
+    )
     fresh = tmp_path / "other.md"
-    run.write_readme(str(fresh), "x\n")
-    assert f"{run.README_START}\nx\n{run.README_END}" in fresh.read_text()
+    report.write_readme(str(fresh), "x\n")
+    assert f"{report.README_START}\nx\n{report.README_END}" in fresh.read_text()
 
 
 def test_deletion_auc_on_a_model_with_trainable_parameters(tiny_model):
@@ -305,3 +307,82 @@ def test_deletion_auc_on_a_model_with_trainable_parameters(tiny_model):
     heat = np.stack([e.class_heatmap() for e in tiny_model.explain(x)])
     aucs = deletion_insertion_auc(lambda batch: tiny_model(batch).logits, x, heat, [0, 1], steps=4)
     assert aucs.shape == (2,) and np.all((aucs >= 0) & (aucs <= 1))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Against a known answer: pointing game, energy in box, paired bootstrap, Spearman of maps
+# ------------------------------------------------------------------------------------------------------------
+from modeling_infodisent.metrics import (  # noqa: E402
+    box_masks,
+    energy_in_region,
+    heatmap_peaks,
+    map_spearman,
+    paired_bootstrap,
+    pointing_game,
+)
+
+
+def _off_centre_boxes(n, size=84, side=20, seed=0):
+    """Boxes that never contain the canvas centre (the object sits in one of the four corners' quadrants)."""
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for _ in range(n):
+        x0 = int(rng.choice([rng.integers(0, size // 2 - side - 1), rng.integers(size // 2 + 1, size - side)]))
+        y0 = int(rng.integers(0, size - side))
+        boxes.append([x0, y0, x0 + side, y0 + side])
+    return np.array(boxes)
+
+
+def test_a_map_that_points_into_the_box_scores_one_and_the_centre_prior_scores_zero_off_centre():
+    size = 84
+    boxes = _off_centre_boxes(50, size)
+    masks = box_masks(boxes, (size, size))
+    inside = masks.astype(np.float32)  # all the mass on the box
+    assert pointing_game(heatmap_peaks(inside), boxes).all()
+    np.testing.assert_allclose(energy_in_region(inside, masks), 1.0)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    centre = np.broadcast_to(np.exp(-(xx**2 + yy**2) / (2 * 21.0**2)), (50, size, size))
+    assert not pointing_game(heatmap_peaks(centre), boxes).any()
+    energy = energy_in_region(centre, masks)
+    # A 20×20 box off centre holds little of a σ = 21 Gaussian (at most 12% when it touches the centre).
+    assert energy.mean() < 0.06 and energy.max() < 0.15
+    # A uniform map's energy is the box's share of the image.
+    np.testing.assert_allclose(energy_in_region(np.ones((50, size, size)), masks), 400 / size**2)
+
+
+def test_pointing_game_edges_and_errors():
+    boxes = [[10, 20, 30, 40]] * 4
+    hits = pointing_game([[10, 20], [29.9, 39.9], [30, 25], [15, 40]], boxes)
+    assert hits.tolist() == [True, True, False, False]  # x1 / y1 are exclusive
+    with pytest.raises(ValueError, match="Got 1 points for 4 boxes"):
+        pointing_game([[0, 0]], boxes)
+    with pytest.raises(ValueError, match="x1 > x0"):
+        box_masks([[5, 5, 5, 9]], (10, 10))
+    assert heatmap_peaks(np.zeros((1, 4, 5))).tolist() == [[0, 0]]  # a flat map names the first pixel
+    peaks = heatmap_peaks(np.eye(5)[None] * np.arange(5)[None, :, None])
+    assert peaks.tolist() == [[4, 4]]
+    np.testing.assert_array_equal(energy_in_region(-np.ones((1, 3, 3)), np.ones((1, 3, 3), bool)), [0.0])
+
+
+def test_paired_bootstrap_of_identical_methods_contains_zero_and_resolves_a_real_difference():
+    rng = np.random.default_rng(1)
+    a = rng.random(200)
+    same = paired_bootstrap(a, a.copy())
+    assert same["difference"] == 0.0 and same["low"] == 0.0 and same["high"] == 0.0 and not same["excludes_zero"]
+    noisy = paired_bootstrap(a, a + rng.normal(0, 0.1, 200))  # no real difference, only noise
+    assert noisy["low"] < 0 < noisy["high"] and not noisy["excludes_zero"]
+    better = paired_bootstrap(a + 0.1, a + rng.normal(0, 0.05, 200))
+    assert better["low"] > 0 and better["excludes_zero"]
+    assert better["mean_a"] == pytest.approx(a.mean() + 0.1) and better["n"] == 200
+    assert paired_bootstrap(a + 0.1, a, seed=3) == paired_bootstrap(a + 0.1, a, seed=3)  # seeded
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap([1, 2], [1, 2, 3])
+
+
+def test_map_spearman_is_rank_based_and_nan_for_flat_maps():
+    rng = np.random.default_rng(0)
+    m = rng.random((3, 6, 6))
+    np.testing.assert_allclose(map_spearman(m, np.exp(5 * m)), 1.0)  # monotone transform: same ranks
+    np.testing.assert_allclose(map_spearman(m, -m), -1.0)
+    rho = map_spearman(np.concatenate([m[:1], np.ones((1, 6, 6))]), np.concatenate([m[:1], m[1:2]]))
+    assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1])

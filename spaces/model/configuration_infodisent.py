@@ -49,7 +49,13 @@ class InfoDisentConfig(PretrainedConfig):
             How the nonnegative classifier W is obtained from its free parameter: `"softplus"` (smooth, the
             default), `"relu"` (exact zeros possible), or `"none"` (unconstrained W: the ablation).
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the random initialisation of the rotation generator.
+            Kept for compatibility with saved configs; the rotation generator now starts as a random rotation far
+            from the identity (its scale depends only on D; see `_init_weights`).
+        original_head (`bool`, *optional*, defaults to `False`):
+            Whether the model carries the backbone's own classifier (global average pooling of the explained map and
+            one linear layer, as in `ResNetForImageClassification`) so that every explanation says what the
+            original classifier decides. `from_backbone` sets it when the backbone has such a head for the same
+            labels.
     """
 
     model_type = "infodisent"
@@ -65,6 +71,7 @@ class InfoDisentConfig(PretrainedConfig):
         gumbel_noise: bool = True,
         classifier_constraint: str = "softplus",
         initializer_range: float = 0.02,
+        original_head: bool = False,
         **kwargs,
     ):
         if backbone_config is None:
@@ -97,6 +104,7 @@ class InfoDisentConfig(PretrainedConfig):
         self.gumbel_noise = gumbel_noise
         self.classifier_constraint = classifier_constraint
         self.initializer_range = initializer_range
+        self.original_head = bool(original_head)
         super().__init__(**kwargs)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils import logging as transformers_logging
@@ -56,6 +56,8 @@ class InfoDisentImageClassifierOutput(ModelOutput):
         pos_activations / neg_activations: (B, D) the pooled strength of each channel's positive / negative pole.
         pos_locations / neg_locations: (B, D, 2) (row, col) in the feature grid where each pole peaks.
         feature_grid: (h, w) of the backbone's feature map.
+        original_logits: (B, K) the backbone's own classifier on the same map, when the model carries it
+            (`config.original_head`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -65,6 +67,7 @@ class InfoDisentImageClassifierOutput(ModelOutput):
     pos_locations: torch.LongTensor | None = None
     neg_locations: torch.LongTensor | None = None
     feature_grid: tuple[int, int] | None = None
+    original_logits: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -120,6 +123,11 @@ class Explanation:
     residual: float  # sum of the contributions left out by top_k (0.0 when top_k is None)
     feature_grid: tuple[int, int]
     image_size: tuple[int, int]
+    # What the explained black box itself decides (the backbone's own classifier, when the model carries it): if
+    # `agrees` is False, this explanation explains a decision the original classifier did not make.
+    original_prediction: int | None = None
+    original_label: str | None = None
+    agrees: bool | None = None
 
     @property
     def positive(self) -> list[Prototype]:
@@ -134,15 +142,24 @@ class Explanation:
         """bias + all contributions (+ residual): equals `logit` up to float rounding."""
         return self.bias + sum(p.contribution for p in self.prototypes) + self.residual
 
-    def class_heatmap(self) -> np.ndarray:
-        """(H, W) evidence map: each prototype's heatmap scaled by its signed weight, so each term peaks at (about)
-        its contribution. Positive where the image argues for the class, negative where it argues against."""
+    def class_heatmap(self, where: str = "maps") -> np.ndarray:
+        """(H, W) evidence map, positive where the image argues for the class, negative where it argues against.
+
+        ``where="maps"``: each prototype's whole activation map scaled by its signed weight (each term peaks at about
+        its contribution; the sum is W U I, a CAM of the rotated features). ``where="peaks"``: each prototype's exact
+        contribution placed on the one feature-grid cell where it peaks — the only place that enters the logit under
+        max pooling, so the map's cells sum to ``logit - bias`` (exactly, with ``top_k=None``)."""
+        if where not in ("maps", "peaks"):
+            raise ValueError(f"`where` must be 'maps' or 'peaks', got {where!r}.")
         if not self.prototypes:
             return np.zeros(self.image_size, dtype=np.float32)
         # Upsampling is linear: sum the (h, w) maps first, then upsample once (not once per prototype).
         low = np.zeros(self.feature_grid, dtype=np.float64)
         for p in self.prototypes:
-            low += p.sign * p.weight * p.activation_map
+            if where == "maps":
+                low += p.sign * p.weight * p.activation_map
+            else:
+                low[p.location] += p.contribution
         return upsample_map(low.astype(np.float32), self.image_size)
 
 
@@ -417,6 +434,16 @@ class InfoDisentHead(nn.Module):
         )
 
 
+class OriginalClassifier(nn.Module):
+    """The backbone's own linear classifier, held as buffers: saved and loaded with the weights, never trained (no
+    optimiser sees it, whatever `requires_grad` loading sets on parameters)."""
+
+    def __init__(self, num_features: int, num_labels: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_labels, num_features))
+        self.register_buffer("bias", torch.zeros(num_labels))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------
@@ -432,7 +459,12 @@ class InfoDisentPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         # The backbone (a PreTrainedModel) is initialised by its own `_init_weights`; only InfoDisent parts are here.
         if isinstance(module, InfoDisentRotation) and module.generator is not None:
-            init.normal_(module.generator, mean=0.0, std=self.config.initializer_range)
+            # U starts as a random rotation far from I, not U ≈ I: with U ≈ I and W ≥ 0 the untrained class map
+            # w·U·I(x) ≈ Σ_c w_c I_c(x) of non-negative backbone channels is the object's silhouette whatever W is,
+            # so an untrained head "explains" as well as a trained one (the model-randomisation check failed:
+            # Spearman 0.64). The eigen-angles of A = G − Gᵀ with G ~ N(0, s²) fill ±2s·sqrt(2D) (semicircle law);
+            # s = 3.83 / (2 sqrt(2D)) puts that edge at the first zero of J1, where E[cos θ] = E[diag U] = 0.
+            init.normal_(module.generator, mean=0.0, std=3.83 / (2.0 * math.sqrt(2.0 * module.dim)))
         elif isinstance(module, InfoDisentClassifier):
             # Small positive W, |N(0, 1/sqrt(D))|, written through the inverse of the constraint.
             num_features = module.weight_raw.shape[1]
@@ -464,6 +496,11 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             )
         config.num_features = int(num_features)
         self.head = InfoDisentHead(config, config.num_features)
+        # The backbone's own classifier (avg-pool + linear on the explained map), frozen: it only reports what the
+        # original model decides, it is never trained here.
+        self.original_classifier = (
+            OriginalClassifier(config.num_features, config.num_labels) if config.original_head else None
+        )
         self.post_init()
 
     # -- the public contract ------------------------------------------------------------------------------------
@@ -524,9 +561,17 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
     ) -> InfoDisentImageClassifierOutput | tuple:
         if pixel_values is None:
             raise ValueError("InfoDisentForImageClassification needs `pixel_values`.")
-        output = self.head(self.extract_features(pixel_values), labels=labels)
+        features = self.extract_features(pixel_values)
+        output = self.head(features, labels=labels)
+        output.original_logits = self.original_logits(features)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def original_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """The backbone's own classifier on the feature map I (B, D, h, w): (B, K), or None when the model has none."""
+        if self.original_classifier is None:
+            return None
+        return F.linear(features.mean(dim=(2, 3)), self.original_classifier.weight, self.original_classifier.bias)
 
     # -- explanations -------------------------------------------------------------------------------------------
 
@@ -553,6 +598,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             features = self.extract_features(pixel_values)
             rotated = self.head.rotate(features)
             out = self.head.forward_rotated(rotated)
+            original = self.original_logits(features)
         finally:
             self.train(was_training)
         batch = pixel_values.shape[0]
@@ -566,6 +612,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         maps = {1: F.relu(rotated).float().cpu().numpy(), -1: F.relu(-rotated).float().cpu().numpy()}
         activations = {1: out.pos_activations.double().cpu().numpy(), -1: out.neg_activations.double().cpu().numpy()}
         locations = {1: out.pos_locations.cpu().numpy(), -1: out.neg_locations.cpu().numpy()}
+        original = None if original is None else original.argmax(dim=-1).tolist()
         explanations = []
         for i in range(batch):
             k = targets[i]
@@ -606,6 +653,9 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
                     residual=residual,
                     feature_grid=out.feature_grid,
                     image_size=image_size,
+                    original_prediction=None if original is None else original[i],
+                    original_label=None if original is None else self.config.id2label.get(original[i], str(original[i])),
+                    agrees=None if original is None else original[i] == k,
                 )
             )
         return explanations
@@ -646,7 +696,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         The backbone's pretrained weights are loaded bit-identically; the rotation and classifier are freshly
         initialised.
         """
-        pretrained = None
+        pretrained = head_model = None
         if isinstance(backbone, (str, os.PathLike)):
             try:
                 bconfig = AutoConfig.from_pretrained(backbone)
@@ -657,12 +707,17 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             verbosity = transformers_logging.get_verbosity()
             transformers_logging.set_verbosity_error()  # the dropped classifier head is expected, not news
             try:
-                pretrained = AutoModel.from_pretrained(backbone)
+                if any(a.endswith("ForImageClassification") for a in (bconfig.architectures or [])):
+                    head_model = AutoModelForImageClassification.from_pretrained(backbone)
+                    pretrained = head_model.base_model
+                else:
+                    pretrained = AutoModel.from_pretrained(backbone)
             finally:
                 transformers_logging.set_verbosity(verbosity)
         elif isinstance(backbone, PreTrainedModel):
             bconfig = backbone.config
             pretrained = backbone.base_model if backbone.base_model is not backbone else backbone
+            head_model = backbone if backbone.base_model is not backbone else None
             bconfig = pretrained.config
         elif isinstance(backbone, PretrainedConfig):
             bconfig = backbone
@@ -688,9 +743,45 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         if pretrained is not None:
             backbone_adapter.model.load_state_dict(pretrained.state_dict())
         config.num_features = cls._measure_num_features(backbone_adapter, bconfig)
+        head = cls._original_head(head_model, backbone_adapter, bconfig, id2label, config.num_features)
+        config.original_head = head is not None
         model = cls(config, backbone=backbone_adapter)
+        if head is not None:
+            with torch.no_grad():
+                model.original_classifier.weight.copy_(head.weight)
+                model.original_classifier.bias.copy_(head.bias)
         model.train(False)
         return model
+
+    @staticmethod
+    def _original_head(head_model, backbone: InfoDisentBackbone, bconfig, id2label: dict, num_features: int):
+        """The backbone's own classifier as one `nn.Linear` on the average-pooled explained map, when there is one: it
+        predicts the same labels (same count; same names unless generic LABEL_i) and reproduces the original model's
+        logits on a random image (so heads with extra layers — a LayerNorm, a CLS token — are not taken). Else None."""
+        if head_model is None or getattr(head_model.config, "num_labels", None) != len(id2label):
+            return None
+        names = [str(head_model.config.id2label.get(i, "")) for i in range(len(id2label))]
+        generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+        if not generic and [n.lower() for n in names] != [id2label[i].lower() for i in range(len(id2label))]:
+            return None
+        linears = [m for m in head_model.modules() if isinstance(m, nn.Linear)]
+        if not linears or linears[-1].in_features != num_features or linears[-1].out_features != len(id2label):
+            return None
+        size = getattr(bconfig, "image_size", None) or 64
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(2, backbone.num_channels, *size, generator=generator)
+        with torch.no_grad():
+            was_training = head_model.training
+            head_model.eval()
+            try:
+                expected = head_model(pixel_values=x).logits
+            finally:
+                head_model.train(was_training)
+            got = F.linear(backbone(x).mean(dim=(2, 3)), linears[-1].weight, linears[-1].bias)
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
+            return None
+        return linears[-1]
 
     @staticmethod
     def _measure_num_features(backbone: InfoDisentBackbone, bconfig: PretrainedConfig) -> int:

@@ -1,0 +1,522 @@
+"""The ground-truth benchmark: explanations checked against a known answer (issue 14).
+
+Data from `benchmarks/generate.py` (Fashion-MNIST garments on 84×84 canvases): ``cluttered`` (the garment's box is the
+answer) and ``part`` (the class is the shape of one small mark; its box is the answer, and the generator can render the
+same image without it). The black boxes are the bundled ResNets of `benchmarks/gt_models/` (trained on these data by
+`training/pretrain_backbone.py`; 11×11 feature grid). InfoDisent is trained on their feature maps by the training
+script's own `fit_head`, with the training script's default recipe.
+
+Every metric is per image, and every comparison a paired bootstrap CI over the images
+(`modeling_infodisent.metrics.paired_bootstrap`):
+
+- localisation: pointing game and energy-in-box of each map, and of the top prototypes' peaks;
+- correctness: the generator removes the truth (the garment / the decisive mark) and the explanation's top prototypes
+  must lose their contribution (more than the other prototypes do); completeness: the share of the positive evidence
+  whose prototypes peak inside the truth;
+- deletion / insertion AUC with black, mean and blurred baselines, and ROAD;
+- the model-randomisation sanity check: Spearman between maps of the trained model and of a model whose head (or last
+  backbone stage) is re-initialised, for InfoDisent and for Grad-CAM on the original classifier;
+- prototype occlusion: the contribution a top prototype loses when its reported cell is occluded vs other cells.
+
+Baselines: a centre Gaussian, the image's brightness, random maps; Grad-CAM, ScoreCAM and AblationCAM (`grad-cam`) on
+the ORIGINAL classifier (the backbone with its own head); Grad-CAM on the InfoDisent model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.common import _ROOT, Bench
+from modeling_infodisent.metrics import (
+    box_masks,
+    deletion_insertion_auc,
+    energy_in_region,
+    heatmap_peaks,
+    map_spearman,
+    paired_bootstrap,
+    pointing_game,
+    road_scores,
+)
+
+logger = logging.getLogger("benchmarks")
+
+GT_MODELS = _ROOT / "benchmarks" / "gt_models"
+TOP_K = 3  # "top prototypes": the 3 largest positive contributions
+OLD_ROTATION_STD = 0.02  # U ≈ I: the rotation's initialisation before this benchmark (initializer_range)
+
+
+def settings(quick: bool) -> dict:
+    return dict(
+        train_rows=3000 if quick else 12000,
+        test_rows=150 if quick else 1000,
+        deletion_images=32 if quick else 200,
+        deletion_steps=12 if quick else 24,
+        road_percentiles=[20, 50, 80] if quick else [10, 20, 30, 40, 50, 60, 70, 80, 90],
+        randomisation_seeds=2 if quick else 5,
+        occlusion_images=32 if quick else 200,
+        deletion_variants=["cluttered"] if quick else ["cluttered", "part"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------- maps
+def centre_gaussian(n: int, size: int) -> np.ndarray:
+    """The prior that ignores the image: an isotropic Gaussian at the canvas centre (σ = size / 4)."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    g = np.exp(-(xx**2 + yy**2) / (2 * (size / 4) ** 2)).astype(np.float32)
+    return np.broadcast_to(g, (n, size, size)).copy()
+
+
+class OriginalLogits(nn.Module):
+    """The backbone with its own head as a plain logits model (what pytorch-grad-cam expects)."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(pixel_values=x).logits
+
+
+def last_stage(classifier) -> nn.Module:
+    """The last stage of a `ResNetForImageClassification` (the layer InfoDisent explains)."""
+    base = getattr(classifier, "resnet", None)
+    if base is None:
+        raise ValueError(f"The ground-truth benchmark's post-hoc baselines expect a ResNet, got {type(classifier).__name__}.")
+    return base.encoder.stages[-1]
+
+
+def posthoc_maps(classifier, x: torch.Tensor, targets, methods=("grad_cam", "score_cam", "ablation_cam")) -> dict:
+    """Grad-CAM / ScoreCAM / AblationCAM (pytorch-grad-cam) of the original classifier's last stage, (N, H, W) each."""
+    from pytorch_grad_cam import AblationCAM, GradCAM, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    kinds = {"grad_cam": GradCAM, "score_cam": ScoreCAM, "ablation_cam": AblationCAM}
+    model = OriginalLogits(classifier).eval()
+    layer = last_stage(classifier)
+    params = list(classifier.parameters())
+    frozen = [p.requires_grad for p in params]
+    out = {}
+    try:
+        for p in params:  # the benchmark's copy is frozen; Grad-CAM needs the stage's output to carry a gradient
+            p.requires_grad_(True)
+        for name in methods:
+            maps = []
+            with kinds[name](model=model, target_layers=[layer]) as cam:
+                cam.batch_size = 64  # ScoreCAM / AblationCAM: masked inputs per forward pass
+                for start in range(0, len(x), 32):
+                    chunk = x[start : start + 32]
+                    cam_targets = [ClassifierOutputTarget(int(t)) for t in targets[start : start + 32]]
+                    maps.append(cam(input_tensor=chunk, targets=cam_targets))
+            out[name] = np.concatenate(maps).astype(np.float32)
+    finally:
+        for p, flag in zip(params, frozen):
+            p.requires_grad_(flag)
+            p.grad = None
+    return out
+
+
+def explain_all(model, x: torch.Tensor, targets) -> list:
+    out = []
+    for start in range(0, len(x), 64):
+        out += model.explain(x[start : start + 64], target=[int(t) for t in targets[start : start + 64]])
+    return out
+
+
+def proto_points(explanations, k: int) -> np.ndarray:
+    """(N, k, 2) pixel centres (x, y) of the peak cells of each explanation's k largest positive prototypes (NaN when
+    fewer than k prototypes contribute positively)."""
+    pts = np.full((len(explanations), k, 2), np.nan)
+    for i, e in enumerate(explanations):
+        (h, w), (H, W) = e.feature_grid, e.image_size
+        for j, p in enumerate(e.positive[:k]):
+            r, c = p.location
+            pts[i, j] = ((c + 0.5) * W / w, (r + 0.5) * H / h)
+    return pts
+
+
+def peak_share_inside(explanations, boxes) -> np.ndarray:
+    """Completeness: per image, the share of the positive evidence (sum of positive contributions) whose prototype
+    peaks inside the truth box."""
+    out = np.zeros(len(explanations))
+    for i, e in enumerate(explanations):
+        pos = e.positive
+        if not pos:
+            continue
+        pts = proto_points([e], len(pos))[0]
+        inside = pointing_game(pts, np.repeat(np.asarray(boxes[i])[None], len(pos), 0))
+        c = np.array([p.contribution for p in pos])
+        out[i] = c[inside].sum() / c.sum()
+    return out
+
+
+def cells_inside(boxes, grid: tuple[int, int], size: int) -> np.ndarray:
+    """The share of feature-grid cells whose centre lies in the box: what uniformly scattered peaks would score."""
+    h, w = grid
+    ys, xs = np.mgrid[:h, :w]
+    centres = np.stack(((xs.ravel() + 0.5) * size / w, (ys.ravel() + 0.5) * size / h), 1)
+    return np.array([pointing_game(centres, np.repeat(np.asarray(b)[None], len(centres), 0)).mean() for b in boxes])
+
+
+# ---------------------------------------------------------------------------------------------------------- setup
+def _gt_bench(variant: str, args, device, timer, folder: str, s: dict) -> Bench:
+    from benchmarks.generate import write
+
+    write(variant, folder, s["train_rows"], s["test_rows"], seed=0)
+    backbone = GT_MODELS / f"{variant}_resnet"
+    if not backbone.is_dir():
+        raise SystemExit(f"error: the ground-truth backbone {backbone} is missing; see benchmarks/gt_models/README.md")
+    ns = SimpleNamespace(
+        dataset_name=folder, backbone=str(backbone), cache_dir=None, quick=args.quick,
+        num_train_epochs=args.num_train_epochs, finetune_epochs=args.finetune_epochs,
+    )  # fmt: skip
+    return Bench(ns, device, timer)
+
+
+def train_variant(bench: Bench, seed: int, old_init: bool, fit: dict | None = None):
+    """The training script's default recipe on the cached maps; `old_init` puts back the near-identity U."""
+    from training.fit import fit_head
+
+    model = bench.new_model(seed)
+    if old_init:
+        with torch.no_grad():
+            model.head.rotation.generator.normal_(0.0, OLD_ROTATION_STD)
+    result = fit_head(model, bench.train_cache, bench.eval_cache, bench.fit_config(seed, **(fit or {})))
+    model.eval()
+    return model, {"accuracy": result["accuracy"], "agreement": result.get("agreement"),
+                   "explanation_size_median": result["explanation_size_median"]}  # fmt: skip
+
+
+def reinit_head(model, seed: int, old_init: bool = False):
+    """A copy of `model` whose head (U, W, b, prototype mask) is initialised again by the model's own `_init_weights`
+    (`old_init`: with the rotation initialised as it used to be, U ≈ I)."""
+    clone = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for module in clone.head.modules():
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            t._is_hf_initialized = False  # transformers' init functions skip tensors flagged as initialised
+        clone._init_weights(module)
+    if old_init:
+        with torch.no_grad():
+            clone.head.rotation.generator.normal_(0.0, OLD_ROTATION_STD)
+    return clone.eval()
+
+
+def reinit_module(module: nn.Module, seed: int) -> None:
+    torch.manual_seed(seed)
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+
+
+# ------------------------------------------------------------------------------------------------------ sections
+def _localisation(maps: dict, points: dict, boxes, size: int, tol: int) -> dict:
+    grown = np.asarray(boxes) + np.array([-tol, -tol, tol, tol])
+    grown = np.clip(grown, 0, size)
+    region = box_masks(boxes, (size, size))
+    out = {}
+    for name, m in maps.items():
+        out[name] = {"pointing": pointing_game(heatmap_peaks(m) + 0.5, grown).astype(float),
+                     "energy": energy_in_region(m, region)}  # fmt: skip
+    for name, pts in points.items():  # (N, k, 2) prototype peaks: share of the k inside the truth
+        hits = np.stack([pointing_game(pts[:, j], grown) for j in range(pts.shape[1])], 1).astype(float)
+        hits[np.isnan(pts[..., 0])] = np.nan
+        out[name] = {"pointing": np.nanmean(hits, axis=1) if pts.shape[1] > 1 else hits[:, 0]}
+    return out
+
+
+def _correctness(model, bench, variant, s, x, targets, explanations, seed) -> dict:
+    """Remove the truth by the generator and re-explain the same class: the top prototypes' contribution drop."""
+    from benchmarks.generate import make_cluttered, make_part_defined
+
+    n = len(x)
+    if variant == "part":
+        removed = make_part_defined("test", n, seed=0, without_part=True)
+    else:
+        removed = make_cluttered("test", n, seed=0, without_object=True)
+    batch = bench.transform({bench.image_column: removed["image"], bench.label_column: removed["label"]})
+    x_removed = torch.stack(batch["pixel_values"]).float().to(x.device)
+    after = explain_all(model, x_removed, targets)
+    drop_top, drop_rest, logit_drop = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+    for i, (e, a) in enumerate(zip(explanations, after)):
+        now = {(p.channel, p.sign): p.contribution for p in a.prototypes}
+        pos = e.positive
+        top, rest = pos[:TOP_K], pos[TOP_K:]
+        before_top = sum(p.contribution for p in top)
+        if before_top > 0:
+            drop_top[i] = 1 - sum(now.get((p.channel, p.sign), 0.0) for p in top) / before_top
+        before_rest = sum(p.contribution for p in rest)
+        if before_rest > 0:
+            drop_rest[i] = 1 - sum(now.get((p.channel, p.sign), 0.0) for p in rest) / before_rest
+        logit_drop[i] = e.logit - a.logit
+    both = ~np.isnan(drop_top) & ~np.isnan(drop_rest)
+    with torch.no_grad():
+        still = (model(x_removed).logits.argmax(-1).cpu() == torch.as_tensor(targets)).float().mean().item()
+    return {
+        "removed": "the decisive mark" if variant == "part" else "the garment (clutter kept)",
+        "top_k": TOP_K,
+        "top_drop": float(np.nanmean(drop_top)),
+        "other_drop": float(np.nanmean(drop_rest)),
+        "top_vs_other": paired_bootstrap(drop_top[both], drop_rest[both], seed=seed),
+        "logit_drop_mean": float(logit_drop.mean()),
+        "same_class_after_removal": still,
+    }
+
+
+def _occlusion(model, x: torch.Tensor, targets, fill: torch.Tensor) -> dict:
+    """Occlude each feature-grid cell's pixels in turn (with `fill`); for each top prototype, the relative drop of its
+    contribution when its own reported cell is occluded vs when another cell is."""
+    own, others, best = [], [], []
+    for i in range(len(x)):
+        (e,) = model.explain(x[i : i + 1], target=int(targets[i]))
+        top = e.positive[:TOP_K]
+        if not top:
+            continue
+        h, w = e.feature_grid
+        boxes = [Prototype_box(e, r, c) for r in range(h) for c in range(w)]
+        batch = x[i].repeat(len(boxes), 1, 1, 1)
+        for j, (x0, y0, x1, y1) in enumerate(boxes):
+            batch[j, :, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
+        with torch.no_grad():
+            out = model(batch)
+        for p in top:
+            act = (out.pos_activations if p.sign > 0 else out.neg_activations)[:, p.channel].cpu().numpy()
+            drop = 1 - act / p.activation  # (h*w,) relative loss of this prototype's contribution
+            k = p.location[0] * w + p.location[1]
+            own.append(drop[k])
+            others.append(np.median(np.delete(drop, k)))
+            best.append(float(np.argmax(drop) == k))
+    own, others = np.array(own), np.array(others)
+    return {
+        "prototypes": int(len(own)),
+        "own_cell_drop_median": float(np.median(own)),
+        "other_cell_drop_median": float(np.median(others)),
+        "own_vs_other": paired_bootstrap(own, others),
+        "own_cell_is_most_effective": float(np.mean(best)),
+        "fill": "the test images' mean pixel",
+    }
+
+
+def Prototype_box(e, r: int, c: int) -> tuple[int, int, int, int]:
+    (h, w), (H, W) = e.feature_grid, e.image_size
+    return (int(c * W / w), int(r * H / h), int(-(-(c + 1) * W // w)), int(-(-(r + 1) * H // h)))
+
+
+def _deletion(model_fns: dict, groups: dict, x, preds: dict, baselines: dict, s: dict, seed: int) -> dict:
+    """Deletion / insertion AUC with each baseline and ROAD, each map on the model whose decision it explains."""
+    out = {}
+    n = min(s["deletion_images"], len(x))
+    for model_name, maps in groups.items():
+        fn, t = model_fns[model_name], preds[model_name][:n]
+        for name, m in maps.items():
+            entry = {}
+            for base_name, base in baselines.items():
+                for mode in ("deletion", "insertion"):
+                    entry[f"{mode}_{base_name}"] = deletion_insertion_auc(
+                        fn, x[:n], m[:n], t, mode=mode, steps=s["deletion_steps"], baseline=base[:n], seed=seed)
+            road = road_scores(fn, x[:n], m[:n], t, percentiles=s["road_percentiles"], seed=seed)
+            entry["road_combined"] = road["combined"]
+            out[f"{model_name}/{name}"] = entry
+    return out
+
+
+def run_variant(variant: str, args, device, timer, s: dict) -> dict:
+    seed = args.seeds[0]
+    folder = tempfile.mkdtemp(prefix=f"infodisent-gt-{variant}-")
+    try:
+        with timer(f"groundtruth_{variant}_data"):
+            bench = _gt_bench(variant, args, device, timer, folder, s)
+        try:
+            return _run(variant, bench, s, seed)
+        finally:
+            bench.cleanup()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
+    from benchmarks.speed import grad_cam_maps
+
+    test = bench.dataset["validation"]
+    x, labels = bench.eval_pixel_values(len(test))
+    size = x.shape[-1]
+    boxes = np.asarray(test["box"])
+    raw = np.stack([np.asarray(im, dtype=np.float32) for im in test["image"]])
+    original = bench.head_model.eval()
+    with torch.no_grad():
+        orig_pred = torch.cat([original(pixel_values=x[i : i + 128]).logits.argmax(-1).cpu() for i in range(0, len(x), 128)])
+    models, results = {}, {"settings": {"variant": variant, "test_images": int(len(x)), "target": "the true class",
+                                        "pointing_tolerance_px": None, **s}}  # fmt: skip
+    results["original_accuracy"] = float((orig_pred == labels).float().mean())
+    results["models"] = {}
+    for name, old in (("before", True), ("after", False)):
+        models[name], summary = train_variant(bench, seed, old_init=old)
+        results["models"][name] = summary
+    logger.info("ground truth %s: models trained; maps", variant)
+    # Maps of the true class (the pointing game's protocol).
+    expl = {name: explain_all(m, x, labels) for name, m in models.items()}
+    grid = expl["after"][0].feature_grid
+    tol = int(round(size / grid[1] / 2))  # half a feature cell: the resolution every map here shares
+    results["settings"]["pointing_tolerance_px"] = tol
+    maps = {
+        "infodisent_before/maps": np.stack([e.class_heatmap() for e in expl["before"]]),
+        "infodisent_after/maps": np.stack([e.class_heatmap() for e in expl["after"]]),
+        "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in expl["after"]]),
+        "grad_cam_infodisent": grad_cam_maps(models["after"], x, targets=labels.tolist()),
+        **{f"{k}_original": v for k, v in posthoc_maps(original, x, labels.tolist()).items()},
+        "centre_prior": centre_gaussian(len(x), size),
+        "brightness": raw,
+        "random": np.random.default_rng(seed).random(raw.shape).astype(np.float32),
+    }
+    points = {f"infodisent_{k}/top1_prototype": proto_points(e, 1) for k, e in expl.items()}
+    points.update({f"infodisent_{k}/top{TOP_K}_prototypes": proto_points(e, TOP_K) for k, e in expl.items()})
+    loc = _localisation(maps, points, boxes, size, tol)
+    results["localisation"] = {k: {m: float(np.nanmean(v)) for m, v in d.items()} for k, d in loc.items()}
+    baselines = ["centre_prior", "brightness", "random", "grad_cam_original", "score_cam_original",
+                 "ablation_cam_original", "grad_cam_infodisent"]  # fmt: skip
+    ours = [k for k in loc if k.startswith("infodisent")]
+    results["comparisons"] = {
+        f"{a} vs {b}/{metric}": paired_bootstrap(np.nan_to_num(loc[a][metric]), loc[b][metric], seed=seed)
+        for a in ours for b in baselines for metric in ("pointing", "energy") if metric in loc[a]
+    }  # fmt: skip
+    logger.info("ground truth %s: correctness / completeness", variant)
+    for k, e in expl.items():
+        share = peak_share_inside(e, boxes)
+        chance = cells_inside(boxes, grid, size)
+        results.setdefault("completeness", {})[k] = {
+            "share_inside": float(share.mean()), "uniform_peaks": float(chance.mean()),
+            "vs_uniform": paired_bootstrap(share, chance, seed=seed)}  # fmt: skip
+        results.setdefault("correctness", {})[k] = _correctness(models[k], bench, variant, s, x, labels.tolist(), e, seed)
+    logger.info("ground truth %s: randomisation", variant)
+    # Model randomisation: the trained maps vs maps of re-initialised heads / last backbone stage.
+    rnd = {}
+    for k in ("before", "after"):
+        rho = {"maps": [], "peaks": []}
+        for r in range(s["randomisation_seeds"]):
+            e_r = explain_all(reinit_head(models[k], 1000 + r, old_init=k == "before"), x, labels)
+            rho["maps"].append(map_spearman(maps[f"infodisent_{k}/maps"], np.stack([e.class_heatmap() for e in e_r])))
+            if k == "after":
+                peaks = np.stack([e.class_heatmap("peaks") for e in e_r])
+                rho["peaks"].append(map_spearman(maps["infodisent_after/peaks"], peaks))
+        for kind, vals in rho.items():
+            if vals:
+                v = np.stack(vals)
+                rnd[f"head/infodisent_{k}/{kind}"] = {"spearman": float(np.nanmean(v)), "abs_spearman": float(np.nanmean(np.abs(v)))}
+    head_copy = copy.deepcopy(original)
+    rho = []
+    for r in range(s["randomisation_seeds"]):
+        reinit_module(head_copy.classifier, 1000 + r)
+        rho.append(map_spearman(maps["grad_cam_original"], posthoc_maps(head_copy, x, labels.tolist(), ("grad_cam",))["grad_cam"]))
+    rnd["head/grad_cam_original"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
+    stage_orig = copy.deepcopy(original)
+    reinit_module(last_stage(stage_orig), 2000)
+    rho = map_spearman(maps["grad_cam_original"], posthoc_maps(stage_orig, x, labels.tolist(), ("grad_cam",))["grad_cam"])
+    rnd["last_stage/grad_cam_original"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
+    for k in ("before", "after"):
+        m = copy.deepcopy(models[k])
+        reinit_module(m.backbone.model.encoder.stages[-1], 2000)
+        e_r = explain_all(m.eval(), x, labels)
+        rho = map_spearman(maps[f"infodisent_{k}/maps"], np.stack([e.class_heatmap() for e in e_r]))
+        rnd[f"last_stage/infodisent_{k}/maps"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
+    results["randomisation"] = rnd
+    logger.info("ground truth %s: occlusion", variant)
+    fill = x.mean(dim=(0, 2, 3))[:, None, None].expand_as(x[0])
+    n_occ = min(s["occlusion_images"], len(x))
+    results["occlusion"] = {k: _occlusion(models[k], x[:n_occ], labels[:n_occ].tolist(), fill) for k in models}
+    if variant in s["deletion_variants"]:
+        logger.info("ground truth %s: deletion / insertion / ROAD", variant)
+        results["deletion"] = _deletion_section(models, original, maps, x, s, seed)
+    return results
+
+
+def _deletion_section(models, original, maps, x, s, seed) -> dict:
+    """Maps of each model's predicted class (the project's deletion protocol), scored on that model."""
+    import torchvision.transforms.functional as TF
+
+    from benchmarks.speed import grad_cam_maps
+
+    n = min(s["deletion_images"], len(x))
+    xs = x[:n]
+    with torch.no_grad():
+        preds = {"infodisent": models["after"](xs).logits.argmax(-1).cpu(),
+                 "infodisent_before": models["before"](xs).logits.argmax(-1).cpu(),
+                 "original": original(pixel_values=xs).logits.argmax(-1).cpu()}  # fmt: skip
+    e_after = explain_all(models["after"], xs, preds["infodisent"])
+    e_before = explain_all(models["before"], xs, preds["infodisent_before"])
+    size = xs.shape[-1]
+    priors = {"centre_prior": maps["centre_prior"][:n], "brightness": maps["brightness"][:n], "random": maps["random"][:n]}
+    groups = {
+        "infodisent": {"infodisent_after/maps": np.stack([e.class_heatmap() for e in e_after]),
+                       "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in e_after]),
+                       "grad_cam_infodisent": grad_cam_maps(models["after"], xs, targets=preds["infodisent"].tolist()),
+                       **priors},
+        "infodisent_before": {"infodisent_before/maps": np.stack([e.class_heatmap() for e in e_before])},
+        "original": {**{f"{k}_original": v for k, v in posthoc_maps(original, xs, preds["original"].tolist()).items()},
+                     **priors},
+    }  # fmt: skip
+    fns = {"infodisent": lambda b: models["after"](b).logits, "infodisent_before": lambda b: models["before"](b).logits,
+           "original": lambda b: original(pixel_values=b).logits}  # fmt: skip
+    sigma = size / 12
+    baselines = {
+        "black": torch.full_like(xs, float(xs.min())),  # the processor's encoding of black (the canvas background)
+        "mean": xs.mean(dim=(0, 2, 3), keepdim=True).expand_as(xs).contiguous(),
+        "blur": TF.gaussian_blur(xs, kernel_size=2 * int(3 * sigma) + 1, sigma=sigma),
+    }
+    scores = _deletion(fns, groups, xs, preds, baselines, s, seed)
+    out = {"images": n, "steps": s["deletion_steps"], "sigma_blur_px": sigma, "scores": {}, "comparisons": {}}
+    for key, entry in scores.items():
+        out["scores"][key] = {m: float(np.mean(v)) for m, v in entry.items()}
+    for ours in ("infodisent/infodisent_after/maps", "infodisent/infodisent_after/peaks"):
+        for key, entry in scores.items():
+            if key == ours:
+                continue
+            for m, theirs in entry.items():
+                mine = scores[ours][m]
+                # Positive difference = ours better: deletion AUC is better lower, the others higher.
+                pair = paired_bootstrap(theirs, mine, seed=seed) if m.startswith("deletion") else paired_bootstrap(mine, theirs, seed=seed)
+                out["comparisons"][f"{ours} vs {key}/{m}"] = pair
+    return out
+
+
+def section_groundtruth(args, device, timer) -> dict:
+    from training.build_fashion_mnist_subset import FashionMNISTMissing, load_fashion_mnist_idx
+
+    s = settings(args.quick)
+    out = {"settings": s}
+    try:  # the generator draws garments from the Debian Fashion-MNIST files
+        load_fashion_mnist_idx("test")
+    except FashionMNISTMissing as error:
+        logger.warning("ground truth skipped: %s", error)
+        return {"skipped": str(error)}
+    for variant in ("cluttered", "part"):
+        with timer(f"groundtruth_{variant}"):
+            out[variant] = run_variant(variant, args, device, timer, s)
+    return out
+
+
+if __name__ == "__main__":  # a quick look at one variant: python benchmarks/groundtruth.py cluttered
+    import sys
+    import time
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from benchmarks.common import Timer, _jsonable
+
+    torch.set_num_threads(1)
+    ns = SimpleNamespace(quick=True, seeds=[0], num_train_epochs=6, finetune_epochs=2)
+    t = time.time()
+    r = run_variant(sys.argv[1] if len(sys.argv) > 1 else "cluttered", ns, torch.device("cpu"), Timer(), settings(True))
+    import json
+
+    print(json.dumps(_jsonable(r), indent=1))
+    print(f"{time.time() - t:.0f} s", file=sys.stderr)
