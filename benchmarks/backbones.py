@@ -6,6 +6,10 @@ features carry some signal, then saved as a folder ``training/train.py --backbon
 ``model.safetensors``, ``preprocessor_config.json`` (a ``ViTImageProcessor``: 28×28, Fashion-MNIST mean / std, the
 bundled backbone's normalisation) and ``training_results.json`` (steps, seconds, top-1 on 2,000 test images).
 The DINOv2 one has DINOv2's architecture (``Dinov2ForImageClassification``), not its self-supervised training.
+The ViT one is saved as the bare ``ViTModel`` (with its pooler, as e.g. ``google/vit-base-patch16-224-in21k``):
+``InfoDisentForImageClassification.from_backbone`` cannot load a ``ViTForImageClassification`` today (its inner
+``ViTModel`` has no pooler, the adapter's has: "Missing key(s) ... pooler.dense.weight"); ``vit_classifier`` saves the
+same trained weights as that classifier, to show the failure: it is not in the suite's default combinations.
 
 All take 28×28 inputs and give a 7×7 feature map (ViT / DINOv2: patch 4; ConvNeXt: patch 2 then one 2× downsampling
 stage), 64 channels. ``resnet`` is the bundled CNN (``training/embedded/fashion_mnist_resnet``), used as it is.
@@ -43,7 +47,7 @@ from training.pretrain_backbone import FMNIST_MEAN, FMNIST_STD  # noqa: E402
 MANIFEST = "suite_manifest.json"
 IMAGE_SIZE = 28
 #: Trained families and their default number of optimiser steps (batch 128: 300 steps ≈ 0.6 epoch of the 60k).
-DEFAULT_STEPS = {"vit": 300, "dinov2": 300, "convnext": 300, "tiny": 0}
+DEFAULT_STEPS = {"vit": 300, "dinov2": 300, "convnext": 300, "vit_classifier": 300, "tiny": 0}
 BACKBONES = ("resnet", *DEFAULT_STEPS)
 
 
@@ -56,7 +60,7 @@ def build_model(name: str):
     """A freshly initialised ``...ForImageClassification`` of the family ``name`` (ten Fashion-MNIST labels)."""
     import transformers as tf
 
-    if name == "vit":
+    if name in ("vit", "vit_classifier"):
         config = tf.ViTConfig(image_size=IMAGE_SIZE, patch_size=4, hidden_size=64, num_hidden_layers=4,
                               num_attention_heads=4, intermediate_size=128, **_labels())  # fmt: skip
         return tf.ViTForImageClassification(config)
@@ -133,7 +137,7 @@ def build_backbone(name: str, folder: str | os.PathLike | None = None, steps: in
         raise ValueError(f"backbone {name!r} is built: give the folder to build it in")
     steps = DEFAULT_STEPS[name] if steps is None else steps
     folder = Path(folder)
-    recipe = {"backbone": name, "steps": steps, "seed": seed, "image_size": IMAGE_SIZE}
+    recipe = {"backbone": name, "steps": steps, "seed": seed, "image_size": IMAGE_SIZE, "version": 2}
     manifest = folder / MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()) == recipe:
         return str(folder)
@@ -143,6 +147,14 @@ def build_backbone(name: str, folder: str | os.PathLike | None = None, steps: in
     if steps:
         results.update(train_briefly(model, steps, seed))
     model.eval()
+    if name == "vit":  # the bare encoder, with a pooler (seeded random: InfoDisent and the suite never use it)
+        from transformers import ViTConfig, ViTModel
+
+        config = ViTConfig.from_dict({**model.config.to_dict(), "architectures": ["ViTModel"]})
+        bare = ViTModel(config, add_pooling_layer=True)
+        missing, unexpected = bare.load_state_dict(model.vit.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
+        model = bare.eval()
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -13,7 +13,7 @@ GPU), reads the run's ``all_results.json`` and records InfoDisent's top-1, the l
 time of the whole command. Per combination: mean and spread (sample std) over the seeds of each, and the difference
 between the 2-process and the 1-process mean. Written to ``--suite_output`` (``benchmarks/suite_results.json``, after
 every run, so an interrupted suite keeps what it measured) and as markdown between the suite markers of
-``--suite_readme`` (``benchmarks/README.md``).
+``--suite_readme`` (``benchmarks/README.md`` and the project ``README.md``).
 
 Datasets (``benchmarks/suite_data.py``) and backbones (``benchmarks/backbones.py``) are built by the repo's scripts
 into ``--suite_dir`` (default ``$INFODISENT_CACHE/suite`` or ``~/.cache/infodisent/suite``) and reused; the feature
@@ -48,6 +48,7 @@ from benchmarks.suite_data import DataSpec, build_dataset  # noqa: E402
 
 RESULTS = _ROOT / "benchmarks" / "suite_results.json"
 README = _ROOT / "benchmarks" / "README.md"
+PROJECT_README = _ROOT / "README.md"  # its suite section (between the markers) gets the same table
 README_START, README_END = "<!-- suite:start -->", "<!-- suite:end -->"
 GAP_GOAL_PT, PROCESS_GOAL_PT = -1.0, 0.5
 
@@ -312,7 +313,7 @@ def _previous(output, resume: bool) -> tuple[list[dict], dict]:
 
 
 def run_suite(combos: list[Combination], seeds: list[int], processes: list[int], work: Path,
-              output: str | os.PathLike | None = RESULTS, readme: str | os.PathLike | None = README,
+              output: str | os.PathLike | None = RESULTS, readme: str | os.PathLike | list | None = README,
               log=print, resume: bool = False) -> dict:  # fmt: skip
     """Build what the combinations need, run every (combination, seed, process count), write JSON + markdown.
 
@@ -370,8 +371,8 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
         log(f"[{i + 1}/{len(runs)}] {combo.name} seed {run['seed']} p{run['num_processes']}: {status}; "
             f"{row['wall_s']:.0f} s (estimate {run['estimate_s']:.0f} s); {(time.time() - t_start) / 60:.1f} min so far")
         result = save()  # after every run: nothing measured is lost
-    if readme:
-        write_readme(readme, markdown(result["summary"], rows, meta))
+    for path in [readme] if isinstance(readme, (str, os.PathLike)) else readme or []:
+        write_readme(path, markdown(result["summary"], rows, meta))
     return result
 
 
@@ -385,7 +386,9 @@ def parse_args(argv=None):
     p.add_argument("--suite_dir", default=None, help="Built datasets, backbones, feature cache and run folders "
                    "(default: $INFODISENT_CACHE/suite or ~/.cache/infodisent/suite).")  # fmt: skip
     p.add_argument("--suite_output", default=str(RESULTS), help="JSON results (default: %(default)s).")
-    p.add_argument("--suite_readme", default=str(README), help="Markdown file whose suite section is rewritten ('' = none).")
+    p.add_argument("--suite_readme", nargs="*", default=[str(README), str(PROJECT_README)],
+                   help="Markdown files whose suite section (between the suite markers; appended when absent) is "
+                   "rewritten (default: %(default)s; none: no markdown).")  # fmt: skip
     p.add_argument("--suite_resume", action="store_true",
                    help="Keep the successful runs already in --suite_output and run only the missing ones.")
     p.add_argument("--suite_estimate_only", action="store_true", help="Print the plan and its estimated time; run nothing.")
@@ -409,7 +412,7 @@ def main(argv=None) -> int:
               "(shared 2-core CPU; backbone builds included)")  # fmt: skip
         return 0
     result = run_suite(combos, args.suite_seeds, args.suite_processes, Path(args.suite_dir or default_suite_dir()),
-                       args.suite_output or None, args.suite_readme or None, resume=args.suite_resume)  # fmt: skip
+                       args.suite_output or None, args.suite_readme, resume=args.suite_resume)  # fmt: skip
     print(markdown(result["summary"], result["runs"], result["meta"]))
     return 1 if any(s["failed_runs"] for s in result["summary"]) else 0
 

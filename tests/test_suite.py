@@ -175,7 +175,7 @@ def test_tiny_backbone_folder_is_a_backbone_the_training_script_takes(tmp_path):
     folder = build_backbone("tiny", tmp_path / "tiny")
     backbone, processor, has_head = load_backbone(folder)
     assert has_head and processor.size == {"height": 28, "width": 28}
-    assert json.loads(Path(folder, "suite_manifest.json").read_text()) == {"backbone": "tiny", "steps": 0, "seed": 0, "image_size": 28}
+    assert json.loads(Path(folder, "suite_manifest.json").read_text()) == {"backbone": "tiny", "steps": 0, "seed": 0, "image_size": 28, "version": 2}
     assert build_backbone("resnet").endswith(os.path.join("training", "embedded", "fashion_mnist_resnet"))
 
 
