@@ -86,12 +86,21 @@ def _imagefolder(root, classes=("cat", "dog"), per_class=4):
 
 
 # ------------------------------------------------------------------------------------------ sources
-def test_parquet_prefix_files_and_validation_from_test(tmp_path):
-    _ds(6).to_parquet(str(tmp_path / "train-00000.parquet"))
+def test_parquet_prefix_files_validation_held_out_never_the_test_split(tmp_path):
+    _ds(20).to_parquet(str(tmp_path / "train-00000.parquet"))
     _ds(4).to_parquet(str(tmp_path / "test-00000.parquet"))
-    dd, img, lbl, id2label = load_image_dataset(str(tmp_path))
-    assert set(dd) == {"train", "validation"}
-    assert (len(dd["train"]), len(dd["validation"])) == (6, 4)
+    dd, img, lbl, id2label = load_image_dataset(str(tmp_path), train_val_split=0.25)
+    assert set(dd) == {"train", "validation", "test"}
+    # The test split stays the test split; the schedule's validation split is held out from train (stratified).
+    assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (15, 5, 4)
+    assert sorted(dd["train"]["image"][i].getpixel((0, 0)) for i in range(15)) != sorted(
+        dd["validation"]["image"][i].getpixel((0, 0)) for i in range(5)
+    )  # fmt: skip
+    assert dd.split_sources == {
+        "train": "train (the other 15 rows)",
+        "validation": "held out from train (5 of 20 rows, train_val_split=0.25, seed 0)",
+        "test": "test",
+    }
     assert (img, lbl) == ("image", "label")
     assert id2label == {0: "a", 1: "b"}
 
@@ -101,7 +110,8 @@ def test_parquet_subfolders_validation_preferred_over_test(tmp_path):
         (tmp_path / split).mkdir()
         _ds(n).to_parquet(str(tmp_path / split / "data.parquet"))
     dd, *_ = load_image_dataset(str(tmp_path))
-    assert len(dd["validation"]) == 3
+    assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (6, 3, 2)
+    assert dd.split_sources == {"train": "train", "validation": "validation", "test": "test"}
 
 
 def test_parquet_train_only_is_split_stratified(tmp_path):
@@ -164,6 +174,31 @@ def test_error_float_label(tmp_path):
         load_image_dataset(str(tmp_path))
 
 
+def test_error_fewer_than_two_classes_names_the_split(tmp_path):
+    _ds(6, labels=[1] * 6).to_parquet(str(tmp_path / "train.parquet"))
+    _ds(2).to_parquet(str(tmp_path / "validation.parquet"))
+    with pytest.raises(ValueError) as error:
+        load_image_dataset(str(tmp_path))
+    assert str(error.value) == (
+        "The training split has 6 rows of 1 class(es) only (label 1 ('b')): InfoDisent needs at least two classes in "
+        "the training split (column 'label')."
+    )
+
+
+@pytest.mark.parametrize("cut", [0, 40])
+def test_error_corrupt_image_names_the_file(tmp_path, cut):
+    """A zero-byte or truncated image fails with one line naming its file, wherever it is decoded."""
+    train = _imagefolder(tmp_path / "tr", per_class=3)
+    bad = train / "dog" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:cut])
+    dd, img, lbl, _ = load_image_dataset(train_dir=str(train), validation_dir=str(_imagefolder(tmp_path / "va")))
+    index = next(i for i, row in enumerate(dd["train"].cast_column(img, datasets.Image(decode=False))[img]) if row["path"] == str(bad))
+    transformed = dd["train"].with_transform(make_transform(_processor(), img, lbl))
+    with pytest.raises(ValueError, match=rf"^Cannot read the image file '{bad}': .*\. Remove or replace it\.$"):
+        transformed[[index]]
+    assert transformed[[i for i in range(len(dd["train"])) if i != index]]["pixel_values"]  # the others still load
+
+
 def test_error_empty_split(tmp_path):
     _ds(4).to_parquet(str(tmp_path / "train.parquet"))
     _ds(0, labels=[]).to_parquet(str(tmp_path / "test.parquet"))
@@ -172,6 +207,30 @@ def test_error_empty_split(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- transforms
+def _processor(channels=3):
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * channels, image_std=[0.5] * channels)
+
+
+def test_make_transform_gives_a_grayscale_backbone_one_channel():
+    """A processor normalising one channel (a num_channels=1 backbone's) gets grayscale images, whatever their mode;
+    a processor that contradicts the backbone's channel count is refused."""
+    rgba = Image.new("RGBA", (8, 8), (200, 100, 0, 255))
+    ds = datasets.Dataset.from_dict({"image": [rgba, Image.new("L", (8, 8), 77)], "label": [0, 1]},
+                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))  # fmt: skip
+    gray = ds.with_transform(make_transform(_processor(1), "image", "label"))[[0, 1]]["pixel_values"]
+    assert [tuple(p.shape) for p in gray] == [(1, 16, 16), (1, 16, 16)]
+    expected = (np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)[0, 0] / 255 - 0.5) / 0.5
+    assert float(gray[0][0, 0, 0]) == pytest.approx(float(expected), abs=1e-6)
+    assert float(gray[1][0, 0, 0]) == pytest.approx((77 / 255 - 0.5) / 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match=r"^The backbone takes 1-channel images but its image processor normalises 3 channels"):
+        make_transform(_processor(3), "image", "label", num_channels=1)
+    assert tuple(ds.with_transform(make_transform(_processor(3), "image", "label"))[[1]]["pixel_values"][0].shape) == (3, 16, 16)
+    with pytest.raises(ValueError, match="4-channel"):
+        make_transform(_processor(), "image", "label", num_channels=4)
+
+
 def test_make_transform_and_collate():
     from transformers import ViTImageProcessor
 

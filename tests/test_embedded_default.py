@@ -43,15 +43,16 @@ def test_default_paths_are_absolute_and_exist():
 
 def test_subset_loads_with_load_image_dataset():
     dd, img, lbl, id2label = load_image_dataset(DEFAULT_DATASET)
-    assert set(dd) == {"train", "validation"}
+    assert set(dd) == {"train", "validation", "test"}
     assert (img, lbl) == ("image", "label")
     assert id2label == dict(enumerate(CLASS_NAMES))
     assert isinstance(dd["train"].features["image"], datasets.Image)
-    for split, per_class in (("train", 500), ("validation", 100)):
+    # The subset's train split minus the held-out validation split (15%, stratified), and its untouched test split.
+    for split, per_class in (("train", 425), ("validation", 75), ("test", 100)):
         labels = dd[split]["label"]
         assert len(labels) == 10 * per_class
         assert [labels.count(c) for c in range(10)] == [per_class] * 10
-    im = dd["validation"][0]["image"]
+    im = dd["test"][0]["image"]
     assert im.size == (28, 28) and im.mode == "L"
 
 
@@ -127,7 +128,7 @@ def test_backbone_folder(backbone):
 def test_backbone_accuracy_on_bundled_test_split(backbone):
     model, processor, results = backbone
     dd, img, lbl, _ = load_image_dataset(DEFAULT_DATASET)
-    test = dd["validation"].with_transform(make_transform(processor, img, lbl))
+    test = dd["test"].with_transform(make_transform(processor, img, lbl))
     loader = torch.utils.data.DataLoader(test, batch_size=250, collate_fn=collate_fn)
     correct = 0
     with torch.no_grad():

@@ -32,7 +32,8 @@ from training.features import FeatureCache  # noqa: E402
 from training.fit import evaluate  # noqa: E402
 
 CLASSES = ["blue", "green", "red"]  # alphabetical, as imagefolder numbers them
-N_TRAIN, N_TEST = 20, 6  # per class: 60 training and 18 validation images
+N_TRAIN, N_TEST = 20, 6  # per class: 60 training images (48 train + 12 held out for validation) and 18 test images
+N_FIT, N_VAL = 48, 12
 
 
 def _write_imagefolder(root, seed):
@@ -69,9 +70,12 @@ def base_args(assets, output_dir, cache="cache"):
     return [
         "--dataset_name", str(assets / "data"), "--backbone", str(assets / "backbone"),
         "--cache_dir", str(assets / cache), "--output_dir", str(output_dir),
-        "--num_train_epochs", "4", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "4",
-        "--learning_rate", "3e-2", "--max_prototypes_per_class", "4", "--finetune_epochs", "1",
+        "--num_train_epochs", "4", "--train_batch_size", "10", "--per_device_eval_batch_size", "4",
+        "--learning_rate", "0.15", "--max_prototypes_per_class", "4", "--finetune_epochs", "1", "--train_val_split", "0.2",
     ]  # fmt: skip
+# 48 rows at a global batch of 10 (lr 0.15 * sqrt(10/256) = 0.0296): 5 steps an epoch (the last one runs into the next
+# epoch: no row dropped), 4 epochs = ceil(19.2) = 20 main steps + ceil(4.8) = 5 fine-tuning steps.
+TOTAL_STEPS = 25
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +107,10 @@ def pushed_run(assets):
     return output_dir, results, calls, argv
 
 
-def _validation_images(assets):
-    dataset, image_col, label_col, _ = load_image_dataset(str(assets / "data"))
-    val = dataset["validation"]
-    return [to_rgb(im) for im in val[image_col]], np.array(val[label_col])
+def _test_images(assets):
+    dataset, image_col, label_col, _ = load_image_dataset(str(assets / "data"), train_val_split=0.2)
+    test = dataset["test"]
+    return [to_rgb(im) for im in test[image_col]], np.array(test[label_col])
 
 
 def test_output_folder_is_a_loadable_model(assets, pushed_run):
@@ -115,27 +119,39 @@ def test_output_folder_is_a_loadable_model(assets, pushed_run):
     for key in (
         "eval_accuracy", "linear_probe_accuracy", "backbone_head_accuracy", "agreement", "train_runtime_s",
         "explanation_size_median", "explanation_size_p90", "prototypes_per_class", "distinct_channels_used",
+        "test_accuracy", "test_linear_probe_accuracy", "test_backbone_head_accuracy", "test_agreement",
+        "test_explanation_size_median",
     ):  # fmt: skip
         assert saved[key] is not None, key
-    assert saved["eval_num_examples"] == 3 * N_TEST and saved["feature_cache_reused"] is False
+    assert saved["eval_num_examples"] == N_VAL and saved["test_num_examples"] == 3 * N_TEST
+    assert saved["splits"]["validation"]["rows"] == N_VAL and saved["splits"]["train"]["rows"] == N_FIT
+    assert saved["splits"]["validation"]["source"].startswith("held out from train (12 of 60 rows")
+    assert saved["splits"]["test"] == {"rows": 18, "source": "test", "used_for": "evaluated once, on the final model"}
+    assert saved["feature_cache_reused"] is False
     assert saved["prototypes_per_class"] == [4, 4, 4] and saved["explanation_size_p90"] <= 4
-    assert saved["global_step"] == 5 * (3 * N_TRAIN // 8)  # 4 main + 1 fine-tuning epochs of 7 full batches
+    assert saved["global_step"] == TOTAL_STEPS
+    assert saved["schedule"]["global_batch"] == 10 and saved["schedule"]["steps_per_epoch"] == 5
+    assert saved["schedule"]["learning_rate"] == pytest.approx(0.15 * (10 / 256) ** 0.5)
+    # 25 steps x 10 rows = 5 full epochs of the 48 rows + 10 rows of the 6th: nothing dropped.
+    assert saved["examples_seen"] == {"total": 250, "min_per_row": 5, "max_per_row": 6, "epochs": round(250 / 48, 3)}
+    assert saved["pruning"]["validation_accuracy_after_finetuning"] == saved["eval_accuracy"]
+    assert saved["pruning_recovered"] == saved["pruning"]["recovered"]
 
-    images, labels = _validation_images(assets)
+    images, labels = _test_images(assets)
     model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
     processor = AutoImageProcessor.from_pretrained(output_dir)
     with torch.no_grad():
         logits = model(processor(images, return_tensors="pt")["pixel_values"]).logits
     predictions = logits.argmax(-1).numpy()
-    assert float((predictions == labels).mean()) == saved["eval_accuracy"]
-    assert saved["eval_accuracy"] >= 0.75  # chance is 1/3: training did happen
+    assert float((predictions == labels).mean()) == saved["test_accuracy"]
+    assert saved["test_accuracy"] >= 0.75  # chance is 1/3: training did happen
 
     # Independent check of the backbone-head numbers: the backbone's own classifier on the same images.
     backbone = ResNetForImageClassification.from_pretrained(assets / "backbone").eval()
     with torch.no_grad():
         teacher = backbone(processor(images, return_tensors="pt")["pixel_values"]).logits.argmax(-1).numpy()
-    assert saved["backbone_head_accuracy"] == pytest.approx(float((teacher == labels).mean()))
-    assert saved["agreement"] == pytest.approx(float((teacher == predictions).mean()))
+    assert saved["test_backbone_head_accuracy"] == pytest.approx(float((teacher == labels).mean()))
+    assert saved["test_agreement"] == pytest.approx(float((teacher == predictions).mean()))
 
     classifier = pipeline("image-classification", model=str(output_dir))
     for image, prediction in zip(images[:6], predictions[:6]):
@@ -156,6 +172,7 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
             "modeling_infodisent.py", "preprocessor_config.json", *gallery,
         ]
     )  # fmt: skip
+    # "epoch" checkpoints: every steps_per_epoch (5) steps of the 25
     assert sorted(d for d in os.listdir(output_dir) if d.startswith("epoch_")) == [f"epoch_{i}" for i in range(5)]
 
     card = ModelCard(calls["readme"])
@@ -176,9 +193,10 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
     with pytest.raises(SystemExit):  # killed mid-epoch 1, after the checkpoint of step 9
         train_script.main(args + ["--stop_after_steps", "10"])
     assert not (resumed_dir / "model.safetensors").exists()
-    with pytest.raises(SystemExit):  # resumed, then killed again in the fine-tuning phase (after pruning)
-        train_script.main(args + ["--resume_from_checkpoint", "latest", "--stop_after_steps", "31"])
-    assert json.load(open(resumed_dir / "step_30" / "infodisent_state.json"))["pruning"]["nonzero_after"] == 12
+    with pytest.raises(SystemExit):  # resumed, then killed again in the fine-tuning phase (after pruning at step 20)
+        train_script.main(args + ["--resume_from_checkpoint", "latest", "--stop_after_steps", "22"])
+    state = json.load(open(resumed_dir / "step_21" / "infodisent_state.json"))
+    assert state["phase"] == "finetune" and state["pruning"]["nonzero_after"] == 12
     resumed = train_script.main(args + ["--resume_from_checkpoint", "latest"])
     assert resumed["feature_cache_reused"] is True  # same data, backbone and preprocessing: no extraction
 
@@ -187,8 +205,9 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    for key in ("eval_accuracy", "agreement", "explanation_size_median", "global_step"):
-        assert resumed[key] == straight[key]
+    for key in ("eval_accuracy", "test_accuracy", "agreement", "explanation_size_median", "global_step", "history",
+                "pruning", "examples_seen"):  # fmt: skip
+        assert resumed[key] == straight[key], key
 
 
 def _free_port():
@@ -213,10 +232,18 @@ def test_two_processes_shard_extraction_and_count_each_example_once(assets, push
     assert done.returncode == 0, done.stderr[-4000:]
     two = json.load(open(output_dir / "all_results.json"))
     one = json.load(open(pushed_run[0] / "all_results.json"))
-    assert two["num_processes"] == 2 and two["eval_num_examples"] == one["eval_num_examples"] == 3 * N_TEST
+    assert two["num_processes"] == 2 and two["eval_num_examples"] == one["eval_num_examples"] == N_VAL
+    assert two["test_num_examples"] == one["test_num_examples"] == 3 * N_TEST
+    # The same global batch (2 x 5 = 1 x 10), the same steps, and every row used as often as in the 1-process run:
+    # each epoch is one pass over all 48 rows whatever the number of processes, nothing dropped.
+    assert two["schedule"]["global_batch"] == one["schedule"]["global_batch"] == 10
+    assert two["schedule"]["per_device_train_batch_size"] == 5 and one["schedule"]["per_device_train_batch_size"] == 10
+    assert two["schedule"]["learning_rate"] == one["schedule"]["learning_rate"]
+    assert two["global_step"] == one["global_step"] == TOTAL_STEPS
+    assert two["examples_seen"] == one["examples_seen"] == {"total": 250, "min_per_row": 5, "max_per_row": 6, "epochs": round(250 / 48, 3)}
 
     # Extraction was sharded (one shard per rank) and gives the same arrays as the one-process cache.
-    for split, n in (("train", 3 * N_TRAIN), ("validation", 3 * N_TEST)):
+    for split, n in (("train", N_FIT), ("test", 3 * N_TEST), ("validation", N_VAL)):  # validation last: used below
         caches = {}
         for name in ("cache", "cache_two"):
             folders = [os.path.join(assets, name, f) for f in os.listdir(assets / name)]
@@ -235,7 +262,7 @@ def test_two_processes_shard_extraction_and_count_each_example_once(assets, push
     # ... and the 2-process evaluation of the model it trained equals a 1-process evaluation of that model.
     model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
     single = evaluate(model, caches["cache"], batch_size=5)
-    assert single["num_examples"] == 3 * N_TEST and single["accuracy"] == two["eval_accuracy"]
+    assert single["num_examples"] == N_VAL and single["accuracy"] == two["eval_accuracy"]
     assert single["agreement"] == two["agreement"]
 
 
@@ -247,13 +274,14 @@ def test_live_backbone_with_augmentation(assets, tmp_path):
     cache_folders = os.listdir(assets / "cache_live")
     metas = [json.load(open(assets / "cache_live" / f / "meta.json")) for f in cache_folders]
     assert sorted(m["arrays"] for m in metas)[0] == ["labels", "logits", "pooled"]  # no feature maps cached
-    images, labels = _validation_images(assets)
+    images, labels = _test_images(assets)
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "live").eval()
     processor = AutoImageProcessor.from_pretrained(tmp_path / "live")
     with torch.no_grad():
         predictions = model(processor(images, return_tensors="pt")["pixel_values"]).logits.argmax(-1).numpy()
-    assert float((predictions == labels).mean()) == results["eval_accuracy"]
-    assert results["prototypes_per_class"] == [4, 4, 4] and results["global_step"] == 2 * (3 * N_TRAIN // 8)
+    assert float((predictions == labels).mean()) == results["test_accuracy"]
+    assert results["prototypes_per_class"] == [4, 4, 4] and results["global_step"] == 10  # ceil(2 * 48 / 10)
+    assert results["pruning"]["finetune_steps_run"] == 0 and results["pruning"]["validation_accuracy_after_finetuning"] == results["pruning"]["validation_accuracy_after_pruning"]
 
 
 # ------------------------------------------------------------------------------------------------- errors
@@ -284,6 +312,7 @@ def _parquet_dataset(folder, train_labels, test_labels):
         ("missing_backbone", "Cannot load the backbone"),
         ("backbone_without_processor", "has no image processor"),
         ("distill_without_matching_head", "--distill_weight > 0 needs a backbone whose own classifier"),
+        ("one_class", r"^The training split has 4 rows of 1 class\(es\) only \(label 1\)"),
     ],
 )
 def test_clear_errors(assets, tmp_path, case, message):
@@ -309,6 +338,8 @@ def test_clear_errors(assets, tmp_path, case, message):
         _write_backbone(str(folder))
         os.remove(folder / "preprocessor_config.json")
         replace("--backbone", str(folder))
+    elif case == "one_class":
+        replace("--dataset_name", _parquet_dataset(str(tmp_path / "one"), [1, 1, 1, 1, 1], [0, 1]))
     elif case == "distill_without_matching_head":
         folder = tmp_path / "other_head"
         _write_backbone(str(folder), labels=["cat", "dog"])

@@ -14,12 +14,14 @@ Public API
     full Fashion-MNIST training set, with its image processor), built by ``training/pretrain_backbone.py``.
 ``load_image_dataset(dataset_name=None, train_dir=None, validation_dir=None, train_val_split=0.15,
 image_column_name=None, label_column_name=None, seed=0) -> (DatasetDict, image_col, label_col, id2label)``
-    A ``DatasetDict`` with exactly the splits ``"train"`` and ``"validation"``.
+    A ``DatasetDict`` with the splits ``"train"``, ``"validation"`` (for the training schedule's decisions; held out
+    from train when the data has none) and, when the data has one, ``"test"`` (never used for training decisions).
+    Its ``split_sources`` attribute says where each split comes from.
 ``to_rgb(image) -> PIL.Image.Image``
     Any PIL mode (or a numpy array) to 8-bit RGB; transparency is composited on white.
-``make_transform(image_processor, image_column, label_column, augment=False)``
-    A function for ``dataset.with_transform(...)`` producing ``{"pixel_values": (3,H,W) float tensor,
-    "labels": int}`` per example, via ``to_rgb`` then the image processor.
+``make_transform(image_processor, image_column, label_column, augment=False, num_channels=None)``
+    A function for ``dataset.with_transform(...)`` producing ``{"pixel_values": (C,H,W) float tensor,
+    "labels": int}`` per example, via ``to_rgb`` (then grayscale for a 1-channel backbone) and the image processor.
 ``collate_fn(examples) -> {"pixel_values": (B,3,H,W), "labels": (B,)}``
     For ``torch.utils.data.DataLoader(collate_fn=collate_fn)``.
 """
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 import glob
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import datasets
 
 from modeling_infodisent.images import to_rgb
 
@@ -46,6 +50,7 @@ __all__ = [
     "load_image_dataset",
     "to_rgb",
     "make_transform",
+    "processor_num_channels",
     "collate_fn",
 ]
 
@@ -67,6 +72,23 @@ _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", "
 # to_rgb lives in the package (modeling_infodisent/images.py): the gallery, CLI and Space convert images the same way.
 
 
+@dataclass
+class NamedImage(datasets.Image):
+    """``datasets.Image`` whose decoding failures name the file: datasets decodes images before any transform runs,
+    and its own error (``OSError: image file is truncated``) says nothing about which image. `load_image_dataset`
+    gives every split's image column this feature (same storage: nothing is rewritten)."""
+
+    def decode_example(self, value, token_per_repo_id=None):
+        try:
+            return super().decode_example(value, token_per_repo_id=token_per_repo_id)
+        except Exception as error:  # noqa: BLE001 - any decoding failure, reported with the file's name
+            path = value.get("path") if isinstance(value, dict) else None
+            size = len(value.get("bytes") or b"") if isinstance(value, dict) else 0
+            where = f"the image file {path!r}" if path else f"an image stored in the dataset ({size} bytes, no file name)"
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"Cannot read {where}: {reason}. Remove or replace it.") from error
+
+
 # ----------------------------------------------------------------------------------- preprocessing
 def _augmentation():
     from torchvision.transforms import v2
@@ -80,19 +102,44 @@ def _augmentation():
     )
 
 
-def make_transform(image_processor, image_column: str, label_column: str, augment: bool = False) -> Callable:
+def processor_num_channels(image_processor, default: int = 3) -> int:
+    """The channel count an image processor normalises for: 1 when its ``image_mean`` has one entry (a grayscale
+    backbone's processor), else ``default``."""
+    mean = getattr(image_processor, "image_mean", None)
+    if isinstance(mean, (list, tuple)) and len(mean) == 1:
+        return 1
+    return default
+
+
+def make_transform(
+    image_processor, image_column: str, label_column: str, augment: bool = False, num_channels: int | None = None
+) -> Callable:
     """Return a batch transform for ``dataset.with_transform(...)``.
 
-    Each example becomes ``{"pixel_values": float32 tensor (3,H,W), "labels": int}``: the image is
-    converted with :func:`to_rgb`, optionally augmented (``augment=True``: random horizontal flip and a
-    random affine translation ≤ 8% with zoom 0.9–1.1, torchvision ``transforms.v2`` on the PIL image), then
-    passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
+    Each example becomes ``{"pixel_values": float32 tensor (C,H,W), "labels": int}``: the image is
+    converted with :func:`to_rgb` (then to grayscale "L" when the backbone takes ``num_channels=1``; ``None`` =
+    what the processor normalises for, `processor_num_channels`), optionally augmented (``augment=True``: random
+    horizontal flip and a random affine translation ≤ 8% with zoom 0.9–1.1, torchvision ``transforms.v2`` on the
+    PIL image), then passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
     (resize, rescale, normalise). Other columns are dropped.
     """
     aug = _augmentation() if augment else None
+    if num_channels is None:
+        num_channels = processor_num_channels(image_processor)
+    if num_channels not in (1, 3):
+        raise ValueError(f"Backbones taking {num_channels}-channel images are not supported (only 1 or 3 channels).")
+    mean = getattr(image_processor, "image_mean", None)
+    if isinstance(mean, (list, tuple)) and len(mean) not in (1, num_channels):
+        raise ValueError(
+            f"The backbone takes {num_channels}-channel images but its image processor normalises {len(mean)} "
+            f"channels (image_mean {list(mean)}): fix its preprocessor_config.json."
+        )
 
     def transform(batch: dict) -> dict:
+        # to_rgb first in both cases: it composites transparency on white and handles every PIL mode.
         images = [to_rgb(im) for im in batch[image_column]]
+        if num_channels == 1:
+            images = [im.convert("L") for im in images]
         if aug is not None:
             images = [aug(im) for im in images]
         pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
@@ -309,11 +356,12 @@ def load_image_dataset(
             ) from e
         train = splits["train"]
 
+    test = splits.get("test")
     if "validation" in splits:
         validation = splits["validation"]
-    elif "test" in splits:
-        validation = splits["test"]
+        sources = {"train": "train", "validation": "validation"}
     else:
+        # No validation split: hold out part of train for the schedule's decisions; a test split stays the test split.
         if not 0.0 < float(train_val_split) < 1.0:
             raise ValueError(f"train_val_split must be in (0, 1), got {train_val_split}.")
         kwargs = {"stratify_by_column": label_col} if is_classlabel else {}
@@ -327,19 +375,43 @@ def load_image_dataset(
                 f"Splitting {len(splits['train'])} training rows with train_val_split={train_val_split} left an "
                 "empty split."
             )
-    for c in (image_col, label_col):
-        if c not in validation.column_names:
-            raise ValueError(f"Column {c!r} is missing from the validation split, which has {validation.column_names}.")
+        held_out = f"held out from train ({len(validation)} of {len(splits['train'])} rows, train_val_split={train_val_split}, seed {seed})"
+        sources = {"train": f"train (the other {len(train)} rows)", "validation": held_out}
+    if test is not None:
+        sources["test"] = "test"
+    for name, split in (("validation", validation), ("test", test)):
+        for c in (image_col, label_col):
+            if split is not None and c not in split.column_names:
+                raise ValueError(f"Column {c!r} is missing from the {name} split, which has {split.column_names}.")
+    _check_two_classes(train, label_col, label_feature if is_classlabel else None)
 
     if is_classlabel:
         id2label = {i: str(n) for i, n in enumerate(label_feature.names)}
     else:
         import pyarrow.compute as pc
 
-        lo = min(pc.min(d.data.column(label_col)).as_py() for d in (train, validation))
-        hi = max(pc.max(d.data.column(label_col)).as_py() for d in (train, validation))
+        present = [d for d in (train, validation, test) if d is not None]
+        lo = min(pc.min(d.data.column(label_col)).as_py() for d in present)
+        hi = max(pc.max(d.data.column(label_col)).as_py() for d in present)
         if lo is None or lo < 0:
             raise ValueError(f"The integer label column {label_col!r} has negative or missing values (min {lo}).")
         id2label = {i: str(i) for i in range(int(hi) + 1)}
 
-    return datasets.DatasetDict({"train": train, "validation": validation}), image_col, label_col, id2label
+    result = {"train": train, "validation": validation, **({"test": test} if test is not None else {})}
+    # Decoding errors name the file (see NamedImage); the cast keeps the storage, it only swaps the decoder.
+    result = datasets.DatasetDict({k: v.cast_column(image_col, NamedImage()) for k, v in result.items()})
+    result.split_sources = sources
+    return result, image_col, label_col, id2label
+
+
+def _check_two_classes(train, label_col: str, classlabel) -> None:
+    """A classifier needs two classes: one class only would train to a meaningless perfect accuracy."""
+    import pyarrow.compute as pc
+
+    present = [v for v in pc.unique(train.data.column(label_col)).to_pylist() if v is not None]
+    if len(present) < 2:
+        names = [f"{v} ({classlabel.names[v]!r})" if classlabel is not None and 0 <= v < len(classlabel.names) else str(v) for v in present]
+        raise ValueError(
+            f"The training split has {len(train)} rows of {len(present)} class(es) only (label {', '.join(names) or 'none'}): "
+            f"InfoDisent needs at least two classes in the training split (column {label_col!r})."
+        )

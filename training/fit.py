@@ -3,8 +3,9 @@
 Reusable pieces (the training script and the benchmarks call them):
 
 * ``fit_head(model, train_data, eval_data, config, accelerator=None, featurizer=None) -> dict``: the whole schedule
-  (main epochs with the L1 penalty and the Gumbel temperature annealed per step, then pruning to the per-class
-  budget and fine-tuning with the mask fixed), evaluation every epoch, checkpoints and exact resumption.
+  (`training.schedule`: a main phase with the L1 penalty and the Gumbel temperature annealed over a step budget,
+  early stopping on the validation split, then pruning to the per-class budget and fine-tuning with the mask fixed
+  until the validation accuracy recovers), checkpoints (`training.checkpoints`) and exact resumption.
 * ``evaluate(model, data, ...) -> dict``: accuracy, agreement with the backbone's own head, explanation sizes.
 * ``train_linear_probe(train_data, eval_data, ...) -> dict``: the linear-probe baseline on average-pooled features.
 
@@ -15,31 +16,36 @@ head is called as ``model.head(feature_map)``: the same module the model uses on
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from modeling_infodisent.metrics import class_contributions, explanation_sizes
+from training.checkpoints import config_differences, find_latest_checkpoint, read_state, write_state
 from training.features import collate_batch
+from training.schedule import (
+    REFERENCE_BATCH_SIZE,
+    StepBatchSampler,
+    gumbel_temperature,
+    lr_factor,
+    plan_schedule,
+    rank_slice,
+    scaled_learning_rate,
+)
 from training.sparsity import hoyer_penalty, l1_penalty, prune_to_budget, sparsity_stats
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "infodisent_state.json"
-
 __all__ = [
     "FitConfig",
-    "EpochShuffleSampler",
     "evaluate",
     "fit_head",
     "live_featurizer",
@@ -50,15 +56,23 @@ __all__ = [
 
 @dataclass
 class FitConfig:
-    """Hyper-parameters of `fit_head` (the training script's arguments of the same names)."""
+    """Hyper-parameters of `fit_head` (the training script's arguments of the same names). The schedule they define
+    is described in `training.schedule`."""
 
-    num_train_epochs: int = 10
-    max_train_steps: int | None = None  # overrides num_train_epochs for the main phase
-    per_device_train_batch_size: int = 256
+    train_batch_size: int = 256  # the GLOBAL batch of an optimiser step, whatever the number of processes
+    per_device_train_batch_size: int | None = None  # if set, the global batch is this times the number of processes
     per_device_eval_batch_size: int = 256
-    learning_rate: float = 1e-2
+    learning_rate: float = 1e-2  # at a global batch of 256; scaled to the actual global batch by lr_scaling
+    lr_scaling: str = "sqrt"  # "sqrt" (Adam's usual rule), "linear" or "none"
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
+    num_train_epochs: float | None = None  # explicit main-phase length (no early stopping)
+    max_train_steps: int | None = None  # explicit main-phase length in steps (overrides num_train_epochs)
+    min_train_steps: int = 300  # floor of the main budget; no early stopping before it
+    budget_epochs: float = 10.0  # main budget in epochs, clamped to [min_train_steps, max_budget_steps]
+    max_budget_steps: int = 3000
+    eval_steps: int | None = None  # evaluate the validation split every N steps (default: budget / 15)
+    early_stopping_patience: int = 5  # evaluations without improvement before the main phase stops
     gumbel_temperature_start: float = 1.0
     gumbel_temperature_end: float = 0.05
     loss: str = "softmax"  # or "sigmoid": SIDE-style one-vs-rest binary cross-entropy
@@ -67,11 +81,15 @@ class FitConfig:
     sparsity_l1: float = 1e-2
     sparsity_hoyer: float = 0.0
     max_prototypes_per_class: int = 10  # 0 = dense (no pruning)
-    finetune_epochs: int = 3
-    finetune_learning_rate: float | None = None  # default: learning_rate / 3
+    finetune_epochs: float | None = None  # explicit fine-tuning length (one round, no recovery check)
+    finetune_steps: int = 60  # one fine-tuning round
+    finetune_max_rounds: int = 4  # rounds until the validation accuracy recovers to within pruning_tolerance
+    pruning_tolerance: float = 0.01  # accepted validation-accuracy loss from pruning (fraction, 0.01 = 1 point)
+    finetune_learning_rate: float | None = None  # default: learning_rate / 3 (then scaled like learning_rate)
     seed: int = 0
     checkpointing_steps: str | int | None = None  # N steps, "epoch", or None
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    ignore_config_change: bool = False  # resume even if the checkpoint was trained with other arguments
     output_dir: str | None = None  # where checkpoints go (step_N / epoch_N, as in the HF examples)
     stop_after_steps: int | None = None  # testing aid: exit abruptly after this many steps (after checkpointing)
     with_tracking: bool = False
@@ -80,36 +98,51 @@ class FitConfig:
     def validate(self) -> None:
         if self.loss not in ("softmax", "sigmoid"):
             raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}.")
+        if self.lr_scaling not in ("sqrt", "linear", "none"):
+            raise ValueError(f"lr_scaling must be 'sqrt', 'linear' or 'none', got {self.lr_scaling!r}.")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}.")
         if self.max_prototypes_per_class < 0:
             raise ValueError(f"max_prototypes_per_class must be >= 0 (0 = dense), got {self.max_prototypes_per_class}.")
         if self.gumbel_temperature_start <= 0 or self.gumbel_temperature_end <= 0:
             raise ValueError("Gumbel temperatures must be > 0.")
-        if self.num_train_epochs < 1 and not self.max_train_steps:
-            raise ValueError("num_train_epochs must be >= 1 (or give max_train_steps).")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        for name in ("train_batch_size", "per_device_eval_batch_size", "min_train_steps", "max_budget_steps",
+                     "finetune_steps", "finetune_max_rounds", "early_stopping_patience"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("per_device_train_batch_size", "max_train_steps", "eval_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.num_train_epochs is not None and self.num_train_epochs <= 0:
+            raise ValueError(f"num_train_epochs must be > 0, got {self.num_train_epochs}.")
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}.")
+        if not 0.0 <= self.pruning_tolerance < 1.0:
+            raise ValueError(f"pruning_tolerance must be in [0, 1), got {self.pruning_tolerance}.")
+        if self.budget_epochs <= 0:
+            raise ValueError(f"budget_epochs must be > 0, got {self.budget_epochs}.")
         if isinstance(self.checkpointing_steps, str) and self.checkpointing_steps not in ("epoch",):
-            if not self.checkpointing_steps.isdigit():
-                raise ValueError(f"checkpointing_steps must be an integer or 'epoch', got {self.checkpointing_steps!r}.")
+            if not self.checkpointing_steps.isdigit() or int(self.checkpointing_steps) < 1:
+                raise ValueError(f"checkpointing_steps must be a positive integer or 'epoch', got {self.checkpointing_steps!r}.")
             self.checkpointing_steps = int(self.checkpointing_steps)
 
+    def global_batch_size(self, num_processes: int) -> int:
+        """Rows per optimiser step over all processes: ``per_device_train_batch_size * num_processes`` when the
+        per-device size is given (the transformers scripts' meaning), else ``train_batch_size``."""
+        if self.per_device_train_batch_size:
+            return self.per_device_train_batch_size * num_processes
+        return self.train_batch_size
 
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation that depends only on (seed, epoch): a resumed run sees exactly the same batches, however
-    many data-loader iterators were created (each one draws from the global RNG) or processes are used."""
 
-    def __init__(self, num_rows: int, seed: int):
-        self.num_rows, self.seed, self.epoch = num_rows, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.num_rows, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_rows
+# Arguments that do not change what is trained: a checkpoint may be resumed with other values of these.
+_RESUME_NEUTRAL = {
+    "per_device_eval_batch_size", "checkpointing_steps", "resume_from_checkpoint", "ignore_config_change",
+    "output_dir", "stop_after_steps", "with_tracking", "show_progress",
+    # compared through the resolved global batch instead (2 processes x 128 = 1 process x 256)
+    "train_batch_size", "per_device_train_batch_size",
+}  # fmt: skip
 
 
 def make_accelerator(**kwargs):
@@ -266,37 +299,19 @@ def train_linear_probe(
 
 
 # ---------------------------------------------------------------------------------------------------- fit_head
-def _lr_factor(step: int, main_steps: int, finetune_steps: int, config: FitConfig) -> float:
-    """Learning-rate multiplier at a global step: linear warm-up then cosine over the main phase; a fresh cosine from
-    finetune_learning_rate over the fine-tuning phase. A pure function of the step, so resuming needs no scheduler."""
-    if step < main_steps:
-        warmup = int(config.warmup_ratio * main_steps)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, main_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    finetune_lr = config.finetune_learning_rate or config.learning_rate / 3.0
-    progress = (step - main_steps) / max(1, finetune_steps)
-    return finetune_lr / config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _check_classes(train_data) -> None:
+    """Fewer than two classes cannot be classified: say so instead of reporting a perfect accuracy."""
+    labels = train_data.array("labels") if hasattr(train_data, "array") else None
+    if labels is not None and len(np.unique(labels)) < 2:
+        found = ", ".join(str(int(v)) for v in np.unique(labels)) or "none"
+        raise ValueError(
+            f"The training split has examples of {len(np.unique(labels))} class(es) (label {found}); InfoDisent needs "
+            "at least two classes."
+        )
 
 
-def _gumbel_temperature(step: int, main_steps: int, config: FitConfig) -> float:
-    """Geometric annealing from start to end over the main phase; the end value during fine-tuning."""
-    t0, t1 = config.gumbel_temperature_start, config.gumbel_temperature_end
-    progress = min(1.0, step / max(1, main_steps - 1))
-    return float(t0 * (t1 / t0) ** progress)
-
-
-def _find_latest_checkpoint(output_dir: str) -> str:
-    candidates = []
-    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
-        path = os.path.join(output_dir, name)
-        if re.fullmatch(r"(step|epoch)_\d+", name) and os.path.exists(os.path.join(path, STATE_FILE)):
-            with open(os.path.join(path, STATE_FILE)) as f:
-                candidates.append((json.load(f)["global_step"], path))
-    if not candidates:
-        raise ValueError(f"--resume_from_checkpoint latest: no checkpoint (step_N / epoch_N) in {output_dir!r}.")
-    return max(candidates)[1]
+def _head_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}
 
 
 def fit_head(
@@ -307,141 +322,279 @@ def fit_head(
     accelerator=None,
     featurizer: Callable | None = None,
 ) -> dict:
-    """Train ``model.head`` (U, W, b; the backbone stays frozen) on ``train_data``, evaluating on ``eval_data`` after
-    every epoch. Schedule: ``num_train_epochs`` (or ``max_train_steps``) main epochs with Adam, warm-up + cosine
-    learning rate, Gumbel temperature annealed per step and the sparsity penalties added to the loss; then, if
-    ``max_prototypes_per_class > 0``, ``prune_to_budget`` and ``finetune_epochs`` more epochs with the mask fixed.
+    """Train ``model.head`` (U, W, b; the backbone stays frozen) on ``train_data``; every schedule decision (early
+    stopping, best state, pruning recovery) is taken on ``eval_data``, the validation split (never the test split).
 
-    With an ``accelerator`` the head is wrapped for DDP and batches are sharded; ``None`` builds a single-process
-    one. Checkpoints (``accelerator.save_state``) go to ``config.output_dir/step_N`` or ``epoch_N``; resuming from
-    one gives the same final weights as an uninterrupted run (data order and Gumbel noise are functions of the
-    seed and the global step). Returns the final evaluation (see `evaluate`) plus ``history`` (per-epoch metrics),
-    ``pruning`` (stats of the pruning step, or None), ``sparsity`` (final `sparsity_stats`), ``global_step``.
+    The schedule (`training.schedule`): a main phase with AdamW, warm-up + cosine learning rate and the Gumbel
+    temperature annealed over a step budget, the sparsity penalties added to the loss, evaluation every
+    ``eval_steps``, early stopping and the best state restored; then, if ``max_prototypes_per_class > 0``,
+    ``prune_to_budget`` and fine-tuning with the mask fixed, in rounds, until the validation accuracy is back to
+    within ``pruning_tolerance`` of its value before pruning (or ``finetune_max_rounds``). The global batch, hence
+    what a step and an epoch mean, is the same on 1 or N processes, and no training row is dropped.
+
+    With an ``accelerator`` the head is wrapped for DDP and each process trains on its slice of every global batch;
+    ``None`` builds a single-process one. Checkpoints (``accelerator.save_state`` plus `training.checkpoints`' files)
+    go to ``config.output_dir/step_N`` or ``epoch_N``; resuming from one gives the same final weights as an
+    uninterrupted run (data order and Gumbel noise are functions of the seed and the global step, and the
+    early-stopping state — best accuracy, best weights, patience counter — is checkpointed). A checkpoint trained
+    with other arguments is refused unless ``ignore_config_change``.
+
+    Returns the final evaluation on ``eval_data`` (see `evaluate`) plus ``history`` (one record per evaluation),
+    ``pruning`` (what was pruned, the validation accuracy before / right after pruning / after fine-tuning, and
+    whether it ``recovered``; None when dense), ``sparsity`` (final `sparsity_stats`), ``global_step``, ``schedule``
+    (the plan and what ran) and ``examples_seen`` (how often each training row was used, over all processes).
     """
     config.validate()
     accelerator = accelerator or make_accelerator()
     featurizer = featurizer or _cached_featurizer
     is_main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    _check_classes(train_data)
+    num_rows = len(train_data)
+    global_batch = config.global_batch_size(world)
+    if global_batch < world:
+        raise ValueError(f"The global batch ({global_batch}) is smaller than the number of processes ({world}).")
+    plan = plan_schedule(num_rows, global_batch, config)
+    prune = config.max_prototypes_per_class > 0
+    learning_rate = scaled_learning_rate(config.learning_rate, global_batch, config.lr_scaling)
+    finetune_lr = scaled_learning_rate(config.finetune_learning_rate or config.learning_rate / 3.0, global_batch, config.lr_scaling)
+    lo, hi = rank_slice(global_batch, rank, world)
+    # Each process averages its loss over its own rows and DDP averages over processes: weighting by the share of
+    # rows makes the gradient exactly the global batch's mean, even when G is not a multiple of the process count.
+    loss_scale = (hi - lo) * world / global_batch
 
-    sampler = EpochShuffleSampler(len(train_data), config.seed)
-    # drop_last keeps every optimiser step on a full batch, on every process.
-    train_loader = DataLoader(
-        train_data, batch_size=config.per_device_train_batch_size, sampler=sampler, collate_fn=collate_batch,
-        drop_last=len(train_data) >= config.per_device_train_batch_size * accelerator.num_processes,
-    )  # fmt: skip
     model.head.train()
     params = [p for p in model.head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    # The learning rate is set by hand from the global step (no prepared scheduler, whose step count depends on
-    # the number of processes).
-    head, optimizer, train_loader = accelerator.prepare(model.head, optimizer, train_loader)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"The training split ({len(train_data)} rows) gives no batch of {config.per_device_train_batch_size}.")
-    main_steps = config.max_train_steps or config.num_train_epochs * steps_per_epoch
-    prune = config.max_prototypes_per_class > 0
-    finetune_steps = config.finetune_epochs * steps_per_epoch if prune else 0
-    total_steps = main_steps + finetune_steps
-    num_epochs = math.ceil(main_steps / steps_per_epoch) + (config.finetune_epochs if prune else 0)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay)
+    head, optimizer = accelerator.prepare(model.head, optimizer)
+    run_config = {
+        **asdict(config), "(global batch)": global_batch, "(training rows)": num_rows, "(validation rows)": len(eval_data),
+    }  # fmt: skip
 
-    global_step, pruning, history = 0, None, []
+    state = {
+        "global_step": 0, "phase": "main", "phase_start": 0, "phase_done": False, "best_accuracy": None,
+        "best_step": None, "evals_since_best": 0, "last_accuracy": None, "main_steps_run": None,
+        "stopped_early": False, "pruning": None, "history": [], "loss_sum": 0.0, "loss_count": 0,
+    }  # fmt: skip
+    best: dict[str, torch.Tensor] | None = None  # the head's state at the phase's best evaluation (CPU)
+    seen = torch.zeros(num_rows, dtype=torch.int64)  # this process's uses of each row since start / resume
     if config.resume_from_checkpoint:
         path = config.resume_from_checkpoint
         if path == "latest":
-            path = _find_latest_checkpoint(config.output_dir)
-        if not os.path.exists(os.path.join(path, STATE_FILE)):
-            raise ValueError(f"{path!r} is not a checkpoint of this script (no {STATE_FILE}).")
+            path = find_latest_checkpoint(config.output_dir)
+        saved, tensors = read_state(path)
+        differences = config_differences(saved.get("config", {}), run_config, _RESUME_NEUTRAL)
+        if differences and not config.ignore_config_change:
+            raise ValueError(
+                f"Cannot resume from {path!r}: it was trained with other arguments: {'; '.join(differences)}. Resume "
+                "with the same arguments, or pass --ignore_config_change to continue with the new ones anyway."
+            )
         accelerator.load_state(path)  # head weights + prototype mask, optimiser, RNG states
-        with open(os.path.join(path, STATE_FILE)) as f:
-            state = json.load(f)
-        global_step, pruning, history = state["global_step"], state.get("pruning"), state.get("history", [])
+        state.update({k: v for k, v in saved.items() if k in state})
+        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        if is_main and "seen" in tensors:  # the other processes count from 0: the sum over processes stays right
+            seen = tensors["seen"].clone()
         if is_main:
-            logger.info("Resumed from %s at step %d", path, global_step)
+            logger.info("Resumed from %s at step %d (%s phase)", path, state["global_step"], state["phase"])
+            if differences:
+                logger.warning("Resuming with other arguments than the checkpoint's (--ignore_config_change): %s", "; ".join(differences))
 
     def save_checkpoint(name: str) -> None:
         if config.output_dir is None:
             return
         path = os.path.join(config.output_dir, name)
         accelerator.save_state(path)
+        total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
         if is_main:
-            with open(os.path.join(path, STATE_FILE), "w") as f:
-                json.dump({"global_step": global_step, "pruning": pruning, "history": history, "config": asdict(config)}, f)
+            tensors = {"seen": total_seen, **{f"best.{k}": v for k, v in (best or {}).items()}}
+            write_state(path, {**state, "config": run_config, "plan": plan.to_dict()}, tensors)
         accelerator.wait_for_everyone()
+
+    def record_evaluation(phase: str) -> dict:
+        nonlocal best
+        metrics = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
+        step = state["global_step"]
+        record = {
+            "phase": phase, "step": step, "epoch": round(step * global_batch / num_rows, 3),
+            "train_loss": state["loss_sum"] / state["loss_count"] if state["loss_count"] else None,
+            "eval_accuracy": metrics["accuracy"], "explanation_size_median": metrics["explanation_size_median"],
+        }  # fmt: skip
+        if "agreement" in metrics:
+            record["agreement"] = metrics["agreement"]
+        state["history"].append(record)
+        state["loss_sum"], state["loss_count"], state["last_accuracy"] = 0.0, 0, metrics["accuracy"]
+        if state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]:
+            state["best_accuracy"], state["best_step"], state["evals_since_best"] = metrics["accuracy"], step, 0
+            best = _head_state(model)
+        else:
+            state["evals_since_best"] += 1
+        if is_main:
+            logger.info("step %d (%s): %s", step, phase, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        if config.with_tracking:
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        return metrics
+
+    def end_of_phase() -> None:
+        """Main -> (prune, fine-tune) -> done. A function of the checkpointed state only: a run resumed from a
+        checkpoint taken at the end of a phase makes the same transition."""
+        nonlocal best
+        phase, tolerance = state["phase"], config.pruning_tolerance
+        if phase == "main":
+            state["main_steps_run"] = state["global_step"] - state["phase_start"]
+            if plan.early_stopping and best is not None:
+                model.head.load_state_dict(best)
+            before = state["best_accuracy"] if plan.early_stopping else state["last_accuracy"]
+            if is_main:
+                logger.info(
+                    "Main phase %s after %d steps (budget %d); validation accuracy %.4f (best, step %s)",
+                    "stopped early" if state["stopped_early"] else "ended", state["main_steps_run"], plan.main_steps,
+                    state["best_accuracy"], state["best_step"],
+                )  # fmt: skip
+            if not prune:
+                state["phase"] = "done"
+                return
+            stats = prune_to_budget(model, config.max_prototypes_per_class)
+            state.update(phase="pruned", best_accuracy=None, evals_since_best=0)
+            after = record_evaluation("pruned")["accuracy"]
+            state["pruning"] = {
+                **stats, "pruned_at_step": state["global_step"], "validation_accuracy_before_pruning": before,
+                "validation_accuracy_after_pruning": after, "tolerance": tolerance,
+            }  # fmt: skip
+            if is_main:
+                logger.info(
+                    "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass): validation "
+                    "accuracy %.4f before pruning, %.4f right after", config.max_prototypes_per_class,
+                    stats["nonzero_after"], stats["nonzero_before"], 100 * stats["kept_weight_fraction"], before, after,
+                )  # fmt: skip
+            inner = getattr(optimizer, "optimizer", optimizer)
+            inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
+            state.update(phase="finetune", phase_start=state["global_step"], phase_done=plan.finetune_steps == 0)
+            return
+        # end of fine-tuning
+        explicit = config.finetune_epochs is not None
+        if not explicit and best is not None:
+            model.head.load_state_dict(best)
+        pruning = state["pruning"]
+        final = state["last_accuracy"] if explicit else state["best_accuracy"]
+        steps = state["global_step"] - state["phase_start"]
+        recovered = final >= pruning["validation_accuracy_before_pruning"] - tolerance - 1e-9
+        pruning.update(
+            validation_accuracy_after_finetuning=final, finetune_steps_run=steps,
+            finetune_rounds=math.ceil(steps / plan.finetune_steps) if plan.finetune_steps else 0, recovered=recovered,
+            accuracy_change=final - pruning["validation_accuracy_before_pruning"],
+        )  # fmt: skip
+        if not recovered:
+            pruning["warning"] = (
+                f"validation accuracy {final:.4f} after pruning and {steps} fine-tuning steps is "
+                f"{pruning['validation_accuracy_before_pruning'] - final:.4f} below its value before pruning "
+                f"({pruning['validation_accuracy_before_pruning']:.4f}), more than the tolerance {tolerance}"
+            )
+        if is_main:
+            log = logger.info if recovered else logger.warning
+            log(
+                "Fine-tuning after pruning: %d steps; validation accuracy %.4f before pruning, %.4f right after, %.4f "
+                "after fine-tuning (%s)", steps, pruning["validation_accuracy_before_pruning"],
+                pruning["validation_accuracy_after_pruning"], final,
+                "recovered" if recovered else f"NOT recovered within {tolerance}",
+            )  # fmt: skip
+        state["phase"] = "done"
 
     if is_main:
         logger.info(
-            "Training the head: %d main steps + %d fine-tuning steps (%d per epoch), batch %d x %d process(es)",
-            main_steps, finetune_steps, steps_per_epoch, config.per_device_train_batch_size, accelerator.num_processes,
+            "Training the head: global batch %d (%d process(es) x ~%d), learning rate %.4g; main phase budget %d "
+            "steps (%s), fine-tuning rounds of %d steps (at most %d); evaluation every %d steps; %d training rows "
+            "(%d steps an epoch)", global_batch, world, hi - lo, learning_rate, plan.main_steps,
+            f"early stopping after {plan.main_min_steps}" if plan.early_stopping else "fixed length",
+            plan.finetune_steps, plan.finetune_max_rounds, plan.eval_steps, num_rows, plan.steps_per_epoch,
         )  # fmt: skip
-    progress = tqdm(total=total_steps, initial=global_step, disable=not (is_main and config.show_progress), desc="train")
-    starting_epoch = global_step // steps_per_epoch
-    for epoch in range(starting_epoch, num_epochs):
-        if global_step >= total_steps:
+    total = plan.main_steps + plan.finetune_steps
+    progress = tqdm(total=max(total, state["global_step"]), initial=state["global_step"], desc="train",
+                    disable=not (is_main and config.show_progress))  # fmt: skip
+    sampler = StepBatchSampler(num_rows, global_batch, config.seed, rank, world, start_step=state["global_step"])
+    batches = iter(DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_batch))
+    while True:
+        while state["phase_done"]:  # (a phase may end as it starts: no fine-tuning steps)
+            state["phase_done"] = False
+            end_of_phase()
+        if state["phase"] == "done":
             break
-        train_loader.set_epoch(epoch)
-        loader = train_loader
-        skip = global_step - epoch * steps_per_epoch
-        if skip > 0:
-            loader = accelerator.skip_first_batches(train_loader, skip)
-        head.train()
-        running, count = 0.0, 0
-        for batch in loader:
-            if global_step == main_steps and prune and pruning is None:
-                pruning = prune_to_budget(model, config.max_prototypes_per_class)
-                if is_main:
-                    logger.info(
-                        "Pruned to %d prototypes per class (kept %.1f%% of the weight mass); fine-tuning %d steps",
-                        config.max_prototypes_per_class, 100 * pruning["kept_weight_fraction"], finetune_steps,
-                    )  # fmt: skip
-            if global_step >= total_steps:
-                break
-            in_main = global_step < main_steps
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * _lr_factor(global_step, main_steps, finetune_steps, config)
-            model.set_gumbel_temperature(_gumbel_temperature(global_step, main_steps, config))
-            # The Gumbel noise is drawn from the global RNG: seed it from (seed, step, rank) so that a resumed run
-            # draws the same noise as an uninterrupted one.
-            torch.manual_seed(config.seed * 1_000_003 + global_step * 101 + accelerator.process_index)
-            features, teacher = featurizer(batch)
-            out = head(features)
-            loss = _loss(out.logits, batch["labels"], teacher, config)
-            if in_main and config.sparsity_l1 > 0:
-                loss = loss + config.sparsity_l1 * l1_penalty(model)
-            if in_main and config.sparsity_hoyer > 0:
-                loss = loss + config.sparsity_hoyer * hoyer_penalty(model)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-            global_step += 1
-            running, count = running + float(loss.detach()), count + 1
-            progress.update(1)
-            if isinstance(config.checkpointing_steps, int) and global_step % config.checkpointing_steps == 0:
-                save_checkpoint(f"step_{global_step}")
-            if config.stop_after_steps is not None and global_step >= config.stop_after_steps:
-                raise SystemExit(f"Stopped after {global_step} steps (--stop_after_steps).")
-        if global_step == main_steps and prune and pruning is None:  # main phase ended exactly at an epoch end
-            pruning = prune_to_budget(model, config.max_prototypes_per_class)
-        metrics = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
-        record = {
-            "epoch": epoch,
-            "step": global_step,
-            "train_loss": running / max(1, count),
-            "eval_accuracy": metrics["accuracy"],
-            "explanation_size_median": metrics["explanation_size_median"],
-        }
-        if "agreement" in metrics:
-            record["agreement"] = metrics["agreement"]
-        history.append(record)
-        if is_main:
-            logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-        if config.with_tracking:
-            accelerator.log(record, step=global_step)
-        if config.checkpointing_steps == "epoch":
-            save_checkpoint(f"epoch_{epoch}")
+        phase = state["phase"]
+        phase_step = state["global_step"] - state["phase_start"]
+        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        base_lr = learning_rate if phase == "main" else finetune_lr
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * lr_factor(phase, phase_step, plan, config.warmup_ratio)
+        model.set_gumbel_temperature(
+            gumbel_temperature(phase, phase_step, plan, config.gumbel_temperature_start, config.gumbel_temperature_end)
+        )
+        # The Gumbel noise is drawn from the global RNG: seed it from (seed, step, rank) so that a resumed run draws
+        # the same noise as an uninterrupted one.
+        torch.manual_seed(config.seed * 1_000_003 + state["global_step"] * 101 + rank)
+        features, teacher = featurizer(batch)
+        out = head(features)
+        loss = _loss(out.logits, batch["labels"], teacher, config) * loss_scale
+        if phase == "main" and config.sparsity_l1 > 0:
+            loss = loss + config.sparsity_l1 * l1_penalty(model)
+        if phase == "main" and config.sparsity_hoyer > 0:
+            loss = loss + config.sparsity_hoyer * hoyer_penalty(model)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        seen.index_add_(0, batch["index"].cpu(), torch.ones(len(batch["index"]), dtype=torch.int64))
+        state["global_step"] += 1
+        state["loss_sum"] += float(loss.detach())
+        state["loss_count"] += 1
+        phase_step += 1
+        progress.update(1)
+        if phase == "main":
+            if phase_step % plan.eval_steps == 0 or phase_step >= plan.main_steps:
+                record_evaluation(phase)
+                patience_over = (
+                    plan.early_stopping and phase_step >= plan.main_min_steps
+                    and state["evals_since_best"] >= config.early_stopping_patience
+                )  # fmt: skip
+                state["stopped_early"] = patience_over and phase_step < plan.main_steps
+                state["phase_done"] = patience_over or phase_step >= plan.main_steps
+        else:
+            end_of_round = phase_step % plan.finetune_steps == 0
+            if phase_step % plan.eval_steps == 0 or end_of_round:
+                record_evaluation(phase)
+            if end_of_round:
+                before = state["pruning"]["validation_accuracy_before_pruning"]
+                recovered = state["best_accuracy"] >= before - config.pruning_tolerance - 1e-9
+                rounds = phase_step // plan.finetune_steps
+                explicit = config.finetune_epochs is not None
+                state["phase_done"] = explicit or recovered or rounds >= plan.finetune_max_rounds
+                if not state["phase_done"]:
+                    progress.total += plan.finetune_steps
+                    if is_main:
+                        logger.info(
+                            "Validation accuracy %.4f after %d fine-tuning round(s), %.4f before pruning: another "
+                            "round", state["best_accuracy"], rounds, before,
+                        )  # fmt: skip
+        step = state["global_step"]
+        if isinstance(config.checkpointing_steps, int) and step % config.checkpointing_steps == 0:
+            save_checkpoint(f"step_{step}")
+        elif config.checkpointing_steps == "epoch" and step % plan.steps_per_epoch == 0:
+            save_checkpoint(f"epoch_{step // plan.steps_per_epoch - 1}")
+        if config.stop_after_steps is not None and step >= config.stop_after_steps:
+            raise SystemExit(f"Stopped after {step} steps (--stop_after_steps).")
     progress.close()
     model.head.eval()
-    if prune and pruning is None:  # e.g. resumed from a checkpoint taken after the last main step
-        pruning = prune_to_budget(model, config.max_prototypes_per_class)
+    total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
     final = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
-    final.update(history=history, pruning=pruning, sparsity=sparsity_stats(model), global_step=global_step)
+    schedule = {
+        **plan.to_dict(), "num_processes": world, "per_device_train_batch_size": hi - lo,
+        "learning_rate": learning_rate, "finetune_learning_rate": finetune_lr if prune else None,
+        "lr_scaling": f"{config.lr_scaling} (learning_rate {config.learning_rate} at batch {REFERENCE_BATCH_SIZE})",
+        "main_steps_run": state["main_steps_run"], "stopped_early": state["stopped_early"],
+    }  # fmt: skip
+    examples_seen = {
+        "total": int(total_seen.sum()), "min_per_row": int(total_seen.min()), "max_per_row": int(total_seen.max()),
+        "epochs": round(float(total_seen.sum()) / num_rows, 3),
+    }  # fmt: skip
+    final.update(
+        history=state["history"], pruning=state["pruning"], sparsity=sparsity_stats(model),
+        global_step=state["global_step"], schedule=schedule, examples_seen=examples_seen,
+    )  # fmt: skip
     return final

@@ -7,13 +7,17 @@
 
 The steps, top to bottom:
 1. arguments (the names of transformers' ``run_image_classification_no_trainer.py`` where they exist);
-2. the dataset (``training/data.py``: Hub id, imagefolder or parquet; images converted to RGB);
+2. the dataset (``training/data.py``: Hub id, imagefolder or parquet; images converted to what the backbone takes);
+   a validation split for the schedule's decisions (held out from train when the data has none) and the test
+   split, evaluated once at the end;
 3. the frozen backbone, its image processor and — when it has one — its own classifier head;
 4. the feature cache (``training/features.py``): the backbone's feature maps extracted once per split (sharded
    across processes) and kept on disk; ``--live_backbone`` (implied by ``--augment``) runs the backbone in the loop;
-5. the head (rotation U, nonnegative W, bias) trained on the features (``training/fit.py``): Gumbel temperature
-   annealed per step, optional distillation from the backbone's head, L1 penalty on W, then pruning to
-   ``--max_prototypes_per_class`` and fine-tuning (``training/sparsity.py``); evaluation every epoch; checkpoints;
+5. the head (rotation U, nonnegative W, bias) trained on the features (``training/fit.py``, schedule in
+   ``training/schedule.py``): a fixed global batch, a step budget with early stopping on the validation split,
+   Gumbel temperature annealed over the budget, optional distillation from the backbone's head, L1 penalty on W,
+   then pruning to ``--max_prototypes_per_class`` and fine-tuning until the validation accuracy recovers
+   (``training/sparsity.py``); checkpoints (``training/checkpoints.py``);
 6. the linear-probe baseline, the explanation-size statistics, the prototype gallery (when available);
 7. the output folder: a complete Hub repo (weights + code files, image processor, gallery, ``all_results.json``,
    model card), optionally pushed with ``--push_to_hub``.
@@ -44,7 +48,14 @@ from accelerate.utils import set_seed  # noqa: E402
 from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
-from training.fit import FitConfig, fit_head, live_featurizer, make_accelerator, train_linear_probe  # noqa: E402
+from training.fit import (  # noqa: E402
+    FitConfig,
+    evaluate,
+    fit_head,
+    live_featurizer,
+    make_accelerator,
+    train_linear_probe,
+)
 from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
 
 logger = get_logger(__name__)
@@ -79,13 +90,34 @@ def parse_args(argv=None):
                        help="Storage type of cached feature maps (float16 halves the disk footprint).")
     model.add_argument("--feature_batch_size", type=int, default=128, help="Batch size of the feature extraction.")
 
-    train = parser.add_argument_group("training")
-    train.add_argument("--per_device_train_batch_size", type=int, default=256)
+    train = parser.add_argument_group(
+        "training", "The head trains in optimiser steps of a fixed GLOBAL batch (the same on 1 or N processes; no row "
+        "is dropped): a main phase with a step budget, evaluated on the validation split every --eval_steps, stopped "
+        "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length instead.",
+    )  # fmt: skip
+    train.add_argument("--train_batch_size", type=int, default=256,
+                       help="Global batch of an optimiser step, split over the processes.")
+    train.add_argument("--per_device_train_batch_size", type=int, default=None,
+                       help="If given, the global batch is this times the number of processes (transformers' meaning).")
     train.add_argument("--per_device_eval_batch_size", type=int, default=256)
-    train.add_argument("--learning_rate", type=float, default=1e-2)
+    train.add_argument("--learning_rate", type=float, default=1e-2,
+                       help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.")
+    train.add_argument("--lr_scaling", choices=("sqrt", "linear", "none"), default="sqrt",
+                       help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given (none).")
     train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--num_train_epochs", type=int, default=10)
-    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs (main phase).")
+    train.add_argument("--num_train_epochs", type=float, default=None,
+                       help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.")
+    train.add_argument("--max_train_steps", type=int, default=None,
+                       help="Fix the main phase to this many steps (no early stopping; overrides --num_train_epochs).")
+    train.add_argument("--min_train_steps", type=int, default=300,
+                       help="Floor of the main phase's step budget; no early stopping before it.")
+    train.add_argument("--budget_epochs", type=float, default=10.0,
+                       help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps steps.")
+    train.add_argument("--max_budget_steps", type=int, default=3000)
+    train.add_argument("--eval_steps", type=int, default=None,
+                       help="Evaluate the validation split every N steps (default: the main budget / 15).")
+    train.add_argument("--early_stopping_patience", type=int, default=5,
+                       help="Evaluations without improvement after which the main phase stops.")
     train.add_argument("--warmup_ratio", type=float, default=0.05)
     train.add_argument("--gumbel_temperature_start", type=float, default=1.0)
     train.add_argument("--gumbel_temperature_end", type=float, default=0.05)
@@ -95,15 +127,24 @@ def parse_args(argv=None):
                        help="0 = labels only; a in (0, 1] mixes (1-a) label loss + a KL to the backbone head's logits.")
     train.add_argument("--distill_temperature", type=float, default=2.0)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--ignore_config_change", action="store_true",
+                       help="Resume a checkpoint even if it was trained with other arguments (refused otherwise).")
 
     sparse = parser.add_argument_group("compact explanations")
     sparse.add_argument("--sparsity_l1", type=float, default=1e-2,
-                        help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main epochs.")
+                        help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main phase.")
     sparse.add_argument("--sparsity_hoyer", type=float, default=0.0,
-                        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main epochs.")
+                        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main phase.")
     sparse.add_argument("--max_prototypes_per_class", type=int, default=10,
-                        help="After the main epochs keep each class's M largest weights (0 = dense, no pruning).")
-    sparse.add_argument("--finetune_epochs", type=int, default=3, help="Epochs after pruning, with the mask fixed.")
+                        help="After the main phase keep each class's M largest weights (0 = dense, no pruning).")
+    sparse.add_argument("--finetune_steps", type=int, default=60,
+                        help="Steps of one fine-tuning round after pruning, with the mask fixed.")
+    sparse.add_argument("--finetune_max_rounds", type=int, default=4,
+                        help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.")
+    sparse.add_argument("--pruning_tolerance", type=float, default=0.01,
+                        help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.")
+    sparse.add_argument("--finetune_epochs", type=float, default=None,
+                        help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).")
     sparse.add_argument("--finetune_learning_rate", type=float, default=None, help="Default: learning_rate / 3.")
 
     out = parser.add_argument_group("output")
@@ -207,7 +248,12 @@ def main(argv=None):
             args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
             args.image_column_name, args.label_column_name, seed=args.seed,
         )  # fmt: skip
-    logger.info("Data: %d train / %d validation images, %d classes", len(dataset["train"]), len(dataset["validation"]), len(id2label))
+    split_sources = getattr(dataset, "split_sources", {})
+    logger.info(
+        "Data: %d train / %d validation (%s) / %s test images, %d classes", len(dataset["train"]),
+        len(dataset["validation"]), split_sources.get("validation", "validation"),
+        len(dataset["test"]) if "test" in dataset else "no", len(id2label),
+    )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------- backbone
     backbone, image_processor, has_head = load_backbone(args.backbone)
@@ -223,7 +269,9 @@ def main(argv=None):
         head_model.to(accelerator.device)
 
     # --------------------------------------------------------------------------------------------- feature cache
-    transform = make_transform(image_processor, image_column, label_column)
+    # The channel count the backbone takes (1 for a grayscale backbone): the processor's, else the config's.
+    num_channels = getattr(backbone.config, "num_channels", None)
+    transform = make_transform(image_processor, image_column, label_column, num_channels=num_channels)
     cache_kwargs = dict(
         image_processor=image_processor, image_column=image_column, label_column=label_column, transform=transform,
         cache_dir=args.cache_dir or default_cache_dir(), head_model=head_model, batch_size=args.feature_batch_size,
@@ -231,10 +279,11 @@ def main(argv=None):
     )  # fmt: skip
     train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
     eval_cache = get_or_extract_features(model, dataset["validation"], split_name="validation", **cache_kwargs)
-    cache_reused = train_cache.reused and eval_cache.reused
+    test_cache = get_or_extract_features(model, dataset["test"], split_name="test", **cache_kwargs) if "test" in dataset else None
+    cache_reused = train_cache.reused and eval_cache.reused and (test_cache is None or test_cache.reused)
     featurizer = None
     if args.live_backbone:
-        train_data = LiveImages(dataset["train"], make_transform(image_processor, image_column, label_column, args.augment))
+        train_data = LiveImages(dataset["train"], make_transform(image_processor, image_column, label_column, args.augment, num_channels))
         eval_data = LiveImages(dataset["validation"], transform)
         featurizer = live_featurizer(model, head_model)
     else:
@@ -244,46 +293,86 @@ def main(argv=None):
     if args.with_tracking:
         accelerator.init_trackers("infodisent", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
     fit_config = FitConfig(
-        num_train_epochs=args.num_train_epochs, max_train_steps=args.max_train_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
+        train_batch_size=args.train_batch_size, per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size, learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        lr_scaling=args.lr_scaling, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        num_train_epochs=args.num_train_epochs, max_train_steps=args.max_train_steps,
+        min_train_steps=args.min_train_steps, budget_epochs=args.budget_epochs, max_budget_steps=args.max_budget_steps,
+        eval_steps=args.eval_steps, early_stopping_patience=args.early_stopping_patience,
         gumbel_temperature_start=args.gumbel_temperature_start, gumbel_temperature_end=args.gumbel_temperature_end,
         loss=args.loss, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
         sparsity_l1=args.sparsity_l1, sparsity_hoyer=args.sparsity_hoyer, max_prototypes_per_class=args.max_prototypes_per_class,
-        finetune_epochs=args.finetune_epochs, finetune_learning_rate=args.finetune_learning_rate, seed=args.seed,
-        checkpointing_steps=args.checkpointing_steps, resume_from_checkpoint=args.resume_from_checkpoint,
+        finetune_epochs=args.finetune_epochs, finetune_steps=args.finetune_steps,
+        finetune_max_rounds=args.finetune_max_rounds, pruning_tolerance=args.pruning_tolerance,
+        finetune_learning_rate=args.finetune_learning_rate, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
+        resume_from_checkpoint=args.resume_from_checkpoint, ignore_config_change=args.ignore_config_change,
         output_dir=args.output_dir, stop_after_steps=args.stop_after_steps, with_tracking=args.with_tracking,
     )  # fmt: skip
     final = fit_head(model, train_data, eval_data, fit_config, accelerator=accelerator, featurizer=featurizer)
 
     # ----------------------------------------------------------------------------------------------- evaluation
+    # The validation split took every schedule decision; the test split is evaluated once, here, on the final model.
     probe = train_linear_probe(train_cache, eval_cache, seed=args.seed)
+    test = test_probe = None
+    if test_cache is not None:
+        test_data = LiveImages(dataset["test"], transform) if args.live_backbone else test_cache
+        test = evaluate(model, test_data, args.per_device_eval_batch_size, accelerator, featurizer)
+        test_probe = train_linear_probe(train_cache, test_cache, seed=args.seed)
     results = {
+        "splits": {
+            "train": {"rows": len(dataset["train"]), "source": split_sources.get("train", "train")},
+            "validation": {"rows": len(dataset["validation"]), "source": split_sources.get("validation", "validation"),
+                           "used_for": "every schedule decision (early stopping, best state, pruning recovery)"},
+            "test": None if test is None else {"rows": len(dataset["test"]), "source": split_sources.get("test", "test"),
+                                               "used_for": "evaluated once, on the final model"},
+            "keys": "eval_* and the unprefixed accuracy figures (linear_probe_accuracy, backbone_head_accuracy, "
+                    "agreement, explanation_size_*) are on the validation split; test_* on the test split",
+        },
         "eval_accuracy": final["accuracy"],
         "eval_num_examples": final["num_examples"],
         "linear_probe_accuracy": probe["accuracy"],
         "backbone_head_accuracy": final.get("backbone_head_accuracy"),
         "agreement": final.get("agreement"),
-        "train_runtime_s": round(time.time() - start_time, 1),
         "explanation_size_median": final["explanation_size_median"],
         "explanation_size_p90": final["explanation_size_p90"],
         "explanation_size_mean": round(final["explanation_size_mean"], 3),
+        **({} if test is None else {
+            "test_accuracy": test["accuracy"],
+            "test_num_examples": test["num_examples"],
+            "test_linear_probe_accuracy": test_probe["accuracy"],
+            "test_backbone_head_accuracy": test.get("backbone_head_accuracy"),
+            "test_agreement": test.get("agreement"),
+            "test_explanation_size_median": test["explanation_size_median"],
+            "test_explanation_size_p90": test["explanation_size_p90"],
+            "test_explanation_size_mean": round(test["explanation_size_mean"], 3),
+        }),  # fmt: skip
+        "train_runtime_s": round(time.time() - start_time, 1),
         **final["sparsity"],
         "pruning": final["pruning"],
+        "pruning_recovered": None if final["pruning"] is None else final["pruning"]["recovered"],
+        "schedule": final["schedule"],
+        "examples_seen": final["examples_seen"],
         "feature_cache_reused": bool(cache_reused),
         "num_processes": accelerator.num_processes,
         "global_step": final["global_step"],
-        "epochs": final["history"],
+        "history": final["history"],
         "command": command,
         "backbone": _display_path(args.backbone),
         "dataset": _display_path(args.dataset_name or args.train_dir or DEFAULT_DATASET),
     }
     logger.info(
-        "eval_accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s | explanation size median %s p90 %s",
-        results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
+        "validation: accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s | explanation size median %s "
+        "p90 %s", results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
         results["agreement"], results["explanation_size_median"], results["explanation_size_p90"],
     )  # fmt: skip
+    if test is not None:
+        logger.info(
+            "test (once, final model): accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s",
+            results["test_accuracy"], results["test_linear_probe_accuracy"], results["test_backbone_head_accuracy"],
+            results["test_agreement"],
+        )  # fmt: skip
+    if final["pruning"] is not None and not final["pruning"]["recovered"]:
+        logger.warning("Pruning cost validation accuracy beyond the tolerance: %s", final["pruning"]["warning"])
 
     # --------------------------------------------------------------------------------------------- gallery, save
     has_gallery = False

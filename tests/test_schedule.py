@@ -1,0 +1,322 @@
+"""The head's schedule (training/schedule.py, training/fit.py, training/checkpoints.py): a fixed global batch that
+drops no row, a step budget with a floor, early stopping on the validation split with the best state kept, pruning
+recovery, and checkpoints that resume bit-identically, skip a broken state and refuse to mix two runs."""
+
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_resnet_config
+
+from modeling_infodisent import InfoDisentForImageClassification
+from training.checkpoints import STATE_FILE, find_latest_checkpoint, write_state
+from training.fit import FitConfig, fit_head
+from training.schedule import StepBatchSampler, plan_schedule, rank_slice, scaled_learning_rate
+
+
+class Features(torch.utils.data.Dataset):
+    """Cached-feature rows (32 x 2 x 2 maps of the tiny model) whose mean shifts with the label: each channel is
+    weakly informative, so a dense head beats one that keeps a single prototype per class."""
+
+    def __init__(self, n, seed, shift=0.5, num_labels=3):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % num_labels
+        self.features = torch.randn(n, 32, 2, 2, generator=g) + self.labels[:, None, None, None] * shift
+
+    def __len__(self):
+        return len(self.labels)
+
+    def array(self, name):
+        return {"labels": self.labels.numpy()}[name]
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {"features": self.features[index], "labels": self.labels[index], "index": index}
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label={0: "a", 1: "b", 2: "c"})
+
+
+def head_weights(model):
+    return {k: v.detach().clone() for k, v in model.head.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------------ the sampler
+@pytest.mark.parametrize("num_rows, global_batch", [(30, 256), (48, 10), (1000, 256), (7, 3)])
+def test_every_row_once_an_epoch_and_the_same_global_batch_on_any_process_count(num_rows, global_batch):
+    steps = 3 * num_rows // global_batch + 3
+    one = StepBatchSampler(num_rows, global_batch, seed=5)
+    stream = [row for step in range(steps) for row in one.rows_of_step(step)]
+    # Every epoch (N consecutive positions of the stream) is a permutation of all rows: nothing dropped, no repeat.
+    for epoch in range(len(stream) // num_rows):
+        assert sorted(stream[epoch * num_rows : (epoch + 1) * num_rows]) == list(range(num_rows))
+    assert all(len(one.rows_of_step(s)) == global_batch for s in range(steps))  # every batch full
+    for world in (2, 3):
+        ranks = [StepBatchSampler(num_rows, global_batch, seed=5, rank=r, world=world) for r in range(world)]
+        for step in range(steps):  # the processes' slices put together are the 1-process batch
+            assert [row for s in ranks for row in s.rows_of_step(step)] == one.rows_of_step(step)
+    resumed = iter(StepBatchSampler(num_rows, global_batch, seed=5, start_step=2))
+    assert next(resumed) == one.rows_of_step(2)
+    assert StepBatchSampler(num_rows, global_batch, seed=6).rows_of_step(0) != one.rows_of_step(0)
+
+
+def test_rank_slices_and_learning_rate_scaling():
+    assert [rank_slice(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+    assert scaled_learning_rate(0.01, 256) == 0.01
+    assert scaled_learning_rate(0.01, 1024) == pytest.approx(0.02)
+    assert scaled_learning_rate(0.01, 1024, "linear") == pytest.approx(0.04)
+    assert scaled_learning_rate(0.01, 1024, "none") == 0.01
+    # The per-device size keeps transformers' meaning; the default global batch does not depend on the processes.
+    assert FitConfig().global_batch_size(1) == FitConfig().global_batch_size(4) == 256
+    assert FitConfig(per_device_train_batch_size=64).global_batch_size(4) == 256
+
+
+# ------------------------------------------------------------------------------------------------- the budget
+@pytest.mark.parametrize(
+    "num_rows, main, early",
+    [(30, 300, True), (3000, 300, True), (10_000, 391, True), (60_000, 2344, True), (500_000, 3000, True)],
+)
+def test_budget_has_a_floor_and_a_cap(num_rows, main, early):
+    plan = plan_schedule(num_rows, 256, FitConfig())
+    assert (plan.main_steps, plan.main_min_steps, plan.early_stopping) == (main, 300, early)
+    assert (plan.finetune_steps, plan.finetune_max_rounds, plan.eval_steps) == (60, 4, -(-main // 15))
+
+
+def test_epochs_and_steps_are_explicit_overrides():
+    plan = plan_schedule(30, 256, FitConfig(num_train_epochs=3, finetune_epochs=2))
+    assert (plan.main_steps, plan.main_min_steps, plan.early_stopping) == (1, 1, False)  # ceil(90 / 256)
+    assert (plan.finetune_steps, plan.finetune_max_rounds) == (1, 1)
+    plan = plan_schedule(3000, 256, FitConfig(num_train_epochs=3, max_train_steps=7, max_prototypes_per_class=0))
+    assert (plan.main_steps, plan.early_stopping, plan.finetune_steps) == (7, False, 0)
+    with pytest.raises(ValueError, match=r"^num_train_epochs must be > 0, got 0\.$"):
+        FitConfig(num_train_epochs=0).validate()
+
+
+@pytest.mark.parametrize("num_rows", [30, 3000])
+def test_tiny_datasets_get_at_least_the_floor_of_steps(num_rows):
+    """The defaults (global batch 256, floor 300 steps): 30 rows get 300 steps (2,560 epochs), 3,000 rows 300 steps
+    (25.6 epochs) rather than 10 epochs (118 steps)."""
+    config = FitConfig(eval_steps=50, finetune_steps=5, show_progress=False)
+    result = fit_head(tiny_model(), Features(num_rows, 0), Features(30, 1), config)
+    schedule = result["schedule"]
+    assert schedule["main_steps"] == 300 and schedule["main_steps_run"] == 300 and not schedule["stopped_early"]
+    assert result["global_step"] >= 300 + 5 and result["global_step"] == 300 + result["pruning"]["finetune_steps_run"]
+    seen = result["examples_seen"]
+    assert seen["total"] == 256 * result["global_step"]
+    assert seen["max_per_row"] - seen["min_per_row"] <= 1  # whole epochs, plus at most one partial pass
+
+
+# ---------------------------------------------------------------------------------------- early stopping, best
+def test_main_phase_stops_early_and_keeps_its_best_state():
+    config = FitConfig(
+        train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
+        max_prototypes_per_class=0, show_progress=False,
+    )  # fmt: skip
+    result = fit_head(tiny_model(), Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
+    schedule, history = result["schedule"], result["history"]
+    assert schedule["main_steps"] == 300 and schedule["stopped_early"] and schedule["main_steps_run"] < 300
+    # It stopped at the first evaluation after the floor (step 10) that had gone 2 evaluations without a new best ...
+    best, since, stop = -1.0, 0, None
+    for record in history:
+        best, since = (record["eval_accuracy"], 0) if record["eval_accuracy"] > best else (best, since + 1)
+        if record["step"] >= 10 and since >= 2:
+            stop = record["step"]
+            break
+    assert stop == history[-1]["step"] == schedule["main_steps_run"]
+    # ... and the model is in its best state, not the last one.
+    assert result["accuracy"] == max(r["eval_accuracy"] for r in history) and result["pruning"] is None
+
+
+# --------------------------------------------------------------------------------------------------- pruning
+def test_pruning_recovery_is_logged_and_reported(caplog):
+    config = FitConfig(
+        train_batch_size=32, max_train_steps=30, eval_steps=10, max_prototypes_per_class=4, finetune_steps=10,
+        finetune_max_rounds=3, pruning_tolerance=0.5, show_progress=False,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="training.fit"):
+        result = fit_head(tiny_model(), Features(96, 0), Features(60, 1), config)
+    pruning = result["pruning"]
+    assert pruning["recovered"] is True and pruning["finetune_rounds"] == 1 and pruning["finetune_steps_run"] == 10
+    assert pruning["validation_accuracy_before_pruning"] == result["history"][2]["eval_accuracy"]  # step 30, last
+    assert pruning["validation_accuracy_after_pruning"] == result["history"][3]["eval_accuracy"]
+    assert result["history"][3]["phase"] == "pruned" and result["accuracy"] == pruning["validation_accuracy_after_finetuning"]
+    assert (pruning["nonzero_before"], pruning["nonzero_after"]) == (96, 12) and "warning" not in pruning
+    text = caplog.text
+    assert (
+        f"Pruned to 4 prototypes per class (12 of 96 weights kept, {100 * pruning['kept_weight_fraction']:.1f}% of the "
+        f"weight mass): validation accuracy {pruning['validation_accuracy_before_pruning']:.4f} before pruning, "
+        f"{pruning['validation_accuracy_after_pruning']:.4f} right after"
+    ) in text
+    assert f"{pruning['validation_accuracy_after_finetuning']:.4f} after fine-tuning (recovered)" in text
+
+
+def test_a_run_that_does_not_recover_says_so(caplog):
+    """One prototype per class out of 32 weakly informative channels, and a fine-tuning rate too small to help: the
+    accuracy falls by more than the tolerance, fine-tuning runs all its rounds, and the result says it."""
+    config = FitConfig(
+        train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
+        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, show_progress=False,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="training.fit"):
+        result = fit_head(tiny_model(), Features(150, 0, shift=0.3), Features(150, 1, shift=0.3), config)
+    pruning = result["pruning"]
+    before, after = pruning["validation_accuracy_before_pruning"], pruning["validation_accuracy_after_finetuning"]
+    assert before - after > 0.02 and pruning["recovered"] is False
+    assert pruning["finetune_rounds"] == 2 and pruning["finetune_steps_run"] == 8 and result["global_step"] == 48
+    assert pruning["accuracy_change"] == after - before
+    assert pruning["warning"] == (
+        f"validation accuracy {after:.4f} after pruning and 8 fine-tuning steps is {before - after:.4f} below its value "
+        f"before pruning ({before:.4f}), more than the tolerance 0.02"
+    )
+    assert "after fine-tuning (NOT recovered within 0.02)" in caplog.text
+    assert [r.levelname for r in caplog.records if "NOT recovered" in r.getMessage()] == ["WARNING"]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _resume_config(output_dir, **kwargs):
+    values = dict(
+        train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
+        max_prototypes_per_class=4, finetune_steps=6, finetune_max_rounds=2, output_dir=str(output_dir),
+        show_progress=False,
+    )  # fmt: skip
+    values.update(kwargs)
+    return FitConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted run that stops early, prunes and fine-tunes, with a checkpoint at every step."""
+    folder = tmp_path_factory.mktemp("straight")
+    model = tiny_model()
+    train, val = Features(96, 0, shift=3.0), Features(30, 1, shift=3.0)
+    result = fit_head(model, train, val, _resume_config(folder, checkpointing_steps=1))
+    return folder, result, head_weights(model), (train, val)
+
+
+def test_resume_is_bit_identical_mid_phase_and_across_early_stopping(straight_run, tmp_path):
+    folder, straight, weights, (train, val) = straight_run
+    main_run, pruned_at = straight["schedule"]["main_steps_run"], straight["pruning"]["pruned_at_step"]
+    assert straight["schedule"]["stopped_early"] and pruned_at == main_run < 300
+    state = json.load(open(folder / f"step_{main_run}" / STATE_FILE))
+    assert state["phase"] == "main" and state["phase_done"] is True  # the early-stopping decision is checkpointed
+    assert state["best_step"] < main_run and state["evals_since_best"] >= 2
+    # mid main phase, at the early-stopping decision (restore the best state, prune), mid fine-tuning
+    for step in (7, main_run, main_run + 3):
+        model = tiny_model(seed=1)  # another initialisation: everything must come from the checkpoint
+        config = _resume_config(tmp_path / f"resumed_{step}", resume_from_checkpoint=str(folder / f"step_{step}"))
+        resumed = fit_head(model, train, val, config)
+        for name, tensor in head_weights(model).items():
+            assert torch.equal(tensor, weights[name]), (step, name)
+        for key in ("accuracy", "history", "pruning", "global_step", "schedule", "examples_seen"):
+            assert resumed[key] == straight[key], (step, key)
+
+
+def test_latest_skips_a_checkpoint_whose_state_does_not_parse(straight_run, tmp_path, caplog):
+    folder, straight, weights, (train, val) = straight_run
+    last = straight["global_step"]
+    output = tmp_path / "out"
+    output.mkdir()
+    for step in (last - 2, last - 1):  # copy two checkpoints, then break the newest one's state
+        shutil.copytree(folder / f"step_{step}", output / f"step_{step}")
+    (output / f"step_{last - 1}" / STATE_FILE).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
+        assert find_latest_checkpoint(str(output)) == str(output / f"step_{last - 2}")
+    assert f"Skipping the checkpoint {output / f'step_{last - 1}'}: its {STATE_FILE} does not parse" in caplog.text
+    model = tiny_model(seed=1)
+    fit_head(model, train, val, _resume_config(output, resume_from_checkpoint="latest"))
+    assert all(torch.equal(t, weights[n]) for n, t in head_weights(model).items())
+    # Named explicitly, the broken checkpoint is refused with the file's name.
+    broken = output / f"step_{last - 1}"
+    with pytest.raises(ValueError, match=rf"^The checkpoint state '{broken / STATE_FILE}' does not parse"):
+        fit_head(tiny_model(), train, val, _resume_config(output, resume_from_checkpoint=str(broken)))
+
+
+def test_resuming_with_other_arguments_is_refused(straight_run, tmp_path, caplog):
+    folder, straight, weights, (train, val) = straight_run
+    checkpoint = str(folder / "step_7")
+    config = _resume_config(tmp_path, resume_from_checkpoint=checkpoint, seed=1, learning_rate=0.02, max_prototypes_per_class=5)
+    with pytest.raises(ValueError) as error:
+        fit_head(tiny_model(), train, val, config)
+    assert str(error.value) == (
+        f"Cannot resume from {checkpoint!r}: it was trained with other arguments: --learning_rate 0.01 (now 0.02); "
+        "--max_prototypes_per_class 4 (now 5); --seed 0 (now 1). Resume with the same arguments, or pass "
+        "--ignore_config_change to continue with the new ones anyway."
+    )
+    with pytest.raises(ValueError, match=r"other arguments: \(global batch\) 32 \(now 16\)"):
+        fit_head(tiny_model(), train, val, _resume_config(tmp_path, resume_from_checkpoint=checkpoint, train_batch_size=16))
+    # Arguments that do not change the training (checkpointing, where it goes, evaluation batch) are fine, and the
+    # refusal can be overridden explicitly.
+    fit_head(tiny_model(), train, val, _resume_config(tmp_path / "a", resume_from_checkpoint=checkpoint, per_device_eval_batch_size=7, checkpointing_steps=3))
+    with caplog.at_level(logging.WARNING, logger="training.fit"):
+        fit_head(tiny_model(), train, val, _resume_config(tmp_path / "b", resume_from_checkpoint=checkpoint, seed=1, ignore_config_change=True))
+    assert "Resuming with other arguments than the checkpoint's (--ignore_config_change): --seed 0 (now 1)" in caplog.text
+
+
+def test_state_is_written_atomically(tmp_path, monkeypatch):
+    write_state(str(tmp_path), {"global_step": 1, "phase": "main"}, {"seen": torch.ones(3, dtype=torch.int64)})
+    assert json.load(open(tmp_path / STATE_FILE)) == {"global_step": 1, "phase": "main"}
+
+    def failing_dump(obj, f):
+        f.write('{"global_st')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", failing_dump)
+    with pytest.raises(OSError, match="disk full"):
+        write_state(str(tmp_path), {"global_step": 2, "phase": "main"}, {"seen": torch.ones(3, dtype=torch.int64)})
+    monkeypatch.undo()
+    assert json.load(open(tmp_path / STATE_FILE)) == {"global_step": 1, "phase": "main"}  # the old state, whole
+    assert sorted(os.listdir(tmp_path)) == sorted([STATE_FILE, "infodisent_schedule.safetensors"])  # no temporary left
+
+
+def test_fewer_than_two_classes_is_an_error():
+    one_class = Features(30, 0, num_labels=1)
+    with pytest.raises(ValueError, match=r"^The training split has examples of 1 class\(es\) \(label 0\); InfoDisent needs at least two classes\.$"):
+        fit_head(tiny_model(), one_class, Features(30, 1), FitConfig(show_progress=False))
+    assert np.unique(one_class.array("labels")).tolist() == [0]
+
+
+# ------------------------------------------------------------------------------------- grayscale, end to end
+def test_grayscale_backbone_end_to_end(tmp_path):
+    """A num_channels=1 backbone (its processor normalises one channel) trains and predicts from RGB, RGBA and L
+    images: the pipeline converts them to what the backbone takes."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetForImageClassification, ViTImageProcessor
+
+    from training import train as train_script
+    from training.data import load_image_dataset, make_transform
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for c, name in enumerate(("dark", "light")):
+            os.makedirs(tmp_path / "data" / split / name)
+            for i in range(n):
+                array = (rng.integers(0, 60, (20, 20, 3)) + 150 * c).astype(np.uint8)
+                image = Image.fromarray(array)
+                image = image.convert("L") if i % 3 == 1 else image.convert("RGBA") if i % 3 == 2 else image
+                image.save(tmp_path / "data" / split / name / f"{i}.png")
+    torch.manual_seed(0)
+    config = tiny_resnet_config(num_channels=1, num_labels=2, id2label={0: "dark", 1: "light"}, label2id={"dark": 0, "light": 1})
+    ResNetForImageClassification(config).save_pretrained(tmp_path / "gray")
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.5]).save_pretrained(tmp_path / "gray")
+    results = train_script.main([
+        "--dataset_name", str(tmp_path / "data"), "--backbone", str(tmp_path / "gray"), "--cache_dir", str(tmp_path / "cache"),
+        "--output_dir", str(tmp_path / "out"), "--max_train_steps", "30", "--train_batch_size", "8", "--learning_rate", "0.1",
+        "--max_prototypes_per_class", "2", "--finetune_epochs", "1", "--gallery_top_k", "0", "--train_val_split", "0.25",
+    ])  # fmt: skip
+    assert results["splits"]["train"]["rows"] == 18 and results["test_num_examples"] == 8
+    dataset, image_col, label_col, _ = load_image_dataset(str(tmp_path / "data"), train_val_split=0.25)
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "out")
+    batch = dataset["test"].with_transform(make_transform(processor, image_col, label_col))[list(range(8))]
+    pixel_values = torch.stack(batch["pixel_values"])
+    assert pixel_values.shape == (8, 1, 32, 32)
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        predictions = model(pixel_values).logits.argmax(-1).numpy()
+    assert float((predictions == np.array(batch["labels"])).mean()) == results["test_accuracy"]
+    assert results["test_accuracy"] >= 0.75  # dark vs light: chance is 1/2

@@ -1,0 +1,103 @@
+"""Checkpoints of `training.fit.fit_head`: the files next to ``accelerator.save_state``'s, written so that a kill at
+any moment leaves either the previous state or the new one, and read back so that two runs are never mixed.
+
+A checkpoint folder (``step_N`` / ``epoch_N``) holds accelerate's state (head weights and prototype mask, optimiser,
+RNG states), ``infodisent_schedule.safetensors`` (the best head state so far and how often each training row was
+seen) and, written last, ``infodisent_state.json`` (step, phase, early-stopping counters, pruning record, history,
+the training arguments). Both files are written to a temporary name and renamed into place (``os.replace`` is
+atomic), so a folder whose state file exists and parses is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "infodisent_state.json"
+TENSORS_FILE = "infodisent_schedule.safetensors"
+_CHECKPOINT_NAME = re.compile(r"(step|epoch)_\d+")
+
+__all__ = ["STATE_FILE", "TENSORS_FILE", "config_differences", "find_latest_checkpoint", "read_state", "write_state"]
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_state(folder: str, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Write the tensors, then the JSON state (last: its presence marks the checkpoint complete), each atomically."""
+    _atomic(os.path.join(folder, TENSORS_FILE), lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
+
+    def write_json(p):
+        with open(p, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(os.path.join(folder, STATE_FILE), write_json)
+
+
+def read_state(folder: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The JSON state and the tensors of a checkpoint; ValueError naming the file if either does not parse."""
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{folder!r} is not a checkpoint of this script (no {STATE_FILE}).")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or "global_step" not in state:
+            raise ValueError("no global_step")
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"The checkpoint state {path!r} does not parse ({error}); resume from another checkpoint.") from error
+    if "phase" not in state:
+        raise ValueError(f"The checkpoint {folder!r} was written by an older version of the training script; it cannot be resumed.")
+    tensors_path = os.path.join(folder, TENSORS_FILE)
+    try:
+        tensors = load_file(tensors_path)
+    except Exception as error:  # noqa: BLE001 - missing or truncated file
+        raise ValueError(f"The checkpoint file {tensors_path!r} cannot be read ({type(error).__name__}: {error}).") from error
+    return state, tensors
+
+
+def find_latest_checkpoint(output_dir: str) -> str:
+    """The checkpoint with the highest step in ``output_dir`` whose state parses; checkpoints whose state does not
+    (a 0-byte or truncated ``infodisent_state.json``) are skipped with a warning naming them."""
+    candidates = []
+    for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
+        path = os.path.join(output_dir, name)
+        state_path = os.path.join(path, STATE_FILE)
+        if not (_CHECKPOINT_NAME.fullmatch(name) and os.path.exists(state_path)):
+            continue
+        try:
+            with open(state_path) as f:
+                candidates.append((int(json.load(f)["global_step"]), path))
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning("Skipping the checkpoint %s: its %s does not parse (%s).", path, STATE_FILE, error)
+    if not candidates:
+        raise ValueError(f"--resume_from_checkpoint latest: no usable checkpoint (step_N / epoch_N) in {output_dir!r}.")
+    return max(candidates)[1]
+
+
+def config_differences(saved: dict, current: dict, neutral: set[str]) -> list[str]:
+    """``["--name saved (now current)", ...]`` for every argument that differs and changes what is trained."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if key in neutral:
+            continue
+        if saved.get(key) != current.get(key):
+            flag = key if key.startswith("(") else f"--{key}"
+            differences.append(f"{flag} {saved.get(key)!r} (now {current.get(key)!r})")
+    return differences
