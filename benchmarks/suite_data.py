@@ -1,7 +1,7 @@
 """The suite's datasets, built offline from Fashion-MNIST (MIT, © 2017 Zalando SE; Debian ``dataset-fashion-mnist``).
 
-Two kinds, each written once into a folder the training script reads (``--dataset_name DIR`` or
-``--train_dir DIR/train --validation_dir DIR/test``):
+Two kinds, each written once into a folder the training script reads with ``--dataset_name DIR`` (a train and a
+test split; the script holds its validation split out of train):
 
 - ``fmnist``: a seeded, class-balanced subset of ``n_train`` images of the 60k training file and ``n_test`` of the
   10k test file, restricted to ``classes`` (Fashion-MNIST class indices, relabelled 0..k-1 in that order). Written as
@@ -13,7 +13,7 @@ Two kinds, each written once into a folder the training script reads (``--datase
 
 ``build_dataset(spec, root) -> dict`` writes the folder (or reuses it when its ``suite_manifest.json`` records the same
 spec) and returns ``{"folder", "train_args", "n_train", "n_test", "num_classes"}``; ``train_args`` are the data
-arguments of the training script's command.
+arguments of the training script's command (``--dataset_name FOLDER``).
 
     python benchmarks/suite_data.py --out /tmp/fm500 --n_train 500 --n_test 200 --classes 0 6
 """
@@ -140,11 +140,10 @@ def _write_cluttered(spec: DataSpec, folder: Path) -> None:
 
 
 def train_args(spec: DataSpec, folder: str | os.PathLike) -> list[str]:
-    """The data arguments of the training script for this dataset's folder."""
-    folder = str(folder)
-    if spec.layout == "imagefolder":
-        return ["--train_dir", os.path.join(folder, "train"), "--validation_dir", os.path.join(folder, "test")]
-    return ["--dataset_name", folder]
+    """The data arguments of the training script for this dataset's folder: ``--dataset_name FOLDER`` for both
+    layouts, so the script sees a train and a test split, holds out its validation split from train and reports
+    the test split once (``--validation_dir`` would make the test images the schedule's validation data)."""
+    return ["--dataset_name", str(folder)]
 
 
 def build_dataset(spec: DataSpec, folder: str | os.PathLike) -> dict:

@@ -22,6 +22,14 @@ needs_fmnist = pytest.mark.skipif(
 )
 
 
+def _built(folder):
+    """The built folder's two splits as written (train.py itself would hold a validation split out of train)."""
+    import datasets
+
+    files = {split: os.path.join(folder, f"{split}-00000.parquet") for split in ("train", "test")}
+    return datasets.load_dataset("parquet", data_files=files)
+
+
 def test_balanced_counts():
     assert balanced_counts(1437, 10) == [144] * 7 + [143] * 3
     assert balanced_counts(500, 2) == [250, 250]
@@ -33,20 +41,22 @@ def test_fmnist_parquet_subset_has_requested_sizes_classes_and_is_deterministic(
     spec = DataSpec("fmnist", 41, 20, classes=(6, 0))
     info = build_dataset(spec, tmp_path / "a")
     assert info["train_args"] == ["--dataset_name", str(tmp_path / "a")]
-    dataset, image_col, label_col, id2label = load_image_dataset(info["folder"])
-    assert id2label == {0: "Shirt", 1: "T-shirt/top"}  # relabelled in the order of `classes`
-    assert len(dataset["train"]) == 41 and len(dataset["validation"]) == 20
+    dataset, image_col, label_col = _built(info["folder"]), "image", "label"
+    assert dataset["train"].features["label"].names == ["Shirt", "T-shirt/top"]  # relabelled in the order of `classes`
+    assert len(dataset["train"]) == 41 and len(dataset["test"]) == 20
     assert np.bincount(dataset["train"][label_col]).tolist() == [21, 20]
-    assert np.bincount(dataset["validation"][label_col]).tolist() == [10, 10]
+    assert np.bincount(dataset["test"][label_col]).tolist() == [10, 10]
+    test_images, test_labels = load_fashion_mnist_idx("test")
+    assert [(6, 0)[y] for y in dataset["test"][label_col]] == test_labels[dataset["test"]["id"]].tolist()
     # The images and labels are those of the Fashion-MNIST files at the recorded ids.
     images, labels = load_fashion_mnist_idx("train")
     ids = dataset["train"]["id"]
     assert np.array_equal(np.stack([np.asarray(im) for im in dataset["train"][image_col]]), images[ids])
     assert [(6, 0)[y] for y in dataset["train"][label_col]] == labels[ids].tolist()
 
-    again, _, _, _ = load_image_dataset(build_dataset(spec, tmp_path / "b")["folder"])
-    assert again["train"]["id"] == ids and again["validation"]["id"] == dataset["validation"]["id"]
-    other, _, _, _ = load_image_dataset(build_dataset(DataSpec("fmnist", 41, 20, (6, 0), seed=1), tmp_path / "c")["folder"])
+    again = _built(build_dataset(spec, tmp_path / "b")["folder"])
+    assert again["train"]["id"] == ids and again["test"]["id"] == dataset["test"]["id"]
+    other = _built(build_dataset(DataSpec("fmnist", 41, 20, (6, 0), seed=1), tmp_path / "c")["folder"])
     assert other["train"]["id"] != ids
 
 
@@ -54,10 +64,11 @@ def test_fmnist_parquet_subset_has_requested_sizes_classes_and_is_deterministic(
 def test_fmnist_imagefolder_subset_keeps_class_order(tmp_path):
     spec = DataSpec("fmnist", 30, 10, classes=(9, 0, 5), layout="imagefolder")
     info = build_dataset(spec, tmp_path / "f")
-    assert info["train_args"] == ["--train_dir", str(tmp_path / "f" / "train"), "--validation_dir", str(tmp_path / "f" / "test")]
+    assert info["train_args"] == ["--dataset_name", str(tmp_path / "f")]
     assert sorted(os.listdir(tmp_path / "f" / "train")) == ["0_Ankle_boot", "1_T-shirt-top", "2_Sandal"]
     assert [len(os.listdir(tmp_path / "f" / "train" / d)) for d in sorted(os.listdir(tmp_path / "f" / "train"))] == [10] * 3
-    dataset, _, label_col, id2label = load_image_dataset(train_dir=info["train_args"][1], validation_dir=info["train_args"][3])
+    dataset, _, label_col, id2label = load_image_dataset(train_dir=str(tmp_path / "f" / "train"),
+                                                         validation_dir=str(tmp_path / "f" / "test"))  # fmt: skip
     assert len(dataset["train"]) == 30 and len(dataset["validation"]) == 10
     assert id2label == {0: "0_Ankle_boot", 1: "1_T-shirt-top", 2: "2_Sandal"}
 
@@ -71,16 +82,15 @@ def test_built_dataset_is_reused_and_rebuilt_when_the_spec_changes(tmp_path):
     build_dataset(DataSpec("fmnist", 20, 10, classes=(1, 2)), folder)
     assert marker.stat().st_mtime_ns == mtime
     build_dataset(DataSpec("fmnist", 24, 10, classes=(1, 2)), folder)
-    dataset, _, _, _ = load_image_dataset(str(folder))
-    assert len(dataset["train"]) == 24
+    assert len(_built(folder)["train"]) == 24
 
 
 @needs_fmnist
 def test_cluttered_variant_comes_from_the_shared_generator(tmp_path):
     generate = pytest.importorskip("benchmarks.generate")
     info = build_dataset(DataSpec("cluttered", 12, 10, canvas=60), tmp_path / "c")
-    dataset, image_col, label_col, id2label = load_image_dataset(info["folder"])
-    assert len(dataset["train"]) == 12 and len(dataset["validation"]) == 10 and len(id2label) == 10
+    dataset, image_col, label_col = _built(info["folder"]), "image", "label"
+    assert len(dataset["train"]) == 12 and len(dataset["test"]) == 10 and len(dataset["train"].features["label"].names) == 10
     assert "box" not in dataset["train"].column_names and "mask" not in dataset["train"].column_names
     image, label, *_ = generate.render_cluttered("train", 3, seed=0, canvas=60)
     assert np.array_equal(np.asarray(dataset["train"][3][image_col]), image) and dataset["train"][3][label_col] == label
@@ -200,3 +210,14 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing_ones(tmp_path, mon
     assert result["summary"][0]["by_processes"]["1"]["infodisent_top1_pt"]["values"] == [90.0, 70.0]
     assert result["meta"]["seeds"] == [0, 1] and result["meta"]["total_wall_s"] >= 30.0
     assert json.loads(output.read_text()) == result
+
+
+def test_readme_suite_table_is_the_generated_one():
+    def block(text):
+        return text[text.index(suite.README_START) : text.index(suite.README_END)]
+
+    readme = Path(suite.PROJECT_README).read_text()
+    generated = Path(suite.README).read_text()
+    assert block(readme) == block(generated)
+    results = json.loads(Path(suite.RESULTS).read_text())
+    assert block(readme).strip() == (suite.README_START + "\n" + suite.markdown(results["summary"], results["runs"], results["meta"])).strip()
