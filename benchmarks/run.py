@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick                    # a few-minute CPU run (≤ 10 min on 2 cores, fresh clone)
     python benchmarks/run.py                            # the full run (default training schedule, more images)
     python benchmarks/run.py --sections speed faithfulness --output /tmp/results.json
+    python benchmarks/run.py --suite                    # the suite of datasets x backbones (benchmarks/suite.py)
 
 Everything is measured side by side in one process and written to ``--output`` (``benchmarks/results.json``) with the
 settings of every figure (model, data, seeds, threads, versions, device), and as a markdown table between the markers
@@ -101,6 +102,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--suite" in argv:  # the suite has its own options (--suite_seeds, ...): benchmarks/suite.py
+        from benchmarks import suite
+
+        sys.exit(suite.main([a for a in argv if a != "--suite"]))
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     for noisy in ("training", "accelerate", "datasets", "transformers"):
