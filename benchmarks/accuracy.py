@@ -26,7 +26,7 @@ def section_accuracy(bench: Bench, timer: Timer, cache: dict) -> dict:
         dense_model, summary = bench.train(seed, fit=DENSE)
         runs["infodisent_dense"].append(summary)
         cache["models"][("dense", seed)] = dense_model
-    probe = train_linear_probe(bench.train_cache, bench.eval_cache, seed=0)
+    probe = train_linear_probe(bench.train_cache, bench.report_cache, seed=0)
     out = {"runs": runs, "linear_probe_accuracy": probe["accuracy"]}
     heads = [r["backbone_head_accuracy"] for r in runs["infodisent"] if r["backbone_head_accuracy"] is not None]
     out["backbone_head_accuracy"] = heads[0] if heads else None

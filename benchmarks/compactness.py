@@ -39,13 +39,13 @@ def section_compactness(bench: Bench, cache: dict) -> dict:
     }}  # fmt: skip
     seed = bench.args.seeds[0]
     n_rv = 1000
-    features = torch.from_numpy(np.asarray(bench.eval_cache.__getitems__(np.arange(min(n_rv, len(bench.eval_cache))))["features"]))
+    features = torch.from_numpy(np.asarray(bench.report_cache.__getitems__(np.arange(min(n_rv, len(bench.report_cache))))["features"]))
     for kind in ("default", "dense"):
         model = cache.get("models", {}).get((kind, seed))
         if model is None:
             model = bench.train(seed, fit=None if kind == "default" else {"sparsity_l1": 0.0, "max_prototypes_per_class": 0})[0]
             cache.setdefault("models", {})[(kind, seed)] = model
-        pos, neg, logits = _head_outputs(model, bench.eval_cache)
+        pos, neg, logits = _head_outputs(model, bench.report_cache)
         predictions = logits.argmax(-1)
         contributions = class_contributions(model.classifier_weight.detach().cpu(), pos, neg, predictions)
         sizes = explanation_sizes(contributions)

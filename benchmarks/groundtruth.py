@@ -192,6 +192,7 @@ def train_variant(bench: Bench, seed: int, old_init: bool, fit: dict | None = No
             model.head.rotation.generator.normal_(0.0, OLD_ROTATION_STD)
     result = fit_head(model, bench.train_cache, bench.eval_cache, bench.fit_config(seed, **(fit or {})))
     model.eval()
+    result = bench.report(model, result)
     return model, {"accuracy": result["accuracy"], "agreement": result.get("agreement"),
                    "explanation_size_median": result["explanation_size_median"]}  # fmt: skip
 
@@ -348,7 +349,7 @@ def run_variant(variant: str, args, device, timer, s: dict) -> dict:
 def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     from benchmarks.speed import grad_cam_maps
 
-    test = bench.dataset["validation"]
+    test = bench.dataset[bench.report_split]
     x, labels = bench.eval_pixel_values(len(test))
     size = x.shape[-1]
     boxes = np.asarray(test["box"])

@@ -31,7 +31,7 @@ def training_epoch_speed(bench: Bench) -> dict:
     from training.features import LiveImages
     from training.fit import fit_head, live_featurizer
 
-    small = range(min(128, len(bench.eval_cache)))
+    small = range(min(128, len(bench.report_cache)))
     # --quick times an epoch of the first 1280 training rows (10 batches): both paths cost the same per row whatever
     # the epoch length, so the ratio is the full epoch's; the full run uses the whole split.
     rows = range(min(1280, len(bench.train_cache))) if bench.args.quick else range(len(bench.train_cache))
@@ -41,10 +41,10 @@ def training_epoch_speed(bench: Bench) -> dict:
         for kind in ("cached", "live"):
             model = bench.new_model(0)
             if kind == "cached":
-                train_data, eval_data, featurizer = Subset(bench.train_cache, rows), Subset(bench.eval_cache, small), None
+                train_data, eval_data, featurizer = Subset(bench.train_cache, rows), Subset(bench.report_cache, small), None
             else:
                 train_data = Subset(LiveImages(bench.dataset["train"], bench.transform), rows)
-                eval_data = Subset(LiveImages(bench.dataset["validation"], bench.transform), small)
+                eval_data = Subset(LiveImages(bench.dataset[bench.report_split], bench.transform), small)
                 featurizer = live_featurizer(model)
             start = time.perf_counter()
             fit_head(model, train_data, eval_data, bench.fit_config(0, **config), featurizer=featurizer)
