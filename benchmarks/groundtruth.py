@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
 import tempfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import DEFAULT_MAX_PIXELS, UnreadableImage, open_image
+from .images import DEFAULT_MAX_PIXELS, UnreadableImage, open_image, pixel_values_for
 
 
 class InputError(Exception):
@@ -311,7 +311,7 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
     # 3. One explanation per image.
     for path, image in images:
         start = time.perf_counter()
-        pixel_values = image_processor(image, return_tensors="pt")["pixel_values"].to(device)
+        pixel_values = pixel_values_for(image, image_processor).to(device)
         explanation = model.explain(pixel_values, target=target)[0]
         other = None
         if contrast is not None:

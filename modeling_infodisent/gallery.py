@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import to_rgb
+from .images import pixel_values_for, to_rgb
 # The patch rule's geometry lives in `patches` (re-exported here, where it has always been imported from).
 from .patches import box_from_map, crop_patch, input_box_to_source, model_view, square_box, visible_region
 
@@ -429,7 +429,7 @@ def compute_gallery(
             images = [to_rgb(image) for image in rows[image_column]]
             if patch_size is None:
                 patch_size = min(64, min(images[0].size))
-            pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+            pixel_values = pixel_values_for(images, image_processor)  # 1 channel for a grayscale backbone
             pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
             features = model.extract_features(pixel_values)
             rotated = model.head.rotate(features)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "UnreadableImage", "open_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "UnreadableImage", "open_image", "pixel_values_for", "processor_num_channels", "to_rgb"]
 
 #: Decompression-bomb guard: images with more pixels than this (read from the header) are refused before decoding.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -169,3 +169,26 @@ def _array_to_pil(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return Image.fromarray(_to_uint8(arr), mode="RGB" if arr.shape[-1] == 3 else "RGBA")
     raise ValueError(f"A numpy image must be H×W or H×W×{{1,3,4}}, got shape {arr.shape}.")
+
+
+def processor_num_channels(image_processor, default: int = 3) -> int:
+    """The channel count an image processor normalises for: 1 when its ``image_mean`` has one entry (a grayscale
+    backbone's processor, ``num_channels=1``), else ``default``."""
+    mean = getattr(image_processor, "image_mean", None)
+    if isinstance(mean, (list, tuple)) and len(mean) == 1:
+        return 1
+    return default
+
+
+def pixel_values_for(images, image_processor, num_channels: int | None = None):
+    """Images (one or a list, any PIL mode) -> the backbone's ``pixel_values`` through its own image processor:
+    `to_rgb` first (transparency on white, every mode), then grayscale ``L`` for a 1-channel backbone
+    (``num_channels``, default: what the processor normalises for). The one conversion the training data, the
+    gallery, the command line and the Space share, so a grayscale backbone gets 1-channel input everywhere."""
+    if num_channels is None:
+        num_channels = processor_num_channels(image_processor)
+    batch = images if isinstance(images, (list, tuple)) else [images]
+    batch = [to_rgb(image) for image in batch]
+    if num_channels == 1:
+        batch = [image.convert("L") for image in batch]
+    return image_processor(batch, return_tensors="pt")["pixel_values"]

@@ -50,7 +50,7 @@ from matplotlib import colormaps  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from modeling_infodisent import Explanation, render  # noqa: E402
-from modeling_infodisent.images import UnreadableImage, open_image, to_rgb  # noqa: E402, F401 (to_rgb: for callers)
+from modeling_infodisent.images import UnreadableImage, open_image, pixel_values_for, to_rgb  # noqa: E402, F401 (to_rgb: for callers)
 from modeling_infodisent.loading import load_model_and_gallery  # noqa: E402
 from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 
@@ -240,7 +240,7 @@ class Explainer:
         raise BadInput(f"Unknown class {choice!r}. Choose one of: {', '.join(self.class_choices)}.")
 
     def explain(self, image: Image.Image, target: int | None) -> tuple[Explanation, torch.Tensor]:
-        pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values_for(image, self.processor)  # 1 channel for a grayscale backbone
         return self.model.explain(pixel_values, target=target)[0], pixel_values
 
     def model_view(self, pixel_values: torch.Tensor) -> Image.Image:

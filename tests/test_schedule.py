@@ -331,9 +331,16 @@ def test_grayscale_backbone_end_to_end(tmp_path):
     results = train_script.main([
         "--dataset_name", str(tmp_path / "data"), "--backbone", str(tmp_path / "gray"), "--cache_dir", str(tmp_path / "cache"),
         "--output_dir", str(tmp_path / "out"), "--max_train_steps", "30", "--train_batch_size", "8", "--learning_rate", "0.1",
-        "--max_prototypes_per_class", "2", "--finetune_epochs", "1", "--gallery_top_k", "0", "--train_val_split", "0.25",
+        "--max_prototypes_per_class", "2", "--finetune_epochs", "1", "--gallery_top_k", "2", "--train_val_split", "0.25",
     ])  # fmt: skip
     assert results["splits"]["train"]["rows"] == 18 and results["test_num_examples"] == 8
+    # The gallery (computed at the end of training) and the explain command line feed the backbone 1 channel too.
+    from modeling_infodisent.explain import main as explain_main
+
+    assert (tmp_path / "out" / "prototype_gallery.json").is_file()
+    rgba = tmp_path / "data" / "test" / "light" / "2.png"
+    assert explain_main(["--model", str(tmp_path / "out"), str(rgba), "--out", str(tmp_path / "explained")]) == 0
+    assert sorted(p.name for p in (tmp_path / "explained").iterdir()) == ["2.html", "2.png"]
     dataset, image_col, label_col, _ = load_image_dataset(str(tmp_path / "data"), train_val_split=0.25)
     processor = AutoImageProcessor.from_pretrained(tmp_path / "out")
     batch = dataset["test"].with_transform(make_transform(processor, image_col, label_col))[list(range(8))]

@@ -36,7 +36,7 @@ from typing import Callable
 
 import datasets
 
-from modeling_infodisent.images import to_rgb
+from modeling_infodisent.images import processor_num_channels, to_rgb
 
 _HERE = Path(__file__).resolve().parent
 #: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md).
@@ -100,15 +100,6 @@ def _augmentation():
             v2.RandomAffine(degrees=0, translate=(0.08, 0.08), scale=(0.9, 1.1)),
         ]
     )
-
-
-def processor_num_channels(image_processor, default: int = 3) -> int:
-    """The channel count an image processor normalises for: 1 when its ``image_mean`` has one entry (a grayscale
-    backbone's processor), else ``default``."""
-    mean = getattr(image_processor, "image_mean", None)
-    if isinstance(mean, (list, tuple)) and len(mean) == 1:
-        return 1
-    return default
 
 
 def make_transform(
