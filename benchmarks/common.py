@@ -237,7 +237,7 @@ class Bench:
             "fit_config": {
                 k: v for k, v in asdict(config).items()
                 if k in ("num_train_epochs", "finetune_epochs", "sparsity_l1", "max_prototypes_per_class",
-                         "distill_weight", "loss", "learning_rate", "per_device_train_batch_size", "seed")
+                         "distill_weight", "loss", "learning_rate", "train_batch_size", "seed")
             },
             "model_config": {k: getattr(model.config, k) for k in ("rotation", "pooling", "classifier_constraint")},
         }  # fmt: skip

@@ -111,8 +111,9 @@ def markdown_table(results: dict) -> str:
         seeds = len(acc["runs"]["infodisent"])
         ep = acc["runs"]["infodisent"][0]["fit_config"]
         lines += [
-            f"**Accuracy** (top-1 %, mean ± std over {seeds} seed(s); {ep['num_train_epochs']} epochs"
-            f" + {ep.get('finetune_epochs', 0)} fine-tune epochs after pruning)",
+            f"**Accuracy** (top-1 %, mean ± std over {seeds} seed(s); "
+            + (f"{ep['num_train_epochs']} epochs + {ep.get('finetune_epochs') or 0} fine-tune epochs after pruning)"
+               if ep.get("num_train_epochs") else "the training script's step budget with early stopping)"),
             "",
             "| model | top-1 | agreement with backbone head | explanation size median / p90 |",
             "|---|---|---|---|",

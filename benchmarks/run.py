@@ -76,8 +76,9 @@ def parse_args(argv=None):
     defaults = dict(
         # The training script's schedule; --quick shortens it (6 + 2 epochs) to stay well inside 10 minutes on a
         # busy 2-core machine (18 fits: the default schedule took 8.3 min in all at load 3.5).
-        num_train_epochs=min(6, TRAIN_DEFAULTS["num_train_epochs"]) if quick else TRAIN_DEFAULTS["num_train_epochs"],
-        finetune_epochs=min(2, TRAIN_DEFAULTS["finetune_epochs"]) if quick else TRAIN_DEFAULTS["finetune_epochs"],
+        # Without --quick: None = the script's own step budget with early stopping on the validation split.
+        num_train_epochs=6 if quick else TRAIN_DEFAULTS["num_train_epochs"],
+        finetune_epochs=2 if quick else TRAIN_DEFAULTS["finetune_epochs"],
         faithfulness_images=64 if quick else 500,
         road_images=32 if quick else 100,
         speed_repeats=5 if quick else 9,
