@@ -212,3 +212,10 @@ def test_resolve_train_rows():
     Args.finetune_epochs = 1.0
     with pytest.raises(ValueError, match="^--finetune_epochs needs the number of training rows"):
         streaming.resolve_train_rows(None, Args, 8)
+
+
+def test_max_eval_samples_needs_streaming(capsys):
+    assert train_script.cli(["--max_eval_samples", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --max_eval_samples is only used with --streaming (the cached path evaluates whole splits)."
+    )

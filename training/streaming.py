@@ -18,9 +18,10 @@ backbone, so that an ImageNet-size dataset needs neither a full local copy nor a
 * **Validation / test.** A streamed evaluation split is evaluated in full (or its first ``--max_eval_samples``
   rows), each process on its shard; the rows are gathered once at the end (``gather_object``: the shards may have
   different lengths).
-* **Resume.** A step checkpoint resumes by replaying each process's stream up to the step (images not decoded:
-  the image column is read undecoded and decoded here), which is exact because the shuffle is a function of
-  (seed, epoch).
+* **Resume.** A step checkpoint resumes by replaying each process's stream up to the step, which is exact because
+  the shuffle is a function of (seed, epoch): the first epoch and the current one are read (images not decoded: the
+  image column is read undecoded and decoded here), the epochs between are skipped unread. (``IterableDataset
+  .state_dict()`` of datasets >= 3 would not be exact: it drops the examples in the shuffle buffer.)
 * **Not available** under ``--streaming``: the linear-probe baseline (it needs pooled features of the whole training
   split; ``all_results.json`` says it was skipped and why), the prototype gallery (it ranks patches over the whole
   training split), and a validation split held out from train (the data must have a validation split or
@@ -196,7 +197,11 @@ class StreamSplit:
         stream = self._node_stream(rank, world).shuffle(seed=seed, buffer_size=self.shuffle_buffer)
         label_column = None
         skip, epoch, pending = start_step * (hi - lo), 0, []
+        shard_length = None  # known once a whole epoch has been read: later skipped epochs are not read at all
         while True:
+            if shard_length and skip >= shard_length:
+                skip, epoch = skip - shard_length, epoch + 1
+                continue
             stream.set_epoch(epoch)
             count = 0
             for example in stream:
@@ -216,7 +221,7 @@ class StreamSplit:
                     pending = []
             if count == 0:
                 raise ValueError(f"--streaming: process {rank} of {world} got no training rows (fewer rows than processes).")
-            epoch += 1
+            shard_length, epoch = count, epoch + 1
 
     def eval_batches(self, batch_size: int, accelerator=None):
         """The process's shard of the split, once, in stream order (no shuffle)."""

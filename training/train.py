@@ -14,6 +14,8 @@ The steps, top to bottom:
 3. the frozen backbone, its image processor and — when it has one — its own classifier head;
 4. the feature cache (``training/features.py``): the backbone's feature maps extracted once per split (sharded
    across processes) and kept on disk; ``--live_backbone`` (implied by ``--augment``) runs the backbone in the loop;
+   ``--streaming`` (``training/streaming.py``) reads every split as a stream, each process its own shard, through the
+   live backbone: no local copy, no cache;
 5. the head (rotation U, nonnegative W, bias) trained on the features (``training/fit.py``, schedule in
    ``training/schedule.py``): a fixed global batch, a step budget with early stopping on the validation split,
    Gumbel temperature annealed over the budget, optional distillation from the backbone's head, L1 penalty on W,
@@ -204,6 +206,9 @@ def parse_args(argv=None):
     out.add_argument("--record_stream_ids", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    for flag in ("max_eval_samples", "record_stream_ids"):
+        if getattr(args, flag) is not None and not args.streaming:
+            raise UsageError(f"--{flag} is only used with --streaming (the cached path evaluates whole splits).")
     if args.streaming:
         args.live_backbone = True  # a stream is read once per epoch: nothing to cache
         if args.gallery_top_k:
