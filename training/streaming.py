@@ -114,7 +114,7 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
             "unknown order cannot be split into train and validation."
         )
     train = splits["train"]
-    if train.features is None:
+    if train.features is None:  # some Hub datasets declare no features: read them from the first rows
         train = train._resolve_features()
     image_col = _detect_image_column(train, image_column_name)
     label_col = _detect_label_column(train, label_column_name, image_col)
@@ -152,7 +152,7 @@ def resolve_train_rows(num_rows: int | None, args, global_batch: int) -> int:
 # ---------------------------------------------------------------------------------------------- the streams
 def _example_id(image: dict, label: int) -> str:
     """An id of an example's content (testing aid: which examples a process trained on)."""
-    data = image.get("bytes") or open(image["path"], "rb").read()
+    data = image.get("bytes") or Path(image["path"]).read_bytes()
     return hashlib.sha1(data + str(int(label)).encode()).hexdigest()[:16]
 
 
@@ -194,6 +194,10 @@ class StreamSplit:
         """This process's rows of every step from ``start_step`` on, without end (epochs laid end to end). A
         resumed run replays its stream to the step without decoding: the shuffle depends only on (seed, epoch)."""
         lo, hi = rank_slice(global_batch, rank, world)
+        if rank == 0 and world > 1:
+            whole = self.stream.num_shards % world == 0
+            logger.info("Streaming: %d shard(s) over %d processes: each reads %s", self.stream.num_shards, world,
+                        f"{self.stream.num_shards // world} whole shard(s)" if whole else f"every {world}th example")  # fmt: skip
         stream = self._node_stream(rank, world).shuffle(seed=seed, buffer_size=self.shuffle_buffer)
         label_column = None
         skip, epoch, pending = start_step * (hi - lo), 0, []
