@@ -208,8 +208,9 @@ def evaluate(
     backbone head's logits, ``backbone_head_accuracy`` and ``agreement`` (top-1 of InfoDisent == top-1 of the head).
     """
     featurizer = featurizer or _cached_featurizer
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
-    if accelerator is not None:
+    streamed = hasattr(data, "eval_batches")  # a `training.streaming.StreamSplit`: each process reads its shard
+    loader = data.eval_batches(batch_size, accelerator) if streamed else DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
+    if accelerator is not None and not streamed:
         from accelerate.data_loader import prepare_data_loader
 
         # The module-level helper (not accelerator.prepare) so that repeated evaluations do not pile up in the
@@ -234,13 +235,15 @@ def evaluate(
             if teacher is not None:
                 row["teacher"] = teacher.argmax(dim=-1)
             row = {k: v.to(predictions.device) for k, v in row.items()}
-            if accelerator is not None:
+            if accelerator is not None and not streamed:
                 row = accelerator.gather_for_metrics(row)
             for k, v in row.items():
                 gathered.setdefault(k, []).append(v.cpu())
     finally:
         head.train(was_training)
     cat = {k: torch.cat(v).numpy() for k, v in gathered.items()}
+    if streamed:  # the shards may differ in length: gathered once, at the end
+        cat = data.gather_rows(cat, accelerator)
     order = np.argsort(cat["index"], kind="stable")
     cat = {k: v[order] for k, v in cat.items()}
     if not np.array_equal(cat["index"], np.arange(len(data))):
@@ -515,8 +518,11 @@ def fit_head(
     total = plan.main_steps + plan.finetune_steps
     progress = tqdm(total=max(total, state["global_step"]), initial=state["global_step"], desc="train",
                     disable=not (is_main and config.show_progress))  # fmt: skip
-    sampler = StepBatchSampler(num_rows, global_batch, config.seed, rank, world, start_step=state["global_step"])
-    batches = iter(DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_batch))
+    if hasattr(train_data, "step_batches"):  # a `training.streaming.StreamSplit`: each process reads its shard
+        batches = train_data.step_batches(global_batch, config.seed, rank, world, start_step=state["global_step"])
+    else:
+        sampler = StepBatchSampler(num_rows, global_batch, config.seed, rank, world, start_step=state["global_step"])
+        batches = iter(DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_batch))
     while True:
         while state["phase_done"]:  # (a phase may end as it starts: no fine-tuning steps)
             state["phase_done"] = False
@@ -545,7 +551,8 @@ def fit_head(
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-        seen.index_add_(0, batch["index"].cpu(), torch.ones(len(batch["index"]), dtype=torch.int64))
+        if "index" in batch:  # (a stream has no row numbers: it counts its examples itself)
+            seen.index_add_(0, batch["index"].cpu(), torch.ones(len(batch["index"]), dtype=torch.int64))
         state["global_step"] += 1
         state["loss_sum"] += float(loss.detach())
         state["loss_count"] += 1

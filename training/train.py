@@ -14,6 +14,8 @@ The steps, top to bottom:
 3. the frozen backbone, its image processor and — when it has one — its own classifier head;
 4. the feature cache (``training/features.py``): the backbone's feature maps extracted once per split (sharded
    across processes) and kept on disk; ``--live_backbone`` (implied by ``--augment``) runs the backbone in the loop;
+   ``--streaming`` (``training/streaming.py``) reads every split as a stream, each process its own shard, through the
+   live backbone: no local copy, no cache;
 5. the head (rotation U, nonnegative W, bias) trained on the features (``training/fit.py``, schedule in
    ``training/schedule.py``): a fixed global batch, a step budget with early stopping on the validation split,
    Gumbel temperature annealed over the budget, optional distillation from the backbone's head, L1 penalty on W,
@@ -74,6 +76,7 @@ from training.publish import (  # noqa: E402
     staging_dir,
     swap_into_place,
 )
+from training import streaming  # noqa: E402
 from training.schedule import nonnegative_float, positive_float, positive_int  # noqa: E402
 
 logger = get_logger(__name__)
@@ -111,6 +114,14 @@ def parse_args(argv=None):
     model.add_argument("--rotation", choices=("matrix_exp", "cayley", "identity"), default="matrix_exp")
     model.add_argument("--live_backbone", action="store_true",
                        help="Run the backbone in the training loop instead of caching its feature maps.")
+    model.add_argument("--streaming", action="store_true",
+                       help="Read the data as streams (datasets' streaming=True; Hub id, parquet or imagefolder), each "
+                            "process its own shard, through the live backbone: no local copy, no feature cache "
+                            "(implies --live_backbone; see training/streaming.py).")
+    model.add_argument("--shuffle_buffer_size", type=positive_int, default=10_000,
+                       help="--streaming: examples in the shuffle buffer of each process's training stream.")
+    model.add_argument("--max_eval_samples", type=positive_int, default=None,
+                       help="--streaming: evaluate only the first N rows of the validation and test streams.")
     model.add_argument("--augment", action="store_true",
                        help="Random flips / small affine jitter of the training images (implies --live_backbone).")
     model.add_argument("--cache_dir", type=str, default=None,
@@ -191,8 +202,17 @@ def parse_args(argv=None):
     out.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
     # Testing aid: SIGKILL this process in the middle of the final save (after the new weights are written).
     out.add_argument("--kill_during_save", action="store_true", help=argparse.SUPPRESS)
+    # Testing aid (--streaming): write the content ids of the training examples each process used, per epoch.
+    out.add_argument("--record_stream_ids", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    for flag in ("max_eval_samples", "record_stream_ids"):
+        if getattr(args, flag) is not None and not args.streaming:
+            raise UsageError(f"--{flag} is only used with --streaming (the cached path evaluates whole splits).")
+    if args.streaming:
+        args.live_backbone = True  # a stream is read once per epoch: nothing to cache
+        if args.gallery_top_k:
+            args.gallery_top_k = 0  # the gallery ranks patches over the whole training split
     if args.augment and not args.live_backbone:
         args.live_backbone = True  # augmented views change every epoch: they cannot come from a cache
     if args.push_to_hub and args.hub_model_id is None:
@@ -301,16 +321,24 @@ def _run(args, command, backbone_config, image_processor):
 
     # ----------------------------------------------------------------------------------------------------- data
     _no_usage_ping_for_local_data(args)
-    with accelerator.main_process_first():
-        dataset, image_column, label_column, id2label = load_image_dataset(
-            args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
-            args.image_column_name, args.label_column_name, seed=args.seed,
+    if args.streaming:
+        dataset, split_rows, image_column, label_column, id2label = streaming.load_streaming_dataset(
+            args.dataset_name, args.train_dir, args.validation_dir, args.image_column_name, args.label_column_name,
         )  # fmt: skip
+        global_batch = args.per_device_train_batch_size * accelerator.num_processes if args.per_device_train_batch_size else args.train_batch_size
+        planned_rows = streaming.resolve_train_rows(split_rows["train"], args, global_batch)
+    else:
+        with accelerator.main_process_first():
+            dataset, image_column, label_column, id2label = load_image_dataset(
+                args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
+                args.image_column_name, args.label_column_name, seed=args.seed,
+            )  # fmt: skip
+        split_rows = {k: len(v) for k, v in dataset.items()}
     split_sources = getattr(dataset, "split_sources", {})
     logger.info(
-        "Data: %d train / %d validation (%s) / %s test images, %d classes", len(dataset["train"]),
-        len(dataset["validation"]), split_sources.get("validation", "validation"),
-        len(dataset["test"]) if "test" in dataset else "no", len(id2label),
+        "Data: %s train / %s validation (%s) / %s test images, %d classes%s", split_rows["train"],
+        split_rows["validation"], split_sources.get("validation", "validation"), split_rows.get("test", "no"),
+        len(id2label), " (streamed)" if args.streaming else "",
     )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------- backbone
@@ -343,16 +371,28 @@ def _run(args, command, backbone_config, image_processor):
         cache_dir=args.cache_dir or default_cache_dir(), head_model=head_model, batch_size=args.feature_batch_size,
         accelerator=accelerator, dtype=args.cache_dtype, pooled_only=args.live_backbone, backbone_name=args.backbone,
     )  # fmt: skip
-    train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
-    eval_cache = get_or_extract_features(model, dataset["validation"], split_name="validation", **cache_kwargs)
-    test_cache = get_or_extract_features(model, dataset["test"], split_name="test", **cache_kwargs) if "test" in dataset else None
-    cache_reused = train_cache.reused and eval_cache.reused and (test_cache is None or test_cache.reused)
-    featurizer = None
-    if args.live_backbone:
+    if args.streaming:
+        train_cache = eval_cache = test_cache = None
+        cache_reused = False
+        train_transform = make_transform(image_processor, image_column, label_column, args.augment, num_channels)
+        train_data = streaming.StreamSplit(dataset["train"], train_transform, image_column, planned_rows,
+                                           args.shuffle_buffer_size, record_ids=args.record_stream_ids)  # fmt: skip
+        eval_data, test_data = (
+            streaming.StreamSplit(dataset[s], transform, image_column, split_rows[s], max_rows=args.max_eval_samples)
+            if s in dataset else None for s in ("validation", "test")
+        )  # fmt: skip
+        featurizer = live_featurizer(model, head_model)
+    else:
+        train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
+        eval_cache = get_or_extract_features(model, dataset["validation"], split_name="validation", **cache_kwargs)
+        test_cache = get_or_extract_features(model, dataset["test"], split_name="test", **cache_kwargs) if "test" in dataset else None
+        cache_reused = train_cache.reused and eval_cache.reused and (test_cache is None or test_cache.reused)
+        featurizer = None
+    if args.live_backbone and not args.streaming:
         train_data = LiveImages(dataset["train"], make_transform(image_processor, image_column, label_column, args.augment, num_channels))
         eval_data = LiveImages(dataset["validation"], transform)
         featurizer = live_featurizer(model, head_model)
-    else:
+    elif not args.streaming:
         train_data, eval_data = train_cache, eval_cache
 
     # ------------------------------------------------------------------------------------------------- training
@@ -378,18 +418,20 @@ def _run(args, command, backbone_config, image_processor):
 
     # ----------------------------------------------------------------------------------------------- evaluation
     # The validation split took every schedule decision; the test split is evaluated once, here, on the final model.
-    probe = train_linear_probe(train_cache, eval_cache, seed=args.seed)
+    no_probe = {"accuracy": None}  # --streaming: no pooled features of the whole training split
+    probe = no_probe if args.streaming else train_linear_probe(train_cache, eval_cache, seed=args.seed)
     test = test_probe = None
-    if test_cache is not None:
-        test_data = LiveImages(dataset["test"], transform) if args.live_backbone else test_cache
+    if test_cache is not None or (args.streaming and test_data is not None):
+        if not args.streaming:
+            test_data = LiveImages(dataset["test"], transform) if args.live_backbone else test_cache
         test = evaluate(model, test_data, args.per_device_eval_batch_size, accelerator, featurizer)
-        test_probe = train_linear_probe(train_cache, test_cache, seed=args.seed)
+        test_probe = no_probe if args.streaming else train_linear_probe(train_cache, test_cache, seed=args.seed)
     results = {
         "splits": {
-            "train": {"rows": len(dataset["train"]), "source": split_sources.get("train", "train")},
-            "validation": {"rows": len(dataset["validation"]), "source": split_sources.get("validation", "validation"),
+            "train": {"rows": split_rows["train"], "source": split_sources.get("train", "train")},
+            "validation": {"rows": len(eval_data) if args.streaming else split_rows["validation"], "source": split_sources.get("validation", "validation"),
                            "used_for": "every schedule decision (early stopping, best state, pruning recovery)"},
-            "test": None if test is None else {"rows": len(dataset["test"]), "source": split_sources.get("test", "test"),
+            "test": None if test is None else {"rows": test["num_examples"] if args.streaming else split_rows["test"], "source": split_sources.get("test", "test"),
                                                "used_for": "evaluated once, on the final model"},
             "keys": "eval_* and the unprefixed accuracy figures (linear_probe_accuracy, backbone_head_accuracy, "
                     "agreement, explanation_size_*) are on the validation split; test_* on the test split",
@@ -426,14 +468,16 @@ def _run(args, command, backbone_config, image_processor):
         "backbone": _display_path(args.backbone),
         "dataset": _display_path(args.dataset_name or args.train_dir or DEFAULT_DATASET),
     }
+    if args.streaming:
+        results.update(streaming.results_entries(train_data, split_rows["train"], args, accelerator))
     logger.info(
-        "validation: accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s | explanation size median %s "
+        "validation: accuracy %.4f | linear probe %s | backbone head %s | agreement %s | explanation size median %s "
         "p90 %s", results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
         results["agreement"], results["explanation_size_median"], results["explanation_size_p90"],
     )  # fmt: skip
     if test is not None:
         logger.info(
-            "test (once, final model): accuracy %.4f | linear probe %.4f | backbone head %s | agreement %s",
+            "test (once, final model): accuracy %.4f | linear probe %s | backbone head %s | agreement %s",
             results["test_accuracy"], results["test_linear_probe_accuracy"], results["test_backbone_head_accuracy"],
             results["test_agreement"],
         )  # fmt: skip
