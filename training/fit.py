@@ -332,6 +332,7 @@ def fit_head(
     model.head.train()
     params = [p for p in model.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    model.head.rotation.attach(optimizer)  # "riemannian" U: each step is retracted onto the orthogonal group
     # The learning rate is set by hand from the global step (no prepared scheduler, whose step count depends on
     # the number of processes).
     head, optimizer, train_loader = accelerator.prepare(model.head, optimizer, train_loader)
