@@ -296,8 +296,8 @@ class InfoDisentRotation(nn.Module):
     * `"riemannian"` (the default): U itself is the parameter `weight`. In train mode its gradient is the
       gradient with respect to the generator G of the next rotation step (`_RotateLieGradient`), and after every
       optimiser step U is moved by that step, U <- polar((I + G - Gᵀ) U), and re-orthonormalised
-      (`rotation_step`: Newton–Schulz iterations, matrix products only, 3-6 D x D products; every step
-      re-orthonormalises U, so rounding never accumulates: max |UᵀU - I| stays ~1e-6 in float32). The optimiser
+      (`rotation_step`: Newton–Schulz iterations for small steps, 3-6 D x D products; the Cayley map for large ones;
+      every step re-orthonormalises U, so rounding never accumulates: max |UᵀU - I| stays ~1e-6 in float32). The optimiser
       must be attached once: `rotation.attach(optimizer)` (any `torch.optim.Optimizer`, e.g. AdamW; the training
       script does it). Nothing is added to the forward / backward beyond the rotation GEMM itself.
     * `"matrix_exp"` / `"cayley"`: U = exp(A) or the Cayley map (I − A)⁻¹(I + A) of the skew-symmetric
@@ -309,10 +309,11 @@ class InfoDisentRotation(nn.Module):
     transformers builds the model on the meta device.) For the generator parametrisations U is computed once in
     eval mode and cached until G changes."""
 
-    # A rotation step turns U by at most this angle (radians, spectral norm of the step's generator): a trust region
-    # that bounds the cost of the retraction. Adam moves every entry of the generator by up to the learning rate, a
-    # rotation by up to ~4 lr sqrt(D) rad (1.8 rad at D = 2048, lr = 1e-2): only the first steps at large D reach it.
-    max_step_angle = 0.5
+    # Steps up to this rotation angle (radians, spectral norm of the step's generator) are retracted by Newton–Schulz
+    # iterations (matrix products only); larger ones by the Cayley map (one linear solve), whose cost does not grow
+    # with the angle. Adam moves every entry of the generator by up to the learning rate: a rotation by up to
+    # ~2 lr D rad when the gradient is nearly low-rank (measured ~10-25 rad at D = 2048, lr = 1e-2).
+    newton_schulz_max_angle = 0.5
     # Newton–Schulz stops once max |UᵀU - I| is predicted below this (float32 rounding is ~5e-7 at D = 2048); what is
     # left is removed by the next step's iteration (the error squares), so it never accumulates.
     retraction_tolerance = 1e-6
@@ -405,14 +406,18 @@ class InfoDisentRotation(nn.Module):
     @classmethod
     @torch.no_grad()
     def rotation_step(cls, u: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """U moved by the skew generator `step` = A and put back on the orthogonal group: the polar factor of
-        (I + A) U (or of (I + A + A²/2) U, exact to second order, for larger steps), by Newton–Schulz iterations
-        X <- X (3I - XᵀX) / 2 (matrix products only). Cost: 3 D x D products for a small step, 4 for a medium one,
-        6 at most (A is first scaled down to `max_step_angle`)."""
+        """U moved by the skew generator `step` = A and kept on the orthogonal group (a retraction: I + A to first
+        order). Small steps: the polar factor of (I + A) U, or of (I + A + A²/2) U (exact to second order), by
+        Newton–Schulz iterations X <- X (3I - XᵀX) / 2: 3-6 D x D products. Steps larger than
+        `newton_schulz_max_angle`: the Cayley map, X = (I - A/2)⁻¹ (I + A/2) U (one solve; each plane turned by
+        2 atan(θ/2)), then one Newton–Schulz iteration to remove the solve's rounding. Every path ends with a
+        Newton–Schulz iteration, which squares whatever error U carried in: rounding never accumulates."""
         u32, a = u.float(), step.float()
         angle = cls._spectral_norm_estimate(a)
-        if angle > cls.max_step_angle:
-            a, angle = a * (cls.max_step_angle / angle), cls.max_step_angle
+        if angle > cls.newton_schulz_max_angle:
+            eye = torch.eye(a.shape[0], device=a.device, dtype=a.dtype)
+            x = torch.linalg.solve(eye - 0.5 * a, u32 + 0.5 * (a @ u32))
+            return (1.5 * x - 0.5 * (x @ (x.T @ x))).to(u.dtype)
         # |σ²(X) - 1| of the start X: angle² for (I + A) U, angle⁴ / 4 for the second-order start.
         if angle**2 < 1e-3:
             x, error = u32 + a @ u32, angle**2

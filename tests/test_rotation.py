@@ -98,14 +98,19 @@ def test_rotation_step_is_the_polar_factor(scale):
     assert (stepped.double() - left @ right).abs().max() <= 2e-6 + (a.norm(2) ** 2).item()
 
 
-def test_large_steps_are_limited_to_the_trust_region():
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_large_steps_are_cayley_steps(scale):
+    """Steps of several radians (Adam's first steps at large D) take the Cayley map: U <- (I - A/2)⁻¹(I + A/2) U."""
     torch.manual_seed(0)
     u = random_rotation(16, 0.3)
-    g = torch.randn(16, 16)
-    stepped = InfoDisentRotation.rotation_step(u, g - g.T)  # a step of several radians
+    g = torch.randn(16, 16) * scale
+    a = (g - g.T).double()
+    eye = torch.eye(16, dtype=torch.float64)
+    expected = torch.linalg.solve(eye - a / 2, eye + a / 2) @ u.double()
+    stepped = InfoDisentRotation.rotation_step(u, (g - g.T))
+    assert torch.linalg.matrix_norm(a, 2) > InfoDisentRotation.newton_schulz_max_angle
     assert orthogonality_error(stepped) <= 2e-6
-    angle = torch.linalg.matrix_norm(stepped.double() @ u.double().T - torch.eye(16, dtype=torch.float64), 2)
-    assert 0.2 < angle <= InfoDisentRotation.max_step_angle + 1e-3  # |e^{iθ} - 1| <= θ
+    assert torch.allclose(stepped.double(), expected, rtol=0, atol=1e-5)
 
 
 def test_no_step_without_gradient_or_outside_the_optimizer():
