@@ -126,6 +126,31 @@ def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048
     return out
 
 
+README_MARKERS = ("<!-- rotation-table:start -->", "<!-- rotation-table:end -->")
+LABELS = {"riemannian": "`riemannian` (default)", "cayley": "`cayley` (float64)", "matrix_exp": "`matrix_exp` (float64)",
+          "identity": "`identity` (U = I, no rotation)", "fixed_u": "fixed U (the floor)"}
+
+
+def markdown_table(result: dict) -> str:
+    """Step ratios per variant and shape / batch, orthogonality and memory, as a README table."""
+    steps = result["steps"]
+    columns = list(steps)
+    variants = [v for v in VARIANTS if any(v in steps[c] for c in columns)]
+    header = "| rotation | " + " | ".join(c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ")
+                                          for c in columns)  # fmt: skip
+    header += " | max abs(UᵀU − I) | extra memory of a step, D = 2048, batch 64 |"
+    lines = [header, "|" + "---|" * (len(columns) + 3)]
+    ortho = result.get("orthogonality_after_30_steps_lr0.1_D768", {})
+    memory = result.get("step_memory_mb_D2048_batch64", {})
+    for v in variants:
+        cells = [f"{steps[c][v]['ratio_to_fixed_u']:.2f}× ({steps[c][v]['seconds']:.2f} s)" if v in steps[c] else "–"
+                 for c in columns]  # fmt: skip
+        o = f"{ortho[v]:.1e}" if v in ortho else "–"
+        m = f"{memory[v]:.0f} MB" if v in memory else "–"
+        lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + f" | {o} | {m} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import argparse
     import json
@@ -139,6 +164,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--orthogonality", action="store_true", help="Also max |UᵀU - I| after 30 steps at lr 0.1.")
     parser.add_argument("--memory", action="store_true", help="Also the peak memory of a step (D = 2048, batch 64).")
+    parser.add_argument("--output", default=None, help="Also write the JSON here (e.g. benchmarks/rotation_results.json).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"steps": step_ratios({k: SHAPES[k] for k in args.shapes}, args.batches, args.variants, args.repeats,
@@ -148,3 +174,7 @@ if __name__ == "__main__":
     if args.memory:
         result["step_memory_mb_D2048_batch64"] = step_memory_mb()
     print(json.dumps(result, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+    print(markdown_table(result))
