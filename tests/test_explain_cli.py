@@ -25,7 +25,7 @@ def model_dir(tmp_path_factory):
     """A tiny InfoDisent model folder with its image processor and prototype gallery."""
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="matrix_exp").eval()
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES).eval()
     with torch.no_grad():
         model.head.rotation.generator.normal_(0.0, 0.5)
     processor = ViTImageProcessor(size={"height": 64, "width": 64})

@@ -31,7 +31,7 @@ TOP_K = 3
 def model():
     torch.manual_seed(0)
     model = InfoDisentForImageClassification.from_backbone(
-        tiny_resnet_config(), id2label={0: "cat", 1: "dog", 2: "bird"}, rotation="matrix_exp"
+        tiny_resnet_config(), id2label={0: "cat", 1: "dog", 2: "bird"}
     ).eval()
     # A far-from-identity rotation, so that negative poles fire too (the backbone's map is >= 0 after its ReLU).
     with torch.no_grad():

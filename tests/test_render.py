@@ -32,7 +32,7 @@ FLOAT = r"[+-]?\d+\.\d+"
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="matrix_exp").eval()
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES).eval()
     with torch.no_grad():
         model.head.rotation.generator.normal_(0.0, 0.5)  # both poles fire
         model.head.classifier.bias.copy_(torch.tensor([0.25, -0.5, 0.125]))

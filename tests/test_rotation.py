@@ -132,8 +132,7 @@ def test_no_step_without_gradient_or_outside_the_optimizer():
 
 def trained_model(steps: int = 20):
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES)
-    assert model.config.rotation == "riemannian"
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="riemannian")
     initial = model.rotation.detach().clone()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
@@ -216,7 +215,8 @@ def check_scale_results(results: dict, mixed_precision: str):
         assert r["orthogonality_error"] <= 1e-5
         assert r["eval_rows"] == results["settings"]["num_val"]
         assert r["cache_mb"] > 0 and r["cache_gb_cub"] > 0
-        assert set(r["head_step"]) == {"fixed_u", "identity", "riemannian"}
+        assert set(r["head_step"]) == {"fixed_u", "identity", "cayley", "riemannian"}
+        assert r["rotation"] == "cayley"
         p = r["projection_cub"]
         assert p["steps_per_epoch"] == 5994 // 256
         assert p["head_training_s_eval_every_epoch"] >= p["head_training_s_eval_at_end"] > 0

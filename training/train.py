@@ -68,7 +68,7 @@ def parse_args(argv=None):
     model.add_argument("--backbone", type=str, default=DEFAULT_BACKBONE,
                        help="Hub id or local folder of any HF vision model (with its image processor). "
                             "Default: the bundled Fashion-MNIST ResNet.")
-    model.add_argument("--rotation", choices=("riemannian", "matrix_exp", "cayley", "identity"), default="riemannian")
+    model.add_argument("--rotation", choices=("cayley", "matrix_exp", "riemannian", "identity"), default="cayley")
     model.add_argument("--live_backbone", action="store_true",
                        help="Run the backbone in the training loop instead of caching its feature maps.")
     model.add_argument("--augment", action="store_true",
