@@ -449,8 +449,9 @@ def markdown_table(results: dict) -> str:
 
 
 def main(smoke: bool = False, device: str = "cpu", output: str | None = None, threads: int | None = None,
-         backbones: list[str] | None = None, mixed_precision: str | None = None) -> dict:
-    results = run(smoke=smoke, device=device, backbones=backbones, threads=threads, mixed_precision=mixed_precision)
+         backbones: list[str] | None = None, mixed_precision: str | None = None, settings: Settings | None = None) -> dict:
+    results = run(smoke=smoke, device=device, backbones=backbones, threads=threads, mixed_precision=mixed_precision,
+                  settings=settings)
     table = markdown_table(results)
     results["table"] = table
     if output:
@@ -509,5 +510,11 @@ if __name__ == "__main__":
     parser.add_argument("--backbones", nargs="+", default=None)
     parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
                         help="Of the backbone (default: bf16 on cuda, no on cpu); the head is always float32.")
+    for name in ("num_train", "num_val", "gallery_images", "step_repeats", "step_warmup"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="Overrides the mode's setting.")
     a = parser.parse_args()
-    main(a.smoke, a.device, a.output, a.threads, a.backbones, a.mixed_precision)
+    chosen = Settings.for_mode(a.smoke, a.device, a.mixed_precision)
+    for name in ("num_train", "num_val", "gallery_images", "step_repeats", "step_warmup"):
+        if getattr(a, name) is not None:
+            setattr(chosen, name, getattr(a, name))
+    main(a.smoke, a.device, a.output, a.threads, a.backbones, a.mixed_precision, settings=chosen)
