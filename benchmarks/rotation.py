@@ -127,7 +127,7 @@ def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048
 
 
 README_MARKERS = ("<!-- rotation-table:start -->", "<!-- rotation-table:end -->")
-LABELS = {"riemannian": "`riemannian` (default)", "cayley": "`cayley` (float64)", "matrix_exp": "`matrix_exp` (float64)",
+LABELS = {"riemannian": "`riemannian`", "cayley": "`cayley` (float64, default)", "matrix_exp": "`matrix_exp` (float64)",
           "identity": "`identity` (U = I, no rotation)", "fixed_u": "fixed U (the floor)"}
 
 
@@ -138,16 +138,16 @@ def markdown_table(result: dict) -> str:
     variants = [v for v in VARIANTS if any(v in steps[c] for c in columns)]
     header = "| rotation | " + " | ".join(c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ")
                                           for c in columns)  # fmt: skip
-    header += " | max abs(UᵀU − I) | extra memory of a step, D = 2048, batch 64 |"
-    lines = [header, "|" + "---|" * (len(columns) + 3)]
+    memory = result.get("step_memory_mb_D2048_batch64")
+    header += " | max abs(UᵀU − I) |" + (" extra memory of a step, D = 2048, batch 64 |" if memory else "")
+    lines = [header, "|" + "---|" * (len(columns) + 2 + bool(memory))]
     ortho = result.get("orthogonality_after_30_steps_lr0.1_D768", {})
-    memory = result.get("step_memory_mb_D2048_batch64", {})
     for v in variants:
         cells = [f"{steps[c][v]['ratio_to_fixed_u']:.2f}× ({steps[c][v]['seconds']:.2f} s)" if v in steps[c] else "–"
                  for c in columns]  # fmt: skip
         o = f"{ortho[v]:.1e}" if v in ortho else "–"
-        m = f"{memory[v]:.0f} MB" if v in memory else "–"
-        lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + f" | {o} | {m} |")
+        m = (f" {memory[v]:.0f} MB |" if v in memory else " – |") if memory else ""
+        lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + f" | {o} |{m}")
     return "\n".join(lines)
 
 
