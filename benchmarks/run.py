@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 64).")
     p.add_argument("--road_images", type=int, default=None, help="Test images for ROAD (100; quick 32).")
     p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (9; quick 5).")
+    p.add_argument("--scale", action="store_true", help="Only the real-scale pipeline (benchmarks/scale.py: ResNet-50, "
+                   "ConvNeXt-T, ViT-B/16, Swin-T at 224², 200 classes; ≤ 15 min on a 2-core CPU).")
+    p.add_argument("--smoke", action="store_true", help="With --scale: tiny configs at 64 px, seconds (the tests' path).")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(
@@ -109,6 +112,10 @@ def main(argv=None):
 
         sys.exit(suite.main([a for a in argv if a != "--suite"]))
     args = parse_args(argv)
+    if args.scale:
+        from benchmarks import scale
+
+        return scale.main_from_run(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     for noisy in ("training", "accelerate", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

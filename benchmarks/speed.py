@@ -285,6 +285,7 @@ def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int
     with torch.no_grad():
         features = model.extract_features(x)
     optimizer = torch.optim.AdamW([p for p in model.head.parameters() if p.requires_grad], lr=1e-3)
+    model.head.rotation.attach(optimizer)  # as training/fit.py does: U is retracted after every step
 
     def backbone():
         with torch.no_grad():

@@ -369,6 +369,7 @@ def fit_head(
     model.head.train()
     params = [p for p in model.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay)
+    model.head.rotation.attach(optimizer)  # "riemannian" U: each step is retracted onto the orthogonal group
     head, optimizer = accelerator.prepare(model.head, optimizer)
     run_config = {
         **asdict(config), "(global batch)": global_batch, "(training rows)": num_rows, "(validation rows)": len(eval_data),

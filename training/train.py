@@ -111,7 +111,7 @@ def parse_args(argv=None):
     model.add_argument("--backbone_head_matches_labels", action="store_true",
                        help="The backbone's own classifier predicts the dataset's classes in the dataset's order even "
                             "though its label names differ (e.g. LABEL_0...): use it for agreement and distillation.")
-    model.add_argument("--rotation", choices=("matrix_exp", "cayley", "identity"), default="matrix_exp")
+    model.add_argument("--rotation", choices=("cayley", "matrix_exp", "riemannian", "identity"), default="cayley")
     model.add_argument("--live_backbone", action="store_true",
                        help="Run the backbone in the training loop instead of caching its feature maps.")
     model.add_argument("--streaming", action="store_true",
@@ -126,8 +126,9 @@ def parse_args(argv=None):
                        help="Random flips / small affine jitter of the training images (implies --live_backbone).")
     model.add_argument("--cache_dir", type=str, default=None,
                        help="Feature cache folder. Default: $INFODISENT_CACHE or ~/.cache/infodisent/features.")
-    model.add_argument("--cache_dtype", choices=("float32", "float16"), default="float32",
-                       help="Storage type of cached feature maps (float16 halves the disk footprint).")
+    model.add_argument("--cache_dtype", choices=("float32", "float16"), default="float16",
+                       help="Storage type of cached feature maps: float16 (default) halves the disk footprint at the "
+                            "same accuracy (embedded default: identical for seeds 0 and 1).")
     model.add_argument("--feature_batch_size", type=int, default=128, help="Batch size of the feature extraction.")
 
     train = parser.add_argument_group(

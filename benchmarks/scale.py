@@ -1,0 +1,522 @@
+"""The whole pipeline at real scale (issue 12): `python benchmarks/run.py --scale`.
+
+Random-weight ResNet-50, ConvNeXt-T, ViT-B/16 and Swin-T (each a transformers `...ForImageClassification` with a
+200-class head, so that extraction also caches the backbone head's logits as for a fine-tuned CUB backbone) at 224²
+on a generated dataset of a few hundred images, through the project's own functions: feature extraction
+(`training.features.get_or_extract_features`) -> head training with pruning (`training.fit.fit_head`) -> gallery
+(`modeling_infodisent.gallery.compute_gallery`) -> save + model card (`training.model_card.build_model_card`) ->
+`explain()` -> the Space's loader (`spaces/app.py`'s `Explainer`). Per phase: wall time and peak resident memory;
+the cache size; head step / fixed-U step ratios (`benchmarks.rotation`); explain / forward; the cached epoch vs an
+epoch through the backbone; and the projected time of CUB-200 (5,994 training and 5,794 test images, the training
+script's default schedule) on this machine, from per-image and per-step times measured here.
+
+Random weights are fine: every cost here depends on shapes, not on what the weights learned (accuracy is not
+reported). The images are generated deterministically (coloured shapes on textured backgrounds, numpy RNG per
+index), nothing is downloaded. `--smoke` runs the same code on tiny configs at 64 px in well under a minute (the
+tests run it); `--device cuda` (benchmarks/gpu_check.sh) runs the backbone in bf16 mixed precision through
+accelerate and keeps the head in float32 (the retraction of U needs float32 to stay orthogonal to 1e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+CUB_TRAIN, CUB_TEST = 5994, 5794  # CUB-200-2011's official split
+NUM_LABELS = 200
+SMOKE_SIZE = 64
+
+
+# ----------------------------------------------------------------------------------------------------- configs
+def backbone_configs(smoke: bool = False) -> dict:
+    """name -> transformers config (200 labels). Full: the published architectures' shapes at 224²; smoke: the same
+    families, tiny, at 64 px."""
+    from transformers import ConvNextConfig, ResNetConfig, SwinConfig, ViTConfig
+
+    labels = {"id2label": {i: f"class_{i:03d}" for i in range(NUM_LABELS)}}
+    labels["label2id"] = {v: k for k, v in labels["id2label"].items()}
+    if smoke:
+        return {
+            "resnet50": ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="bottleneck", **labels),
+            "convnext_tiny": ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_stages=4, **labels),
+            "vit_b16": ViTConfig(image_size=SMOKE_SIZE, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, **labels),
+            "swin_tiny": SwinConfig(image_size=SMOKE_SIZE, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                                    window_size=2, **labels),
+        }  # fmt: skip
+    return {
+        "resnet50": ResNetConfig(**labels),  # transformers' defaults are ResNet-50's
+        "convnext_tiny": ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], **labels),
+        "vit_b16": ViTConfig(image_size=224, patch_size=16, **labels),  # defaults: ViT-B (768, 12 layers, 12 heads)
+        "swin_tiny": SwinConfig(image_size=224, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, **labels),
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def generated_dataset(num_train: int, num_val: int, size: int, seed: int = 0):
+    """A `datasets.DatasetDict` (train / validation) of `size`² RGB images with 200 classes: class c has its own
+    background colour and a shape whose kind, colour and position vary per image. Deterministic (numpy RNG seeded
+    by seed and index)."""
+    import datasets
+    from PIL import Image, ImageDraw
+
+    def image(index: int, label: int) -> Image.Image:
+        rng = np.random.default_rng([seed, index])
+        base = np.array([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256], dtype=np.float32)
+        pixels = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+        picture = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(picture)
+        for _ in range(1 + label % 3):
+            x0, y0 = rng.integers(0, size * 3 // 4, 2)
+            extent = int(rng.integers(size // 8, size // 3))
+            box = [int(x0), int(y0), int(x0) + extent, int(y0) + extent]
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if (label + index) % 2 else draw.rectangle)(box, fill=colour)
+        return picture
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=NUM_LABELS)})
+    splits = {}
+    for name, count, offset in (("train", num_train, 0), ("validation", num_val, 10**6)):
+        labels = [i % NUM_LABELS for i in range(count)]
+        splits[name] = datasets.Dataset.from_dict(
+            {"image": [image(offset + i, labels[i]) for i in range(count)], "label": labels}, features=features
+        )
+    return datasets.DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------------------------- measurement
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs, sampled every 20 ms from /proc (on a CUDA
+    device: `torch.cuda.max_memory_allocated` as well)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mb = 0.0
+        self.cuda_peak_mb = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError):  # not Linux: the process's lifetime peak is the best there is
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    def __enter__(self):
+        self.peak_mb = self.rss_mb()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb())
+        if self.device.type == "cuda":
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+@dataclass
+class Phases:
+    device: torch.device
+    records: dict = field(default_factory=dict)
+
+    def run(self, name: str, fn):
+        """Run fn(), record its wall time and peak memory, return its result."""
+        _sync(self.device)
+        with PeakMemory(self.device) as memory:
+            start = time.perf_counter()
+            result = fn()
+            _sync(self.device)
+            seconds = time.perf_counter() - start
+        record = {"seconds": round(seconds, 3), "peak_rss_mb": round(memory.peak_mb, 1)}
+        if memory.cuda_peak_mb is not None:
+            record["cuda_peak_mb"] = round(memory.cuda_peak_mb, 1)
+        self.records[name] = record
+        return result
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _folder_mb(path: str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
+# ----------------------------------------------------------------------------------------------- one backbone
+@dataclass
+class Settings:
+    smoke: bool = False
+    device: str = "cpu"
+    # Lean enough for <= 15 minutes on a 2-core CPU (4.8 min for the four backbones with 32 + 16 images at load ~3.5):
+    # every projection is per image or per step, so more images only tighten the per-image figures.
+    num_train: int = 64
+    num_val: int = 32
+    gallery_images: int = 16
+    feature_batch_size: int = 32
+    step_repeats: int = 2
+    step_warmup: int = 2  # Adam's first steps are full-size: time steps after them
+    explain_repeats: int = 3
+    cache_dtype: str = "float16"
+    train_batch_size: int | None = None  # None: the training script's default
+    mixed_precision: str = "no"  # of the backbone (extraction, gallery); "bf16" on a GPU. The head stays float32.
+
+    @classmethod
+    def for_mode(cls, smoke: bool, device: str, mixed_precision: str | None = None) -> "Settings":
+        precision = mixed_precision or ("bf16" if device == "cuda" else "no")
+        if smoke:
+            return cls(smoke=True, device=device, num_train=16, num_val=8, gallery_images=8, feature_batch_size=8,
+                       step_repeats=1, step_warmup=1, explain_repeats=1, train_batch_size=8, mixed_precision=precision)  # fmt: skip
+        if device == "cuda":  # a GPU does the CPU's work ~50x faster: more images, same 5-minute budget
+            return cls(device=device, num_train=1024, num_val=256, gallery_images=256, feature_batch_size=128,
+                       step_repeats=5, explain_repeats=5, mixed_precision=precision)  # fmt: skip
+        return cls(device=device, mixed_precision=precision)
+
+
+def _image_processor(size: int):
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+
+
+def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_defaults) -> dict:
+    """The pipeline on one backbone; returns its phases, sizes, ratios and the CUB projection."""
+    from transformers import AutoModelForImageClassification
+
+    from benchmarks import rotation, speed
+    from modeling_infodisent import InfoDisentForImageClassification
+    from modeling_infodisent.gallery import compute_gallery
+    from training.data import make_transform
+    from training.features import get_or_extract_features
+    from training.fit import FitConfig, evaluate, fit_head, make_accelerator
+    from training.model_card import build_model_card
+    from training.sparsity import prune_to_budget
+
+    device = torch.device(settings.device)
+    phases = Phases(device)
+    size = SMOKE_SIZE if settings.smoke else 224
+    processor = _image_processor(size)
+
+    def build():
+        torch.manual_seed(0)
+        backbone = AutoModelForImageClassification.from_config(config).eval()
+        model = InfoDisentForImageClassification.from_backbone(backbone, id2label=config.id2label)
+        return backbone.to(device), model.to(device)
+
+    backbone, model = phases.run("build", build)
+    # The backbone in mixed precision (autocast around extraction and gallery); the head trains with a float32
+    # accelerator: U's retraction and the exact decomposition need float32.
+    backbone_accelerator = make_accelerator(mixed_precision=settings.mixed_precision)
+    accelerator = make_accelerator()
+    transform = make_transform(processor, "image", "label")
+    cache_dir = os.path.join(workdir, "cache")
+
+    def extract():
+        # Under accelerate's autocast on a GPU the backbone runs in bf16; the cache stores what it produces.
+        with backbone_accelerator.autocast():
+            kwargs = dict(image_processor=processor, image_column="image", label_column="label", transform=transform,
+                          cache_dir=cache_dir, head_model=backbone, batch_size=settings.feature_batch_size,
+                          accelerator=accelerator, dtype=settings.cache_dtype)  # fmt: skip
+            train = get_or_extract_features(model, data["train"], split_name="train", **kwargs)
+            val = get_or_extract_features(model, data["validation"], split_name="validation", **kwargs)
+        return train, val
+
+    train_cache, val_cache = phases.run("extract", extract)
+    num_images = len(data["train"]) + len(data["validation"])
+    feature_shape = tuple(train_cache.feature_shape)
+    dim, grid = feature_shape[0], feature_shape[1:]
+    cache_mb = _folder_mb(cache_dir)
+
+    batch = settings.train_batch_size or fit_defaults.per_device_train_batch_size
+    fit_config = FitConfig(num_train_epochs=1, finetune_epochs=1, per_device_train_batch_size=min(batch, len(train_cache)),
+                           per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size, show_progress=False)  # fmt: skip
+    final = phases.run("train_and_prune", lambda: fit_head(model, train_cache, val_cache, fit_config, accelerator=accelerator))
+    phases.run("prune_again", lambda: prune_to_budget(model, fit_defaults.max_prototypes_per_class))
+    u = model.rotation.detach().double()
+    orthogonality = float((u.T @ u - torch.eye(dim, dtype=torch.float64, device=u.device)).abs().max())
+    eval_result = phases.run("evaluate", lambda: evaluate(model, val_cache, fit_defaults.per_device_eval_batch_size, accelerator))
+
+    out_dir = os.path.join(workdir, "model")
+
+    def save_and_card():
+        model.set_gumbel_temperature(fit_defaults.gumbel_temperature_end)
+        model.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+        results = {"eval_accuracy": final["accuracy"], "eval_num_examples": final["num_examples"],
+                   "explanation_size_median": final["explanation_size_median"],
+                   "explanation_size_p90": final["explanation_size_p90"], **final["sparsity"]}  # fmt: skip
+        card = build_model_card(results, model_name=f"infodisent-scale-{name}", backbone=f"random {name}",
+                                dataset="generated", command="python benchmarks/run.py --scale",
+                                id2label=config.id2label, has_gallery=True)  # fmt: skip
+        card.save(os.path.join(out_dir, "README.md"))
+
+    def gallery():
+        subset = data["train"].select(range(min(settings.gallery_images, len(data["train"]))))
+        with backbone_accelerator.autocast():
+            result = compute_gallery(model, subset, processor, top_k=5, batch_size=settings.feature_batch_size, progress=False)
+        result.save(out_dir)
+
+    phases.run("save_and_card", save_and_card)
+    phases.run("gallery", gallery)
+
+    # explain() vs a plain forward, batch 1 (one image explained), interleaved
+    model.eval()
+    pixel_values = processor(images=[data["validation"][0]["image"]], return_tensors="pt")["pixel_values"].to(device)
+    model.rotation  # noqa: B018 - materialise U as a deployed model would have it
+    times = speed._time_interleaved(
+        {"forward": lambda: model(pixel_values), "explain": lambda: model.explain(pixel_values)},
+        repeats=settings.explain_repeats, device=device,
+    )  # fmt: skip
+    explain_ratio = statistics.median(e / f for e, f in zip(times["explain"], times["forward"]))
+    forward_seconds = statistics.median(times["forward"])
+
+    def space_load():
+        import sys
+
+        sys.path.insert(0, str(_ROOT / "spaces"))
+        try:
+            from app import Explainer
+        finally:
+            sys.path.pop(0)
+        explainer = Explainer(out_dir)
+        explainer.explain(data["validation"][0]["image"], None)
+
+    phases.run("space_load_and_explain", space_load)
+
+    # Head step (batch of the training script's default) per rotation parametrisation, on synthetic features of the
+    # cached shape; the floor is the fixed-U step.
+    steps = rotation.step_ratios(
+        shapes={name: (dim, grid[0])}, batches=(batch,), variants=("fixed_u", "identity", "cayley", "riemannian"),
+        repeats=settings.step_repeats, device=device, warmup=settings.step_warmup,
+    )[f"{name}_batch{batch}"]  # fmt: skip
+    row_seconds = _cache_read_seconds_per_row(train_cache, batch)
+    extraction_per_image = phases.records["extract"]["seconds"] / num_images
+    eval_per_row = phases.records["evaluate"]["seconds"] / max(1, len(val_cache))
+    default = model.config.rotation  # the parametrisation the training script uses
+    projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u"]["seconds"],
+                             row_seconds, extraction_per_image, eval_per_row)  # fmt: skip
+    return {
+        "feature_shape": list(feature_shape),
+        "phases": phases.records,
+        "cache_mb": round(cache_mb, 2),
+        "cache_mb_per_image": round(cache_mb / num_images, 4),
+        "cache_gb_cub": round(cache_mb / num_images * (CUB_TRAIN + CUB_TEST) / 1024, 2),
+        "cache_dtype": settings.cache_dtype,
+        "orthogonality_error": orthogonality,
+        "eval_rows": eval_result["num_examples"],
+        "rotation": default,
+        "head_step": steps,
+        "head_step_over_fixed_u": steps[default]["ratio_to_fixed_u"],
+        "riemannian_step_over_fixed_u": steps["riemannian"]["ratio_to_fixed_u"],
+        "head_step_over_identity": statistics.median(
+            a / b for a, b in zip(steps[default]["all_seconds"], steps["identity"]["all_seconds"])
+        ),
+        "explain_over_forward": explain_ratio,
+        "forward_seconds_batch1": forward_seconds,
+        "backbone_seconds_per_image": extraction_per_image,
+        "cache_read_seconds_per_row": row_seconds,
+        "cached_epoch_speedup": projection["live_epoch_s"] / projection["cached_epoch_s"],
+        "projection_cub": projection,
+    }
+
+
+def _cache_read_seconds_per_row(cache, batch: int) -> float:
+    """Seconds per row to read and collate random batches from the cache (what a cached epoch reads)."""
+    from training.features import collate_batch
+
+    rows = len(cache)
+    order = np.random.default_rng(0).permutation(rows)
+    start = time.perf_counter()
+    for first in range(0, rows, batch):
+        collate_batch(cache.__getitems__(order[first : first + batch]))
+    return (time.perf_counter() - start) / rows
+
+
+def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, image_s: float, eval_row_s: float) -> dict:
+    """Projected seconds for CUB-200 with the training script's default schedule, from measured per-unit costs:
+    extraction of both splits, then (main + fine-tuning) epochs of ceil(5994 / batch) head steps plus the cache reads,
+    with evaluation of the 5,794 test images after every epoch or only at the end."""
+    batch = fit_defaults.per_device_train_batch_size
+    epochs = fit_defaults.num_train_epochs + (fit_defaults.finetune_epochs if fit_defaults.max_prototypes_per_class > 0 else 0)
+    steps_per_epoch = CUB_TRAIN // batch  # drop_last
+    cached_epoch = steps_per_epoch * step_s + CUB_TRAIN * row_s
+    floor_epoch = steps_per_epoch * floor_step_s + CUB_TRAIN * row_s
+    eval_once = CUB_TEST * eval_row_s
+    extraction = (CUB_TRAIN + CUB_TEST) * image_s
+    return {
+        "schedule": f"{fit_defaults.num_train_epochs} main + {fit_defaults.finetune_epochs} fine-tuning epochs, batch {batch}",
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "extraction_s": extraction,
+        "cached_epoch_s": cached_epoch,
+        "live_epoch_s": CUB_TRAIN * image_s + cached_epoch,
+        "head_training_s_eval_every_epoch": epochs * (cached_epoch + eval_once),
+        "head_training_s_eval_at_end": epochs * cached_epoch + eval_once,
+        "head_training_floor_s": epochs * floor_epoch + eval_once,
+        "total_s": extraction + epochs * cached_epoch + eval_once,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- driver
+def run(smoke: bool = False, device: str = "cpu", backbones: list[str] | None = None, threads: int | None = None,
+        settings: Settings | None = None, mixed_precision: str | None = None) -> dict:
+    import datasets
+    import transformers
+
+    from training.fit import FitConfig
+
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the extraction's progress bars
+    if threads:
+        torch.set_num_threads(threads)
+    settings = settings or Settings.for_mode(smoke, device, mixed_precision)
+    fit_defaults = FitConfig()  # the training script's schedule (its arguments default to FitConfig's)
+    configs = backbone_configs(smoke)
+    names = backbones or list(configs)
+    start = time.perf_counter()
+    data = generated_dataset(settings.num_train, settings.num_val, SMOKE_SIZE if smoke else 224)
+    generate_s = time.perf_counter() - start
+    results = {
+        "settings": {k: v for k, v in vars(settings).items()},
+        "device": _device_name(torch.device(device)),
+        "threads": torch.get_num_threads(),
+        "generate_dataset_s": round(generate_s, 2),
+        "backbones": {},
+    }
+    for name in names:
+        workdir = tempfile.mkdtemp(prefix=f"infodisent-scale-{name}-")
+        try:
+            results["backbones"][name] = run_backbone(name, configs[name], data, settings, workdir, fit_defaults)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["run_seconds"] = round(time.perf_counter() - start, 1)
+    results["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return results
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def markdown_table(results: dict) -> str:
+    """The README table of a --scale run."""
+
+    def minutes(seconds: float) -> str:
+        return f"{seconds / 60:.1f}" if seconds < 6000 else f"{seconds / 3600:.1f} h"
+
+    lines = [
+        "| backbone (map) | extract s/img | cache (CUB, GB) | head step / fixed-U step (`cayley` / `riemannian`) "
+        "| `cayley` step / U = I step | cached epoch speed-up "
+        "| explain / forward | CUB head training, min (eval each epoch / at end / fixed-U floor) | CUB total, min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["backbones"].items():
+        p = r["projection_cub"]
+        shape = "×".join(str(s) for s in r["feature_shape"])
+        lines.append(
+            f"| {name} ({shape}) | {r['backbone_seconds_per_image']:.3f} | {r['cache_gb_cub']:.2f} "
+            f"| {r['head_step']['cayley']['ratio_to_fixed_u']:.2f}× / {r['riemannian_step_over_fixed_u']:.2f}× "
+            f"| {r['head_step_over_identity']:.2f}× | {r['cached_epoch_speedup']:.1f}× "
+            f"| {r['explain_over_forward']:.2f}× | {minutes(p['head_training_s_eval_every_epoch'])} / "
+            f"{minutes(p['head_training_s_eval_at_end'])} / {minutes(p['head_training_floor_s'])} | {minutes(p['total_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(smoke: bool = False, device: str = "cpu", output: str | None = None, threads: int | None = None,
+         backbones: list[str] | None = None, mixed_precision: str | None = None, settings: Settings | None = None) -> dict:
+    results = run(smoke=smoke, device=device, backbones=backbones, threads=threads, mixed_precision=mixed_precision,
+                  settings=settings)
+    table = markdown_table(results)
+    results["table"] = table
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    print(table)
+    return results
+
+
+README_MARKERS = ("<!-- scale-table:start -->", "<!-- scale-table:end -->")
+
+
+def write_readme_table(readme: str, table: str, results: dict) -> bool:
+    """Rewrite the table between README_MARKERS in `readme` (no markers: nothing written)."""
+    text = Path(readme).read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return False
+    note = (f"\n\n{results['device']}, {results['threads']} torch threads, run {results['run_seconds']:.0f} s "
+            f"(load average at the end {', '.join(f'{v:.1f}' for v in results['load_average_at_end'] or [])}).")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    Path(readme).write_text(f"{head}{start}\n{table}{note}\n{end}{tail}")
+    return True
+
+
+def main_from_run(args) -> dict:
+    """`benchmarks/run.py --scale [--smoke] [--device cuda] [--threads N] [--output F]`: results to
+    benchmarks/scale_results.json (or --output when given) and the table into the README (not with --smoke)."""
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    for noisy in ("training", "accelerate", "datasets", "transformers", "modeling_infodisent"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    output = args.output
+    if Path(output).resolve() == (_ROOT / "benchmarks" / "results.json").resolve():
+        output = str(_ROOT / "benchmarks" / ("scale_smoke_results.json" if args.smoke else f"scale_results_{device}.json"))
+    results = main(smoke=args.smoke, device=device, output=output, threads=args.threads)
+    if not args.smoke and args.readme:
+        readme = str(_ROOT / "README.md")
+        if write_readme_table(readme, results["table"], results):
+            logging.getLogger(__name__).info("Wrote the table into %s", readme)
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The InfoDisent pipeline at real scale (issue 12).")
+    parser.add_argument("--smoke", action="store_true", help="Tiny configs at 32 px: the code path in seconds.")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--backbones", nargs="+", default=None)
+    parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
+                        help="Of the backbone (default: bf16 on cuda, no on cpu); the head is always float32.")
+    for name in ("num_train", "num_val", "gallery_images", "step_repeats", "step_warmup"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="Overrides the mode's setting.")
+    a = parser.parse_args()
+    chosen = Settings.for_mode(a.smoke, a.device, a.mixed_precision)
+    for name in ("num_train", "num_val", "gallery_images", "step_repeats", "step_warmup"):
+        if getattr(a, name) is not None:
+            setattr(chosen, name, getattr(a, name))
+    main(a.smoke, a.device, a.output, a.threads, a.backbones, a.mixed_precision, settings=chosen)
