@@ -153,25 +153,26 @@ def test_streamed_fit_equals_the_map_style_fit_on_full_batches(assets):
 
 def test_streamed_resume_from_a_step_checkpoint_gives_the_uninterrupted_weights(assets, tmp_path):
     """An imagefolder stream (--train_dir / --validation_dir), stopped at a step checkpoint and resumed: the resumed
-    run replays each stream to the step and ends with the same weights as an uninterrupted run."""
+    run replays each stream to the step (epoch 0 read, epoch 1 skipped unread, 4 rows of epoch 2) and ends with the
+    same weights as an uninterrupted run."""
     base = [
         "--streaming", "--train_dir", str(assets / "images" / "train"), "--validation_dir", str(assets / "images" / "test"),
-        "--backbone", str(assets / "backbone"), "--max_train_steps", "5", "--train_batch_size", "4",
+        "--backbone", str(assets / "backbone"), "--max_train_steps", "11", "--train_batch_size", "4",
         "--max_prototypes_per_class", "2", "--finetune_steps", "2", "--learning_rate", "0.1", "--shuffle_buffer_size", "5",
         "--max_eval_samples", "5",
     ]  # fmt: skip
     full = train_script.main(base + ["--output_dir", str(tmp_path / "full")])
-    with pytest.raises(SystemExit, match="Stopped after 3 steps"):
-        train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "3", "--stop_after_steps", "3"])
-    resumed = train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"])
+    with pytest.raises(SystemExit, match="Stopped after 10 steps"):
+        train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "10", "--stop_after_steps", "10"])
+    resumed = train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "10", "--resume_from_checkpoint", "latest"])
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    assert full["global_step"] == resumed["global_step"] == 7
-    # 18 training images, batch 4: 7 steps = 28 examples; the resumed run used the 16 of its 4 steps.
-    assert full["examples_seen"] == {"total": 28, "epochs": 1.556, "per_process_by_epoch": [{"0": 18, "1": 10}]}
-    assert resumed["examples_seen"] == {"total": 16, "epochs": 0.889, "per_process_by_epoch": [{"0": 6, "1": 10}]}
+    assert full["global_step"] == resumed["global_step"] == 13
+    # 18 training images, batch 4: 13 steps = 52 examples; the resumed run used the 12 of its last 3 steps.
+    assert full["examples_seen"] == {"total": 52, "epochs": 2.889, "per_process_by_epoch": [{"0": 18, "1": 18, "2": 16}]}
+    assert resumed["examples_seen"] == {"total": 12, "epochs": 0.667, "per_process_by_epoch": [{"2": 12}]}
     # --max_eval_samples bounds the validation stream (9 images).
     assert full["eval_num_examples"] == resumed["eval_num_examples"] == 5
     assert full["splits"]["validation"]["rows"] == 5
