@@ -20,6 +20,7 @@ accelerate and keeps the head in float32 (the retraction of U needs float32 to s
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -149,7 +150,7 @@ class Phases:
             result = fn()
             _sync(self.device)
             seconds = time.perf_counter() - start
-        record = {"seconds": round(seconds, 3), "peak_rss_mb": round(memory.peak_mb, 1)}
+        record = {"seconds": round(seconds, 6), "peak_rss_mb": round(memory.peak_mb, 1)}
         if memory.cuda_peak_mb is not None:
             record["cuda_peak_mb"] = round(memory.cuda_peak_mb, 1)
         self.records[name] = record
@@ -355,27 +356,38 @@ def _cache_read_seconds_per_row(cache, batch: int) -> float:
 
 
 def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, image_s: float, eval_row_s: float) -> dict:
-    """Projected seconds for CUB-200 with the training script's default schedule, from measured per-unit costs:
-    extraction of both splits, then (main + fine-tuning) epochs of ceil(5994 / batch) head steps plus the cache reads,
-    with evaluation of the 5,794 test images after every epoch or only at the end."""
-    batch = fit_defaults.per_device_train_batch_size
-    epochs = fit_defaults.num_train_epochs + (fit_defaults.finetune_epochs if fit_defaults.max_prototypes_per_class > 0 else 0)
-    steps_per_epoch = CUB_TRAIN // batch  # drop_last
-    cached_epoch = steps_per_epoch * step_s + CUB_TRAIN * row_s
-    floor_epoch = steps_per_epoch * floor_step_s + CUB_TRAIN * row_s
-    eval_once = CUB_TEST * eval_row_s
+    """Projected seconds for CUB-200 with the training script's default schedule (`training.schedule.plan_schedule`),
+    from measured per-unit costs. CUB has train + test only, so the script holds 15% of train out for validation:
+    extraction of all images, then the main phase's step budget (no early stop assumed: the upper bound) and one
+    fine-tuning round, each step a head step plus the cache reads of one global batch; the validation split is
+    evaluated every ``eval_steps`` ("eval as scheduled") or only once at the end of each phase, the test split once."""
+    from training.schedule import plan_schedule
+
+    batch = fit_defaults.train_batch_size
+    validation = round(CUB_TRAIN * 0.15)
+    plan = plan_schedule(CUB_TRAIN - validation, batch, fit_defaults)
+    steps = plan.main_steps + plan.finetune_steps
+    step_cost, floor_cost = step_s + batch * row_s, floor_step_s + batch * row_s
+    scheduled_evals = math.ceil(plan.main_steps / plan.eval_steps) + (1 if plan.finetune_steps else 0)
+    final_evals = 1 + (1 if plan.finetune_steps else 0)
+    eval_val, eval_test = validation * eval_row_s, CUB_TEST * eval_row_s
     extraction = (CUB_TRAIN + CUB_TEST) * image_s
+    cached_epoch = plan.steps_per_epoch * step_cost
     return {
-        "schedule": f"{fit_defaults.num_train_epochs} main + {fit_defaults.finetune_epochs} fine-tuning epochs, batch {batch}",
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
+        "schedule": f"{plan.main_steps} main steps (step budget, eval every {plan.eval_steps}) + "
+                    f"{plan.finetune_steps} fine-tuning steps (one round), global batch {batch}",
+        "train_rows": plan.num_rows,
+        "validation_rows": validation,
+        "steps": steps,
+        "epochs": steps / plan.steps_per_epoch,
+        "steps_per_epoch": plan.steps_per_epoch,
         "extraction_s": extraction,
         "cached_epoch_s": cached_epoch,
-        "live_epoch_s": CUB_TRAIN * image_s + cached_epoch,
-        "head_training_s_eval_every_epoch": epochs * (cached_epoch + eval_once),
-        "head_training_s_eval_at_end": epochs * cached_epoch + eval_once,
-        "head_training_floor_s": epochs * floor_epoch + eval_once,
-        "total_s": extraction + epochs * cached_epoch + eval_once,
+        "live_epoch_s": plan.num_rows * image_s + cached_epoch,
+        "head_training_s_eval_every_epoch": steps * step_cost + scheduled_evals * eval_val + eval_test,
+        "head_training_s_eval_at_end": steps * step_cost + final_evals * eval_val + eval_test,
+        "head_training_floor_s": steps * floor_cost + final_evals * eval_val + eval_test,
+        "total_s": extraction + steps * step_cost + scheduled_evals * eval_val + eval_test,
     }
 
 
@@ -434,7 +446,7 @@ def markdown_table(results: dict) -> str:
     lines = [
         "| backbone (map) | extract s/img | cache (CUB, GB) | head step / fixed-U step (`cayley` / `riemannian`) "
         "| `cayley` step / U = I step | cached epoch speed-up "
-        "| explain / forward | CUB head training, min (eval each epoch / at end / fixed-U floor) | CUB total, min |",
+        "| explain / forward | CUB head training, min (eval as scheduled / at end / fixed-U floor) | CUB total, min |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["backbones"].items():

@@ -198,7 +198,7 @@ def test_reinit_head_draws_a_fresh_head_and_can_restore_the_old_initialisation()
     assert not torch.equal(fresh.head.rotation.generator, model.head.rotation.generator)
     torch.testing.assert_close(fresh.backbone.state_dict(), model.backbone.state_dict())  # only the head changes
     old = gt.reinit_head(model, seed=1, old_init=True)
-    assert float(old.rotation.diagonal().mean()) > 0.95  # U ≈ I
+    assert float(old.rotation.diagonal().mean()) > 0.9  # U ≈ I (Cayley: twice the angle of exp for the same G)
     assert float(fresh.rotation.diagonal().mean()) < 0.5
     assert model.head.classifier.prototype_mask[:, 1:].sum() == 0  # the original is untouched
 

@@ -584,10 +584,14 @@ class OriginalClassifier(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _initial_generator_std(dim: int) -> float:
-    """Scale of the generator G of the initial rotation exp(G − Gᵀ): a random rotation far from the identity
-    (see `InfoDisentPreTrainedModel._init_weights`)."""
-    return 3.83 / (2.0 * math.sqrt(2.0 * dim))
+def _initial_generator_std(dim: int, parametrization: str = "matrix_exp") -> float:
+    """Scale s of the generator G ~ N(0, s²) of the initial rotation: a random rotation far from the identity, with
+    E[diag U] = 0 (see `InfoDisentPreTrainedModel._init_weights`). The eigenvalues ±iσ of A = G − Gᵀ fill
+    |σ| ≤ R = 2s·sqrt(2D) (semicircle law). exp(A) turns by θ = σ: E[cos θ] = 0 at R = 3.83 (the first zero of
+    J1). The Cayley map turns by θ = 2·arctan(σ), cos θ = (1 − σ²)/(1 + σ²), whose semicircle mean is 0 at
+    R = 2·sqrt(2), i.e. s = 1/sqrt(D)."""
+    edge = 2.0 * math.sqrt(2.0) if parametrization == "cayley" else 3.83
+    return edge / (2.0 * math.sqrt(2.0 * dim))
 
 
 class InfoDisentPreTrainedModel(PreTrainedModel):
@@ -604,8 +608,8 @@ class InfoDisentPreTrainedModel(PreTrainedModel):
             # w·U·I(x) ≈ Σ_c w_c I_c(x) of non-negative backbone channels is the object's silhouette whatever W is,
             # so an untrained head "explains" as well as a trained one (the model-randomisation check failed:
             # Spearman 0.64). The eigen-angles of A = G − Gᵀ with G ~ N(0, s²) fill ±2s·sqrt(2D) (semicircle law);
-            # s = 3.83 / (2 sqrt(2D)) puts that edge at the first zero of J1, where E[cos θ] = E[diag U] = 0.
-            init.normal_(module.generator, mean=0.0, std=_initial_generator_std(module.dim))
+            # the scale puts E[cos θ] = E[diag U] = 0 for the map in use (`_initial_generator_std`).
+            init.normal_(module.generator, mean=0.0, std=_initial_generator_std(module.dim, module.parametrization))
         elif isinstance(module, InfoDisentRotation) and module.weight is not None:
             # The "riemannian" U stores the rotation itself: the same random rotation exp(G − Gᵀ) as the generator
             # parametrisations draw (float64). Skipped for a U that from_pretrained loads (the float64 matrix_exp
@@ -932,6 +936,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             finally:
                 head_model.train(was_training)
             got = F.linear(backbone(x).mean(dim=(2, 3)), linears[-1].weight, linears[-1].bias)
+        if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
+            return None  # a broken head (NaN / inf) is never kept; the training script names the problem
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
             return None
         return linears[-1]
