@@ -3,16 +3,12 @@ its own shard; on a tiny parquet / imagefolder dataset and a tiny random backbon
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
 from PIL import Image
-from tiny_assets import CLASSES, write_backbone, write_imagefolder
+from tiny_assets import CLASSES, run_script, two_process_launcher, write_backbone, write_imagefolder
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("accelerate")
@@ -55,12 +51,6 @@ def assets(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_ids(folder) -> list[str]:
     """The content id (`streaming._example_id`) of every training row, read from the parquet files directly."""
     ids = []
@@ -78,13 +68,7 @@ def test_two_processes_read_every_example_once_per_epoch(assets, tmp_path):
         "--max_prototypes_per_class", "2", "--finetune_steps", "3", "--finetune_max_rounds", "1", "--learning_rate", "0.1",
         "--shuffle_buffer_size", "5", "--record_stream_ids", str(ids_file),
     ]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), os.path.join(REPO_ROOT, "training", "train.py"), *args,
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "all_results.json"} <= set(os.listdir(output_dir))
     results = json.load(open(output_dir / "all_results.json"))

@@ -2,15 +2,13 @@
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_resnet_config
+from conftest import tiny_resnet_config
 from PIL import Image
+from tiny_assets import run_script, two_process_launcher
 
 pytest.importorskip("datasets")
 pytest.importorskip("accelerate")
@@ -213,25 +211,13 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
         assert resumed[key] == straight[key], key
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_shard_extraction_and_count_each_example_once(assets, pushed_run, tmp_path):
     output_dir = tmp_path / "two"
     args = base_args(assets, output_dir, cache="cache_two") + [
         "--gallery_top_k", "0", "--distill_weight", "0.5", "--loss", "sigmoid",
     ]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), os.path.join(REPO_ROOT, "training", "train.py"), *args,
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     two = json.load(open(output_dir / "all_results.json"))
     one = json.load(open(pushed_run[0] / "all_results.json"))

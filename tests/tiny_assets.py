@@ -4,6 +4,7 @@ noise (the class is the dominant channel) and random ResNet backbones saved to f
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -73,3 +74,14 @@ def run_script(args, launcher=None, env=None, timeout=600, cwd=REPO_ROOT) -> sub
 def accelerate_launcher() -> list[str]:
     """The README's launcher: the bundled accelerate config, quiet."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_CONFIG, "-q"]
+
+
+def two_process_launcher() -> list[str]:
+    """``accelerate launch --multi_gpu --num_processes 2`` on this CPU-only machine (gloo), on a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+    ]  # fmt: skip
