@@ -250,8 +250,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     dim, grid = feature_shape[0], feature_shape[1:]
     cache_mb = _folder_mb(cache_dir)
 
-    batch = settings.train_batch_size or fit_defaults.per_device_train_batch_size
-    fit_config = FitConfig(num_train_epochs=1, finetune_epochs=1, per_device_train_batch_size=min(batch, len(train_cache)),
+    batch = settings.train_batch_size or fit_defaults.train_batch_size  # the global batch
+    fit_config = FitConfig(num_train_epochs=1, finetune_epochs=1, train_batch_size=min(batch, len(train_cache)),
                            per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size, show_progress=False)  # fmt: skip
     final = phases.run("train_and_prune", lambda: fit_head(model, train_cache, val_cache, fit_config, accelerator=accelerator))
     phases.run("prune_again", lambda: prune_to_budget(model, fit_defaults.max_prototypes_per_class))
