@@ -4,6 +4,7 @@ The app is started with the README's command (`python spaces/app.py`, port from 
 subprocess. Skipped with a reason only when chromium or playwright is missing outside CI; with CI=true it must run.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,11 +46,10 @@ def _require_browser():
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python spaces/app.py` on a free port (GRADIO_SERVER_PORT); yields (url, model folder)."""
-    _require_browser()
-    model_dir = space_model_dir(tmp_path_factory)
+@contextlib.contextmanager
+def serve_space(model_dir: str, tmp_path_factory):
+    """`python spaces/app.py` serving `model_dir` on a free port (GRADIO_SERVER_PORT); yields its URL once it answers,
+    stops it afterwards (shared by the browser test modules)."""
     port = free_port()
     env = dict(
         os.environ,
@@ -77,7 +77,7 @@ def server(tmp_path_factory):
                 log.seek(0)
                 pytest.fail(f"`python spaces/app.py` did not serve {url}:\n{log.read()[-3000:]}")
             time.sleep(0.5)
-        yield url, model_dir
+        yield url
     finally:
         process.terminate()
         try:
@@ -85,6 +85,15 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python spaces/app.py` on a free port; yields (url, model folder)."""
+    _require_browser()
+    model_dir = space_model_dir(tmp_path_factory)
+    with serve_space(model_dir, tmp_path_factory) as url:
+        yield url, model_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,14 @@ math is typeset, the trap receives no request, and every name is shown literally
 
 import http.server
 import os
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from test_space import EXAMPLES_DIR, REPO_ROOT, build_tiny_space_model, free_port, reference_outputs
-from test_space_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser, _upload, _wait_for_explanation
+from test_space import EXAMPLES_DIR, build_tiny_space_model, free_port, reference_outputs
+from test_space_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser, _upload, _wait_for_explanation, serve_space
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,32 +61,8 @@ def hostile_server(trap, tmp_path_factory):
     _require_browser()
     labels = hostile_labels(trap)
     model_dir = build_tiny_space_model(str(tmp_path_factory.mktemp("hostile_model")), labels)
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), INFODISENT_MODEL=model_dir, HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio_tmp")))
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, os.path.join("spaces", "app.py")], cwd=REPO_ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"`python spaces/app.py` did not serve {url}:\n{log.read()[-3000:]}")
-                time.sleep(0.5)
+    with serve_space(model_dir, tmp_path_factory) as url:
         yield url, model_dir, labels
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def _no_markup_from_labels(page, trap: str) -> None:
