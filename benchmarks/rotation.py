@@ -22,8 +22,11 @@ from modeling_infodisent.configuration_infodisent import InfoDisentConfig
 from modeling_infodisent.modeling_infodisent import InfoDisentHead
 
 SHAPES = {"resnet50_2048x7x7": (2048, 7), "convnext_t_768x7x7": (768, 7), "vit_b16_768x14x14": (768, 14)}
-# "fixed_u" is the floor: U trained as a free matrix, never retracted.
+# "fixed_u" is the floor: U trained as a free matrix, never retracted. A "+bf16" suffix (e.g. "cayley+bf16") runs the
+# rotation GEMMs with bfloat16 inputs, as the training script does at D >= 512 on hardware with native bfloat16
+# (`training.fit.rotation_matmul_dtype`); its floor is "fixed_u+bf16".
 VARIANTS = ("fixed_u", "identity", "riemannian", "cayley", "matrix_exp")
+BF16 = "+bf16"
 
 
 def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 200, lr: float = 1e-2, seed: int = 0,
@@ -31,6 +34,7 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
     """A closure running one training step of the head (forward, loss, backward, AdamW step) on fixed features."""
     device = torch.device(device)
     torch.manual_seed(seed)
+    variant, bf16, _ = variant.partition(BF16)
     rotation = "riemannian" if variant == "fixed_u" else variant
     config = InfoDisentConfig(rotation=rotation, num_labels=num_labels)
     head = InfoDisentHead(config, dim).train()
@@ -42,6 +46,7 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
             head.rotation.generator.normal_(0.0, 0.02)
         head.classifier.weight_raw.normal_(0.0, 0.05)
     head.to(device)
+    head.rotation.matmul_dtype = torch.bfloat16 if bf16 else None
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
     if variant != "fixed_u":
         head.rotation.attach(optimizer)
@@ -82,12 +87,14 @@ def step_ratios(shapes=SHAPES, batches=(256, 64), variants=VARIANTS, repeats: in
                     times[v].append(time.perf_counter() - start)
                     if log:
                         log(f"{name} batch {batch} {v}: {times[v][-1]:.3f} s")
-            floor = times["fixed_u"]
+            def floor(v: str) -> list[float]:  # the fixed-U step with the same GEMM dtype
+                return times["fixed_u" + BF16] if v.endswith(BF16) and "fixed_u" + BF16 in times else times["fixed_u"]
+
             results[f"{name}_batch{batch}"] = {
                 v: {
                     "seconds": statistics.median(t),
                     "all_seconds": t,
-                    "ratio_to_fixed_u": statistics.median(a / b for a, b in zip(t, floor)),
+                    "ratio_to_fixed_u": statistics.median(a / b for a, b in zip(t, floor(v))),
                 }
                 for v, t in times.items()
             }
@@ -128,14 +135,16 @@ def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048
 
 README_MARKERS = ("<!-- rotation-table:start -->", "<!-- rotation-table:end -->")
 LABELS = {"riemannian": "`riemannian`", "cayley": "`cayley` (float64, default)", "matrix_exp": "`matrix_exp` (float64)",
-          "identity": "`identity` (U = I, no rotation)", "fixed_u": "fixed U (the floor)"}
+          "identity": "`identity` (U = I, no rotation)", "fixed_u": "fixed U (the floor)",
+          "cayley+bf16": "`cayley`, bfloat16 GEMMs (default at D ≥ 512 on AMX / CUDA)",
+          "fixed_u+bf16": "fixed U, bfloat16 GEMMs (its floor)"}
 
 
 def markdown_table(result: dict) -> str:
     """Step ratios per variant and shape / batch, orthogonality and memory, as a README table."""
     steps = result["steps"]
     columns = list(steps)
-    variants = [v for v in VARIANTS if any(v in steps[c] for c in columns)]
+    variants = [v for v in (*VARIANTS, "fixed_u" + BF16, "cayley" + BF16) if any(v in steps[c] for c in columns)]
     header = "| rotation | " + " | ".join(c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ")
                                           for c in columns)  # fmt: skip
     memory = result.get("step_memory_mb_D2048_batch64")
@@ -159,7 +168,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Head step per rotation parametrisation / fixed-U step.")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
     parser.add_argument("--batches", nargs="+", type=int, default=[256, 64])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["fixed_u", "identity", "riemannian", "cayley"])
+    parser.add_argument("--variants", nargs="+", choices=(*VARIANTS, *(v + BF16 for v in VARIANTS)),
+                        default=["fixed_u", "identity", "riemannian", "cayley"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--orthogonality", action="store_true", help="Also max |UᵀU - I| after 30 steps at lr 0.1.")

@@ -308,15 +308,21 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
 
     # Head step (batch of the training script's default) per rotation parametrisation, on synthetic features of the
     # cached shape; the floor is the fixed-U step.
+    # The training script's GEMM dtype for this D on this device (`rotation_matmul_dtype`): bfloat16 where native.
+    from training.fit import rotation_matmul_dtype
+
+    bf16 = rotation_matmul_dtype("auto", dim, torch.device(device)) == torch.bfloat16
+    variants = ("fixed_u", "identity", "cayley", "riemannian") + (("fixed_u+bf16", "cayley+bf16") if bf16 else ())
     steps = rotation.step_ratios(
-        shapes={name: (dim, grid[0])}, batches=(batch,), variants=("fixed_u", "identity", "cayley", "riemannian"),
+        shapes={name: (dim, grid[0])}, batches=(batch,), variants=variants,
         repeats=settings.step_repeats, device=device, warmup=settings.step_warmup,
     )[f"{name}_batch{batch}"]  # fmt: skip
     row_seconds = _cache_read_seconds_per_row(train_cache, batch)
     extraction_per_image = phases.records["extract"]["seconds"] / num_images
     eval_per_row = phases.records["evaluate"]["seconds"] / max(1, len(val_cache))
-    default = model.config.rotation  # the parametrisation the training script uses
-    projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u"]["seconds"],
+    suffix = "+bf16" if bf16 else ""
+    default = model.config.rotation + suffix  # the step the training script takes
+    projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u" + suffix]["seconds"],
                              row_seconds, extraction_per_image, eval_per_row)  # fmt: skip
     return {
         "feature_shape": list(feature_shape),
@@ -327,7 +333,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         "cache_dtype": settings.cache_dtype,
         "orthogonality_error": orthogonality,
         "eval_rows": eval_result["num_examples"],
-        "rotation": default,
+        "rotation": model.config.rotation,
+        "training_step": default,  # the head_step variant the training script runs here ("cayley+bf16" at D >= 512 on AMX)
         "head_step": steps,
         "head_step_over_fixed_u": steps[default]["ratio_to_fixed_u"],
         "riemannian_step_over_fixed_u": steps["riemannian"]["ratio_to_fixed_u"],
@@ -454,7 +461,7 @@ def markdown_table(results: dict) -> str:
         shape = "×".join(str(s) for s in r["feature_shape"])
         lines.append(
             f"| {name} ({shape}) | {r['backbone_seconds_per_image']:.3f} | {r['cache_gb_cub']:.2f} "
-            f"| {r['head_step']['cayley']['ratio_to_fixed_u']:.2f}× / {r['riemannian_step_over_fixed_u']:.2f}× "
+            f"| {r['head_step'][r['training_step']]['ratio_to_fixed_u']:.2f}× / {r['riemannian_step_over_fixed_u']:.2f}× "
             f"| {r['head_step_over_identity']:.2f}× | {r['cached_epoch_speedup']:.1f}× "
             f"| {r['explain_over_forward']:.2f}× | {minutes(p['head_training_s_eval_every_epoch'])} / "
             f"{minutes(p['head_training_s_eval_at_end'])} / {minutes(p['head_training_floor_s'])} | {minutes(p['total_s'])} |"

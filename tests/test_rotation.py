@@ -254,3 +254,69 @@ def test_gpu_check_without_gpu_is_a_clear_error():
     assert done.stderr.strip().splitlines()[-1] == (
         "error: no CUDA device visible to torch (run with --smoke to check the recipe on the CPU)"
     )
+
+
+# ------------------------------------------------------------------ bfloat16 rotation GEMMs while training (issue 12)
+@pytest.mark.parametrize("parametrization", ["cayley", "riemannian"])
+def test_bfloat16_matmul_only_in_train_mode_and_close_to_float32(parametrization):
+    """`matmul_dtype` rounds the GEMM inputs to bfloat16 in train mode only: J and dL/dU stay within bfloat16 rounding
+    of the float32 ones, eval mode is bit-identical to float32, and U is the same float64-built matrix either way."""
+    torch.manual_seed(0)
+    dim = 64
+    rotations = [InfoDisentRotation(dim, parametrization).train() for _ in range(2)]
+    with torch.no_grad():
+        if parametrization == "riemannian":
+            rotations[0].weight.copy_(random_rotation(dim, 0.3))
+        else:
+            rotations[0].generator.normal_(0.0, 0.1)
+    rotations[1].load_state_dict(rotations[0].state_dict())
+    rotations[1].matmul_dtype = torch.bfloat16
+    tokens, weights = torch.randn(8, 49, dim), torch.randn(8, 49, dim)
+    outputs, grads = [], []
+    for rotation in rotations:
+        out = rotation(tokens)
+        (out.tanh() * weights).sum().backward()
+        outputs.append(out.detach())
+        grads.append(next(p for p in rotation.parameters()).grad.clone())
+    assert outputs[1].dtype == torch.float32 and not torch.equal(outputs[0], outputs[1])  # bf16 was really used
+    assert (outputs[1] - outputs[0]).abs().max() <= 0.02 * outputs[0].abs().max()
+    cosine = torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0)
+    assert cosine > 0.999
+    for rotation in rotations:
+        rotation.eval()
+    assert torch.equal(rotations[0](tokens), rotations[1](tokens))  # eval: float32 whatever matmul_dtype says
+    assert orthogonality_error(rotations[1].matrix()) < 1e-6
+
+
+def test_rotation_matmul_dtype_auto_needs_native_bfloat16_and_a_wide_map(monkeypatch):
+    from training import fit
+
+    cpu = torch.device("cpu")
+    assert fit.rotation_matmul_dtype("float32", 4096, cpu) == torch.float32
+    assert fit.rotation_matmul_dtype("bfloat16", 8, cpu) == torch.bfloat16
+    monkeypatch.setattr(fit, "native_bf16_matmul", lambda device: True)
+    assert fit.rotation_matmul_dtype("auto", fit.BF16_MIN_FEATURES, cpu) == torch.bfloat16
+    assert fit.rotation_matmul_dtype("auto", fit.BF16_MIN_FEATURES - 1, cpu) == torch.float32
+    monkeypatch.setattr(fit, "native_bf16_matmul", lambda device: False)
+    assert fit.rotation_matmul_dtype("auto", 4096, cpu) == torch.float32
+    with pytest.raises(ValueError, match="rotation_matmul_dtype must be 'auto', 'float32' or 'bfloat16', got 'fp8'"):
+        fit.FitConfig(rotation_matmul_dtype="fp8").validate()
+
+
+def test_fit_head_with_bfloat16_rotation_trains_reports_and_leaves_a_float32_model():
+    from test_schedule import Features, tiny_model
+
+    from training.fit import FitConfig, fit_head
+
+    model = tiny_model()
+    config = FitConfig(train_batch_size=32, learning_rate=0.2, max_train_steps=60, eval_steps=20,
+                       max_prototypes_per_class=0, rotation_matmul_dtype="bfloat16", show_progress=False)  # fmt: skip
+    result = fit_head(model, Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
+    assert result["schedule"]["rotation_matmul_dtype"] == "bfloat16"
+    assert model.head.rotation.matmul_dtype is None and not model.head.training
+    assert result["accuracy"] >= 0.9  # the three classes are learnt (chance: 1/3; float32 reaches 0.9 here too)
+    assert orthogonality_error(model.rotation) < 1e-5
+    # The default ("auto") keeps a 32-channel map in float32: below BF16_MIN_FEATURES the GEMMs are not the cost.
+    default = fit_head(tiny_model(), Features(96, 0, shift=1.0), Features(30, 1, shift=1.0),
+                       FitConfig(train_batch_size=32, max_train_steps=5, max_prototypes_per_class=0, show_progress=False))
+    assert default["schedule"]["rotation_matmul_dtype"] == "float32"
