@@ -69,6 +69,7 @@ DEFAULT_COMBINATIONS = (
     "fm1437-10c/vit",
     "fm1437-10c/dinov2",
     "fm1437-10c/convnext",
+    "fm60000-10c/resnet",  # the whole Fashion-MNIST training set (last: the longest runs)
 )
 # Seconds per run on the shared 2-core CPU (load average ~6; calibrates the estimate printed before a suite starts):
 # accelerate's launch and imports, the script's fixed work (loading, gallery, saving), per training image (the

@@ -282,6 +282,14 @@ class InfoDisentBackbone(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _rotate_tokens(tokens: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """J = X Uᵀ for tokens X (B, N, D) as one (B·N, D) x (D, D) GEMM with inputs in `dtype`, J in the tokens' dtype.
+    The tokens are usually a transposed view of a (B, D, h, w) map: one copy makes them a contiguous `dtype` matrix
+    (casting the view as it is would keep its strides and send the product down a slow batched path)."""
+    x = tokens.to(dtype, memory_format=torch.contiguous_format).reshape(-1, tokens.shape[-1])
+    return torch.matmul(x, u.to(dtype).T).to(tokens.dtype).reshape(tokens.shape)
+
+
 class _RotateLieGradient(torch.autograd.Function):
     """J = X Uᵀ whose gradient for U is not dL/dU but the gradient of the loss with respect to the generator G of
     the next rotation step, U ← exp(G − Gᵀ) U at G = 0: dL/dG = dLᵀ J − Jᵀ dL (skew, D x D), computed from the
@@ -291,7 +299,7 @@ class _RotateLieGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tokens: torch.Tensor, weight: torch.Tensor, matmul_dtype: torch.dtype) -> torch.Tensor:
-        rotated = torch.matmul(tokens.to(matmul_dtype), weight.to(matmul_dtype).T).to(tokens.dtype)
+        rotated = _rotate_tokens(tokens, weight, matmul_dtype)
         ctx.save_for_backward(rotated, weight)
         ctx.tokens_need_grad = tokens.requires_grad
         ctx.matmul_dtype = matmul_dtype
@@ -399,7 +407,7 @@ class InfoDisentRotation(nn.Module):
             return tokens
         else:
             u = self.matrix()
-        return torch.matmul(tokens.to(dtype), u.to(dtype).T).to(tokens.dtype)
+        return _rotate_tokens(tokens, u, dtype)
 
     # -- the Riemannian optimiser step --------------------------------------------------------------------------
 
