@@ -504,8 +504,10 @@ class InfoDisentPooling(nn.Module):
         scale = hard.detach().clamp_min(1e-6).unsqueeze(1)
         logits = act / (scale * self.temperature)
         if self.noise:
-            uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
-            logits = logits - torch.log(-torch.log(uniform))
+            # Gumbel noise -log(-log U), computed in place in one buffer: at (B, N, D) = (256, 49, 2048) every
+            # temporary is 100 MB, and allocating (page-faulting) fresh ones costs as much as the arithmetic.
+            noise = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_()
+            logits = logits - noise
         return (torch.softmax(logits, dim=1) * act).sum(dim=1)
 
     def forward(self, rotated: torch.Tensor):
@@ -517,7 +519,7 @@ class InfoDisentPooling(nn.Module):
         if self.mode == "avg":
             pos, neg = F.relu(rotated).mean(dim=1), F.relu(-rotated).mean(dim=1)
         elif self.training:
-            pos, neg = self._relaxed(F.relu(rotated), pos), self._relaxed(F.relu(-rotated), neg)
+            pos, neg = self._relaxed(F.relu(rotated), pos), self._relaxed(torch.neg(rotated).relu_(), neg)
         return pos, neg, pos_index, neg_index
 
 
