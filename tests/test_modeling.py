@@ -168,6 +168,28 @@ def test_train_mode_relaxation_tends_to_the_max_as_temperature_falls():
     assert errors[0] > 10 * errors[-1]
 
 
+def test_gumbel_noise_of_a_row_does_not_depend_on_how_the_batch_is_split():
+    """With per-row `noise_seeds` (what the training script sets) a row's relaxed pooling is the same whether it is
+    pooled in the whole global batch (1 process) or in a rank's slice (N processes); without them, the global RNG."""
+    from modeling_infodisent.modeling_infodisent import InfoDisentPooling
+
+    pooling = InfoDisentPooling(InfoDisentConfig(gumbel_temperature=0.5)).train()
+    rotated, seeds = torch.randn(6, 9, 4), torch.arange(6) + 12345 * 2**20
+    pooling.noise_seeds = seeds
+    whole = pooling(rotated)[:2]
+    parts = []
+    for rows in (slice(0, 2), slice(2, 6)):
+        pooling.noise_seeds = seeds[rows]
+        parts.append(pooling(rotated[rows])[:2])
+    for pole in range(2):
+        assert torch.equal(whole[pole], torch.cat([part[pole] for part in parts]))
+    pooling.noise_seeds = seeds + 1  # other seeds, other noise
+    assert not torch.equal(pooling(rotated)[0], whole[0])
+    pooling.noise_seeds = seeds[:5]
+    with pytest.raises(ValueError, match="noise_seeds has 5 seeds for a batch of 6 rows"):
+        pooling(rotated)
+
+
 def test_relaxation_sends_gradient_to_several_positions():
     model = build("resnet", gumbel_noise=False, gumbel_temperature=1.0).train()
     features = model.extract_features(torch.randn(1, 3, 128, 128)).requires_grad_(True)  # a 4 x 4 grid

@@ -571,9 +571,12 @@ def fit_head(
         model.set_gumbel_temperature(
             gumbel_temperature(phase, phase_step, plan, config.gumbel_temperature_start, config.gumbel_temperature_end)
         )
-        # The Gumbel noise is drawn from the global RNG: seed it from (seed, step, rank) so that a resumed run draws
-        # the same noise as an uninterrupted one.
-        torch.manual_seed(config.seed * 1_000_003 + state["global_step"] * 101 + rank)
+        # The Gumbel noise of each row is seeded from (seed, step, the row's place in the global batch): the same
+        # noise on 1 or N processes (so they train the same model) and after a resume. The global RNG (anything
+        # else random in a step, e.g. augmentation in the featurizer) is seeded from (seed, step, rank).
+        step_seed = config.seed * 1_000_003 + state["global_step"] * 101
+        model.head.pooling.noise_seeds = (step_seed % 2**40) * 2**20 + torch.arange(lo, lo + len(batch["labels"]))
+        torch.manual_seed(step_seed + rank)
         features, teacher = featurizer(batch)
         out = head(features)
         loss = _loss(out.logits, batch["labels"], teacher, config) * loss_scale
@@ -626,6 +629,7 @@ def fit_head(
     progress.close()
     model.head.eval()
     model.head.rotation.matmul_dtype = None  # the trained model computes in float32 wherever it goes next
+    model.head.pooling.noise_seeds = None
     total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
     final = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
     schedule = {

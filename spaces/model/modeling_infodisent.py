@@ -498,15 +498,32 @@ class InfoDisentPooling(nn.Module):
         self.mode = config.pooling
         self.temperature = config.gumbel_temperature
         self.noise = config.gumbel_noise
+        # Per-row seeds of the Gumbel noise (int64, one per row of the next train-mode batch), or None: the global
+        # RNG. The training script sets them from (seed, step, the row's place in the global batch), so the noise a
+        # row gets does not depend on how the global batch is split over processes: 1 and N processes train the
+        # same model, and a resumed run draws the same noise as an uninterrupted one.
+        self.noise_seeds: torch.Tensor | None = None
 
-    def _relaxed(self, act: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+    def _uniform(self, like: torch.Tensor, pole: int) -> torch.Tensor:
+        if self.noise_seeds is None:
+            return torch.rand_like(like)
+        if len(self.noise_seeds) != like.shape[0]:
+            raise ValueError(f"noise_seeds has {len(self.noise_seeds)} seeds for a batch of {like.shape[0]} rows.")
+        uniform = torch.empty_like(like)
+        generator = torch.Generator(device=like.device)
+        for row, seed in enumerate(self.noise_seeds.tolist()):
+            generator.manual_seed(2 * seed + pole)
+            uniform[row].uniform_(generator=generator)
+        return uniform
+
+    def _relaxed(self, act: torch.Tensor, hard: torch.Tensor, pole: int) -> torch.Tensor:
         """Gumbel-softmax weighted mean of act (B, N, D) >= 0 over positions N; hard (B, D) is its max."""
         scale = hard.detach().clamp_min(1e-6).unsqueeze(1)
         logits = act / (scale * self.temperature)
         if self.noise:
             # Gumbel noise -log(-log U), computed in place in one buffer: at (B, N, D) = (256, 49, 2048) every
             # temporary is 100 MB, and allocating (page-faulting) fresh ones costs as much as the arithmetic.
-            noise = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_()
+            noise = self._uniform(logits, pole).clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_()
             logits = logits - noise
         return (torch.softmax(logits, dim=1) * act).sum(dim=1)
 
@@ -519,7 +536,7 @@ class InfoDisentPooling(nn.Module):
         if self.mode == "avg":
             pos, neg = F.relu(rotated).mean(dim=1), F.relu(-rotated).mean(dim=1)
         elif self.training:
-            pos, neg = self._relaxed(F.relu(rotated), pos), self._relaxed(torch.neg(rotated).relu_(), neg)
+            pos, neg = self._relaxed(F.relu(rotated), pos, 0), self._relaxed(torch.neg(rotated).relu_(), neg, 1)
         return pos, neg, pos_index, neg_index
 
 
