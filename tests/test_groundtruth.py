@@ -133,6 +133,29 @@ def test_no_original_head_for_other_labels_or_a_head_that_is_not_avgpool_linear(
         ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
     ).eval()
     assert InfoDisentForImageClassification.from_backbone(convnext, id2label=LABELS).config.original_head is False
+    assert InfoDisentForImageClassification.from_backbone(
+        convnext, id2label=LABELS, keep_original_head=True
+    ).config.original_head is False  # vouching for the labels does not make a LayerNorm head avg-pool + linear
+
+
+def test_original_head_with_generic_labels_only_when_the_caller_vouches_for_them():
+    """Generic LABEL_i names say nothing about which classes a head predicts: kept only with keep_original_head=True
+    (the training script passes it exactly when it measures agreement, e.g. --backbone_head_matches_labels)."""
+    from transformers import ResNetForImageClassification
+
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    torch.manual_seed(0)
+    generic = ResNetForImageClassification(tiny_resnet_config(num_labels=3)).eval()
+    assert generic.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert InfoDisentForImageClassification.from_backbone(generic, id2label=LABELS).config.original_head is False
+    vouched = InfoDisentForImageClassification.from_backbone(generic, id2label=LABELS, keep_original_head=True)
+    assert vouched.config.original_head is True
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(vouched(x).original_logits, generic(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+    named = _tiny_classifier()
+    assert InfoDisentForImageClassification.from_backbone(named, id2label=LABELS, keep_original_head=False).config.original_head is False
 
 
 def test_peak_evidence_map_puts_each_contribution_on_its_peak_cell():

@@ -260,6 +260,10 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
                                           "--backbone_head_matches_labels"])  # fmt: skip
     assert isinstance(told["agreement"], float) and isinstance(told["backbone_head_accuracy"], float)
     assert "agreement_missing_reason" not in told
+    # The saved model keeps the original classifier (and its Explanations say what it decides) exactly when the
+    # agreement was measured: one rule for both.
+    assert json.load(open(tmp_path / "out" / "config.json"))["original_head"] is False
+    assert json.load(open(tmp_path / "told" / "config.json"))["original_head"] is True
 
 
 # ---------------------------------------------------------------------------------------------- the Hub switch

@@ -362,7 +362,11 @@ def _run(args, command, backbone_config, image_processor):
             )
         logger.info("No agreement, backbone-head accuracy or distillation: %s.", head_missing_reason)
     torch.manual_seed(args.seed)  # the rotation and classifier initialisation
-    model = InfoDisentForImageClassification.from_backbone(backbone, id2label=id2label, rotation=args.rotation)
+    # One rule for "the backbone's head predicts our classes" (training.checks.head_label_match): the model keeps the
+    # original classifier exactly when agreement is measured.
+    model = InfoDisentForImageClassification.from_backbone(
+        backbone, id2label=id2label, rotation=args.rotation, keep_original_head=head_model is not None
+    )  # fmt: skip
     model.to(accelerator.device)
     if head_model is not None:
         head_model.to(accelerator.device)

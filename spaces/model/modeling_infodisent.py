@@ -873,6 +873,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         backbone: str | os.PathLike | PretrainedConfig | PreTrainedModel,
         id2label: dict[int, str] | None = None,
         label2id: dict[str, int] | None = None,
+        keep_original_head: bool | None = None,
         **config_kwargs,
     ) -> "InfoDisentForImageClassification":
         """A fresh InfoDisent model on top of a pretrained backbone.
@@ -881,6 +882,12 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             backbone: a Hub id or local folder of any Hugging Face vision model (a `...ForImageClassification`
                 checkpoint included: its head is dropped), a config (random backbone weights), or a model instance.
             id2label: the classes InfoDisent will predict. Defaults to the backbone's own head's labels when it has one.
+            keep_original_head: keep the backbone's own classifier (average pool + linear) inside the model, so that
+                every `Explanation` says what the original classifier decides. None: when its label names are
+                `id2label`'s (generic `LABEL_i` names say nothing about which classes they are: not kept); True: the
+                caller vouches that it predicts `id2label`'s classes in that order (the training script's
+                `--backbone_head_matches_labels`); False: never. Either way the head must have as many outputs and
+                reproduce the original model's logits from the average-pooled map.
             config_kwargs: InfoDisent hyper-parameters (see `InfoDisentConfig`).
 
         The backbone's pretrained weights are loaded bit-identically; the rotation and classifier are freshly
@@ -937,7 +944,10 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             if unexpected or any(not key.startswith("pooler.") for key in missing):
                 raise ValueError(f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}.")
         config.num_features = cls._measure_num_features(backbone_adapter, bconfig)
-        head = cls._original_head(head_model, backbone_adapter, bconfig, id2label, config.num_features)
+        head = None
+        if keep_original_head is not False:
+            head = cls._original_head(head_model, backbone_adapter, bconfig, id2label, config.num_features,
+                                      names_must_match=keep_original_head is None)  # fmt: skip
         config.original_head = head is not None
         model = cls(config, backbone=backbone_adapter)
         if head is not None:
@@ -948,15 +958,16 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         return model
 
     @staticmethod
-    def _original_head(head_model, backbone: InfoDisentBackbone, bconfig, id2label: dict, num_features: int):
+    def _original_head(head_model, backbone: InfoDisentBackbone, bconfig, id2label: dict, num_features: int,
+                       names_must_match: bool = True):
         """The backbone's own classifier as one `nn.Linear` on the average-pooled explained map, when there is one: it
-        predicts the same labels (same count; same names unless generic LABEL_i) and reproduces the original model's
-        logits on a random image (so heads with extra layers — a LayerNorm, a CLS token — are not taken). Else None."""
+        predicts as many classes, with the same names (case-insensitive) when `names_must_match`, and reproduces the
+        original model's logits on a random image (so heads with extra layers — a LayerNorm, a CLS token — are not
+        taken). Else None."""
         if head_model is None or getattr(head_model.config, "num_labels", None) != len(id2label):
             return None
         names = [str(head_model.config.id2label.get(i, "")) for i in range(len(id2label))]
-        generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
-        if not generic and [n.lower() for n in names] != [id2label[i].lower() for i in range(len(id2label))]:
+        if names_must_match and [n.lower() for n in names] != [id2label[i].lower() for i in range(len(id2label))]:
             return None
         linears = [m for m in head_model.modules() if isinstance(m, nn.Linear)]
         if not linears or linears[-1].in_features != num_features or linears[-1].out_features != len(id2label):
