@@ -74,6 +74,36 @@ def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --canvas must be >= 56, got 20"]
 
 
+@needs_fmnist
+def test_write_draws_the_test_split_from_its_own_seed(tmp_path):
+    import datasets
+
+    g = _gen()
+    g.write("part", str(tmp_path), train=4, test=3, seed=0, test_seed=2)
+    on_disk = {s: datasets.Dataset.from_parquet(str(tmp_path / f"{s}-00000.parquet")) for s in ("train", "test")}
+    image_bytes = lambda ds: [np.asarray(im).tobytes() for im in ds["image"]]  # noqa: E731
+    assert image_bytes(on_disk["train"]) == image_bytes(g.make_part_defined("train", 4, seed=0))
+    assert image_bytes(on_disk["test"]) == image_bytes(g.make_part_defined("test", 3, seed=2))
+    assert image_bytes(on_disk["test"]) != image_bytes(g.make_part_defined("test", 3, seed=0))
+    card = (tmp_path / "README.md").read_text()
+    assert "seed 0 (train), 2 (test)" in card and "--seed 0 --test_seed 2" in card
+
+
+def test_reported_figures_and_tuning_use_separate_test_seeds():
+    gt = _bench_module()
+    from benchmarks import groundtruth_failures
+
+    assert len({gt.TRAIN_SEED, gt.TUNING_SEED, gt.TEST_SEED}) == 3
+    quick, full = gt.settings(True), gt.settings(False)
+    assert quick["test_seed"] == full["test_seed"] == gt.TEST_SEED
+    assert gt.settings(True, test_seed=gt.TUNING_SEED)["test_seed"] == gt.TUNING_SEED
+    # Enough images to resolve a few points at ~95% pointing; the costly baselines on a prefix of them.
+    assert (quick["test_rows"], quick["costly_images"], quick["randomisation_images"]) == (1000, 300, 300)
+    assert full["test_rows"] >= quick["test_rows"] and full["costly_images"] <= full["test_rows"]
+    with pytest.raises(SystemExit, match="is the reported test split's seed"):
+        groundtruth_failures.analyse("part", 10, 5, test_seed=gt.TEST_SEED)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The model side: the original classifier inside the model, the peak evidence map, the rotation's initialisation
 # ------------------------------------------------------------------------------------------------------------
