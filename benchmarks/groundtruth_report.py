@@ -6,17 +6,25 @@ NAMES = {
     "infodisent_before/maps": "InfoDisent before: class heatmap (U ≈ I at init)",
     "infodisent_after/maps": "InfoDisent after: class heatmap (random U at init)",
     "infodisent_after/peaks": "InfoDisent after: peak evidence map",
-    "infodisent_before/top1_prototype": "InfoDisent before: top prototype's peak",
-    "infodisent_after/top1_prototype": "InfoDisent after: top prototype's peak",
-    "infodisent_before/top3_prototypes": "InfoDisent before: top-3 prototypes' peaks (share in box)",
-    "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' peaks (share in box)",
+    "infodisent_before/top1_prototype": "InfoDisent before: top prototype's location",
+    "infodisent_after/top1_prototype_cell": "InfoDisent after: top prototype's peak cell (readout before)",
+    "infodisent_after/top1_prototype": "InfoDisent after: top prototype's location (region centre)",
+    "infodisent_before/top3_prototypes": "InfoDisent before: top-3 prototypes' locations (share in box)",
+    "infodisent_after/top3_prototypes_cell": "InfoDisent after: top-3 prototypes' peak cells (share in box)",
+    "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' locations (share in box)",
+    "infodisent_after/peaks_region": "InfoDisent after: peak evidence map, region centre",
     "grad_cam_infodisent": "Grad-CAM on the InfoDisent model",
     "grad_cam_original": "Grad-CAM, original classifier",
+    "grad_cam_original_region": "Grad-CAM, original classifier, region centre",
     "score_cam_original": "ScoreCAM, original classifier",
     "ablation_cam_original": "AblationCAM, original classifier",
     "centre_prior": "centre Gaussian (ignores the image)",
     "brightness": "image brightness",
     "random": "random map",
+}
+LOCATOR_NOTE = {
+    "region": "the weighted centre of its upsampled map's 95th-percentile region (`metrics.region_centre`)",
+    "cell": "the centre of its peak cell",
 }
 HEADLINE = ("infodisent_after/top1_prototype", "infodisent_after/peaks")
 
@@ -36,7 +44,10 @@ def _variant(name: str, r: dict) -> list[str]:
         f"InfoDisent before / after: {100 * m['before']['accuracy']:.1f}% / {100 * m['after']['accuracy']:.1f}% top-1, "
         f"agreement with the black box {100 * (m['before']['agreement'] or 0):.1f}% / "
         f"{100 * (m['after']['agreement'] or 0):.1f}%; maps of the true class; pointing tolerance "
-        f"{st['pointing_tolerance_px']} px)",
+        f"{st['pointing_tolerance_px']} px; a prototype's location: "
+        f"{LOCATOR_NOTE.get(st.get('prototype_locator', 'cell'), st.get('prototype_locator'))}; ScoreCAM / AblationCAM "
+        f"on the first {min(st.get('costly_images', st['test_images']), st['test_images'])} images, compared on those; "
+        f"generator seed of the test split {st.get('test_seed', 0)})",
         "",
         "| explanation | pointing game | energy in box | pointing: Δ vs centre prior [95% CI] | "
         "pointing: Δ vs Grad-CAM on the original [95% CI] |",
@@ -56,12 +67,14 @@ def _variant(name: str, r: dict) -> list[str]:
         )
     lines += ["", "Paired bootstrap (95%) of the headline explanations against every baseline (Δ = ours − theirs; ✅ "
               "ours better, ❌ ours worse, neither: not resolved):", "",
-              "| baseline | top prototype's peak: pointing Δ | peak evidence map: pointing Δ | peak evidence map: energy Δ |",
-              "|---|---|---|---|"]  # fmt: skip
-    for b in ("centre_prior", "brightness", "random", "grad_cam_original", "score_cam_original", "ablation_cam_original",
-              "grad_cam_infodisent"):  # fmt: skip
+              "| baseline | top prototype's location: pointing Δ | its peak cell (readout before): pointing Δ | "
+              "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for b in ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
+              "score_cam_original", "ablation_cam_original", "grad_cam_infodisent"):  # fmt: skip
         lines.append(
             f"| {NAMES[b]} | {_ci(comps.get(f'{HEADLINE[0]} vs {b}/pointing'))} | "
+            f"{_ci(comps.get(f'{HEADLINE[0]}_cell vs {b}/pointing'))} | "
             f"{_ci(comps.get(f'{HEADLINE[1]} vs {b}/pointing'))} | {_ci(comps.get(f'{HEADLINE[1]} vs {b}/energy'))} |"
         )
     lines += ["", "| InfoDisent | correctness: top-3 prototypes' contribution lost when the generator removes "

@@ -23,6 +23,11 @@ Against a known answer (the ground-truth benchmark, `benchmarks/groundtruth.py`)
 
 * **Pointing game** (Zhang et al. 2016) — a hit when the point an explanation names (a heatmap's maximum, a
   prototype's peak cell centre) lies inside the ground-truth box; `pointing_game`, `heatmap_peaks`.
+* **Sub-cell peak** — where a (h, w) feature-grid map peaks, refined below the grid's resolution by a parabola
+  through the peak and its two neighbours along each axis (the standard sub-pixel peak estimate); `subcell_peak`.
+* **Region centre** — where a map says its evidence is, read the way ProtoPNet (Chen et al. 2019) and the InfoDisent
+  paper show a prototype: the region of the input-resolution map above its 95th percentile (the connected part that
+  holds the maximum), and that region's activation-weighted centre; `region_centre`.
 * **Energy in box** (Score-CAM's "energy-based pointing game") — the share of a map's positive mass that lies inside
   the ground-truth region; `energy_in_region`.
 * **Paired bootstrap CI** — the mean per-image difference of two methods on the same images, with a percentile
@@ -52,8 +57,10 @@ __all__ = [
     "mean_pairwise_rv",
     "paired_bootstrap",
     "pointing_game",
+    "region_centre",
     "road_scores",
     "rv_coefficient",
+    "subcell_peak",
 ]
 
 # Relative slack when comparing a cumulative sum of contributions with `fraction * total`: without it, 9 equal
@@ -443,6 +450,58 @@ def heatmap_peaks(heatmaps) -> np.ndarray:
         raise ValueError(f"`heatmaps` must be (N, H, W), got shape {heat.shape}.")
     flat = heat.reshape(len(heat), -1).argmax(axis=1)
     return np.stack((flat % heat.shape[2], flat // heat.shape[2]), axis=1)
+
+
+def subcell_peak(activation_map, location: tuple[int, int] | None = None) -> tuple[float, float]:
+    """(row, col) of a (h, w) map's peak in grid units (cell (r, c)'s centre is (r, c); in pixels of an (H, W) input
+    that is ``x = (col + 0.5) W / w``, ``y = (row + 0.5) H / h``), refined along each axis by the vertex of the parabola through the peak cell and its two neighbours:
+    ``offset = (left - right) / (2 (left - 2 peak + right))``, clipped to half a cell. A peak on the map's border, or a
+    neighbourhood that is not strictly concave along an axis (a plateau), keeps that axis at the cell's centre.
+
+    `location` is the peak cell (default: the map's first maximum in row-major order, as max pooling reports it)."""
+    m = _as_numpy(activation_map, "activation_map")
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"`activation_map` must be a non-empty (h, w) map, got shape {m.shape}.")
+    r, c = np.unravel_index(int(np.argmax(m)), m.shape) if location is None else (int(location[0]), int(location[1]))
+    if not (0 <= r < m.shape[0] and 0 <= c < m.shape[1]):
+        raise ValueError(f"`location` {location} lies outside the {m.shape} map.")
+
+    def offset(before: float, peak: float, after: float) -> float:
+        curvature = before - 2.0 * peak + after
+        if curvature >= 0:  # flat or not a maximum along this axis: no evidence for a shift
+            return 0.0
+        return float(np.clip((before - after) / (2.0 * curvature), -0.5, 0.5))
+
+    dy = offset(m[r - 1, c], m[r, c], m[r + 1, c]) if 0 < r < m.shape[0] - 1 else 0.0
+    dx = offset(m[r, c - 1], m[r, c], m[r, c + 1]) if 0 < c < m.shape[1] - 1 else 0.0
+    return float(r + dy), float(c + dx)
+
+
+def region_centre(heatmaps, quantile: float = 0.95) -> np.ndarray:
+    """(N, H, W) maps -> (N, 2) points ``(x, y)`` (pixels, continuous: pixel (i, j) spans [j, j + 1) × [i, i + 1)).
+
+    The point is the weighted centre of the map's high region: the pixels at or above the map's `quantile` (ProtoPNet's
+    and the InfoDisent paper's 95th-percentile region of an upsampled activation map), restricted to the 4-connected
+    part that holds the map's maximum (a second blob elsewhere does not pull the point between the two), each pixel
+    weighted by how far it rises above the threshold. A map without such a rise (constant) gives that part's plain
+    centre. Unlike the maximum of a map upsampled from a coarse grid, which always lies on a cell's centre, this point
+    moves with the shape of the map between the cells."""
+    from scipy import ndimage
+
+    heat = _as_numpy(heatmaps, "heatmaps")
+    if heat.ndim != 3:
+        raise ValueError(f"`heatmaps` must be (N, H, W), got shape {heat.shape}.")
+    if not 0.0 <= float(quantile) < 1.0:
+        raise ValueError(f"`quantile` must be in [0, 1), got {quantile}.")
+    out = np.zeros((len(heat), 2))
+    for i, m in enumerate(heat):
+        threshold = np.quantile(m, quantile)
+        parts, _ = ndimage.label(m >= threshold)
+        ys, xs = np.nonzero(parts == parts[np.unravel_index(int(np.argmax(m)), m.shape)])
+        w = m[ys, xs] - threshold
+        w = w if w.sum() > 0 else np.ones_like(w)
+        out[i] = ((xs * w).sum() / w.sum() + 0.5, (ys * w).sum() / w.sum() + 0.5)
+    return out
 
 
 def pointing_game(points, boxes) -> np.ndarray:

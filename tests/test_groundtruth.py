@@ -74,6 +74,36 @@ def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --canvas must be >= 56, got 20"]
 
 
+@needs_fmnist
+def test_write_draws_the_test_split_from_its_own_seed(tmp_path):
+    import datasets
+
+    g = _gen()
+    g.write("part", str(tmp_path), train=4, test=3, seed=0, test_seed=2)
+    on_disk = {s: datasets.Dataset.from_parquet(str(tmp_path / f"{s}-00000.parquet")) for s in ("train", "test")}
+    image_bytes = lambda ds: [np.asarray(im).tobytes() for im in ds["image"]]  # noqa: E731
+    assert image_bytes(on_disk["train"]) == image_bytes(g.make_part_defined("train", 4, seed=0))
+    assert image_bytes(on_disk["test"]) == image_bytes(g.make_part_defined("test", 3, seed=2))
+    assert image_bytes(on_disk["test"]) != image_bytes(g.make_part_defined("test", 3, seed=0))
+    card = (tmp_path / "README.md").read_text()
+    assert "seed 0 (train), 2 (test)" in card and "--seed 0 --test_seed 2" in card
+
+
+def test_reported_figures_and_tuning_use_separate_test_seeds():
+    gt = _bench_module()
+    from benchmarks import groundtruth_failures
+
+    assert len({gt.TRAIN_SEED, gt.TUNING_SEED, gt.TEST_SEED}) == 3
+    quick, full = gt.settings(True), gt.settings(False)
+    assert quick["test_seed"] == full["test_seed"] == gt.TEST_SEED
+    assert gt.settings(True, test_seed=gt.TUNING_SEED)["test_seed"] == gt.TUNING_SEED
+    # Enough images to resolve a few points at ~95% pointing; the costly baselines on a prefix of them.
+    assert (quick["test_rows"], quick["costly_images"], quick["randomisation_images"]) == (1000, 200, 300)
+    assert full["test_rows"] >= quick["test_rows"] and full["costly_images"] <= full["test_rows"]
+    with pytest.raises(SystemExit, match="is the reported test split's seed"):
+        groundtruth_failures.analyse("part", 10, 5, test_seed=gt.TEST_SEED)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The model side: the original classifier inside the model, the peak evidence map, the rotation's initialisation
 # ------------------------------------------------------------------------------------------------------------
@@ -206,6 +236,58 @@ def test_uniform_peak_reference_and_centre_prior():
     np.testing.assert_allclose(gt.cells_inside([[0, 0, 7, 7], [0, 0, 84, 84]], (11, 11), 84), [1 / 121, 1.0])
     centre = gt.centre_gaussian(2, 84)
     assert centre.shape == (2, 84, 84) and np.unravel_index(centre[0].argmax(), (84, 84)) in {(41, 41), (41, 42), (42, 41), (42, 42)}
+
+
+def test_prototype_points_cell_centre_and_region_centre():
+    from types import SimpleNamespace
+
+    from modeling_infodisent.modeling_infodisent import Prototype
+
+    gt = _bench_module()
+    low = np.zeros((11, 11), np.float32)
+    low[4, 7], low[4, 8] = 1.0, 0.8  # peak cell (4, 7) with a strong neighbour to its right
+
+    def proto(contribution, location, activation_map):
+        return Prototype(channel=0, sign=1, activation=1.0, weight=contribution, contribution=contribution,
+                         location=location, activation_map=activation_map, image_size=(84, 84))  # fmt: skip
+
+    other = np.zeros((11, 11), np.float32)
+    other[1, 1] = 1.0
+    e = SimpleNamespace(feature_grid=(11, 11), image_size=(84, 84), positive=[proto(2.0, (4, 7), low), proto(1.0, (1, 1), other)])
+    cell = gt.proto_points([e], 3, "cell")
+    np.testing.assert_allclose(cell[0, :2], [[7.5 * 84 / 11, 4.5 * 84 / 11], [1.5 * 84 / 11, 1.5 * 84 / 11]])
+    assert np.isnan(cell[0, 2]).all()  # fewer than k positive prototypes
+    region = gt.proto_points([e], 1)  # the default readout
+    assert gt.DEFAULT_LOCATOR == "region" and 7.5 * 84 / 11 + 1.5 < region[0, 0, 0] < 8.5 * 84 / 11
+    # Completeness with either readout: a box around the region centre (not the peak cell's centre) holds 2/3.
+    box = [[int(region[0, 0, 0]) - 1, 30, int(region[0, 0, 0]) + 3, 40]]
+    np.testing.assert_allclose(gt.peak_share_inside([e], box), [2 / 3])
+    np.testing.assert_allclose(gt.peak_share_inside([e], box, "cell"), [0.0])
+    with pytest.raises(ValueError, match="locator must be one of"):
+        gt.proto_points([e], 1, "centre")
+
+
+def test_costly_baselines_on_a_prefix_are_compared_on_that_prefix_and_grid_readout_of_upsampled_maps():
+    gt = _bench_module()
+    boxes = np.array([[0, 0, 10, 10]] * 4)
+    hit_map, miss_map = np.zeros((84, 84)), np.zeros((84, 84))
+    hit_map[5, 5], miss_map[50, 50] = 1.0, 1.0
+    maps = {"full": np.stack([hit_map, hit_map, miss_map, miss_map]), "prefix": np.stack([miss_map, hit_map])}
+    loc = gt._localisation(maps, {}, boxes, 84, tol=0)
+    assert loc["full"]["pointing"].tolist() == [1, 1, 0, 0] and loc["prefix"]["pointing"].tolist() == [0, 1]
+    pair = gt._paired(loc["full"]["pointing"], loc["prefix"]["pointing"], seed=0)
+    assert (pair["n"], pair["mean_a"], pair["mean_b"], pair["difference"]) == (2, 1.0, 0.5, 0.5)
+    # Grad-CAM-style maps (upsampled from the 11×11 grid) read back at the cell centres with the sub-cell fit.
+    import torch
+    import torch.nn.functional as F
+
+    rows, cols = np.mgrid[:11, :11]
+    low = (10 - (rows - 4.3) ** 2 - 2 * (cols - 6.8) ** 2).astype(np.float32)
+    up = F.interpolate(torch.from_numpy(low)[None, None], size=(88, 88), mode="bilinear", align_corners=False)[0, 0]
+    # The map is sampled at the pixel holding each cell centre (half a pixel = 1/16 cell off it here), so the
+    # recovered peak is within a tenth of a cell of the truth (the cell argmax is 0.2-0.3 cell off).
+    np.testing.assert_allclose(gt.grid_subcell_points(up.numpy()[None], (11, 11), pixels=False), [[6.8, 4.3]], atol=0.1)
+    np.testing.assert_allclose(gt.grid_subcell_points(up.numpy()[None], (11, 11)), [[7.3 * 8, 4.8 * 8]], atol=0.8)
 
 
 def test_reinit_head_draws_a_fresh_head_and_can_restore_the_old_initialisation():

@@ -319,6 +319,8 @@ from modeling_infodisent.metrics import (  # noqa: E402
     map_spearman,
     paired_bootstrap,
     pointing_game,
+    region_centre,
+    subcell_peak,
 )
 
 
@@ -386,3 +388,57 @@ def test_map_spearman_is_rank_based_and_nan_for_flat_maps():
     np.testing.assert_allclose(map_spearman(m, -m), -1.0)
     rho = map_spearman(np.concatenate([m[:1], np.ones((1, 6, 6))]), np.concatenate([m[:1], m[1:2]]))
     assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1])
+
+
+def test_subcell_peak_recovers_the_vertex_of_a_sampled_parabola_and_keeps_borders_and_plateaus_at_the_centre():
+    # A separable concave quadratic sampled on an 11×11 grid, true maximum at (row 4.3, col 6.8): the parabola through
+    # three samples is the function itself, so the estimate is exact (and the cell argmax says (4, 7)).
+    rows, cols = np.mgrid[:11, :11]
+    m = 10 - (rows - 4.3) ** 2 - 2 * (cols - 6.8) ** 2
+    assert np.unravel_index(m.argmax(), m.shape) == (4, 7)
+    assert subcell_peak(m) == pytest.approx((4.3, 6.8), abs=1e-9)
+    # A peak between two equal cells lies on their boundary: half a cell from either.
+    flat_pair = np.zeros((5, 5))
+    flat_pair[2, 1] = flat_pair[2, 2] = 1.0
+    assert subcell_peak(flat_pair) == pytest.approx((2.0, 1.5))
+    assert subcell_peak(flat_pair, location=(2, 2)) == pytest.approx((2.0, 1.5))
+    # On the border there is no neighbour on one side: that axis stays at the cell's centre; a plateau also does.
+    edge = np.zeros((5, 5))
+    edge[0, 3], edge[1, 3], edge[0, 4] = 1.0, 0.5, 0.9
+    assert subcell_peak(edge) == pytest.approx((0.0, 3.0 + (0.0 - 0.9) / (2 * (0.0 - 2 + 0.9))))
+    assert subcell_peak(np.ones((3, 3))) == (0.0, 0.0) and subcell_peak(np.ones((3, 3)), (1, 1)) == (1.0, 1.0)
+    # The offset never leaves the peak cell (a neighbour larger than the "peak" is clipped to half a cell).
+    assert subcell_peak(np.array([[0.0, 1.0, 3.0]]), location=(0, 1)) == (0.0, 1.0)  # not concave: no shift
+    assert subcell_peak(np.array([[0.0, 2.0, 1.9]]), location=(0, 1))[1] == pytest.approx(1.0 + 1.9 / 4.2)
+    with pytest.raises(ValueError, match="outside the"):
+        subcell_peak(np.zeros((3, 3)), location=(3, 0))
+    with pytest.raises(ValueError, match="non-empty"):
+        subcell_peak(np.zeros(4))
+
+
+def test_region_centre_is_the_weighted_centre_of_the_top_region_around_the_maximum():
+    yy, xx = np.mgrid[:84, :84] + 0.5  # pixel centres
+    blob = lambda x, y, s, a: a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s**2))  # noqa: E731
+    # One symmetric blob: its centre, to well under a pixel (the maximum of the map names only a pixel).
+    one = blob(30.3, 52.8, 4.0, 1.0)
+    np.testing.assert_allclose(region_centre(one[None]), [[30.3, 52.8]], atol=0.05)
+    # Two blobs above the 95th percentile: the point stays in the one holding the maximum, not between them.
+    two = blob(20.0, 20.0, 3.0, 1.0) + blob(60.0, 60.0, 3.0, 0.9)
+    np.testing.assert_allclose(region_centre(two[None]), [[20.0, 20.0]], atol=0.05)
+    # A flat map has no rise above its threshold: the plain centre of the (whole) region.
+    np.testing.assert_allclose(region_centre(np.ones((1, 10, 6))), [[3.0, 5.0]])
+    # A map upsampled from an 11×11 grid whose peak cell has a strong right neighbour: the point moves from the peak
+    # cell's centre towards the neighbour (the maximum of the upsampled map stays on the cell centre).
+    low = np.zeros((11, 11), np.float32)
+    low[4, 7], low[4, 8] = 1.0, 0.8
+    import torch.nn.functional as F
+
+    up = F.interpolate(torch.from_numpy(low)[None, None], size=(84, 84), mode="bilinear", align_corners=False)[0, 0]
+    cell_x = (7 + 0.5) * 84 / 11
+    assert heatmap_peaks(up.numpy()[None])[0, 0] + 0.5 == pytest.approx(cell_x, abs=0.5)
+    x, y = region_centre(up.numpy()[None])[0]
+    assert cell_x + 1.5 < x < (8 + 0.5) * 84 / 11 and y == pytest.approx((4 + 0.5) * 84 / 11, abs=0.5)
+    with pytest.raises(ValueError, match="quantile"):
+        region_centre(one[None], quantile=1.0)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        region_centre(one)
