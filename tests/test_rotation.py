@@ -173,9 +173,15 @@ def test_exact_logit_decomposition_after_riemannian_training():
         assert abs(explanation.logit - float(logits[i, explanation.target])) < 1e-5
 
 
-def test_old_generator_checkpoint_still_loads():
-    """spaces/model was saved with rotation="matrix_exp" (a `generator`): it loads as saved, U = exp(G - Gᵀ)."""
-    folder = os.path.join(REPO_ROOT, "spaces", "model")
+def test_old_generator_checkpoint_still_loads(tmp_path):
+    """A checkpoint of the earlier default (rotation="matrix_exp": a `generator` in the safetensors, as the first
+    releases of the demo model) loads as saved: U = exp(G - Gᵀ), whatever the current default."""
+    torch.manual_seed(0)
+    old = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="matrix_exp")
+    with torch.no_grad():
+        old.head.rotation.generator.normal_(0.0, 0.1)
+    old.save_pretrained(tmp_path)
+    folder = str(tmp_path)
     generator = load_file(os.path.join(folder, "model.safetensors"))["head.rotation.generator"]
     model = InfoDisentForImageClassification.from_pretrained(folder).eval()
     assert model.config.rotation == "matrix_exp" and model.head.rotation.weight is None
