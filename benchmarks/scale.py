@@ -451,16 +451,17 @@ def markdown_table(results: dict) -> str:
         return f"{seconds / 60:.1f}" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
     lines = [
-        "| backbone (map) | extract s/img | cache (CUB, GB) | head step / fixed-U step (`cayley` / `riemannian`) "
-        "| `cayley` step / U = I step | cached epoch speed-up "
+        "| backbone (map) | training step | extract s/img | cache (CUB, GB) "
+        "| head step / fixed-U step with the same GEMM dtype (training step / `riemannian`) "
+        "| training step / U = I step | cached epoch speed-up "
         "| explain / forward | CUB head training, min (eval as scheduled / at end / fixed-U floor) | CUB total, min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["backbones"].items():
         p = r["projection_cub"]
         shape = "×".join(str(s) for s in r["feature_shape"])
         lines.append(
-            f"| {name} ({shape}) | {r['backbone_seconds_per_image']:.3f} | {r['cache_gb_cub']:.2f} "
+            f"| {name} ({shape}) | `{r['training_step']}` | {r['backbone_seconds_per_image']:.3f} | {r['cache_gb_cub']:.2f} "
             f"| {r['head_step'][r['training_step']]['ratio_to_fixed_u']:.2f}× / {r['riemannian_step_over_fixed_u']:.2f}× "
             f"| {r['head_step_over_identity']:.2f}× | {r['cached_epoch_speedup']:.1f}× "
             f"| {r['explain_over_forward']:.2f}× | {minutes(p['head_training_s_eval_every_epoch'])} / "
