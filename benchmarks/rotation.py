@@ -33,6 +33,10 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
               device: torch.device | str = "cpu"):
     """A closure running one training step of the head (forward, loss, backward, AdamW step) on fixed features."""
     device = torch.device(device)
+    if device.type == "cpu":  # as training/fit.py does before training on the CPU
+        from training.fit import keep_freed_memory_for_reuse
+
+        keep_freed_memory_for_reuse()
     torch.manual_seed(seed)
     variant, bf16, _ = variant.partition(BF16)
     rotation = "riemannian" if variant == "fixed_u" else variant

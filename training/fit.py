@@ -16,6 +16,7 @@ head is called as ``model.head(feature_map)``: the same module the model uses on
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -173,6 +174,19 @@ def native_bf16_matmul(device: torch.device) -> bool:
         cpu = getattr(torch, "cpu", None)
         return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
     return False
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Let glibc keep freed blocks up to 1 GiB in the heap instead of returning them to the system (M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD). A CPU head step at D = 2048 allocates and frees ~20 temporaries of ~100 MB; by default each one
+    is a fresh mmap whose pages are faulted in and zeroed again every step (measured: 2.1 s a step with this, ~2.8 s
+    without, `cayley` at batch 256). The working set of a step is the same every step, so nothing grows. No-op off
+    glibc (and for CUDA memory, which torch's caching allocator already reuses)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 30))  # M_MMAP_ / M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def rotation_matmul_dtype(choice: str, num_features: int, device: torch.device) -> torch.dtype:
@@ -396,6 +410,8 @@ def fit_head(
     # rows makes the gradient exactly the global batch's mean, even when G is not a multiple of the process count.
     loss_scale = (hi - lo) * world / global_batch
 
+    if accelerator.device.type == "cpu":
+        keep_freed_memory_for_reuse()
     model.head.train()
     matmul_dtype = rotation_matmul_dtype(config.rotation_matmul_dtype, model.head.rotation.dim, accelerator.device)
     model.head.rotation.matmul_dtype = matmul_dtype
