@@ -308,10 +308,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
 
     # Head step (batch of the training script's default) per rotation parametrisation, on synthetic features of the
     # cached shape; the floor is the fixed-U step.
-    # The training script's GEMM dtype for this D on this device (`rotation_matmul_dtype`): bfloat16 where native.
-    from training.fit import rotation_matmul_dtype
-
-    bf16 = rotation_matmul_dtype("auto", dim, torch.device(device)) == torch.bfloat16
+    # The GEMM dtype the training run above actually used (fit_head reports it: bfloat16 at D >= 512 where native).
+    bf16 = final["schedule"]["rotation_matmul_dtype"] == "bfloat16"
     variants = ("fixed_u", "identity", "cayley", "riemannian") + (("fixed_u+bf16", "cayley+bf16") if bf16 else ())
     steps = rotation.step_ratios(
         shapes={name: (dim, grid[0])}, batches=(batch,), variants=variants,
