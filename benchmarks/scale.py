@@ -14,7 +14,7 @@ Random weights are fine: every cost here depends on shapes, not on what the weig
 reported). The images are generated deterministically (coloured shapes on textured backgrounds, numpy RNG per
 index), nothing is downloaded. `--smoke` runs the same code on tiny configs at 64 px in well under a minute (the
 tests run it); `--device cuda` (benchmarks/gpu_check.sh) runs the backbone in bf16 mixed precision through
-accelerate and keeps the head in float32 (the retraction of U needs float32 to stay orthogonal to 1e-6).
+accelerate and keeps the head in float32 (U itself is built in float64 by the Cayley map, as on the CPU).
 """
 
 from __future__ import annotations
@@ -398,7 +398,9 @@ def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, 
 
 # ----------------------------------------------------------------------------------------------------- driver
 def run(smoke: bool = False, device: str = "cpu", backbones: list[str] | None = None, threads: int | None = None,
-        settings: Settings | None = None, mixed_precision: str | None = None) -> dict:
+        settings: Settings | None = None, mixed_precision: str | None = None, partial_output: str | None = None) -> dict:
+    """All backbones, one after another. With `partial_output`, the results so far are written there after each
+    backbone (`"complete": false` until the last), so a run stopped at a time limit still leaves its figures."""
     import datasets
     import transformers
 
@@ -431,6 +433,9 @@ def run(smoke: bool = False, device: str = "cpu", backbones: list[str] | None = 
             results["backbones"][name] = run_backbone(name, configs[name], data, settings, workdir, fit_defaults)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if partial_output:
+            _write_json(partial_output, {**results, "complete": False, "seconds_so_far": round(time.perf_counter() - start, 1)})
+    results["complete"] = True
     results["run_seconds"] = round(time.perf_counter() - start, 1)
     results["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return results
@@ -471,15 +476,19 @@ def markdown_table(results: dict) -> str:
 def main(smoke: bool = False, device: str = "cpu", output: str | None = None, threads: int | None = None,
          backbones: list[str] | None = None, mixed_precision: str | None = None, settings: Settings | None = None) -> dict:
     results = run(smoke=smoke, device=device, backbones=backbones, threads=threads, mixed_precision=mixed_precision,
-                  settings=settings)
+                  settings=settings, partial_output=output)
     table = markdown_table(results)
     results["table"] = table
     if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+        _write_json(output, results)
     print(table)
     return results
+
+
+def _write_json(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1, default=str)
 
 
 README_MARKERS = ("<!-- scale-table:start -->", "<!-- scale-table:end -->")
