@@ -84,6 +84,30 @@ def test_orthogonal_after_many_large_adam_steps(lr):
     assert min(losses) < 0.5 * losses[0]
 
 
+def test_cayley_map_and_its_gradient_are_those_of_the_linear_solve():
+    """The "cayley" U is (I - A)^-1 (I + A) of A = G - Gᵀ and its hand-written backward (from M^-1 = (U + I) / 2, no
+    float64 work) is the derivative of that map: checked against finite differences in float64 and against autograd
+    through `torch.linalg.solve` in float32."""
+    from modeling_infodisent.modeling_infodisent import _CayleyMap
+
+    torch.manual_seed(0)
+    generator = (0.5 * torch.randn(10, 10, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda g: _CayleyMap.apply(g, torch.float64), (generator,))
+
+    rotation = InfoDisentRotation(48, "cayley").train()
+    with torch.no_grad():
+        rotation.generator.normal_(0.0, 0.3)
+    weights = torch.randn(48, 48)
+    (rotation.matrix() * weights).sum().backward()
+    generator = rotation.generator.detach().clone().requires_grad_()
+    skew, eye = (generator - generator.T).double(), torch.eye(48, dtype=torch.float64)
+    reference = torch.linalg.solve(eye - skew, eye + skew).float()
+    (reference * weights).sum().backward()
+    assert torch.allclose(rotation.matrix().detach(), reference.detach(), atol=1e-6)
+    assert torch.allclose(rotation.generator.grad, generator.grad, atol=1e-5, rtol=1e-5)
+    assert orthogonality_error(rotation.matrix()) < 1e-6
+
+
 @pytest.mark.parametrize("scale", [0.0005, 0.01, 0.05])
 def test_rotation_step_is_the_polar_factor(scale):
     """Small, medium and large steps (the three starts of `rotation_step`): the result is the nearest orthogonal

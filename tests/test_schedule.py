@@ -202,6 +202,33 @@ def test_a_run_that_does_not_recover_says_so(caplog):
     assert [r.levelname for r in caplog.records if "NOT recovered" in r.getMessage()] == ["WARNING"]
 
 
+def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
+    """Validation accuracy level over all fine-tuning rounds (and short of recovery): the head keeps the last round's
+    state, not the first (a tie in fine-tuning means the same accuracy after more training with the mask fixed)."""
+    from training import fit
+
+    seen = []
+
+    def level_evaluate(model, data, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in model.head.state_dict().items()})
+        in_main = len(seen) <= 2  # steps 10 and 20 of the main phase
+        return {"accuracy": 0.9 if in_main else 0.5, "explanation_size_median": 1.0}
+
+    monkeypatch.setattr(fit, "evaluate", level_evaluate)
+    config = FitConfig(
+        train_batch_size=32, max_train_steps=20, eval_steps=10, max_prototypes_per_class=2, finetune_steps=4,
+        finetune_max_rounds=3, pruning_tolerance=0.01, show_progress=False,
+    )  # fmt: skip
+    model = tiny_model()
+    result = fit_head(model, Features(96, 0), Features(30, 1), config)
+    assert result["pruning"]["finetune_rounds"] == 3 and result["pruning"]["recovered"] is False
+    # evaluations: main x2, right after pruning, rounds 1-3, the final one
+    assert len(seen) == 7
+    round_1, round_3, final = seen[3], seen[5], seen[6]
+    assert all(torch.equal(final[k], round_3[k]) for k in final)
+    assert not all(torch.equal(final[k], round_1[k]) for k in final)
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _resume_config(output_dir, **kwargs):
     values = dict(

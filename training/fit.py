@@ -478,7 +478,15 @@ def fit_head(
             record["agreement"] = metrics["agreement"]
         state["history"].append(record)
         state["loss_sum"], state["loss_count"], state["last_accuracy"] = 0.0, 0, metrics["accuracy"]
-        if candidate and (state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]):
+        # A tie goes to the earlier state in the main phase (patience counts from it) but to the later round in
+        # fine-tuning: with the mask fixed, a round that matches the best accuracy has only trained the pruned head
+        # longer, and keeping the first round made a run's result hinge on one validation image (issue 11: a
+        # 1-process run that stayed level for 4 rounds kept round 1, 1.4 test points below its 2-process twin).
+        improves = (
+            state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]
+            or (phase == "finetune" and metrics["accuracy"] == state["best_accuracy"])
+        )  # fmt: skip
+        if candidate and improves:
             state["best_accuracy"], state["best_step"], state["evals_since_best"] = metrics["accuracy"], step, 0
             best = _head_state(model)
         elif candidate:
