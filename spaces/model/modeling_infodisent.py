@@ -326,7 +326,10 @@ class _CayleyMap(torch.autograd.Function):
     def forward(ctx, generator: torch.Tensor, grad_dtype: torch.dtype) -> torch.Tensor:
         skew = (generator - generator.T).double()
         eye = torch.eye(generator.shape[0], device=generator.device, dtype=torch.float64)
-        u = (2.0 * torch.linalg.inv(eye - skew) - eye).to(generator.dtype)
+        # I − A is invertible for every skew A (its eigenvalues are 1 − iλ): `inv_ex` skips the singularity check,
+        # which on a GPU is a host sync in the middle of every training step.
+        inverse, _ = torch.linalg.inv_ex(eye - skew)
+        u = (2.0 * inverse - eye).to(generator.dtype)
         ctx.save_for_backward(u)
         ctx.grad_dtype = grad_dtype
         return u
