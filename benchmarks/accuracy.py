@@ -12,7 +12,7 @@ from benchmarks.common import DEFAULT_POINT, DENSE, FULL_FASHION_MNIST, Bench, T
 def section_accuracy(bench: Bench, timer: Timer, cache: dict) -> dict:
     """InfoDisent (the training script's default recipe), with and without distillation, and the dense head, over the
     seeds; the linear probe and the backbone's own head (deterministic)."""
-    from training.fit import train_linear_probe
+    from training.evaluation import train_linear_probe
 
     runs = {"infodisent": [], "infodisent_distilled": [], "infodisent_dense": []}
     distill = bench.head_model is not None
@@ -53,7 +53,7 @@ def section_full_fashion_mnist(bench: Bench, cache: dict) -> dict:
     """The models trained on the embedded default, evaluated on the full Fashion-MNIST test set (10 000 images)."""
     from training.build_fashion_mnist_subset import full_fashion_mnist_dataset
     from training.features import get_or_extract_features
-    from training.fit import evaluate
+    from training.evaluation import evaluate
 
     test = full_fashion_mnist_dataset("test", FULL_FASHION_MNIST)
     kwargs = dict(bench.cache_kwargs, image_column="image", label_column="label",

@@ -246,7 +246,7 @@ class Bench:
     def report(self, model, fit_result: dict) -> dict:
         """`fit_result` with its evaluation figures replaced by the test split's (evaluated once, on the final model),
         when the data has a test split; the sparsity statistics stay."""
-        from training.fit import evaluate
+        from training.evaluation import evaluate
 
         if self.test_cache is None:
             return fit_result

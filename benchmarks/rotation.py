@@ -24,7 +24,7 @@ from modeling_infodisent.modeling_infodisent import InfoDisentHead
 SHAPES = {"resnet50_2048x7x7": (2048, 7), "convnext_t_768x7x7": (768, 7), "vit_b16_768x14x14": (768, 14)}
 # "fixed_u" is the floor: U trained as a free matrix, never retracted. A "+bf16" suffix (e.g. "cayley+bf16") runs the
 # rotation GEMMs with bfloat16 inputs, as the training script does at D >= 512 on hardware with native bfloat16
-# (`training.fit.rotation_matmul_dtype`); its floor is "fixed_u+bf16".
+# (`training.hardware.rotation_matmul_dtype`); its floor is "fixed_u+bf16".
 VARIANTS = ("fixed_u", "identity", "riemannian", "cayley", "matrix_exp")
 BF16 = "+bf16"
 
@@ -34,7 +34,7 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
     """A closure running one training step of the head (forward, loss, backward, AdamW step) on fixed features."""
     device = torch.device(device)
     if device.type == "cpu":  # as training/fit.py does before training on the CPU
-        from training.fit import keep_freed_memory_for_reuse
+        from training.hardware import keep_freed_memory_for_reuse
 
         keep_freed_memory_for_reuse()
     torch.manual_seed(seed)

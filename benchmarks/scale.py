@@ -211,7 +211,9 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     from modeling_infodisent.gallery import compute_gallery
     from training.data import make_transform
     from training.features import get_or_extract_features
-    from training.fit import FitConfig, evaluate, fit_head, make_accelerator
+    from training.evaluation import evaluate
+    from training.fit import FitConfig, fit_head
+    from training.hardware import make_accelerator
     from training.model_card import build_model_card
     from training.sparsity import prune_to_budget
 

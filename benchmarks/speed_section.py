@@ -29,7 +29,8 @@ def training_epoch_speed(bench: Bench) -> dict:
     from torch.utils.data import Subset
 
     from training.features import LiveImages
-    from training.fit import fit_head, live_featurizer
+    from training.evaluation import live_featurizer
+    from training.fit import fit_head
 
     small = range(min(128, len(bench.report_cache)))
     # --quick times an epoch of the first 1280 training rows (10 batches): both paths cost the same per row whatever

@@ -17,7 +17,7 @@ from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from modeling_infodisent.metrics import explanation_size  # noqa: E402
 from training.data import make_transform, to_rgb  # noqa: E402
 from training.features import _shard_bounds, get_or_extract_features  # noqa: E402
-from training.fit import evaluate, train_linear_probe  # noqa: E402
+from training.evaluation import evaluate, train_linear_probe  # noqa: E402
 
 LABELS = {0: "red", 1: "green", 2: "blue"}
 

@@ -19,7 +19,7 @@ pytest.importorskip("accelerate")
 
 from huggingface_hub import ModelCard  # noqa: E402
 
-from training import publish  # noqa: E402
+from training import model_folder, publish  # noqa: E402
 from training import train as train_script  # noqa: E402
 from training.model_card import HUB_IGNORE_PATTERNS  # noqa: E402
 
@@ -231,7 +231,7 @@ def test_public_names():
 def test_dataset_title():
     def title(**kwargs):
         args = train_script.parse_args(sum(([f"--{k}", v] for k, v in kwargs.items()), []))
-        return train_script.dataset_title(args)
+        return model_folder.dataset_title(args)
 
     assert title(dataset_name="owner/flowers") == "owner/flowers"
     assert title(train_dir=os.path.join(REPO_ROOT, "tests")) == "tests"

@@ -319,18 +319,19 @@ def test_bfloat16_matmul_only_in_train_mode_and_close_to_float32(parametrization
 
 
 def test_rotation_matmul_dtype_auto_needs_native_bfloat16_and_a_wide_map(monkeypatch):
-    from training import fit
+    from training import hardware
+    from training.fit import FitConfig
 
     cpu = torch.device("cpu")
-    assert fit.rotation_matmul_dtype("float32", 4096, cpu) == torch.float32
-    assert fit.rotation_matmul_dtype("bfloat16", 8, cpu) == torch.bfloat16
-    monkeypatch.setattr(fit, "native_bf16_matmul", lambda device: True)
-    assert fit.rotation_matmul_dtype("auto", fit.BF16_MIN_FEATURES, cpu) == torch.bfloat16
-    assert fit.rotation_matmul_dtype("auto", fit.BF16_MIN_FEATURES - 1, cpu) == torch.float32
-    monkeypatch.setattr(fit, "native_bf16_matmul", lambda device: False)
-    assert fit.rotation_matmul_dtype("auto", 4096, cpu) == torch.float32
+    assert hardware.rotation_matmul_dtype("float32", 4096, cpu) == torch.float32
+    assert hardware.rotation_matmul_dtype("bfloat16", 8, cpu) == torch.bfloat16
+    monkeypatch.setattr(hardware, "native_bf16_matmul", lambda device: True)
+    assert hardware.rotation_matmul_dtype("auto", hardware.BF16_MIN_FEATURES, cpu) == torch.bfloat16
+    assert hardware.rotation_matmul_dtype("auto", hardware.BF16_MIN_FEATURES - 1, cpu) == torch.float32
+    monkeypatch.setattr(hardware, "native_bf16_matmul", lambda device: False)
+    assert hardware.rotation_matmul_dtype("auto", 4096, cpu) == torch.float32
     with pytest.raises(ValueError, match="rotation_matmul_dtype must be 'auto', 'float32' or 'bfloat16', got 'fp8'"):
-        fit.FitConfig(rotation_matmul_dtype="fp8").validate()
+        FitConfig(rotation_matmul_dtype="fp8").validate()
 
 
 def test_fit_head_with_bfloat16_rotation_trains_reports_and_leaves_a_float32_model():

@@ -21,7 +21,8 @@ from training import streaming  # noqa: E402
 from training import train as train_script  # noqa: E402
 from training.data import load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages  # noqa: E402
-from training.fit import FitConfig, evaluate, fit_head, live_featurizer  # noqa: E402
+from training.evaluation import evaluate, live_featurizer  # noqa: E402
+from training.fit import FitConfig, fit_head  # noqa: E402
 
 N_SHARD, N_VAL, N_TEST = 12, 9, 7  # 2 training parquet files of 12 rows; validation and test one file each
 

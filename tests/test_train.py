@@ -27,7 +27,7 @@ from transformers import (  # noqa: E402
 from training import train as train_script  # noqa: E402
 from training.data import load_image_dataset, to_rgb  # noqa: E402
 from training.features import FeatureCache  # noqa: E402
-from training.fit import evaluate  # noqa: E402
+from training.evaluation import evaluate  # noqa: E402
 
 CLASSES = ["blue", "green", "red"]  # alphabetical, as imagefolder numbers them
 N_TRAIN, N_TEST = 20, 6  # per class: 60 training images (48 train + 12 held out for validation) and 18 test images

@@ -6,8 +6,9 @@ Reusable pieces (the training script and the benchmarks call them):
   (`training.schedule`: a main phase with the L1 penalty and the Gumbel temperature annealed over a step budget,
   early stopping on the validation split, then pruning to the per-class budget and fine-tuning with the mask fixed
   until the validation accuracy recovers), checkpoints (`training.checkpoints`) and exact resumption.
-* ``evaluate(model, data, ...) -> dict``: accuracy, agreement with the backbone's own head, explanation sizes.
-* ``train_linear_probe(train_data, eval_data, ...) -> dict``: the linear-probe baseline on average-pooled features.
+* ``FitConfig``: the schedule's and the loss's settings (the training script's arguments default to its fields).
+
+Evaluation and the linear probe are in `training.evaluation`, what the hardware can do in `training.hardware`.
 
 ``train_data`` / ``eval_data`` are :class:`training.features.FeatureCache` (cached feature maps) or
 :class:`training.features.LiveImages` with a featurizer that runs the backbone (``live_featurizer``). Either way the
@@ -16,7 +17,6 @@ head is called as ``model.head(feature_map)``: the same module the model uses on
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from modeling_infodisent.metrics import class_contributions, explanation_sizes
 from training.checkpoints import config_differences, find_latest_checkpoint, read_state, write_state
+from training.evaluation import cached_featurizer, evaluate
 from training.features import collate_batch
+from training.hardware import keep_freed_memory_for_reuse, make_accelerator, rotation_matmul_dtype
 from training.schedule import (
     REFERENCE_BATCH_SIZE,
     StepBatchSampler,
@@ -45,14 +46,7 @@ from training.sparsity import hoyer_penalty, l1_penalty, prune_to_budget, sparsi
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "FitConfig",
-    "evaluate",
-    "fit_head",
-    "live_featurizer",
-    "make_accelerator",
-    "train_linear_probe",
-]
+__all__ = ["FitConfig", "fit_head"]
 
 
 @dataclass
@@ -151,69 +145,6 @@ _RESUME_NEUTRAL = {
 }  # fmt: skip
 
 
-def make_accelerator(**kwargs):
-    """An `Accelerator` that also runs multi-process on a machine without any accelerator device: accelerate only
-    picks its MULTI_CPU (gloo) mode when told `cpu=True`, otherwise each launched process would train alone."""
-    from accelerate import Accelerator
-
-    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(cpu=not has_device, **kwargs)
-
-
-# Below this many channels the rotation GEMMs are a small part of a head step (pooling and the optimiser dominate),
-# so "auto" keeps them in float32 there: bfloat16 would change the numbers for no measurable gain.
-BF16_MIN_FEATURES = 512
-
-
-def native_bf16_matmul(device: torch.device) -> bool:
-    """Whether `device` multiplies bfloat16 matrices natively (faster than float32): CUDA with bf16 support, or a CPU
-    with AMX tiles or AVX512-BF16 (oneDNN's bf16 GEMM; elsewhere bf16 is emulated and slower than float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return False
-
-
-def keep_freed_memory_for_reuse() -> bool:
-    """Let glibc keep freed blocks up to 1 GiB in the heap instead of returning them to the system (M_MMAP_THRESHOLD,
-    M_TRIM_THRESHOLD). A CPU head step at D = 2048 allocates and frees ~20 temporaries of ~100 MB; by default each one
-    is a fresh mmap whose pages are faulted in and zeroed again every step (measured: 2.1 s a step with this, ~2.8 s
-    without, `cayley` at batch 256). The working set of a step is the same every step, so nothing grows. No-op off
-    glibc (and for CUDA memory, which torch's caching allocator already reuses)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 1 << 30)) and bool(libc.mallopt(-1, 1 << 30))  # M_MMAP_ / M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
-def rotation_matmul_dtype(choice: str, num_features: int, device: torch.device) -> torch.dtype:
-    """The dtype of the rotation GEMMs while training (`FitConfig.rotation_matmul_dtype`): U is computed in float64
-    whatever this says and stays orthogonal; only the products J = X Uᵀ and dL/dU are rounded to bfloat16 inputs
-    (float32 accumulation), ~5x faster at D = 2048 on an AMX CPU. Evaluation always runs in float32."""
-    if choice == "bfloat16" or (choice == "auto" and num_features >= BF16_MIN_FEATURES and native_bf16_matmul(device)):
-        return torch.bfloat16
-    return torch.float32
-
-
-def _cached_featurizer(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return batch["features"], batch.get("teacher_logits")
-
-
-def live_featurizer(model, head_model=None) -> Callable:
-    """Featurizer for LiveImages batches: runs the frozen backbone (and its own head, for distillation and agreement)."""
-
-    @torch.no_grad()
-    def featurize(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pixel_values = batch["pixel_values"]
-        teacher = head_model(pixel_values=pixel_values).logits.float() if head_model is not None else None
-        return model.extract_features(pixel_values), teacher
-
-    return featurize
-
-
 def _loss(logits, labels, teacher_logits, config: FitConfig) -> torch.Tensor:
     if config.loss == "softmax":
         label_loss = F.cross_entropy(logits, labels)
@@ -230,119 +161,6 @@ def _loss(logits, labels, teacher_logits, config: FitConfig) -> torch.Tensor:
         reduction="batchmean",
     ) * (t * t)  # fmt: skip
     return (1.0 - config.distill_weight) * label_loss + config.distill_weight * distill
-
-
-# ---------------------------------------------------------------------------------------------------- evaluate
-@torch.no_grad()
-def evaluate(
-    model,
-    data,
-    batch_size: int = 256,
-    accelerator=None,
-    featurizer: Callable | None = None,
-    fraction: float = 0.9,
-    show_progress: bool = False,
-) -> dict:
-    """Evaluate the InfoDisent model (eval mode: exact max pooling) on a FeatureCache or LiveImages.
-
-    Every example is counted exactly once across processes (``gather_for_metrics`` drops the padding duplicates;
-    the rows are put back in split order by their index). Returns ``accuracy``, ``num_examples``, ``predictions``,
-    ``labels`` (numpy, split order), the explanation sizes (prototypes needed for ``fraction`` of the predicted
-    class's positive evidence: ``explanation_size_median`` / ``_p90`` / ``_mean``), and, when the data carries the
-    backbone head's logits, ``backbone_head_accuracy`` and ``agreement`` (top-1 of InfoDisent == top-1 of the head).
-    """
-    featurizer = featurizer or _cached_featurizer
-    streamed = hasattr(data, "eval_batches")  # a `training.streaming.StreamSplit`: each process reads its shard
-    loader = data.eval_batches(batch_size, accelerator) if streamed else DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
-    if accelerator is not None and not streamed:
-        from accelerate.data_loader import prepare_data_loader
-
-        # The module-level helper (not accelerator.prepare) so that repeated evaluations do not pile up in the
-        # accelerator's list of data loaders that save_state / load_state walk through.
-        loader = prepare_data_loader(
-            loader, accelerator.device, num_processes=accelerator.num_processes,
-            process_index=accelerator.process_index, put_on_device=True,
-        )  # fmt: skip
-    head = model.head
-    was_training = head.training
-    head.eval()
-    weight = model.classifier_weight.detach()
-    gathered: dict[str, list[torch.Tensor]] = {}
-    try:
-        for batch in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
-            features, teacher = featurizer(batch)
-            out = head(features)
-            predictions = out.logits.argmax(dim=-1)
-            contributions = class_contributions(weight, out.pos_activations, out.neg_activations, predictions)
-            sizes = torch.as_tensor(explanation_sizes(contributions.cpu(), fraction))
-            row = {"index": batch["index"], "labels": batch["labels"], "predictions": predictions, "sizes": sizes}
-            if teacher is not None:
-                row["teacher"] = teacher.argmax(dim=-1)
-            row = {k: v.to(predictions.device) for k, v in row.items()}
-            if accelerator is not None and not streamed:
-                row = accelerator.gather_for_metrics(row)
-            for k, v in row.items():
-                gathered.setdefault(k, []).append(v.cpu())
-    finally:
-        head.train(was_training)
-    cat = {k: torch.cat(v).numpy() for k, v in gathered.items()}
-    if streamed:  # the shards may differ in length: gathered once, at the end
-        cat = data.gather_rows(cat, accelerator)
-    order = np.argsort(cat["index"], kind="stable")
-    cat = {k: v[order] for k, v in cat.items()}
-    if not np.array_equal(cat["index"], np.arange(len(data))):
-        # Guards the multi-process bookkeeping: every example exactly once, none dropped, none duplicated.
-        raise RuntimeError(f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for a split of {len(data)}.")
-    result = {
-        "accuracy": float((cat["predictions"] == cat["labels"]).mean()),
-        "num_examples": int(len(cat["labels"])),
-        "indices": cat["index"],
-        "predictions": cat["predictions"],
-        "labels": cat["labels"],
-        "explanation_size_median": float(np.median(cat["sizes"])),
-        "explanation_size_p90": float(np.percentile(cat["sizes"], 90)),
-        "explanation_size_mean": float(cat["sizes"].mean()),
-    }
-    if "teacher" in cat:
-        result["backbone_head_accuracy"] = float((cat["teacher"] == cat["labels"]).mean())
-        result["agreement"] = float((cat["teacher"] == cat["predictions"]).mean())
-    return result
-
-
-# ------------------------------------------------------------------------------------------------ linear probe
-def train_linear_probe(
-    train_data,
-    eval_data,
-    epochs: int = 100,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-) -> dict:
-    """The linear-probe baseline: multinomial logistic regression on the average-pooled frozen features (stored in
-    the cache as ``pooled``), trained on the same training rows, full-batch L-BFGS on standardised features.
-    Deterministic: every process gets the same answer. Returns ``{"accuracy", "num_examples"}``."""
-    x_train = torch.from_numpy(train_data.array("pooled")).double()
-    y_train = torch.from_numpy(train_data.array("labels")).long()
-    x_eval = torch.from_numpy(eval_data.array("pooled")).double()
-    y_eval = torch.from_numpy(eval_data.array("labels")).long()
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-    x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
-    num_labels = int(max(y_train.max(), y_eval.max())) + 1
-    torch.manual_seed(seed)
-    linear = torch.nn.Linear(x_train.shape[1], num_labels).double()
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=epochs, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x_train), y_train) + weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        accuracy = float((linear(x_eval).argmax(-1) == y_eval).double().mean())
-    return {"accuracy": accuracy, "num_examples": int(len(y_eval))}
 
 
 # ---------------------------------------------------------------------------------------------------- fit_head
@@ -393,7 +211,7 @@ def fit_head(
     """
     config.validate()
     accelerator = accelerator or make_accelerator()
-    featurizer = featurizer or _cached_featurizer
+    featurizer = featurizer or cached_featurizer
     is_main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     _check_classes(train_data)

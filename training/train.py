@@ -36,11 +36,9 @@ The Hub is never switched off here: local folders (the embedded defaults) load w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -58,18 +56,13 @@ from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
 from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
-from training.fit import (  # noqa: E402
-    FitConfig,
-    evaluate,
-    fit_head,
-    live_featurizer,
-    make_accelerator,
-    train_linear_probe,
-)
-from training.model_card import FASHION_MNIST_HUB_ID, build_model_card, push_folder_to_hub  # noqa: E402
+from training.evaluation import evaluate, live_featurizer, train_linear_probe  # noqa: E402
+from training.fit import FitConfig, fit_head  # noqa: E402
+from training.hardware import make_accelerator  # noqa: E402
+from training.model_card import push_folder_to_hub  # noqa: E402
+from training.model_folder import write_model_folder  # noqa: E402
 from training.publish import (  # noqa: E402
     CARRIED_OVER,
-    make_world_readable,
     public_command,
     public_name,
     recover_interrupted_swap,
@@ -475,8 +468,8 @@ def _run(args, command, backbone_config, image_processor):
         "global_step": final["global_step"],
         "history": final["history"],
         "command": command,
-        "backbone": _display_path(args.backbone),
-        "dataset": _display_path(args.dataset_name or args.train_dir or DEFAULT_DATASET),
+        "backbone": public_name(args.backbone),
+        "dataset": public_name(args.dataset_name or args.train_dir or DEFAULT_DATASET),
     }
     if args.streaming:
         results.update(streaming.results_entries(train_data, split_rows["train"], args, accelerator))
@@ -503,7 +496,7 @@ def _run(args, command, backbone_config, image_processor):
         staging = staging_dir(args.output_dir)
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            _write_model_folder(staging, model, image_processor, dataset["train"], image_column, label_column,
+            write_model_folder(staging, model, image_processor, dataset["train"], image_column, label_column,
                                 id2label, results, command, args, start_time)  # fmt: skip
             swap_into_place(staging, args.output_dir)
         except BaseException:
@@ -517,85 +510,6 @@ def _run(args, command, backbone_config, image_processor):
     if args.with_tracking:
         accelerator.end_training()
     return results
-
-
-def _write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
-                        results, command, args, start_time) -> None:  # fmt: skip
-    """Weights + code files, image processor, gallery, all_results.json and the card, into ``folder``."""
-    os.makedirs(folder)
-    model.set_gumbel_temperature(args.gumbel_temperature_end)
-    # config.json would otherwise record where the backbone was loaded from (a path of this machine).
-    model.config.backbone_config._name_or_path = public_name(args.backbone)
-    model.save_pretrained(folder)
-    if args.kill_during_save:
-        os.kill(os.getpid(), signal.SIGKILL)
-    image_processor.save_pretrained(folder)
-    has_gallery = False
-    if args.gallery_top_k > 0:
-        has_gallery = _save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder)
-    results["train_runtime_s"] = round(time.time() - start_time, 1)
-    with open(os.path.join(folder, "all_results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    is_default_data = args.dataset_name is None and args.train_dir is None
-    card = build_model_card(
-        results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
-        dataset=dataset_title(args), command=command, id2label=id2label,
-        dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else _hub_dataset_id(args),
-        dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
-        has_gallery=has_gallery, image_size=_input_size(image_processor),
-    )  # fmt: skip
-    card.save(os.path.join(folder, "README.md"))
-    make_world_readable(folder)
-
-
-def _display_path(path: str) -> str:
-    """How a path is written in the results and the card: never an absolute path of this machine."""
-    return public_name(path)
-
-
-_SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
-
-
-def dataset_title(args) -> str:
-    """The dataset's name for the card: a Hub id as given, else the local folder's name, or its parent's when the
-    folder is named after a split (``digits/train`` is the dataset "digits", not "train")."""
-    source = args.dataset_name or args.train_dir or DEFAULT_DATASET
-    if not os.path.exists(os.path.expanduser(source)):
-        return source  # a Hub id
-    path = Path(os.path.expanduser(source)).resolve()
-    while path.name.lower() in _SPLIT_NAMES and path.parent != path:
-        path = path.parent
-    return path.name or public_name(source)
-
-
-def _hub_dataset_id(args) -> str | None:
-    """``--dataset_name`` when it is a Hub id (not a local folder)."""
-    name = args.dataset_name
-    return name if name and not os.path.exists(os.path.expanduser(name)) else None
-
-
-def _input_size(image_processor) -> tuple[int, int]:
-    """(width, height) of an image the processor accepts as is, for the card's example."""
-    size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
-    size = size or getattr(image_processor, "size", None) or {}
-    height = size.get("height") or size.get("shortest_edge") or 224
-    width = size.get("width") or size.get("shortest_edge") or height
-    return int(width), int(height)
-
-
-def _save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder) -> bool:
-    """The prototype gallery (top training patches per prototype), when the gallery module is available."""
-    try:
-        from modeling_infodisent.gallery import compute_gallery
-    except ImportError:
-        logger.info("No prototype gallery: modeling_infodisent.gallery is not available in this version.")
-        return False
-    gallery = compute_gallery(
-        model, train_dataset, image_processor, top_k=args.gallery_top_k, batch_size=args.feature_batch_size,
-        image_column=image_column, label_column=label_column,
-    )  # fmt: skip
-    gallery.save(folder)
-    return True
 
 
 # Errors in the user's arguments, files or data: reported as one line. Anything else is a bug and keeps its traceback.

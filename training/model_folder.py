@@ -1,0 +1,94 @@
+"""What a training run writes into its (staging) output folder: weights and code files, image processor, prototype
+gallery, ``all_results.json`` and the model card (`training.model_card`), with no path of this machine in any of
+them. `training.publish` swaps the finished folder into place."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from training.data import DEFAULT_DATASET
+from training.model_card import FASHION_MNIST_HUB_ID, build_model_card
+from training.publish import make_world_readable, public_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["dataset_title", "hub_dataset_id", "input_size", "save_gallery", "write_model_folder"]
+
+
+def write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
+                        results, command, args, start_time) -> None:  # fmt: skip
+    """Weights + code files, image processor, gallery, all_results.json and the card, into ``folder``."""
+    os.makedirs(folder)
+    model.set_gumbel_temperature(args.gumbel_temperature_end)
+    # config.json would otherwise record where the backbone was loaded from (a path of this machine).
+    model.config.backbone_config._name_or_path = public_name(args.backbone)
+    model.save_pretrained(folder)
+    if args.kill_during_save:
+        os.kill(os.getpid(), signal.SIGKILL)
+    image_processor.save_pretrained(folder)
+    has_gallery = False
+    if args.gallery_top_k > 0:
+        has_gallery = save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder)
+    results["train_runtime_s"] = round(time.time() - start_time, 1)
+    with open(os.path.join(folder, "all_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    is_default_data = args.dataset_name is None and args.train_dir is None
+    card = build_model_card(
+        results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
+        dataset=dataset_title(args), command=command, id2label=id2label,
+        dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else hub_dataset_id(args),
+        dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
+        has_gallery=has_gallery, image_size=input_size(image_processor),
+    )  # fmt: skip
+    card.save(os.path.join(folder, "README.md"))
+    make_world_readable(folder)
+
+
+_SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
+
+
+def dataset_title(args) -> str:
+    """The dataset's name for the card: a Hub id as given, else the local folder's name, or its parent's when the
+    folder is named after a split (``digits/train`` is the dataset "digits", not "train")."""
+    source = args.dataset_name or args.train_dir or DEFAULT_DATASET
+    if not os.path.exists(os.path.expanduser(source)):
+        return source  # a Hub id
+    path = Path(os.path.expanduser(source)).resolve()
+    while path.name.lower() in _SPLIT_NAMES and path.parent != path:
+        path = path.parent
+    return path.name or public_name(source)
+
+
+def hub_dataset_id(args) -> str | None:
+    """``--dataset_name`` when it is a Hub id (not a local folder)."""
+    name = args.dataset_name
+    return name if name and not os.path.exists(os.path.expanduser(name)) else None
+
+
+def input_size(image_processor) -> tuple[int, int]:
+    """(width, height) of an image the processor accepts as is, for the card's example."""
+    size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+    size = size or getattr(image_processor, "size", None) or {}
+    height = size.get("height") or size.get("shortest_edge") or 224
+    width = size.get("width") or size.get("shortest_edge") or height
+    return int(width), int(height)
+
+
+def save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder) -> bool:
+    """The prototype gallery (top training patches per prototype), when the gallery module is available."""
+    try:
+        from modeling_infodisent.gallery import compute_gallery
+    except ImportError:
+        logger.info("No prototype gallery: modeling_infodisent.gallery is not available in this version.")
+        return False
+    gallery = compute_gallery(
+        model, train_dataset, image_processor, top_k=args.gallery_top_k, batch_size=args.feature_batch_size,
+        image_column=image_column, label_column=label_column,
+    )  # fmt: skip
+    gallery.save(folder)
+    return True
