@@ -5,7 +5,7 @@ Random-weight ResNet-50, ConvNeXt-T, ViT-B/16 and Swin-T (each a transformers `.
 on a generated dataset of a few hundred images, through the project's own functions: feature extraction
 (`training.features.get_or_extract_features`) -> head training with pruning (`training.fit.fit_head`) -> gallery
 (`modeling_infodisent.gallery.compute_gallery`) -> save + model card (`training.model_card.build_model_card`) ->
-`explain()` -> the Space's loader (`spaces/app.py`'s `Explainer`). Per phase: wall time and peak resident memory;
+`explain()` -> the Space's loader (`spaces/explainer.py`'s `Explainer`). Per phase: wall time and peak resident memory;
 the cache size; head step / fixed-U step ratios (`benchmarks.rotation`); explain / forward; the cached epoch vs an
 epoch through the backbone; and the projected time of CUB-200 (5,994 training and 5,794 test images, the training
 script's default schedule) on this machine, from per-image and per-step times measured here.
@@ -300,7 +300,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
 
         sys.path.insert(0, str(_ROOT / "spaces"))
         try:
-            from app import Explainer
+            from explainer import Explainer  # the Space's model side (no Gradio needed)
         finally:
             sys.path.pop(0)
         explainer = Explainer(out_dir)
