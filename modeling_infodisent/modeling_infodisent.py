@@ -320,7 +320,8 @@ class _CayleyMap(torch.autograd.Function):
     backward with no float64 work at all. With M = I − A, dU = 2 M⁻¹ dA M⁻¹, so dL/dA = 2 M⁻ᵀ (dL/dU) M⁻ᵀ, and
     M⁻¹ = (U + I) / 2 is already known: dL/dA = ½ (Uᵀ + I) (dL/dU) (Uᵀ + I), two D x D products in `grad_dtype`
     (the rotation GEMMs' dtype: dL/dU itself comes from products in that dtype). Letting autograd differentiate
-    `linalg.solve` instead costs a second float64 solve and a float64 GEMM, ~2/3 of the map's time at D = 2048."""
+    `linalg.solve` instead costs a second float64 solve and a float64 GEMM: at D = 2048 on a 2-core CPU the map's
+    forward + backward went from 0.55 to 0.36 s."""
 
     @staticmethod
     def forward(ctx, generator: torch.Tensor, grad_dtype: torch.dtype) -> torch.Tensor:
