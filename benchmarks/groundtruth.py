@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import _ROOT, Bench
+from benchmarks.groundtruth_report import BASELINES
 from modeling_infodisent.metrics import (
     box_masks,
     deletion_insertion_auc,
@@ -447,12 +448,10 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     points["grad_cam_original_region"] = region_centre(maps["grad_cam_original"])[:, None]
     loc = _localisation(maps, points, boxes, size, tol)
     results["localisation"] = {k: {m: float(np.nanmean(v)) for m, v in d.items()} for k, d in loc.items()}
-    baselines = ["centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
-                 "score_cam_original", "ablation_cam_original", "grad_cam_infodisent"]  # fmt: skip
     ours = [k for k in loc if k.startswith("infodisent")]
     results["comparisons"] = {  # paired on the images both were measured on (the costly baselines: the first ones)
         f"{a} vs {b}/{metric}": _paired(loc[a][metric], loc[b][metric], seed)
-        for a in ours for b in baselines for metric in ("pointing", "energy") if metric in loc[a] and metric in loc[b]
+        for a in ours for b in BASELINES for metric in ("pointing", "energy") if metric in loc[a] and metric in loc[b]
     }  # fmt: skip
     logger.info("ground truth %s: correctness / completeness", variant)
     for k, e in expl.items():

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# The baselines every InfoDisent explanation is compared with (paired bootstrap, `groundtruth.py`), one row each in
+# the comparison table below.
+BASELINES = ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
+             "score_cam_original", "ablation_cam_original", "grad_cam_infodisent")  # fmt: skip
+
 NAMES = {
     "infodisent_before/maps": "InfoDisent before: class heatmap (U ≈ I at init)",
     "infodisent_after/maps": "InfoDisent after: class heatmap (random U at init)",
@@ -70,8 +75,7 @@ def _variant(name: str, r: dict) -> list[str]:
               "| baseline | top prototype's location: pointing Δ | its peak cell (readout before): pointing Δ | "
               "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
               "|---|---|---|---|---|"]  # fmt: skip
-    for b in ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
-              "score_cam_original", "ablation_cam_original", "grad_cam_infodisent"):  # fmt: skip
+    for b in BASELINES:
         lines.append(
             f"| {NAMES[b]} | {_ci(comps.get(f'{HEADLINE[0]} vs {b}/pointing'))} | "
             f"{_ci(comps.get(f'{HEADLINE[0]}_cell vs {b}/pointing'))} | "
