@@ -488,9 +488,12 @@ def main(smoke: bool = False, device: str = "cpu", output: str | None = None, th
 
 
 def _write_json(path: str, results: dict) -> None:
+    """Rewritten after every backbone: atomically, so a run killed mid-write keeps the previous backbones' figures."""
+    from training.checkpoints import atomic_write
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    text = json.dumps(results, indent=1, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 README_MARKERS = ("<!-- scale-table:start -->", "<!-- scale-table:end -->")

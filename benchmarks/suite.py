@@ -45,6 +45,7 @@ if str(_ROOT) not in sys.path:
 
 from benchmarks.backbones import BACKBONES, build_backbone  # noqa: E402
 from benchmarks.suite_data import DataSpec, build_dataset  # noqa: E402
+from training.checkpoints import atomic_write  # noqa: E402
 
 RESULTS = _ROOT / "benchmarks" / "suite_results.json"
 README = _ROOT / "benchmarks" / "README.md"
@@ -369,8 +370,9 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
     def save() -> dict:
         meta["total_wall_s"] = round(previous_wall + time.time() - t_start, 1)
         result = {"meta": meta, "summary": summarize(rows), "runs": rows}
-        if output:
-            Path(output).write_text(json.dumps(result, indent=1) + "\n")
+        if output:  # atomically: a suite killed mid-write keeps every run measured so far
+            text = json.dumps(result, indent=1) + "\n"
+            atomic_write(str(output), lambda tmp: Path(tmp).write_text(text))
         return result
 
     result = save()

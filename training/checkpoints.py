@@ -24,10 +24,14 @@ STATE_FILE = "infodisent_state.json"
 TENSORS_FILE = "infodisent_schedule.safetensors"
 _CHECKPOINT_NAME = re.compile(r"(step|epoch)_\d+")
 
-__all__ = ["STATE_FILE", "TENSORS_FILE", "config_differences", "find_latest_checkpoint", "read_state", "write_state"]
+__all__ = [
+    "STATE_FILE", "TENSORS_FILE", "atomic_write", "config_differences", "find_latest_checkpoint", "read_state", "write_state",
+]  # fmt: skip
 
 
-def _atomic(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+    """`write(tmp)` fills a temporary file next to `path`, which is then renamed into place: a reader (or a rerun
+    after a kill) sees the old file or the new one, never half of one."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         write(tmp)
@@ -39,7 +43,7 @@ def _atomic(path: str, write) -> None:
 
 def write_state(folder: str, state: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write the tensors, then the JSON state (last: its presence marks the checkpoint complete), each atomically."""
-    _atomic(os.path.join(folder, TENSORS_FILE), lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
+    atomic_write(os.path.join(folder, TENSORS_FILE), lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
 
     def write_json(p):
         with open(p, "w") as f:
@@ -47,7 +51,7 @@ def write_state(folder: str, state: dict, tensors: dict[str, torch.Tensor]) -> N
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic(os.path.join(folder, STATE_FILE), write_json)
+    atomic_write(os.path.join(folder, STATE_FILE), write_json)
 
 
 def read_state(folder: str) -> tuple[dict, dict[str, torch.Tensor]]:
