@@ -53,13 +53,18 @@ PROJECT_README = _ROOT / "README.md"  # its suite section (between the markers) 
 README_START, README_END = "<!-- suite:start -->", "<!-- suite:end -->"
 GAP_GOAL_PT, PROCESS_GOAL_PT = -1.0, 0.5
 
+# The test splits are large (2,000–10,000 images) because the suite compares runs that differ only in the order of
+# floating-point sums (1 vs 2 processes): such twins disagree on a few borderline test images, and the 2 − 1 process
+# goal (0.5 pt on a mean of 3 seeds) needs a test split on which one image weighs far less than 0.5 pt. On 360 test
+# images one image is 0.28 pt, and 1 vs 2 torch threads in the same 1-process run moved a DINOv2 run by 1.1 pt.
+# The training sizes are what the schedule sees; the validation split is held out of them.
 #: Datasets by name. ``None``: the embedded default (no data argument at all: the 5,000 / 1,000 bundled subset).
 DATASETS: dict[str, DataSpec | None] = {
-    "fm500-2c": DataSpec("fmnist", 500, 200, classes=(0, 6)),  # T-shirt/top vs Shirt: Fashion-MNIST's hardest pair
-    "fm1437-10c": DataSpec("fmnist", 1437, 360, layout="imagefolder"),  # the size, as a user's imagefolder
-    "fm5000-10c": None,
+    "fm500-2c": DataSpec("fmnist", 500, 2000, classes=(0, 6)),  # T-shirt/top vs Shirt, all their test images
+    "fm1437-10c": DataSpec("fmnist", 1437, 3000, layout="imagefolder"),  # the training size, as an imagefolder
+    "fm5000-10c": None,  # the bundled subset: 5,000 / 1,000
     "fm60000-10c": DataSpec("fmnist", 60000, 10000),
-    "cluttered": DataSpec("cluttered", 3000, 600),  # 84×84 canvas, benchmarks/generate.py
+    "cluttered": DataSpec("cluttered", 3000, 3000),  # 84×84 canvas, benchmarks/generate.py
     "tiny": DataSpec("fmnist", 40, 20, classes=(1, 8)),  # tests
 }
 DEFAULT_COMBINATIONS = (

@@ -139,7 +139,7 @@ def test_estimate_counts_extraction_once_per_combination():
     runs = suite.plan([combo], [0, 1], [1, 2])
     assert [(r["seed"], r["num_processes"]) for r in runs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     first, later = runs[0]["estimate_s"], runs[2]["estimate_s"]
-    assert first - later == pytest.approx(suite._EXTRACT_PER_IMAGE_S["resnet"] * (1437 + 360))
+    assert first - later == pytest.approx(suite._EXTRACT_PER_IMAGE_S["resnet"] * (1437 + 3000))
     assert suite.estimate_total_s([combo], [0, 1], [1, 2]) == pytest.approx(sum(r["estimate_s"] for r in runs))
 
 
