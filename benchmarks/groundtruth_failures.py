@@ -17,8 +17,11 @@ miss is put in one category:
 - ``on_clutter_or_garment``: anything else.
 
 and Grad-CAM's misses on the original classifier are counted too. It also scores alternative ways of reading a
-location off the same prototype maps (`LOCATORS`; "region" became the benchmark's default,
-`groundtruth.DEFAULT_LOCATOR`), the same readouts of the post-hoc maps, and the top prototypes ranked differently.
+location off the same prototypes (`LOCATORS`: off the upsampled maps, "region" the benchmark's default of stop 3, or
+off the pixel relevance maps of `explain(..., relevance=1)`, "relevance" the default since;
+`groundtruth.DEFAULT_LOCATOR`), the same readouts of the post-hoc maps (and input × gradient on the original
+classifier), and the top prototypes ranked differently. Written for both variants: `results_groundtruth_failures.json`
+(part) and `results_groundtruth_failures_cluttered.json`.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.groundtruth import (  # noqa: E402
+    RELEVANCE_QUANTILE,
     TEST_SEED,
     TUNING_SEED,
     _gt_bench,
     explain_all,
     grid_subcell_points,
+    input_x_gradient,
     posthoc_maps,
     settings,
     train_variant,
@@ -64,7 +69,13 @@ def locate(p, grid, size, how: str) -> np.ndarray:
     if how == "subcell":  # quadratic fit of the peak and its neighbours (metrics.subcell_peak)
         y, x = subcell_peak(p.activation_map)
         return np.array([(x + 0.5) * size / grid[1], (y + 0.5) * size / grid[0]])
-    if how == "region":  # the benchmark's default: weighted centre of the 95th-percentile region (metrics.region_centre)
+    if how == "relevance":  # the benchmark's default: centre of the top 1% of the pixel relevance map
+        return region_centre(p.relevance[None], RELEVANCE_QUANTILE)[0]
+    if how == "relevance_top5pct":  # the same with the top 5% (the upsampled maps' quantile)
+        return region_centre(p.relevance[None])[0]
+    if how == "relevance_max":  # the relevance map's maximum
+        return heatmap_peaks(p.relevance[None])[0] + 0.5
+    if how == "region":  # weighted centre of the upsampled map's 95th-percentile region (the readout before)
         return region_centre(p.heatmap[None])[0]
     if how == "upsampled":  # the maximum of the bilinearly upsampled map (`Prototype.heatmap`)
         return heatmap_peaks(p.heatmap[None])[0] + 0.5
@@ -77,7 +88,8 @@ def locate(p, grid, size, how: str) -> np.ndarray:
     raise ValueError(how)
 
 
-LOCATORS = ("cell", "subcell", "region", "upsampled", "stride", "subcell_stride")
+LOCATORS = ("cell", "subcell", "region", "upsampled", "stride", "subcell_stride", "relevance", "relevance_top5pct",
+            "relevance_max")
 
 
 def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed: int = TUNING_SEED) -> dict:
@@ -97,7 +109,7 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
         boxes = np.asarray(test["box"])
         raw = np.stack([np.asarray(im) for im in test["image"]])
         model, summary = train_variant(bench, seed, old_init=False)
-        expl = explain_all(model, x, labels)
+        expl = explain_all(model, x, labels, relevance=1)
         grid = expl[0].feature_grid
         tol = int(round(size / grid[1] / 2))
         grown = np.clip(boxes + np.array([-tol, -tol, tol, tol]), 0, size)
@@ -105,10 +117,12 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
             pred = torch.cat([model(x[i : i + 256]).logits.argmax(-1) for i in range(0, len(x), 256)]).numpy()
         cams = posthoc_maps(bench.head_model.eval(), x, labels.tolist(), ("grad_cam",))
         cams.update(posthoc_maps(bench.head_model.eval(), x[:costly], labels[:costly].tolist(), ("score_cam",)))
+        cams["input_x_gradient"] = input_x_gradient(bench.head_model.eval(), x, labels.tolist())
         hit = {k: pointing_game(heatmap_peaks(m) + 0.5, grown[: len(m)]) for k, m in cams.items()}
         for k, m in list(cams.items()):  # the same maps read out like the prototypes: sub-cell peak on the grid
             hit[f"{k}_subcell"] = pointing_game(grid_subcell_points(m, (11, 11)), grown[: len(m)])
             hit[f"{k}_region"] = pointing_game(region_centre(m), grown[: len(m)])
+            hit[f"{k}_region_top1pct"] = pointing_game(region_centre(m, RELEVANCE_QUANTILE), grown[: len(m)])
             sub = grid_subcell_points(m, (11, 11), pixels=False)
             hit[f"{k}_subcell_stride"] = pointing_game(8 * sub + 0.5, grown[: len(m)])
             hit[f"{k}_stride"] = pointing_game(8 * np.floor(grid_subcell_points(m, (11, 11), pixels=False) + 0.5) + 0.5,

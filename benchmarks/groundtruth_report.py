@@ -5,7 +5,7 @@ from __future__ import annotations
 # The baselines every InfoDisent explanation is compared with (paired bootstrap, `groundtruth.py`), one row each in
 # the comparison table below.
 BASELINES = ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
-             "score_cam_original", "ablation_cam_original", "grad_cam_infodisent")  # fmt: skip
+             "score_cam_original", "ablation_cam_original", "input_x_gradient_original", "grad_cam_infodisent")  # fmt: skip
 
 NAMES = {
     "infodisent_before/maps": "InfoDisent before: class heatmap (U ≈ I at init)",
@@ -13,21 +13,26 @@ NAMES = {
     "infodisent_after/peaks": "InfoDisent after: peak evidence map",
     "infodisent_before/top1_prototype": "InfoDisent before: top prototype's location",
     "infodisent_after/top1_prototype_cell": "InfoDisent after: top prototype's peak cell (readout before)",
-    "infodisent_after/top1_prototype": "InfoDisent after: top prototype's location (region centre)",
+    "infodisent_after/top1_prototype_region": "InfoDisent after: top prototype's upsampled map, region centre (readout before)",
+    "infodisent_after/top1_prototype": "InfoDisent after: top prototype's location (pixel relevance)",
     "infodisent_before/top3_prototypes": "InfoDisent before: top-3 prototypes' locations (share in box)",
     "infodisent_after/top3_prototypes_cell": "InfoDisent after: top-3 prototypes' peak cells (share in box)",
-    "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' locations (share in box)",
+    "infodisent_after/top3_prototypes_region": "InfoDisent after: top-3 prototypes' upsampled maps, region centres (share in box)",
+    "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' locations (pixel relevance; share in box)",
     "infodisent_after/peaks_region": "InfoDisent after: peak evidence map, region centre",
     "grad_cam_infodisent": "Grad-CAM on the InfoDisent model",
     "grad_cam_original": "Grad-CAM, original classifier",
     "grad_cam_original_region": "Grad-CAM, original classifier, region centre",
     "score_cam_original": "ScoreCAM, original classifier",
     "ablation_cam_original": "AblationCAM, original classifier",
+    "input_x_gradient_original": "input × gradient, original classifier",
     "centre_prior": "centre Gaussian (ignores the image)",
     "brightness": "image brightness",
     "random": "random map",
 }
 LOCATOR_NOTE = {
+    "relevance": "the weighted centre of the top 1% of its pixel relevance map (input × gradient of its peak "
+    "activation; `benchmarks/groundtruth.py`)",
     "region": "the weighted centre of its upsampled map's 95th-percentile region (`metrics.region_centre`)",
     "cell": "the centre of its peak cell",
 }
@@ -72,13 +77,14 @@ def _variant(name: str, r: dict) -> list[str]:
         )
     lines += ["", "Paired bootstrap (95%) of the headline explanations against every baseline (Δ = ours − theirs; ✅ "
               "ours better, ❌ ours worse, neither: not resolved):", "",
-              "| baseline | top prototype's location: pointing Δ | its peak cell (readout before): pointing Δ | "
+              "| baseline | top prototype's location: pointing Δ | its upsampled map's region centre (readout before): "
+              "pointing Δ | "
               "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
               "|---|---|---|---|---|"]  # fmt: skip
     for b in BASELINES:
         lines.append(
             f"| {NAMES[b]} | {_ci(comps.get(f'{HEADLINE[0]} vs {b}/pointing'))} | "
-            f"{_ci(comps.get(f'{HEADLINE[0]}_cell vs {b}/pointing'))} | "
+            f"{_ci(comps.get(f'{HEADLINE[0]}_region vs {b}/pointing'))} | "
             f"{_ci(comps.get(f'{HEADLINE[1]} vs {b}/pointing'))} | {_ci(comps.get(f'{HEADLINE[1]} vs {b}/energy'))} |"
         )
     lines += ["", "| InfoDisent | correctness: top-3 prototypes' contribution lost when the generator removes "

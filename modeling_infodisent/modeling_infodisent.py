@@ -82,6 +82,8 @@ class Prototype:
     location: tuple[int, int]  # (row, col) of the peak in the feature grid
     activation_map: np.ndarray  # (h, w) ReLU(sign * J_c): the prototype's map in the feature grid
     image_size: tuple[int, int]  # (H, W) of the explained input
+    # (H, W) which pixels make the prototype fire where it peaks (`explain(..., relevance=k)`; None when not asked).
+    relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
     _heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -797,6 +799,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         pixel_values: torch.Tensor,
         target: int | list[int] | torch.Tensor | None = None,
         top_k: int | None = None,
+        relevance: int = 0,
     ) -> list[Explanation]:
         """Explain one class logit per image: the prototypes (channel poles) ranked by |contribution|.
 
@@ -805,6 +808,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             target: class to explain (one int for all images, or one per image); default the predicted class.
             top_k: keep only the `top_k` strongest prototypes (the rest is summed in `Explanation.residual`);
                 `None` keeps every prototype with a nonzero contribution, so `bias + sum(contributions) == logit`.
+            relevance: also give the `relevance` strongest positive prototypes of each image their pixel-level
+                `Prototype.relevance` map (one backward pass through the backbone per rank; see `_add_relevance`).
 
         Runs in eval mode (exact max pooling) whatever the model's mode, and restores the mode afterwards.
         """
@@ -874,7 +879,37 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
                     agrees=None if original is None else original[i] == k,
                 )
             )
+        if relevance:
+            self._add_relevance(pixel_values, explanations, int(relevance))
         return explanations
+
+    def _add_relevance(self, pixel_values: torch.Tensor, explanations: list[Explanation], count: int) -> None:
+        """Set `Prototype.relevance` of the `count` strongest positive prototypes of every explanation.
+
+        The map is input × gradient of the prototype's peak activation (the one value max pooling passes to the
+        classifier), summed over colour channels, positive part: the pixels that push that activation above what a
+        mean-coloured image (0 after normalisation) would give. A prototype's upsampled activation map says which
+        feature-grid cell fires; a cell sees far more than its own patch, and a small part on the border of two cells
+        fires both, so the map's maximum often lands next to the part. The relevance map shows the pixels themselves
+        (the motivation of prototypical relevance propagation, Gautam et al., 2022).
+        """
+        picks = [e.positive[:count] for e in explanations]
+        rounds = max((len(p) for p in picks), default=0)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                x = pixel_values.detach().clone().requires_grad_(True)
+                rotated = self.head.rotate(self.extract_features(x))
+                for j in range(rounds):  # rank j of every image in one backward pass: the images are independent
+                    terms = [(i, p[j]) for i, p in enumerate(picks) if j < len(p)]
+                    peaks = torch.stack([p.sign * rotated[i, p.channel, p.location[0], p.location[1]] for i, p in terms])
+                    (grad,) = torch.autograd.grad(peaks.sum(), x, retain_graph=j + 1 < rounds)
+                    maps = (grad * x.detach()).sum(dim=1).clamp_min(0).float().cpu().numpy()
+                    for i, p in terms:
+                        p.relevance = maps[i]
+        finally:
+            self.train(was_training)
 
     def _resolve_targets(self, target, logits: torch.Tensor, batch: int) -> list[int]:
         num_labels = logits.shape[-1]

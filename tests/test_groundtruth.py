@@ -257,14 +257,23 @@ def test_prototype_points_cell_centre_and_region_centre():
     cell = gt.proto_points([e], 3, "cell")
     np.testing.assert_allclose(cell[0, :2], [[7.5 * 84 / 11, 4.5 * 84 / 11], [1.5 * 84 / 11, 1.5 * 84 / 11]])
     assert np.isnan(cell[0, 2]).all()  # fewer than k positive prototypes
-    region = gt.proto_points([e], 1)  # the default readout
-    assert gt.DEFAULT_LOCATOR == "region" and 7.5 * 84 / 11 + 1.5 < region[0, 0, 0] < 8.5 * 84 / 11
+    region = gt.proto_points([e], 1, "region")  # the readout before
+    assert 7.5 * 84 / 11 + 1.5 < region[0, 0, 0] < 8.5 * 84 / 11
     # Completeness with either readout: a box around the region centre (not the peak cell's centre) holds 2/3.
     box = [[int(region[0, 0, 0]) - 1, 30, int(region[0, 0, 0]) + 3, 40]]
     np.testing.assert_allclose(gt.peak_share_inside([e], box), [2 / 3])
     np.testing.assert_allclose(gt.peak_share_inside([e], box, "cell"), [0.0])
     with pytest.raises(ValueError, match="locator must be one of"):
         gt.proto_points([e], 1, "centre")
+    # The default: the weighted centre of the top 1% of the pixel relevance map, wherever the grid cell is.
+    assert gt.DEFAULT_LOCATOR == "relevance"
+    with pytest.raises(ValueError, match="relevance >= 1"):
+        gt.proto_points([e], 1)
+    relevance = np.zeros((84, 84), np.float32)
+    relevance[60:63, 20:23] = 1.0  # a 3x3 blob (9 of 7,056 pixels: inside the top 1%) far from the peak cell
+    relevance[61, 21] = 3.0
+    e.positive[0].relevance = relevance
+    np.testing.assert_allclose(gt.proto_points([e], 1)[0, 0], [21.5, 61.5])
 
 
 def test_costly_baselines_on_a_prefix_are_compared_on_that_prefix_and_grid_readout_of_upsampled_maps():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, tiny_resnet_config
@@ -216,6 +217,30 @@ def test_explain_top_k_keeps_the_residual():
     top = model.explain(x, top_k=3)[0]
     assert [p.name for p in top.prototypes] == [p.name for p in full.prototypes[:3]]
     assert abs(top.total - top.logit) < 1e-5
+
+
+def test_relevance_is_input_times_gradient_of_the_pooled_activation_and_per_image():
+    model = build("resnet").eval()
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 64, 64)
+    batch = model.explain(x, relevance=2)
+    assert all(p.relevance is None for p in model.explain(x[:1])[0].prototypes)  # only when asked
+    for i, e in enumerate(batch):
+        assert len(e.positive) >= 3
+        assert all(p.relevance is not None for p in e.positive[:2])
+        assert all(p.relevance is None for p in e.positive[2:] + e.negative)
+        alone = model.explain(x[i : i + 1], target=e.target, relevance=2)[0]
+        for p, q in zip(e.positive[:2], alone.positive[:2]):
+            # The pooled activation the classifier sees, through `forward` (max pooling), not through the peak cell.
+            xi = x[i : i + 1].clone().requires_grad_(True)
+            out = model(xi)
+            pooled = out.pos_activations if p.sign > 0 else out.neg_activations
+            (grad,) = torch.autograd.grad(pooled[0, p.channel], xi)
+            expected = (grad * xi).sum(1)[0].clamp_min(0).detach().numpy()
+            assert p.relevance.shape == (64, 64) and expected.max() > 0
+            np.testing.assert_allclose(p.relevance, expected, rtol=1e-4, atol=1e-6 * expected.max())
+            np.testing.assert_allclose(q.relevance, p.relevance, rtol=1e-4, atol=1e-6 * expected.max())  # batch-free
+    assert not model.training
 
 
 def test_save_and_load_round_trip_with_auto_classes(tmp_path):
