@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--global", dest="global_sheets", action="store_true",
                         help="Write one class sheet per class (its prototypes by weight with gallery patches).")
     parser.add_argument("--max_patches", type=int, default=5, help="Gallery patches per prototype (default 5).")
+    parser.add_argument("--no_relevance", action="store_true", help="Do not outline the pixels that make each shown "
+                        "prototype fire (one backward pass through the backbone per row of evidence for the class).")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"Refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}).")
     parser.add_argument("--dpi", type=int, default=100, help="Resolution of the figures (default 100; 70-80 "
@@ -312,7 +314,7 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
     for path, image in images:
         start = time.perf_counter()
         pixel_values = pixel_values_for(image, image_processor).to(device)
-        explanation = model.explain(pixel_values, target=target)[0]
+        explanation = model.explain(pixel_values, target=target, relevance=0 if args.no_relevance else args.top_k)[0]
         other = None
         if contrast is not None:
             if contrast == explanation.target:

@@ -254,7 +254,10 @@ def _show_image(ax, view: np.ndarray, size: tuple[int, int], grey: bool = False)
 
 def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     """The prototype's heatmap on the image: colour from the map, opacity growing with the activation, so places
-    where the prototype is silent show the image itself; the peak's feature cell is boxed."""
+    where the prototype is silent show the image itself; the peak's feature cell is boxed. When the explanation
+    carries the prototype's pixel relevance (`explain(..., relevance=k)`), the pixels that make it fire at that peak
+    (the top 1% of the map, where the ground-truth benchmark locates a prototype) are outlined: a feature cell sees
+    far more than its box, and a small part on the border of two cells makes the neighbouring cell peak."""
     height, width = prototype.image_size
     _show_image(ax, view, (height, width), grey=True)
     heat = np.asarray(prototype.heatmap, dtype=np.float32)
@@ -266,6 +269,13 @@ def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     left, top, right, bottom = prototype.box
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", linewidth=3.2))
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor=colour, linewidth=1.8))
+    relevance = getattr(prototype, "relevance", None)
+    if relevance is not None and float(np.max(relevance)) > 0:
+        rel = np.asarray(relevance, dtype=np.float32)
+        top_pixels = (rel >= np.quantile(rel, 0.99)).astype(np.float32)
+        xs, ys = np.arange(rel.shape[1]) + 0.5, np.arange(rel.shape[0]) + 0.5  # pixel centres, as imshow's extent
+        for line_colour, line_width in (("white", 2.6), ("black", 1.2)):
+            ax.contour(xs, ys, top_pixels, levels=[0.5], colors=[line_colour], linewidths=line_width)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     for spine in ax.spines.values():
@@ -493,7 +503,8 @@ def render_explanation(
                         fontsize=9.5, record=True)
             canvas.text(margin + cell + 0.2, y + 0.58,
                         f"= weight {p.weight:.3f} × activation {p.activation:.3f}\n"
-                        f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}",
+                        f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}"
+                        + ("\noutlined: the pixels that make it fire" if p.relevance is not None else ""),
                         fontsize=8, color="#444444", record=False, linespacing=1.35)
             if patches or gallery is None:
                 _draw_patches(canvas, margin + cell + 0.2 + text_w, y + 0.05, gallery, p.channel, p.sign,

@@ -142,6 +142,19 @@ def test_cli_target_by_name_and_id(model_dir, images, tmp_path, capsys):
     assert "top-5: " in capsys.readouterr().out
 
 
+def test_cli_outlines_the_relevant_pixels_unless_told_not_to(model_dir, images, tmp_path):
+    figures = {}
+    for flags in ([], ["--no_relevance"]):
+        out = tmp_path / ("plain" if flags else "outlined")
+        assert main(["--model", str(model_dir), str(images["RGB"]), "--out", str(out), "--top_k", "2", *flags]) == 0
+        (png,) = out.glob("*.png")
+        with Image.open(png) as figure:
+            figures[bool(flags)] = (np.asarray(figure.convert("RGB")).astype(int), figure.text[TEXT_KEY])
+    (outlined, text_a), (plain, text_b) = figures[False], figures[True]
+    assert text_a == text_b and outlined.shape == plain.shape  # the same numbers ...
+    assert (np.abs(outlined - plain).sum(axis=2) > 0).sum() > 20  # ... and outlines on the prototype panels
+
+
 def test_cli_subprocess_error_exit_code(model_dir, tmp_path):
     missing = tmp_path / "nope.png"
     result = subprocess.run(

@@ -93,6 +93,26 @@ def test_figure_numbers_match_the_explanation(setup, top_k):
     assert f"logit {explanation.logit:.3f}" in lines
 
 
+def test_prototype_rows_outline_the_relevant_pixels_only_when_the_explanation_has_them(setup):
+    model, processor, gallery, image, pixel_values = setup
+    plain = model.explain(pixel_values)[0]
+    located = model.explain(pixel_values, relevance=1)[0]  # only the strongest positive prototype gets a map
+    assert located.positive[0].relevance is not None and located.positive[1].relevance is None
+    kwargs = dict(max_prototypes=3, id2label=NAMES, image_processor=processor)
+    a = np.asarray(render_explanation(plain, image, gallery, **kwargs)).astype(int)
+    b = np.asarray(render_explanation(located, image, gallery, **kwargs)).astype(int)
+    assert a.shape == b.shape
+    diff = np.abs(a - b).sum(axis=2) > 0
+    changed = np.flatnonzero(diff.any(axis=1))
+    # Only the first prototype's row changes, not the header or the other rows: the outline on its image panel (the
+    # figure's left column, before the rows' text starts at ~14% of the width) and its note.
+    height, width = diff.shape
+    assert 0.25 * height < changed.min() and changed.max() < 0.45 * height, (changed.min(), changed.max(), height)
+    assert diff[:, : int(0.14 * width)].sum() > 20
+    lines = drawn_lines(render_explanation(located, image, gallery, **kwargs))
+    assert lines == drawn_lines(render_explanation(plain, image, gallery, **kwargs))  # the recorded numbers
+
+
 def test_table_is_the_decomposition_and_skips_pruned(setup):
     model, _, _, _, pixel_values = setup
     for target in range(3):
