@@ -126,7 +126,9 @@ def test_tiny_datasets_get_at_least_the_floor_of_steps(num_rows):
     result = fit_head(tiny_model(), Features(num_rows, 0), Features(30, 1), config)
     schedule = result["schedule"]
     assert schedule["main_steps"] == 300 and schedule["main_steps_run"] == 300 and not schedule["stopped_early"]
-    assert result["global_step"] >= 300 + 5 and result["global_step"] == 300 + result["pruning"]["finetune_steps_run"]
+    pruning = result["pruning"]
+    finetuned = pruning["finetune_steps_run"] + sum(a["finetune_steps_run"] for a in pruning["attempts"])
+    assert result["global_step"] >= 300 + 5 and result["global_step"] == 300 + finetuned
     seen = result["examples_seen"]
     assert seen["total"] == 256 * result["global_step"]
     assert seen["max_per_row"] - seen["min_per_row"] <= 1  # whole epochs, plus at most one partial pass
@@ -185,13 +187,14 @@ def test_a_run_that_does_not_recover_says_so(caplog):
     accuracy falls by more than the tolerance, fine-tuning runs all its rounds, and the result says it."""
     config = FitConfig(
         train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
-        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, show_progress=False,
+        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, grow_prototype_budget=False,
+        show_progress=False,
     )  # fmt: skip
     with caplog.at_level(logging.INFO, logger="training.fit"):
         result = fit_head(tiny_model(), Features(150, 0, shift=0.3), Features(150, 1, shift=0.3), config)
     pruning = result["pruning"]
     before, after = pruning["validation_accuracy_before_pruning"], pruning["validation_accuracy_after_finetuning"]
-    assert before - after > 0.02 and pruning["recovered"] is False
+    assert before - after > 0.02 and pruning["recovered"] is False and pruning["attempts"] == []
     assert pruning["finetune_rounds"] == 2 and pruning["finetune_steps_run"] == 8 and result["global_step"] == 48
     assert pruning["accuracy_change"] == after - before
     assert pruning["warning"] == (
@@ -200,6 +203,41 @@ def test_a_run_that_does_not_recover_says_so(caplog):
     )
     assert "after fine-tuning (NOT recovered within 0.02)" in caplog.text
     assert [r.levelname for r in caplog.records if "NOT recovered" in r.getMessage()] == ["WARNING"]
+
+
+def test_pruning_that_does_not_recover_doubles_the_budget_from_the_head_before_pruning(caplog, tmp_path):
+    """The run above with the default `grow_prototype_budget`: each budget that does not recover is recorded, the head
+    before pruning comes back and is pruned to twice the budget, until the accuracy recovers (at the latest with every
+    channel kept); a resume in the middle of a later budget ends bit-identical."""
+    config = dict(
+        train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
+        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, show_progress=False,
+        output_dir=str(tmp_path / "straight"), checkpointing_steps=1,
+    )  # fmt: skip
+    data = Features(150, 0, shift=0.3), Features(150, 1, shift=0.3)
+    model = tiny_model()
+    with caplog.at_level(logging.INFO, logger="training.fit"):
+        result = fit_head(model, *data, FitConfig(**config))
+    pruning, attempts = result["pruning"], result["pruning"]["attempts"]
+    before = pruning["validation_accuracy_before_pruning"]
+    budgets = [a["max_prototypes_per_class"] for a in attempts] + [pruning["max_prototypes_per_class"]]
+    assert len(attempts) >= 1 and budgets == [min(2**i, 32) for i in range(len(budgets))]
+    assert all(a["validation_accuracy_after_finetuning"] < before - 0.02 for a in attempts)
+    assert all(a["finetune_steps_run"] == 8 for a in attempts)  # every failed budget ran all its rounds
+    assert pruning["recovered"] is True and "warning" not in pruning
+    assert pruning["validation_accuracy_after_finetuning"] >= before - 0.02
+    mask = model.head.classifier.prototype_mask
+    assert (mask.sum(dim=1) == budgets[-1]).all()  # pruned once, to the final budget, from the unpruned head
+    assert result["global_step"] == 40 + 8 * len(attempts) + pruning["finetune_steps_run"]
+    assert "back to the head before pruning, pruning to 2" in caplog.text
+    # Resume halfway through the second budget's fine-tuning: the head before pruning comes from the checkpoint.
+    step = 40 + 8 + 2
+    resumed_model = tiny_model(seed=1)
+    resumed = fit_head(resumed_model, *data, FitConfig(**{**config, "output_dir": str(tmp_path / "resumed"),
+                                                           "resume_from_checkpoint": str(tmp_path / "straight" / f"step_{step}")}))  # fmt: skip
+    assert resumed["pruning"] == pruning and resumed["global_step"] == result["global_step"]
+    for name, tensor in head_weights(resumed_model).items():
+        assert torch.equal(tensor, head_weights(model)[name]), name
 
 
 def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
@@ -217,7 +255,7 @@ def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
     monkeypatch.setattr(fit, "evaluate", level_evaluate)
     config = FitConfig(
         train_batch_size=32, max_train_steps=20, eval_steps=10, max_prototypes_per_class=2, finetune_steps=4,
-        finetune_max_rounds=3, pruning_tolerance=0.01, show_progress=False,
+        finetune_max_rounds=3, pruning_tolerance=0.01, grow_prototype_budget=False, show_progress=False,
     )  # fmt: skip
     model = tiny_model()
     result = fit_head(model, Features(96, 0), Features(30, 1), config)

@@ -83,6 +83,10 @@ class FitConfig:
     finetune_steps: int = 60  # one fine-tuning round
     finetune_max_rounds: int = 4  # rounds until the validation accuracy recovers to within pruning_tolerance
     pruning_tolerance: float = 0.01  # accepted validation-accuracy loss from pruning (fraction, 0.01 = 1 point)
+    # When fine-tuning does not recover within the tolerance: back to the head before pruning, prune to twice the
+    # budget and fine-tune again, until it recovers or the budget reaches every channel (False: keep the budget and
+    # report the loss).
+    grow_prototype_budget: bool = True
     finetune_learning_rate: float | None = None  # default: learning_rate / 3 (then scaled like learning_rate)
     seed: int = 0
     checkpointing_steps: str | int | None = None  # N steps, "epoch", or None
@@ -194,7 +198,9 @@ def fit_head(
     temperature annealed over a step budget, the sparsity penalties added to the loss, evaluation every
     ``eval_steps``, early stopping and the best state restored; then, if ``max_prototypes_per_class > 0``,
     ``prune_to_budget`` and fine-tuning with the mask fixed, in rounds, until the validation accuracy is back to
-    within ``pruning_tolerance`` of its value before pruning (or ``finetune_max_rounds``). The global batch, hence
+    within ``pruning_tolerance`` of its value before pruning (or ``finetune_max_rounds``); if it is not, and
+    ``grow_prototype_budget``, the head before pruning is restored and pruned to twice the budget, and so on, so that
+    pruning never costs more than the tolerance without the report saying so. The global batch, hence
     what a step and an epoch mean, is the same on 1 or N processes, and no training row is dropped.
 
     With an ``accelerator`` the head is wrapped for DDP and each process trains on its slice of every global batch;
@@ -247,6 +253,7 @@ def fit_head(
         "stopped_early": False, "pruning": None, "history": [], "loss_sum": 0.0, "loss_count": 0,
     }  # fmt: skip
     best: dict[str, torch.Tensor] | None = None  # the head's state at the phase's best evaluation (CPU)
+    dense: dict[str, torch.Tensor] | None = None  # the head before pruning (a larger budget starts from it again)
     seen = torch.zeros(num_rows, dtype=torch.int64)  # this process's uses of each row since start / resume
     if config.resume_from_checkpoint:
         path = config.resume_from_checkpoint
@@ -262,6 +269,7 @@ def fit_head(
         accelerator.load_state(path)  # head weights + prototype mask, optimiser, RNG states
         state.update({k: v for k, v in saved.items() if k in state})
         best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        dense = {k[len("dense."):]: v for k, v in tensors.items() if k.startswith("dense.")} or None
         if is_main and "seen" in tensors:  # the other processes count from 0: the sum over processes stays right
             seen = tensors["seen"].clone()
         if is_main:
@@ -276,7 +284,8 @@ def fit_head(
         accelerator.save_state(path)
         total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
         if is_main:
-            tensors = {"seen": total_seen, **{f"best.{k}": v for k, v in (best or {}).items()}}
+            tensors = {"seen": total_seen, **{f"best.{k}": v for k, v in (best or {}).items()},
+                       **{f"dense.{k}": v for k, v in (dense or {}).items()}}  # fmt: skip
             write_state(path, {**state, "config": run_config, "plan": plan.to_dict()}, tensors)
         accelerator.wait_for_everyone()
 
@@ -315,10 +324,34 @@ def fit_head(
             accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
         return metrics
 
-    def end_of_phase() -> None:
-        """Main -> (prune, fine-tune) -> done. A function of the checkpointed state only: a run resumed from a
-        checkpoint taken at the end of a phase makes the same transition."""
+    def start_pruning(budget: int, before: float) -> None:
+        """Prune the head to ``budget`` prototypes per class, evaluate, and start a fine-tuning phase."""
         nonlocal best
+        stats = prune_to_budget(model, budget)
+        state.update(phase="pruned", best_accuracy=None, best_step=None, evals_since_best=0)
+        best = None
+        after = record_evaluation("pruned", candidate=False)["accuracy"]
+        attempts = (state["pruning"] or {}).get("attempts", [])
+        state["pruning"] = {
+            **stats, "pruned_at_step": state["global_step"], "validation_accuracy_before_pruning": before,
+            "validation_accuracy_after_pruning": after, "tolerance": config.pruning_tolerance, "attempts": attempts,
+        }  # fmt: skip
+        if is_main:
+            logger.info(
+                "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass, %d distinct "
+                "channels used): validation accuracy %.4f before pruning, %.4f right after",
+                stats["max_prototypes_per_class"], stats["nonzero_after"], stats["nonzero_before"],
+                100 * stats["kept_weight_fraction"], stats["distinct_channels_used"], before, after,
+            )  # fmt: skip
+        inner = getattr(optimizer, "optimizer", optimizer)
+        inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
+        state.update(phase="finetune", phase_start=state["global_step"], phase_done=plan.finetune_steps == 0)
+
+    def end_of_phase() -> None:
+        """Main -> (prune, fine-tune [-> prune to a larger budget, fine-tune ...]) -> done. A function of the
+        checkpointed state only: a run resumed from a checkpoint taken at the end of a phase makes the same
+        transition."""
+        nonlocal best, dense
         phase, tolerance = state["phase"], config.pruning_tolerance
         if phase == "main":
             state["main_steps_run"] = state["global_step"] - state["phase_start"]
@@ -334,24 +367,8 @@ def fit_head(
             if not prune:
                 state["phase"] = "done"
                 return
-            stats = prune_to_budget(model, config.max_prototypes_per_class)
-            state.update(phase="pruned", best_accuracy=None, best_step=None, evals_since_best=0)
-            best = None
-            after = record_evaluation("pruned", candidate=False)["accuracy"]
-            state["pruning"] = {
-                **stats, "pruned_at_step": state["global_step"], "validation_accuracy_before_pruning": before,
-                "validation_accuracy_after_pruning": after, "tolerance": tolerance,
-            }  # fmt: skip
-            if is_main:
-                logger.info(
-                    "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass, %d distinct "
-                    "channels used): validation accuracy %.4f before pruning, %.4f right after",
-                    config.max_prototypes_per_class, stats["nonzero_after"], stats["nonzero_before"],
-                    100 * stats["kept_weight_fraction"], stats["distinct_channels_used"], before, after,
-                )  # fmt: skip
-            inner = getattr(optimizer, "optimizer", optimizer)
-            inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
-            state.update(phase="finetune", phase_start=state["global_step"], phase_done=plan.finetune_steps == 0)
+            dense = _head_state(model)
+            start_pruning(config.max_prototypes_per_class, before)
             return
         # end of fine-tuning
         explicit = config.finetune_epochs is not None
@@ -366,6 +383,21 @@ def fit_head(
             finetune_rounds=math.ceil(steps / plan.finetune_steps) if plan.finetune_steps else 0, recovered=recovered,
             accuracy_change=final - pruning["validation_accuracy_before_pruning"],
         )  # fmt: skip
+        budget, channels = pruning["max_prototypes_per_class"], model.head.classifier.weight.shape[1]
+        if not recovered and not explicit and config.grow_prototype_budget and budget < channels and dense is not None:
+            attempt = {k: pruning[k] for k in ("max_prototypes_per_class", "validation_accuracy_after_pruning",
+                                               "validation_accuracy_after_finetuning", "finetune_steps_run")}  # fmt: skip
+            pruning["attempts"] = pruning["attempts"] + [attempt]
+            if is_main:
+                logger.warning(
+                    "Pruning to %d prototypes per class: validation accuracy %.4f after %d fine-tuning steps, %.4f "
+                    "before pruning (tolerance %s): back to the head before pruning, pruning to %d", budget, final,
+                    steps, pruning["validation_accuracy_before_pruning"], tolerance, min(2 * budget, channels),
+                )  # fmt: skip
+            model.head.load_state_dict(dense)  # the unpruned mask and weights
+            progress.total += plan.finetune_steps
+            start_pruning(min(2 * budget, channels), pruning["validation_accuracy_before_pruning"])
+            return
         if not recovered:
             pruning["warning"] = (
                 f"validation accuracy {final:.4f} after pruning and {steps} fine-tuning steps is "

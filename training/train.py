@@ -19,8 +19,9 @@ The steps, top to bottom:
 5. the head (rotation U, nonnegative W, bias) trained on the features (``training/fit.py``, schedule in
    ``training/schedule.py``): a fixed global batch, a step budget with early stopping on the validation split,
    Gumbel temperature annealed over the budget, optional distillation from the backbone's head, L1 penalty on W,
-   then pruning to ``--max_prototypes_per_class`` and fine-tuning until the validation accuracy recovers
-   (``training/sparsity.py``); checkpoints (``training/checkpoints.py``);
+   then pruning to ``--max_prototypes_per_class`` and fine-tuning until the validation accuracy recovers (if it
+   does not, the head before pruning is pruned to twice the budget, and so on; ``training/sparsity.py``);
+   checkpoints (``training/checkpoints.py``);
 6. the linear-probe baseline, the explanation-size statistics, the prototype gallery (when available);
 7. the output folder: a complete Hub repo (weights + code files, image processor, gallery, ``all_results.json``,
    model card), written aside and swapped into place only when complete (``training/publish.py``), optionally
@@ -181,6 +182,9 @@ def parse_args(argv=None):
                         help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.")
     sparse.add_argument("--pruning_tolerance", type=nonnegative_float, default=0.01,
                         help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.")
+    sparse.add_argument("--strict_prototype_budget", action="store_true",
+                        help="Keep --max_prototypes_per_class even when fine-tuning does not recover the accuracy "
+                        "(default: go back to the head before pruning and prune to twice the budget, until it does).")
     sparse.add_argument("--finetune_epochs", type=nonnegative_float, default=None,
                         help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).")
     sparse.add_argument("--finetune_learning_rate", type=float, default=None, help="Default: learning_rate / 3.")
@@ -413,6 +417,7 @@ def _run(args, command, backbone_config, image_processor):
         rotation_matmul_dtype=args.rotation_matmul_dtype,
         finetune_epochs=args.finetune_epochs, finetune_steps=args.finetune_steps,
         finetune_max_rounds=args.finetune_max_rounds, pruning_tolerance=args.pruning_tolerance,
+        grow_prototype_budget=not args.strict_prototype_budget,
         finetune_learning_rate=args.finetune_learning_rate, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
         resume_from_checkpoint=args.resume_from_checkpoint, ignore_config_change=args.ignore_config_change,
         output_dir=args.output_dir, stop_after_steps=args.stop_after_steps, with_tracking=args.with_tracking,
