@@ -66,7 +66,8 @@ def test_two_processes_read_every_example_once_per_epoch(assets, tmp_path):
     args = [
         "--streaming", "--dataset_name", str(assets / "parquet"), "--backbone", str(assets / "backbone"),
         "--output_dir", str(output_dir), "--max_train_steps", "6", "--train_batch_size", "8",
-        "--max_prototypes_per_class", "2", "--finetune_steps", "3", "--finetune_max_rounds", "1", "--learning_rate", "0.1",
+        "--max_prototypes_per_class", "2", "--strict_prototype_budget", "--finetune_steps", "3",
+        "--finetune_max_rounds", "1", "--learning_rate", "0.1",
         "--shuffle_buffer_size", "5", "--record_stream_ids", str(ids_file),
     ]  # fmt: skip
     done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
@@ -111,8 +112,9 @@ def test_streamed_fit_equals_the_map_style_fit_on_full_batches(assets):
 
     folder, backbone = str(assets / "parquet"), str(assets / "backbone")
     processor = AutoImageProcessor.from_pretrained(backbone)
-    config = dict(max_train_steps=4, train_batch_size=2 * N_SHARD, max_prototypes_per_class=2, finetune_steps=2, finetune_max_rounds=1,
-                  learning_rate=0.3, seed=0, show_progress=False)  # fmt: skip
+    config = dict(max_train_steps=4, train_batch_size=2 * N_SHARD, max_prototypes_per_class=2, finetune_steps=2,
+                  finetune_max_rounds=1, grow_prototype_budget=False, learning_rate=0.3, seed=0,
+                  show_progress=False)  # fmt: skip
     transform = make_transform(processor, "image", "label")
     heads, evaluations = [], []
     for streamed in (False, True):
