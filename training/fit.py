@@ -387,7 +387,7 @@ def fit_head(
         if not recovered and not explicit and config.grow_prototype_budget and budget < channels and dense is not None:
             attempt = {k: pruning[k] for k in ("max_prototypes_per_class", "validation_accuracy_after_pruning",
                                                "validation_accuracy_after_finetuning", "finetune_steps_run")}  # fmt: skip
-            pruning["attempts"] = pruning["attempts"] + [attempt]
+            pruning["attempts"] = pruning.get("attempts", []) + [attempt]  # (a checkpoint of 0.1 has none)
             if is_main:
                 logger.warning(
                     "Pruning to %d prototypes per class: validation accuracy %.4f after %d fine-tuning steps, %.4f "
