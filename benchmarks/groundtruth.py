@@ -37,6 +37,7 @@ from torch import nn
 from benchmarks.common import _ROOT, Bench
 from benchmarks.groundtruth_report import BASELINES
 from modeling_infodisent.metrics import (
+    RELEVANCE_QUANTILE,
     box_masks,
     deletion_insertion_auc,
     energy_in_region,
@@ -179,7 +180,6 @@ def input_x_gradient(classifier, x: torch.Tensor, targets) -> np.ndarray:
 # the map peaks (`Prototype.location` / `Prototype.box`; the readout before that).
 LOCATORS = ("relevance", "region", "cell")
 DEFAULT_LOCATOR = "relevance"
-RELEVANCE_QUANTILE = 0.99
 
 
 def proto_points(explanations, k: int, locator: str = DEFAULT_LOCATOR) -> np.ndarray:

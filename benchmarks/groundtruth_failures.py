@@ -41,7 +41,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.groundtruth import (  # noqa: E402
-    RELEVANCE_QUANTILE,
     TEST_SEED,
     TUNING_SEED,
     _gt_bench,
@@ -53,6 +52,7 @@ from benchmarks.groundtruth import (  # noqa: E402
     train_variant,
 )
 from modeling_infodisent.metrics import (  # noqa: E402
+    RELEVANCE_QUANTILE,
     heatmap_peaks,
     paired_bootstrap,
     pointing_game,

@@ -37,6 +37,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from .gallery import PrototypeGallery, model_view, to_rgb
+from .metrics import RELEVANCE_QUANTILE
 
 __all__ = [
     "AGAINST_COLOUR",
@@ -269,10 +270,9 @@ def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     left, top, right, bottom = prototype.box
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", linewidth=3.2))
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor=colour, linewidth=1.8))
-    relevance = getattr(prototype, "relevance", None)
-    if relevance is not None and float(np.max(relevance)) > 0:
-        rel = np.asarray(relevance, dtype=np.float32)
-        top_pixels = (rel >= np.quantile(rel, 0.99)).astype(np.float32)
+    if prototype.relevance is not None and float(np.max(prototype.relevance)) > 0:
+        rel = np.asarray(prototype.relevance, dtype=np.float32)
+        top_pixels = (rel >= np.quantile(rel, RELEVANCE_QUANTILE)).astype(np.float32)
         xs, ys = np.arange(rel.shape[1]) + 0.5, np.arange(rel.shape[0]) + 0.5  # pixel centres, as imshow's extent
         for line_colour, line_width in (("white", 2.6), ("black", 1.2)):
             ax.contour(xs, ys, top_pixels, levels=[0.5], colors=[line_colour], linewidths=line_width)
