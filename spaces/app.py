@@ -48,10 +48,11 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 from modeling_infodisent import Explanation, render  # noqa: E402
 from modeling_infodisent.images import to_rgb  # noqa: E402, F401 (to_rgb: for callers)
+from modeling_infodisent.metrics import RELEVANCE_QUANTILE  # noqa: E402
 from modeling_infodisent.modeling_infodisent import upsample_map  # noqa: E402
 
 logger = logging.getLogger("infodisent.space")
@@ -110,8 +111,26 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return colormaps[render.PROTOTYPE_CMAP](values)[..., :3]
 
 
+def relevance_rings(size: tuple[int, int], relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two (H, W) bool masks at display `size` (width, height): a 2-px white ring and, inside it, a 1-px black ring
+    just outside the pixels that make the prototype fire, the top 1% of its relevance map
+    (`metrics.RELEVANCE_QUANTILE`, where the renderer's outline and the ground-truth benchmark locate a prototype).
+    None when the map is all zero."""
+    relevance = np.asarray(relevance, dtype=np.float32)
+    if relevance.size == 0 or float(relevance.max()) <= 0:
+        return None
+    top = relevance >= np.quantile(relevance, RELEVANCE_QUANTILE)
+    mask = Image.fromarray(top.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
+    inside = np.asarray(mask) > 0
+    near = np.asarray(mask.filter(ImageFilter.MaxFilter(3))) > 0
+    far = np.asarray(mask.filter(ImageFilter.MaxFilter(7))) > 0
+    return far & ~near, near & ~inside
+
+
 def prototype_overlay(base: Image.Image, prototype) -> Image.Image:
-    """The input with one prototype's map (normalised to its peak) blended on top and its peak cell boxed."""
+    """The input with one prototype's map (normalised to its peak) blended on top and its peak cell boxed; when the
+    explanation carries the prototype's pixel relevance, the pixels that make it fire are ringed (a feature cell sees
+    far more than its box)."""
     width, height = base.size
     heat = upsample_map(prototype.activation_map, (height, width))
     peak = float(prototype.activation_map.max()) or 1.0
@@ -124,6 +143,11 @@ def prototype_overlay(base: Image.Image, prototype) -> Image.Image:
     r, c = prototype.location
     box = (c * width / w, r * height / h, (c + 1) * width / w - 1, (r + 1) * height / h - 1)
     ImageDraw.Draw(image).rectangle(box, outline=POS_COLOR if prototype.sign > 0 else NEG_COLOR, width=3)
+    rings = relevance_rings(image.size, prototype.relevance) if prototype.relevance is not None else None
+    if rings is not None:
+        pixels = np.array(image)
+        pixels[rings[0]], pixels[rings[1]] = 255, 0
+        image = Image.fromarray(pixels)
     return image
 
 
@@ -194,11 +218,11 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
     )
 
 
-def explain_upload(explainer: Explainer, image_path, class_choice) -> tuple[Explanation, torch.Tensor, dict]:
+def explain_upload(explainer: Explainer, image_path, class_choice, relevance: int = 0) -> tuple[Explanation, torch.Tensor, dict]:
     """(explanation, pixel_values, probabilities by class choice) of an uploaded file; `BadInput` for a bad upload or
-    class. What every view and the API call."""
+    class. What every view and the API call; `relevance` as in `Explainer.explain`."""
     image = read_image(image_path)
-    explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+    explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice), relevance=relevance)
     probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
     return explanation, pixel_values, probabilities
 
@@ -247,7 +271,8 @@ def prototype_card(rank: int, p, explainer: Explainer, scale: float) -> str:
         f'<div style="margin:6px 0">{_bar(p.contribution, scale, 200)} <b>{p.contribution:+.3f}</b></div>'
         f"<div>= {'' if p.sign > 0 else '− '}weight {p.weight:.3f} × activation {p.activation:.3f}</div>"
         f"<div>peak at row {p.location[0]}, column {p.location[1]} of the "
-        f"{p.activation_map.shape[0]}×{p.activation_map.shape[1]} feature grid</div>"
+        f"{p.activation_map.shape[0]}×{p.activation_map.shape[1]} feature grid"
+        f"{'; ringed: the pixels that make it fire there' if p.relevance is not None else ''}</div>"
         f'<div style="opacity:.8">channel {p.channel} is used by: {top_users}{more}</div>{dead}</div>'
     )
 
@@ -313,8 +338,8 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     backbone = config.backbone_config.model_type
     n_used = int((explainer.weight > 0).sum(axis=1).mean())
 
-    def explain_core(image_path, class_choice):
-        return explain_upload(explainer, image_path, class_choice)
+    def explain_core(image_path, class_choice, relevance: int = 0):
+        return explain_upload(explainer, image_path, class_choice, relevance)
 
     # -- the API endpoint: probabilities + explanation JSON ----------------------------------------------------------
 
@@ -340,7 +365,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     def explain_view(image_path, class_choice):
         started = time.perf_counter()
         try:
-            explanation, pixel_values, probabilities = explain_core(image_path, class_choice)
+            explanation, pixel_values, probabilities = explain_core(image_path, class_choice, relevance=NUM_SLOTS)
         except BadInput as error:
             gr.Warning(html.escape(str(error)), title="Cannot explain this upload")  # a toast renders HTML
             return empty_view(f"⚠️ **Cannot explain this upload.** {md_text(error)}")
@@ -374,7 +399,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         """The project's printable figures (render.py): seconds of matplotlib, so only on request."""
         try:
             image = read_image(image_path)
-            explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice))
+            explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice), relevance=NUM_SLOTS)
         except BadInput as error:
             gr.Warning(html.escape(str(error)), title="Cannot explain this upload")
             return None, gr.update(value=None, visible=False)
@@ -383,7 +408,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         predicted = int(np.argmax(explanation.probabilities))
         if predicted == explanation.target:
             return figure, gr.update(value=None, visible=False)
-        predicted_explanation, _ = explainer.explain(image, predicted)
+        predicted_explanation, _ = explainer.explain(image, predicted, relevance=NUM_SLOTS)
         contrast = render.render_contrast(predicted_explanation, explanation, image, explainer.gallery, **common)
         return figure, gr.update(value=contrast, visible=True)
 

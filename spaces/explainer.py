@@ -179,9 +179,11 @@ class Explainer:
             return self.class_choices.index(choice)
         raise BadInput(f"Unknown class {choice!r}. Choose one of: {', '.join(self.class_choices)}.")
 
-    def explain(self, image: Image.Image, target: int | None) -> tuple[Explanation, torch.Tensor]:
+    def explain(self, image: Image.Image, target: int | None, relevance: int = 0) -> tuple[Explanation, torch.Tensor]:
+        """`relevance`: how many of the strongest positive prototypes get a pixel relevance map (one backward pass
+        through the backbone each; the page's cards outline it, the API's JSON has no use for it)."""
         pixel_values = pixel_values_for(image, self.processor)  # 1 channel for a grayscale backbone
-        return self.model.explain(pixel_values, target=target)[0], pixel_values
+        return self.model.explain(pixel_values, target=target, relevance=relevance)[0], pixel_values
 
     def model_view(self, pixel_values: torch.Tensor) -> Image.Image:
         """The input exactly as the model saw it (after the processor's resize/crop), un-normalised, so that the

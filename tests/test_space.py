@@ -5,6 +5,7 @@ gallery built here. Expected numbers are recomputed in the test from the model's
 `explain()`), so the endpoint is checked against an independent computation.
 """
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -328,6 +329,41 @@ def test_page_view_has_one_card_per_top_prototype(app, model_dir):
         items = explainer.gallery_items(shown[0].channel, shown[0].sign)
         entries = explainer.gallery.entries(shown[0].channel, shown[0].sign)
         assert [caption for _, caption in items] == [f"{e.label_name} · {e.activation:.2f}" for e in entries]
+
+
+def test_prototype_cards_ring_the_pixels_that_make_the_prototype_fire(app, model_dir):
+    """The page asks for the relevance of its positive cards; the overlay rings the top 1% of that map (what the
+    renderer outlines and the ground-truth benchmark locates) and changes no other pixel."""
+    from modeling_infodisent.metrics import RELEVANCE_QUANTILE
+
+    explainer = app.Explainer(model_dir)
+    image = app.to_rgb(Image.open(os.path.join(EXAMPLES_DIR, "0_t_shirt_top.png")))
+    explanation, pixel_values = explainer.explain(image, None, relevance=app.NUM_SLOTS)
+    assert explainer.explain(image, None)[0].prototypes[0].relevance is None  # the API's path pays nothing
+    shown = explanation.prototypes[: app.NUM_SLOTS]
+    positive = [p for p in shown if p.sign > 0]
+    assert positive and all(p.relevance is not None for p in positive)
+    assert all(p.relevance is None for p in shown if p.sign < 0)
+    base = explainer.model_view(pixel_values)
+    p = max(positive, key=lambda q: float(np.max(q.relevance)))
+    plain = np.asarray(app.prototype_overlay(base, dataclasses.replace(p, relevance=None)))
+    ringed = np.asarray(app.prototype_overlay(base, p))
+    white, black = app.relevance_rings(base.size, p.relevance)
+    changed = (plain != ringed).any(-1)
+    assert changed.any() and not (changed & ~(white | black)).any()
+    assert (ringed[white] == 255).all() and (ringed[black] == 0).all()
+    top = p.relevance >= np.quantile(p.relevance, RELEVANCE_QUANTILE)
+    top = np.asarray(Image.fromarray(top.astype(np.uint8) * 255).resize(base.size, Image.Resampling.NEAREST)) > 0
+    assert not (top & (white | black)).any()  # around the pixels, never over them
+    padded = np.pad(top, 1)
+    touching = np.zeros_like(top)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            touching |= padded[dy : dy + top.shape[0], dx : dx + top.shape[1]]
+    assert (touching[black]).all() and not (touching[white]).any()  # black hugs them, white lies outside it
+    assert "ringed" in app.prototype_card(1, p, explainer, 1.0)
+    assert "ringed" not in app.prototype_card(1, dataclasses.replace(p, relevance=None), explainer, 1.0)
+    assert app.relevance_rings(base.size, np.zeros((4, 4))) is None
 
 
 def test_model_choice_cli_env_and_default(app, monkeypatch, tmp_path):
