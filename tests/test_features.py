@@ -121,6 +121,48 @@ def test_interrupted_extraction_is_redone(setup, tmp_path, monkeypatch):
     assert not cache.reused and len(cache) == 21
 
 
+def test_concurrent_extractions_of_one_split_do_not_collide(setup, tmp_path, monkeypatch):
+    """Two runs extracting the same split into one cache at the same time (a sweep): the second starts and finishes
+    while the first is half-way; both succeed with the same features and only the complete folder remains. (Before
+    staging folders, the second deleted the first's half-written files: "No such file or directory ...tmp.npy".)"""
+    real_write, nested = features_module._ShardWriter.write, []
+
+    def write_then_let_another_run_extract(self, batch):
+        real_write(self, batch)
+        if not nested:
+            nested.append(None)  # the other run's own writes go straight through
+            nested[0] = extract(setup, tmp_path)
+
+    monkeypatch.setattr(features_module._ShardWriter, "write", write_then_let_another_run_extract)
+    first = extract(setup, tmp_path)
+    second = nested[0]
+    assert first.folder == second.folder and not first.reused and not second.reused
+    for name in ("features", "pooled", "labels", "logits"):
+        np.testing.assert_array_equal(first.array(name), second.array(name))
+    assert os.listdir(tmp_path) == [os.path.basename(first.folder)]
+
+
+def test_abandoned_staging_folders_are_removed_only_when_their_run_is_gone(setup, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, live_pid = int(gone.stdout), os.getppid()
+    probe = extract(setup, tmp_path / "probe")  # the key of this split
+    key = os.path.basename(probe.folder)
+    host = socket.gethostname()
+    killed = tmp_path / f"{key}.partial-{host}-{dead_pid}-0123abcd"
+    running = tmp_path / f"{key}.partial-{host}-{live_pid}-0123abcd"
+    elsewhere = tmp_path / f"{key}.partial-another-host-{dead_pid}-0123abcd"
+    for folder in (killed, running, elsewhere):
+        folder.mkdir()
+        (folder / "shard-00000-of-00001.features.tmp.npy").write_bytes(b"half")
+    cache = extract(setup, tmp_path)
+    assert not cache.reused and len(cache) == 21
+    assert not killed.exists() and running.exists() and elsewhere.exists()
+
+
 def test_pooled_only_cache_and_shard_bounds(setup, tmp_path):
     cache = extract(setup, tmp_path, pooled_only=True)
     assert not cache.has_feature_maps and cache.feature_shape == (32,)

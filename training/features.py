@@ -14,7 +14,9 @@ Layout (one folder per split, named by a key that changes whenever anything that
 * Plain ``.npy`` files (no pickle), written batch by batch through ``np.lib.format.open_memmap`` and read back
   memory-mapped, so memory stays bounded whatever the dataset size.
 * Extraction is sharded: with N processes, rank r extracts the r-th contiguous block of the split and writes its own
-  shard; the main process writes ``meta.json`` once every shard is there. Readers concatenate the shards in order,
+  shard; the main process writes ``meta.json`` once every shard is there. A run writes into a staging folder of its
+  own (``<key>.partial-<host>-<pid>-<random>``) renamed to ``<key>`` when complete, so concurrent runs on one cache
+  never touch each other's files; staging folders of killed runs on this host are deleted by the next extraction. Readers concatenate the shards in order,
   so the cache does not depend on how many processes wrote it. (Multi-node: ``cache_dir`` must be shared storage.)
 * The key hashes the backbone's weights and config (and its head's, whose logits are cached), the InfoDisent feature
   layer, the image processor's config, the dataset split's fingerprint, its size and columns, and the storage dtype.
@@ -27,6 +29,8 @@ import json
 import logging
 import os
 import shutil
+import socket
+import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -207,6 +211,45 @@ def collate_batch(batch: Any) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- extraction
+_PARTIAL = ".partial-"  # <key>.partial-<host>-<pid>-<random>: one run's extraction in progress
+
+
+def _remove_abandoned_extractions(cache_dir: str, key: str) -> None:
+    """Delete the staging folders of `key` left by runs on this host that no longer exist (killed mid-extraction),
+    and a `key` folder without meta.json (an interrupted extraction of an older version, which wrote in place).
+    Other hosts' staging folders are left alone: their processes cannot be checked from here."""
+    stale = os.path.join(cache_dir, key)
+    if os.path.isdir(stale) and not os.path.exists(os.path.join(stale, "meta.json")):
+        shutil.rmtree(stale, ignore_errors=True)
+    prefix, host = key + _PARTIAL, socket.gethostname()
+    for entry in os.listdir(cache_dir):
+        if not entry.startswith(prefix):
+            continue
+        owner_host, _, rest = entry[len(prefix) :].rpartition("-")[0].rpartition("-")
+        pid = rest if owner_host else ""
+        if owner_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
+        except OSError:  # alive, owned by another user
+            pass
+
+
+def _publish(staging: str, folder: str) -> None:
+    """Rename the complete `staging` folder to `folder` (atomic); if another run published `folder` first, keep
+    theirs (the same features: the key says so) and drop ours."""
+    if not os.path.exists(os.path.join(folder, "meta.json")):
+        try:
+            os.rename(staging, folder)
+            return
+        except OSError:  # published by another run a moment ago (a non-empty folder is not replaced)
+            if not os.path.exists(os.path.join(folder, "meta.json")):
+                raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _shard_bounds(num_rows: int, rank: int, world: int) -> tuple[int, int]:
     return (num_rows * rank) // world, (num_rows * (rank + 1)) // world
 
@@ -402,16 +445,23 @@ def get_or_extract_features(
             logger.info("Reusing cached %s features from %s", split_name, folder)
         return FeatureCache(folder)
 
+    # This run extracts into a staging folder of its own and renames it to `folder` once complete: runs that
+    # extract the same split at the same time (a sweep sharing one cache) never write into or delete each other's
+    # files; the first to finish publishes the folder, the others find it complete and use it.
+    staging = f"{folder}{_PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if is_main else None
+    if world > 1:
+        staging = broadcast_object_list([staging])[0]
     if is_main:
         logger.info("Extracting %s features (%d images, %d process(es)) into %s", split_name, len(dataset), world, folder)
-        shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted extraction
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(cache_dir, exist_ok=True)
+        _remove_abandoned_extractions(cache_dir, key)
+        os.makedirs(staging)
     if accelerator is not None:
         accelerator.wait_for_everyone()
 
     start, stop = _shard_bounds(len(dataset), rank, world)
     name = f"shard-{rank:05d}-of-{world:05d}"
-    writer = _ShardWriter(folder, name, stop - start, dtype)
+    writer = _ShardWriter(staging, name, stop - start, dtype)
     if stop > start:
         block = dataset.select(range(start, stop)).with_transform(transform)
         from training.data import collate_fn
@@ -433,7 +483,7 @@ def get_or_extract_features(
         except BaseException:
             writer.abort()
             if is_main:
-                shutil.rmtree(folder, ignore_errors=True)
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
             model.train(was_training)
@@ -444,13 +494,13 @@ def get_or_extract_features(
     if is_main:
         shards = []
         for r in range(world):
-            with open(os.path.join(folder, f"shard-{r:05d}-of-{world:05d}.json")) as f:
+            with open(os.path.join(staging, f"shard-{r:05d}-of-{world:05d}.json")) as f:
                 shards.append(json.load(f))
         arrays = next((s["arrays"] for s in shards if s["num_rows"] > 0), [])
         first = next(s for s in shards if s["num_rows"] > 0)
         # (D, h, w) of the feature maps, or (D,) for a pooled-only cache
         main_array = "features" if "features" in arrays else "pooled"
-        probe = np.load(os.path.join(folder, f"{first['name']}.{main_array}.npy"), mmap_mode="r")
+        probe = np.load(os.path.join(staging, f"{first['name']}.{main_array}.npy"), mmap_mode="r")
         feature_shape = list(probe.shape[1:])
         meta = {
             "version": CACHE_FORMAT_VERSION,
@@ -461,10 +511,9 @@ def get_or_extract_features(
             "dtype": dtype,
             "shards": shards,
         }
-        tmp = os.path.join(folder, "meta.json.tmp")
-        with open(tmp, "w") as f:
+        with open(os.path.join(staging, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1)
-        os.replace(tmp, os.path.join(folder, "meta.json"))
+        _publish(staging, folder)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     cache = FeatureCache(folder)
