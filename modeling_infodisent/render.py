@@ -1,8 +1,9 @@
-"""Pictures of InfoDisent explanations: PNG figures (matplotlib, Agg canvas) and self-contained HTML reports.
+"""Pictures of InfoDisent explanations: PNG figures (matplotlib, Agg canvas); the self-contained HTML report that
+embeds them is `report_html.explanation_html` (also importable from here).
 
 Everything printed on a picture comes from the `Explanation` (and the model's weights for the class sheets):
-`explanation_table` and `sum_terms` compute the rows and the addition once, and both the figure and the HTML read
-them. Each rendered PIL image also carries the text it drew in ``image.info["infodisent_text"]`` (one line per
+`explanation_text.explanation_table` and `sum_terms` compute the rows and the addition once, and both the figure and
+the HTML read them. Each rendered PIL image also carries the text it drew in ``image.info["infodisent_text"]`` (one line per
 printed number), which the command line writes into the PNG's metadata and the tests check.
 
 Reading the pictures
@@ -21,11 +22,7 @@ not change the user's pyplot backend.
 
 from __future__ import annotations
 
-import base64
 import functools
-import html
-import io
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +33,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from .explanation_text import (  # noqa: F401  (re-exported: the numbers are part of this module's API)
+    _class_name, _num, _split, _sum_line, contrast_table, explanation_table, original_classifier_line,
+    prototype_usage, sum_terms,
+)  # fmt: skip
 from .gallery import PrototypeGallery, model_view, to_rgb
 from .metrics import RELEVANCE_QUANTILE
 
@@ -72,117 +73,6 @@ def _literal_text(function):
             return function(*args, **kwargs)
 
     return wrapper
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Numbers (one source for the figures, the HTML and the tests)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _num(value: float, signed: bool = True) -> str:
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
-
-
-def explanation_table(explanation) -> list[dict]:
-    """One row per prototype of the explanation, in its order (by |contribution|): rank, prototype name, channel,
-    sign (+1/-1), evidence ("for" / "against"), activation, weight, contribution, location (row, col), box."""
-    rows = []
-    for rank, p in enumerate(explanation.prototypes):
-        rows.append(
-            {
-                "rank": rank,
-                "prototype": p.name,
-                "channel": int(p.channel),
-                "sign": int(p.sign),
-                "evidence": "for" if p.contribution > 0 else "against",
-                "activation": float(p.activation),
-                "weight": float(p.weight),
-                "contribution": float(p.contribution),
-                "location": tuple(int(v) for v in p.location),
-                "box": tuple(int(v) for v in p.box),
-            }
-        )
-    return rows
-
-
-def _split(explanation, max_prototypes: int, max_negative: int | None):
-    """The prototypes shown: the strongest `max_prototypes` for and `max_negative` against (never pruned ones)."""
-    positive = [p for p in explanation.positive if p.weight != 0][: max(0, max_prototypes)]
-    negative_cap = max(1, math.ceil(max_prototypes / 2)) if max_negative is None else max_negative
-    negative = [p for p in explanation.negative if p.weight != 0][: max(0, negative_cap)]
-    return positive, negative
-
-
-def sum_terms(explanation, shown: Sequence | None = None) -> list[tuple[str, float]]:
-    """The addition printed under a figure: ``[(label, value), ...]`` whose values add up to the logit (the last
-    term, labelled ``"logit"``, is the sum). Terms: bias, the shown prototypes for / against, and what the other
-    prototypes (and `Explanation.residual`) add, for / against, so that nothing is hidden."""
-    shown_ids = {id(p) for p in (shown if shown is not None else explanation.prototypes)}
-    shown_for = sum(p.contribution for p in explanation.prototypes if id(p) in shown_ids and p.contribution > 0)
-    shown_against = sum(p.contribution for p in explanation.prototypes if id(p) in shown_ids and p.contribution < 0)
-    rest = [p for p in explanation.prototypes if id(p) not in shown_ids]
-    rest_for = sum(p.contribution for p in rest if p.contribution > 0)
-    rest_against = sum(p.contribution for p in rest if p.contribution < 0)
-    n_for = sum(1 for p in explanation.prototypes if id(p) in shown_ids and p.contribution > 0)
-    n_against = sum(1 for p in explanation.prototypes if id(p) in shown_ids and p.contribution < 0)
-    terms = [("bias", float(explanation.bias)), (f"{n_for} shown for", float(shown_for))]
-    terms.append((f"{n_against} shown against", float(shown_against)))
-    if rest or explanation.residual:
-        # `residual` is what explain(top_k=...) already summed away: it joins the others of its sign.
-        n_rest_for = sum(1 for p in rest if p.contribution > 0)
-        n_rest_against = sum(1 for p in rest if p.contribution < 0)
-        terms.append((f"{n_rest_for} others for", float(rest_for + max(explanation.residual, 0.0))))
-        terms.append((f"{n_rest_against} others against", float(rest_against + min(explanation.residual, 0.0))))
-    terms.append(("logit", float(explanation.logit)))
-    return terms
-
-
-def original_classifier_line(explanation, id2label: dict | None = None) -> str | None:
-    """What the explained black box itself decides, when the model carries its original classifier (else None)."""
-    if getattr(explanation, "original_prediction", None) is None:
-        return None
-    name = _class_name(explanation.original_prediction, id2label, explanation.original_label)
-    if explanation.agrees:
-        return f"Original classifier: also '{name}' (agrees)"
-    return f"Original classifier: '{name}' (DISAGREES: this explains InfoDisent's score, not the original's decision)"
-
-
-def _sum_line(terms: list[tuple[str, float]], class_name: str) -> str:
-    parts = [f"{_num(v, signed=i > 0)} ({label})" for i, (label, v) in enumerate(terms[:-1])]
-    return " ".join(parts) + f" = {_num(terms[-1][1], signed=False)} (logit of '{class_name}')"
-
-
-def contrast_table(expl_a, expl_b) -> list[dict]:
-    """Per prototype (channel, sign), its contribution to class A, to class B and the difference A - B, ordered by
-    |difference|. ``logit_A - logit_B = (bias_A - bias_B) + sum(differences) + (residual_A - residual_B)``."""
-    if expl_a.image_size != expl_b.image_size or expl_a.feature_grid != expl_b.feature_grid:
-        raise ValueError("The two explanations are not of the same image (their sizes differ).")
-    by_key: dict[tuple[int, int], dict] = {}
-    for which, expl in (("a", expl_a), ("b", expl_b)):
-        for p in expl.prototypes:
-            row = by_key.setdefault(
-                (p.channel, p.sign),
-                {"prototype": p.name, "channel": p.channel, "sign": p.sign, "a": 0.0, "b": 0.0, "_proto": p},
-            )
-            row[which] = float(p.contribution)
-    rows = []
-    for row in by_key.values():
-        row["difference"] = row["a"] - row["b"]
-        if row["difference"] != 0.0:
-            rows.append(row)
-    rows.sort(key=lambda r: (-abs(r["difference"]), r["channel"], -r["sign"]))
-    return rows
-
-
-def prototype_usage(model, channel: int) -> list[tuple[int, float]]:
-    """The classes that use rotated channel `channel` (both its poles), as ``[(class_id, weight), ...]`` by weight,
-    largest first; pruned (zero) weights are left out."""
-    weight = model.classifier_weight.detach().double().cpu()
-    if not 0 <= int(channel) < weight.shape[1]:
-        raise IndexError(f"Channel {channel} is out of range: the model has {weight.shape[1]} channels.")
-    column = weight[:, int(channel)]
-    used = [(int(k), float(column[k])) for k in range(column.shape[0]) if column[k] != 0]
-    return sorted(used, key=lambda kw: (-kw[1], kw[0]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,14 +212,6 @@ def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, si
 def _short(name: str, limit: int = 32) -> str:
     """Class names on figures are cut (ImageNet has names of 60+ characters); the HTML keeps them whole."""
     return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-def _class_name(class_id: int, id2label: dict | None, fallback: str | None = None) -> str:
-    if id2label:
-        for key in (class_id, str(class_id)):
-            if key in id2label:
-                return str(id2label[key])
-    return fallback if fallback is not None else str(class_id)
 
 
 def _evidence_map(ax, canvas: _Canvas, view, heat: np.ndarray, size, title: str, bar_label: str,
@@ -692,113 +574,5 @@ def render_class_sheet(
     return canvas.to_image()
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# HTML
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _png_data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-_CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: .9em; } td, th { padding: 3px 9px; border-bottom: 1px solid #ddd; }
-th { text-align: left; background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.for { color: #c0392b; } .against { color: #2166ac; } .muted { color: #666; font-size: .9em; }
-.sum { font-family: monospace; background: #f7f7f7; padding: .6em .8em; border-radius: 4px; }
-img.figure { max-width: 100%; border: 1px solid #ddd; } img.patch { width: 48px; height: 48px; margin-right: 2px;
-image-rendering: pixelated; border: 1px solid #ccc; }
-"""
-
-
-def explanation_html(
-    explanation,
-    image,
-    gallery: PrototypeGallery | None = None,
-    max_prototypes: int = 6,
-    id2label: dict | None = None,
-    *,
-    contrast=None,
-    image_processor: Any = None,
-    title: str | None = None,
-    max_patch_rows: int = 24,
-    figure: Image.Image | None = None,
-    contrast_figure: Image.Image | None = None,
-) -> str:
-    """A self-contained HTML report (all images embedded as base64 PNG), readable without the code: the verdict,
-    the top-5 probabilities, the figure of `render_explanation`, the addition ``bias + contributions = logit``,
-    the table of every contributing prototype (with gallery thumbnails for the first `max_patch_rows`), and, when
-    `contrast` (an `Explanation` of another class of the same image) is given, the "why A and not B" figure.
-    `figure` / `contrast_figure`: already rendered figures to embed (they are rendered here otherwise)."""
-    esc = html.escape
-    name = explanation.label
-    if figure is None:
-        figure = render_explanation(explanation, image, gallery, max_prototypes, id2label,
-                                    image_processor=image_processor)
-    terms = sum_terms(explanation)
-    probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
-    predicted = int(np.argmax(probabilities))
-    predicted_name = _class_name(predicted, id2label, name if predicted == explanation.target else None)
-    original = original_classifier_line(explanation, id2label)
-    parts = [
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{esc(title or f'InfoDisent explanation: {name}')}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(title or f'Why “{name}”?')}</h1>",
-        f"<p>The model predicts <b>{esc(predicted_name)}</b> with probability "
-        f"<b>{100 * probabilities[predicted]:.1f}%</b>. This page explains the score (logit) of class "
-        f"<b>{esc(name)}</b>: <b>{_num(explanation.logit, False)}</b>.</p>",
-        f"<p>{esc(original)}.</p>" if original else "",
-        "<p class='muted'>How to read it: the model looks at the image through <i>prototypes</i>. Each prototype "
-        "fires at one place of the image (its heatmap and box) and adds <i>weight × activation</i> to the class "
-        "score — <span class='for'>red</span> prototypes argue <span class='for'>for</span> the class, "
-        "<span class='against'>blue</span> ones <span class='against'>against</span> it. The small pictures are the "
-        "training patches where each prototype fires most, so you can see what it responds to. The score is "
-        "exactly the bias plus the sum of all contributions.</p>",
-        "<h2>Top-5 probabilities</h2><table><tr><th>class</th><th>probability</th></tr>",
-    ]
-    for k in np.argsort(-probabilities, kind="stable")[:5]:
-        k = int(k)
-        label = _class_name(k, id2label, name if k == explanation.target else None)
-        bold = ("<b>", "</b>") if k == explanation.target else ("", "")
-        parts.append(
-            f"<tr><td>{bold[0]}{esc(label)}{bold[1]}</td><td class='num'>{100 * probabilities[k]:.2f}%</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append(f"<h2>Explanation</h2><img class='figure' alt='explanation figure' src='{_png_data_uri(figure)}'>")
-    parts.append("<h2>The score adds up</h2><p class='sum'>" + esc(_sum_line(terms, name)) + "</p>")
-    if explanation.residual:
-        parts.append(f"<p class='muted'>The explanation was truncated: the prototypes not listed add "
-                     f"{_num(explanation.residual)} (included in the sum above).</p>")
-    parts.append("<h2>All contributing prototypes</h2><table><tr><th>#</th><th>prototype</th><th>evidence</th>"
-                 "<th>weight</th><th>activation</th><th>contribution</th><th>peak (row, col)</th>"
-                 "<th>most activating training patches</th></tr>")
-    for row in explanation_table(explanation):
-        thumbs = ""
-        if gallery is not None and row["rank"] < max_patch_rows:
-            if gallery.is_dead(row["channel"], row["sign"]):
-                thumbs = "<span class='muted'>never fired on the gallery images</span>"
-            for entry in gallery.entries(row["channel"], row["sign"])[: min(5, gallery.top_k)]:
-                caption = esc(f"{entry.label_name} · activation {entry.activation:.3f} · image {entry.source_id}")
-                thumbs += f"<img class='patch' title='{caption}' alt='{caption}' src='{_png_data_uri(entry.image)}'>"
-        cls = row["evidence"]
-        parts.append(
-            f"<tr><td>{row['rank'] + 1}</td><td>{esc(row['prototype'])}</td><td class='{cls}'>{cls}</td>"
-            f"<td class='num'>{row['weight']:.3f}</td><td class='num'>{row['activation']:.3f}</td>"
-            f"<td class='num {cls}'>{_num(row['contribution'])}</td><td>{row['location']}</td><td>{thumbs}</td></tr>"
-        )
-    parts.append(f"<tr><td></td><td>bias</td><td></td><td></td><td></td><td class='num'>{_num(explanation.bias)}</td>"
-                 "<td></td><td></td></tr></table>")
-    if contrast is not None:
-        if contrast_figure is None:
-            contrast_figure = render_contrast(explanation, contrast, image, gallery, id2label=id2label,
-                                              image_processor=image_processor)
-        parts.append(f"<h2>Why “{esc(name)}” and not “{esc(contrast.label)}”?</h2>"
-                     f"<img class='figure' alt='contrast figure' src='{_png_data_uri(contrast_figure)}'>")
-    parts.append("<p class='muted'>Generated by InfoDisent (Struski, Rymarczyk, Tabor, arXiv 2409.10329).</p>"
-                 "</body></html>\n")
-    return "\n".join(parts)
+# The HTML report (`report_html`) embeds these figures; imported last, as it imports them from this module.
+from .report_html import explanation_html  # noqa: E402
