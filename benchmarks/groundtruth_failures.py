@@ -22,6 +22,10 @@ off the pixel relevance maps of `explain(..., relevance=1)`, "relevance" the def
 `groundtruth.DEFAULT_LOCATOR`), the same readouts of the post-hoc maps (and input × gradient on the original
 classifier), and the top prototypes ranked differently. Written for both variants: `results_groundtruth_failures.json`
 (part) and `results_groundtruth_failures_cluttered.json`.
+
+Run once more on splits drawn with unused seeds, as confirmations with their comparisons fixed beforehand:
+`--test_seed 3 --test_rows 3000` (`results_groundtruth_confirmation.json`) and `--test_seed 4 --test_rows 10000
+--costly_images 200` for both variants (`results_groundtruth_confirmation_10k.json`, `..._10k_cluttered.json`).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ Layout (one folder per split, named by a key that changes whenever anything that
 * Plain ``.npy`` files (no pickle), written batch by batch through ``np.lib.format.open_memmap`` and read back
   memory-mapped, so memory stays bounded whatever the dataset size.
 * Extraction is sharded: with N processes, rank r extracts the r-th contiguous block of the split and writes its own
-  shard; the main process writes ``meta.json`` once every shard is there. A run writes into a staging folder of its
-  own (``<key>.partial-<host>-<pid>-<random>``) renamed to ``<key>`` when complete, so concurrent runs on one cache
-  never touch each other's files; staging folders of killed runs on this host are deleted by the next extraction. Readers concatenate the shards in order,
+  shard; the main process writes ``meta.json`` once every shard is there. Readers concatenate the shards in order,
   so the cache does not depend on how many processes wrote it. (Multi-node: ``cache_dir`` must be shared storage.)
+* A run writes into a staging folder of its own (``<key>.partial-<host>-<pid>-<random>``), renamed to ``<key>`` when
+  complete, so concurrent runs on one cache never touch each other's files; the staging folders of killed runs on
+  this host are deleted by the next extraction.
 * The key hashes the backbone's weights and config (and its head's, whose logits are cached), the InfoDisent feature
   layer, the image processor's config, the dataset split's fingerprint, its size and columns, and the storage dtype.
 """
