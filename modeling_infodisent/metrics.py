@@ -58,6 +58,7 @@ __all__ = [
     "paired_bootstrap",
     "pointing_game",
     "region_centre",
+    "relevance_pixels",
     "road_scores",
     "rv_coefficient",
     "subcell_peak",
@@ -481,6 +482,16 @@ def subcell_peak(activation_map, location: tuple[int, int] | None = None) -> tup
 # The renderer outlines that region and the ground-truth benchmark locates a prototype at its weighted centre
 # (chosen on the benchmark's tuning split; `benchmarks/groundtruth.py`).
 RELEVANCE_QUANTILE = 0.99
+
+
+def relevance_pixels(relevance) -> np.ndarray | None:
+    """(H, W) bool mask of the pixels that make a prototype fire: the top `RELEVANCE_QUANTILE` of its relevance map
+    (`Prototype.relevance`), what the renderer and the Space outline. None when the map is empty or has no positive
+    value (nothing to show)."""
+    relevance = np.asarray(relevance, dtype=np.float32)
+    if relevance.size == 0 or float(relevance.max()) <= 0:
+        return None
+    return relevance >= np.quantile(relevance, RELEVANCE_QUANTILE)
 
 
 def region_centre(heatmaps, quantile: float = 0.95) -> np.ndarray:

@@ -3,8 +3,8 @@ embeds them is `report_html.explanation_html` (also importable from here).
 
 Everything printed on a picture comes from the `Explanation` (and the model's weights for the class sheets):
 `explanation_text.explanation_table` and `sum_terms` compute the rows and the addition once, and both the figure and
-the HTML read them. Each rendered PIL image also carries the text it drew in ``image.info["infodisent_text"]`` (one line per
-printed number), which the command line writes into the PNG's metadata and the tests check.
+the HTML read them. Each rendered PIL image also carries the text it drew in ``image.info["infodisent_text"]`` (one
+line per printed number), which the command line writes into the PNG's metadata and the tests check.
 
 Reading the pictures
 --------------------
@@ -38,7 +38,7 @@ from .explanation_text import (  # noqa: F401  (re-exported: the numbers are par
     prototype_usage, sum_terms,
 )  # fmt: skip
 from .gallery import PrototypeGallery, model_view, to_rgb
-from .metrics import RELEVANCE_QUANTILE
+from .metrics import relevance_pixels
 
 __all__ = [
     "AGAINST_COLOUR",
@@ -160,12 +160,11 @@ def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     left, top, right, bottom = prototype.box
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="white", linewidth=3.2))
     ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor=colour, linewidth=1.8))
-    if prototype.relevance is not None and float(np.max(prototype.relevance)) > 0:
-        rel = np.asarray(prototype.relevance, dtype=np.float32)
-        top_pixels = (rel >= np.quantile(rel, RELEVANCE_QUANTILE)).astype(np.float32)
-        xs, ys = np.arange(rel.shape[1]) + 0.5, np.arange(rel.shape[0]) + 0.5  # pixel centres, as imshow's extent
+    top_pixels = relevance_pixels(prototype.relevance) if prototype.relevance is not None else None
+    if top_pixels is not None:
+        xs, ys = np.arange(top_pixels.shape[1]) + 0.5, np.arange(top_pixels.shape[0]) + 0.5  # pixel centres (extent)
         for line_colour, line_width in (("white", 2.6), ("black", 1.2)):
-            ax.contour(xs, ys, top_pixels, levels=[0.5], colors=[line_colour], linewidths=line_width)
+            ax.contour(xs, ys, top_pixels.astype(np.float32), levels=[0.5], colors=[line_colour], linewidths=line_width)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     for spine in ax.spines.values():

@@ -43,8 +43,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image  # noqa: E402
 from explainer import DISPLAY_SIZE, MAX_SIDE  # noqa: E402, F401  (for callers of the app module)
 from views import (  # noqa: E402, F401  (the page's pictures and HTML; the tests call them through this module)
-    NUM_BARS, _bar, annotated_overview, contribution_chart, equation_markdown, md_text, prototype_card, prototype_overlay,
-    relevance_rings, status_markdown,
+    NUM_BARS, annotated_overview, contribution_chart, equation_markdown, md_text, prototype_card, prototype_overlay,
+    relevance_rings, signed_bar, status_markdown,
 )  # fmt: skip
 
 import gradio as gr  # noqa: E402
@@ -92,7 +92,9 @@ DELETE_EVERY_S, DELETE_AFTER_S = 300, 1800
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def explain_upload(explainer: Explainer, image_path, class_choice, relevance: int = 0) -> tuple[Explanation, torch.Tensor, dict]:
+def explain_upload(
+    explainer: Explainer, image_path, class_choice, relevance: int = 0
+) -> tuple[Explanation, torch.Tensor, dict]:
     """(explanation, pixel_values, probabilities by class choice) of an uploaded file; `BadInput` for a bad upload or
     class. What every view and the API call; `relevance` as in `Explainer.explain`."""
     image = read_image(image_path)
@@ -248,7 +250,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         protos = explainer.class_prototypes(k)
         scale = max([w for _, w in protos] + [1e-9])
         rows = "".join(
-            f"<tr><td><b>{c}+</b></td><td>{_bar(w, scale)}</td><td style='text-align:right'>{w:.3f}</td>"
+            f"<tr><td><b>{c}+</b></td><td>{signed_bar(w, scale)}</td><td style='text-align:right'>{w:.3f}</td>"
             f"<td style='opacity:.8'>also used by {len(explainer.prototype_usage(c)) - 1} other classes</td></tr>"
             for c, w in protos
         )
@@ -271,7 +273,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
         scale = max([w for _, w in users] + [1e-9])
         verb = "for" if sign > 0 else "against"
         rows = "".join(
-            f"<tr><td>{html.escape(explainer.id2label[k])}</td><td>{_bar(w, scale)}</td>"
+            f"<tr><td>{html.escape(explainer.id2label[k])}</td><td>{signed_bar(w, scale)}</td>"
             f"<td style='text-align:right'>{w:.3f}</td></tr>"
             for k, w in users
         )

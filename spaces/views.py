@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from explainer import Explainer
 from modeling_infodisent import Explanation, render
-from modeling_infodisent.metrics import RELEVANCE_QUANTILE
+from modeling_infodisent.metrics import relevance_pixels
 from modeling_infodisent.modeling_infodisent import upsample_map
 
 NUM_BARS = 10  # prototypes listed one by one in the contribution chart (the rest are summed)
@@ -42,13 +42,12 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 
 def relevance_rings(size: tuple[int, int], relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Two (H, W) bool masks at display `size` (width, height): a 2-px white ring and, inside it, a 1-px black ring
-    just outside the pixels that make the prototype fire, the top 1% of its relevance map
-    (`metrics.RELEVANCE_QUANTILE`, where the renderer's outline and the ground-truth benchmark locate a prototype).
+    just outside the pixels that make the prototype fire (`metrics.relevance_pixels`: the top 1% of its relevance
+    map, what the renderer outlines and where the ground-truth benchmark locates a prototype).
     None when the map is all zero."""
-    relevance = np.asarray(relevance, dtype=np.float32)
-    if relevance.size == 0 or float(relevance.max()) <= 0:
+    top = relevance_pixels(relevance)
+    if top is None:
         return None
-    top = relevance >= np.quantile(relevance, RELEVANCE_QUANTILE)
     mask = Image.fromarray(top.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
     inside = np.asarray(mask) > 0
     near = np.asarray(mask.filter(ImageFilter.MaxFilter(3))) > 0
@@ -93,7 +92,7 @@ def annotated_overview(base: Image.Image, prototypes) -> tuple[Image.Image, list
     return base, annotations
 
 
-def _bar(value: float, scale: float, width_px: int = 160) -> str:
+def signed_bar(value: float, scale: float, width_px: int = 160) -> str:
     """A signed horizontal bar around a zero axis: right in red (evidence for), left in blue (evidence against)."""
     frac = abs(value) / scale if scale > 0 else 0.0
     clipped = frac > 1.0
@@ -125,15 +124,15 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
         rows.append(
             f'<tr title="{tip}"><td>#{rank}</td><td><b>{p.name}</b> '
             f'<span style="opacity:.7">{"for" if p.sign > 0 else "against"}</span></td>'
-            f'<td>{_bar(p.contribution, scale)}</td><td style="text-align:right">{p.contribution:+.3f}</td></tr>'
+            f'<td>{signed_bar(p.contribution, scale)}</td><td style="text-align:right">{p.contribution:+.3f}</td></tr>'
         )
     if rest:
         rows.append(
-            f"<tr><td></td><td>{len(rest)} other prototypes</td><td>{_bar(rest_sum, scale)}</td>"
+            f"<tr><td></td><td>{len(rest)} other prototypes</td><td>{signed_bar(rest_sum, scale)}</td>"
             f'<td style="text-align:right">{rest_sum:+.3f}</td></tr>'
         )
     rows.append(
-        f'<tr><td></td><td>bias</td><td>{_bar(explanation.bias, scale)}</td>'
+        f'<tr><td></td><td>bias</td><td>{signed_bar(explanation.bias, scale)}</td>'
         f'<td style="text-align:right">{explanation.bias:+.3f}</td></tr>'
     )
     rows.append(
@@ -188,7 +187,7 @@ def prototype_card(rank: int, p, explainer: Explainer, scale: float) -> str:
     return (
         f'<div class="proto-card"><div style="font-size:1.1em;font-weight:600">#{rank} · prototype {p.name}</div>'
         f"<div>{role} the class</div>"
-        f'<div style="margin:6px 0">{_bar(p.contribution, scale, 200)} <b>{p.contribution:+.3f}</b></div>'
+        f'<div style="margin:6px 0">{signed_bar(p.contribution, scale, 200)} <b>{p.contribution:+.3f}</b></div>'
         f"<div>= {'' if p.sign > 0 else '− '}weight {p.weight:.3f} × activation {p.activation:.3f}</div>"
         f"<div>peak at row {p.location[0]}, column {p.location[1]} of the "
         f"{p.activation_map.shape[0]}×{p.activation_map.shape[1]} feature grid"
