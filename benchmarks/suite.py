@@ -87,7 +87,8 @@ _PER_TRAIN_IMAGE_S = {"resnet": 0.004, "vit": 0.004, "dinov2": 0.004, "convnext"
                       "tiny": 0.004}
 _EXTRACT_PER_IMAGE_S = {"resnet": 0.003, "vit": 0.003, "dinov2": 0.003, "convnext": 0.003, "vit_classifier": 0.003,
                         "tiny": 0.003}
-_BUILD_BACKBONE_S = {"resnet": 0.0, "vit": 180.0, "dinov2": 180.0, "convnext": 200.0, "vit_classifier": 180.0, "tiny": 2.0}
+_BUILD_BACKBONE_S = {"resnet": 0.0, "vit": 820.0, "dinov2": 830.0, "convnext": 770.0, "vit_classifier": 820.0,
+                     "tiny": 2.0}
 
 
 @dataclass(frozen=True)
