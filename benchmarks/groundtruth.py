@@ -345,7 +345,8 @@ def _correctness(model, bench, variant, s, x, targets, explanations, seed) -> di
         logit_drop[i] = e.logit - a.logit
     both = ~np.isnan(drop_top) & ~np.isnan(drop_rest)
     with torch.no_grad():
-        still = (model(x_removed).logits.argmax(-1).cpu() == torch.as_tensor(targets)).float().mean().item()
+        preds = torch.cat([model(x_removed[i : i + 128]).logits.argmax(-1).cpu() for i in range(0, n, 128)])
+    still = (preds == torch.as_tensor(targets)).float().mean().item()
     return {
         "removed": "the decisive mark" if variant == "part" else "the garment (clutter kept)",
         "top_k": TOP_K,
@@ -458,7 +459,9 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
         "infodisent_before/maps": np.stack([e.class_heatmap() for e in expl["before"]]),
         "infodisent_after/maps": np.stack([e.class_heatmap() for e in expl["after"]]),
         "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in expl["after"]]),
-        "grad_cam_infodisent": grad_cam_maps(models["after"], x, targets=labels.tolist()),
+        # In chunks: one Grad-CAM call keeps the whole batch's backbone graph (10,000 images: tens of GB).
+        "grad_cam_infodisent": np.concatenate([grad_cam_maps(models["after"], x[i : i + 64], targets=labels[i : i + 64].tolist())
+                                               for i in range(0, len(x), 64)]),  # fmt: skip
         "input_x_gradient_original": input_x_gradient(original, x, labels.tolist()),
         **{f"{k}_original": v for k, v in posthoc_maps(original, x, labels.tolist(), ("grad_cam",)).items()},
         # ScoreCAM / AblationCAM: 64 masked forward passes per image, so only the first `costly_images`.
