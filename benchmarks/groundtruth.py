@@ -155,6 +155,13 @@ def explain_all(model, x: torch.Tensor, targets, relevance: int = 0) -> list:
     return out
 
 
+def predictions(model, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """(N,) predicted classes (on the CPU) of an InfoDisent model or an original classifier, in batches: one forward
+    pass over 10,000 images would hold every layer's output at once."""
+    with torch.no_grad():
+        return torch.cat([model(pixel_values=x[i : i + batch]).logits.argmax(-1).cpu() for i in range(0, len(x), batch)])
+
+
 def input_x_gradient(classifier, x: torch.Tensor, targets) -> np.ndarray:
     """(N, H, W) input × gradient of the original classifier's target logit, summed over colour channels, positive
     part: the pixel-level post-hoc baseline for the prototypes' relevance maps (the same attribution, on the black
@@ -344,9 +351,7 @@ def _correctness(model, bench, variant, s, x, targets, explanations, seed) -> di
             drop_rest[i] = 1 - sum(now.get((p.channel, p.sign), 0.0) for p in rest) / before_rest
         logit_drop[i] = e.logit - a.logit
     both = ~np.isnan(drop_top) & ~np.isnan(drop_rest)
-    with torch.no_grad():
-        preds = torch.cat([model(x_removed[i : i + 128]).logits.argmax(-1).cpu() for i in range(0, n, 128)])
-    still = (preds == torch.as_tensor(targets)).float().mean().item()
+    still = (predictions(model, x_removed) == torch.as_tensor(targets)).float().mean().item()
     return {
         "removed": "the decisive mark" if variant == "part" else "the garment (clutter kept)",
         "top_k": TOP_K,
@@ -438,8 +443,7 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     boxes = np.asarray(test["box"])
     raw = np.stack([np.asarray(im, dtype=np.float32) for im in test["image"]])
     original = bench.head_model.eval()
-    with torch.no_grad():
-        orig_pred = torch.cat([original(pixel_values=x[i : i + 128]).logits.argmax(-1).cpu() for i in range(0, len(x), 128)])
+    orig_pred = predictions(original, x)
     n_costly, n_rand = min(s["costly_images"], len(x)), min(s["randomisation_images"], len(x))
     models, results = {}, {"settings": {"variant": variant, "test_images": int(len(x)), "target": "the true class",
                                         "pointing_tolerance_px": None, **s}}  # fmt: skip

@@ -52,6 +52,7 @@ from benchmarks.groundtruth import (  # noqa: E402
     grid_subcell_points,
     input_x_gradient,
     posthoc_maps,
+    predictions,
     settings,
     train_variant,
 )
@@ -123,8 +124,7 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
         grid = expl[0].feature_grid
         tol = int(round(size / grid[1] / 2))
         grown = np.clip(boxes + np.array([-tol, -tol, tol, tol]), 0, size)
-        with torch.no_grad():
-            pred = torch.cat([model(x[i : i + 256]).logits.argmax(-1) for i in range(0, len(x), 256)]).numpy()
+        pred = predictions(model, x).numpy()
         cams = posthoc_maps(bench.head_model.eval(), x, labels.tolist(), ("grad_cam",))
         cams.update(posthoc_maps(bench.head_model.eval(), x[:costly], labels[:costly].tolist(), ("score_cam",)))
         cams["input_x_gradient"] = input_x_gradient(bench.head_model.eval(), x, labels.tolist())
