@@ -68,11 +68,13 @@ TEST_SEED = 2
 
 def settings(quick: bool, test_seed: int = TEST_SEED) -> dict:
     """The benchmark's sizes. Pointing game, energy in box, completeness and correctness are cheap per image, so they
-    run on all `test_rows` images: 10,000, because the differences to resolve are 1-2 points between methods that score
-    95-99% (1,000 images put a paired 95% interval of about ±1.3 points around them and called a 1-point lead a tie; 150
-    could not even resolve 3 points). ScoreCAM / AblationCAM (64 masked forward passes per image: ~0.09 / ~0.08 s each on one CPU core) run
-    on the first `costly_images`, the randomisation check on the first `randomisation_images`, occlusion and deletion
-    on their own few. Measured back to back: the part-defined set 123 s with the quick sizes, 82 s with 150 images."""
+    run on all `test_rows` images: 10,000, because the differences to resolve are 1-2 points between methods that
+    score 95-99% (1,000 images put a paired 95% interval of about ±1.3 points around them and called a 1-point lead a
+    tie; 150 could not even resolve 3 points). ScoreCAM / AblationCAM (64 masked forward passes per image: ~0.09 /
+    ~0.08 s each on one CPU core) run on the first `costly_images`, the randomisation check on the first
+    `randomisation_images`, occlusion and deletion on their own few. With the quick sizes the cluttered set took 850 s
+    and the part-defined set 687 s (2-core CPU, peak 17 GB for the whole --quick run); with 1,000 test images the part-
+    defined set took 123 s."""
     return dict(
         train_rows=3000 if quick else 12000,
         test_rows=10000,

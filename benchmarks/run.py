@@ -79,8 +79,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(
-        # The training script's schedule; --quick shortens it (6 + 2 epochs) to keep the training sections to a few minutes on a
-        # busy 2-core machine (18 fits: the default schedule took 8.3 min in all at load 3.5).
+        # The training script's schedule; --quick shortens it (6 + 2 epochs) to keep the training sections to a few
+        # minutes on a busy 2-core machine (18 fits: the default schedule took 8.3 min in all at load 3.5).
         # Without --quick: None = the script's own step budget with early stopping on the validation split.
         num_train_epochs=6 if quick else TRAIN_DEFAULTS["num_train_epochs"],
         finetune_epochs=2 if quick else TRAIN_DEFAULTS["finetune_epochs"],
