@@ -76,6 +76,7 @@ def validate_args(args) -> None:
             _check_folder("--dataset_name", name, must_have_files=True)
     _check_folder("--train_dir", args.train_dir, must_have_files=True)
     _check_folder("--validation_dir", args.validation_dir, must_have_files=True)
+    _check_folder("--test_dir", getattr(args, "test_dir", None), must_have_files=True)
     if args.validation_dir is not None and args.train_dir is None and args.dataset_name is None:
         raise UsageError("--validation_dir was given without --train_dir.")
     if args.backbone is not None and (os.path.exists(os.path.expanduser(args.backbone)) or looks_like_local_path(args.backbone)):

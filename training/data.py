@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_DATASET",
     "DEFAULT_BACKBONE",
     "load_image_dataset",
+    "shuffle_labels",
     "to_rgb",
     "make_transform",
     "processor_num_channels",
@@ -149,27 +150,30 @@ def collate_fn(examples: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _split_of(rel_path: str) -> str | None:
+def _split_of(rel_path: str, extra: str | None = None) -> str | None:
+    """The split a file belongs to, from a folder name or the file name's prefix; ``extra`` is one more split name
+    recognised as itself (the user's ``test_split_name``, e.g. ``holdout-00000.parquet``)."""
+    aliases = {**_SPLIT_ALIASES, **({extra.lower(): extra} if extra else {})}
     parts = Path(rel_path).parts
     for part in parts[:-1]:
-        if part.lower() in _SPLIT_ALIASES:
-            return _SPLIT_ALIASES[part.lower()]
+        if part.lower() in aliases:
+            return aliases[part.lower()]
     stem = Path(parts[-1]).name.split(".")[0].lower()
     for sep in ("-", "_", "."):
         head = stem.split(sep)[0]
-        if head in _SPLIT_ALIASES:
-            return _SPLIT_ALIASES[head]
-    return _SPLIT_ALIASES.get(stem)
+        if head in aliases:
+            return aliases[head]
+    return aliases.get(stem)
 
 
-def _load_local_folder(folder: str):
+def _load_local_folder(folder: str, extra_split: str | None = None):
     import datasets
 
     parquet = sorted(glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True))
     if parquet:
         data_files: dict[str, list[str]] = {}
         for f in parquet:
-            split = _split_of(os.path.relpath(f, folder)) or "train"
+            split = _split_of(os.path.relpath(f, folder), extra_split) or "train"
             data_files.setdefault(split, []).append(f)
         return _load_or_empty_error(datasets.load_dataset, "parquet", data_files=data_files)
     has_images = any(
@@ -259,6 +263,8 @@ def load_image_dataset(
     image_column_name: str | None = None,
     label_column_name: str | None = None,
     seed: int = 0,
+    test_dir: str | None = None,
+    test_split_name: str | None = None,
 ):
     """Load an image-classification dataset as ``(DatasetDict(train=..., validation=...), image_col, label_col, id2label)``.
 
@@ -270,13 +276,15 @@ def load_image_dataset(
       (``train-00000.parquet``, ``test_0.parquet``...); files without one go to ``train``.
     - ``dataset_name`` an existing local folder of images: ``load_dataset("imagefolder", data_dir=...)``.
     - ``dataset_name`` anything else: a Hub id, ``load_dataset(dataset_name)``.
-    - ``train_dir`` / ``validation_dir``: imagefolders (``class_name/xxx.png``), used when ``dataset_name``
-      is None.
+    - ``train_dir`` / ``validation_dir`` / ``test_dir``: imagefolders (``class_name/xxx.png``), used when
+      ``dataset_name`` is None; loaded together, so the class names are those of all the folders.
     - nothing at all: the bundled subset :data:`DEFAULT_DATASET`.
 
-    Validation split: ``validation`` (or ``valid``/``val``/``dev``) if present, else ``test``, else a seeded
-    split of ``train`` with fraction ``train_val_split`` (stratified by the label when it is a ClassLabel).
-    Other splits are dropped.
+    Validation split: ``validation`` (or ``valid``/``val``/``dev``) if present, else a seeded split of ``train``
+    with fraction ``train_val_split`` (stratified by the label when it is a ClassLabel) — never the test split.
+    Test split: ``test_split_name`` when given (any split of the dataset but train, e.g. ``validation`` of a Hub
+    dataset whose test labels are hidden: validation is then held out from train), else ``test``/``testing``,
+    else ``test_dir``'s images. Other splits are dropped. The test split is only ever evaluated at the end.
 
     Columns: the image column is ``image_column_name`` or the first ``Image()`` feature (else a column named
     ``image``/``img``); the label column is ``label_column_name`` or the first ``ClassLabel`` (else
@@ -292,11 +300,18 @@ def load_image_dataset(
 
     if dataset_name is None and train_dir is None and validation_dir is None:
         dataset_name = DEFAULT_DATASET
+    if test_dir is not None and dataset_name is not None:
+        raise ValueError(
+            "test_dir goes with train_dir (imagefolders); with dataset_name, name the dataset's test split with "
+            "test_split_name."
+        )
+    if test_split_name is not None and dataset_name is None:
+        raise ValueError("test_split_name names a split of dataset_name; with imagefolders, pass test_dir.")
 
     if dataset_name is not None:
         name = os.path.expanduser(str(dataset_name))
         if os.path.isdir(name):
-            raw = _load_local_folder(name)
+            raw = _load_local_folder(name, test_split_name)
         elif os.path.exists(name):
             raise ValueError(f"Dataset path {name!r} is a file, not a folder; pass the folder that holds it.")
         elif os.path.isabs(name) or str(dataset_name).startswith((".", "~")) or str(dataset_name).count("/") > 1:
@@ -314,11 +329,30 @@ def load_image_dataset(
         if validation_dir is not None:
             _check_dir(validation_dir, "validation_dir")
             data_files["validation"] = os.path.join(validation_dir, "**")
-        raw = _load_or_empty_error(datasets.load_dataset, "imagefolder", data_files=data_files)
+        if test_dir is not None:
+            _check_dir(test_dir, "test_dir")
+            data_files["test"] = os.path.join(test_dir, "**")
+        # drop_labels=False: datasets infers class labels only when every file sits at the same folder depth, which
+        # folders given separately (train/ and ../other/test/) need not.
+        raw = _load_or_empty_error(datasets.load_dataset, "imagefolder", data_files=data_files, drop_labels=False)
 
     if isinstance(raw, datasets.Dataset):
         raw = datasets.DatasetDict({"train": raw})
+    named_test = None
+    if test_split_name is not None:
+        # The named split is the test split and nothing else: taken out before the others are matched to
+        # train/validation/test, so a dataset's own "validation" can be its test (validation is then held out).
+        if test_split_name not in raw:  # a local folder's splits go by their canonical names (val -> validation)
+            test_split_name = _SPLIT_ALIASES.get(test_split_name.lower(), test_split_name)
+        if test_split_name not in raw:
+            raise ValueError(f"test_split_name {test_split_name!r} is not a split of the dataset; its splits are {list(raw.keys())}.")
+        if _SPLIT_ALIASES.get(test_split_name.lower()) == "train":
+            raise ValueError(f"test_split_name {test_split_name!r} is the training split; name another one.")
+        named_test = raw[test_split_name]
+        raw = datasets.DatasetDict({k: v for k, v in raw.items() if k != test_split_name})
     splits = {(_SPLIT_ALIASES.get(k.lower(), k.lower())): v for k, v in raw.items()}
+    if named_test is not None:
+        splits["test"] = named_test
     if "train" not in splits:
         raise ValueError(f"The dataset has no 'train' split; its splits are {list(raw.keys())}.")
     for k, v in splits.items():
@@ -369,7 +403,8 @@ def load_image_dataset(
         held_out = f"held out from train ({len(validation)} of {len(splits['train'])} rows, train_val_split={train_val_split}, seed {seed})"
         sources = {"train": f"train (the other {len(train)} rows)", "validation": held_out}
     if test is not None:
-        sources["test"] = "test"
+        sources["test"] = (f"the dataset's {test_split_name!r} split" if test_split_name is not None
+                           else f"test_dir {os.path.basename(os.path.normpath(test_dir))!r}" if test_dir is not None else "test")  # fmt: skip
     for name, split in (("validation", validation), ("test", test)):
         for c in (image_col, label_col):
             if split is not None and c not in split.column_names:
@@ -393,6 +428,32 @@ def load_image_dataset(
     result = datasets.DatasetDict({k: v.cast_column(image_col, NamedImage()) for k, v in result.items()})
     result.split_sources = sources
     return result, image_col, label_col, id2label
+
+
+def shuffle_labels(dataset, label_col: str, seed: int, splits=("train", "validation")):
+    """The data-randomisation control (Adebayo et al., *Sanity checks for saliency maps*, 2018): the labels of
+    ``splits`` permuted among their rows, seeded — the class frequencies stay, the image-label relation goes. Both the
+    splits that take training decisions are permuted (a true-label validation split would select the checkpoint
+    closest to the true labels); the test split keeps its true labels, so its accuracy shows what was learnt.
+    Returns a new ``DatasetDict`` (its ``split_sources`` say which splits were permuted)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, split in dataset.items():
+        if name in splits:
+            feature = split.features[label_col]
+            labels = np.asarray(split.with_format("arrow")[label_col].to_pylist())
+            split = split.remove_columns(label_col).add_column(label_col, rng.permutation(labels).tolist())
+            split = split.cast_column(label_col, feature)
+        out[name] = split
+    result = datasets.DatasetDict(out)
+    sources = dict(getattr(dataset, "split_sources", {}))
+    for name in splits:
+        if name in sources:
+            sources[name] += f", labels permuted (seed {seed})"
+    result.split_sources = sources
+    return result
 
 
 def _check_two_classes(train, label_col: str, classlabel) -> None:

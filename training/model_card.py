@@ -118,6 +118,17 @@ def build_model_card(
         f" (validation, which took the schedule's decisions: {results.get('eval_num_examples')} examples, accuracy "
         f"{_fmt(results.get('eval_accuracy'))}). All numbers are in `all_results.json`.",
         *(
+            ["", f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, evaluated once on "
+                 "the final model; it took no decision (early stopping, best state and pruning used validation)."]
+            if has_test else []
+        ),
+        *(
+            ["", f"**Control run: the training and validation labels were permuted** (seed "
+                 f"{results['shuffled_labels']['seed']}); the test split kept its true labels. This model is a "
+                 "baseline for the explanations of the model trained on the true labels, not a classifier."]
+            if results.get("shuffled_labels") else []
+        ),
+        *(
             ["", f"The backbone's own classifier is not compared with this model: {results['agreement_missing_reason']}."]
             if results.get("agreement_missing_reason")
             else []

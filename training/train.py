@@ -55,7 +55,7 @@ from accelerate.logging import get_logger  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
-from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform  # noqa: E402
+from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, shuffle_labels  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
 from training.evaluation import evaluate, live_featurizer, train_linear_probe  # noqa: E402
 from training.fit import FitConfig, fit_head  # noqa: E402
@@ -93,6 +93,16 @@ def parse_args(argv=None):
                       help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled Fashion-MNIST subset.")
     data.add_argument("--train_dir", type=str, default=None, help="An imagefolder with the training data.")
     data.add_argument("--validation_dir", type=str, default=None, help="An imagefolder with the validation data.")
+    data.add_argument("--test_dir", type=str, default=None,
+                      help="An imagefolder with the test data (with --train_dir): evaluated once, on the final model; "
+                           "never used for early stopping, pruning or any other choice.")
+    data.add_argument("--test_split_name", type=str, default=None,
+                      help="The split of --dataset_name to use as the test split (default: test/testing when present), "
+                           "e.g. 'validation' when a Hub dataset's test labels are hidden (validation is then held out "
+                           "from train). Evaluated once, at the end.")
+    data.add_argument("--shuffle_labels", action="store_true",
+                      help="Control run: permute the labels of the training and validation rows (seeded by --seed) "
+                           "and train the same recipe; the test split keeps its true labels.")
     data.add_argument("--train_val_split", type=float, default=0.15,
                       help="Fraction of train held out for validation when the dataset has no validation/test split.")
     data.add_argument("--image_column_name", type=str, default=None, help="Default: the first Image() column.")
@@ -211,6 +221,13 @@ def parse_args(argv=None):
     for flag in ("max_eval_samples", "record_stream_ids"):
         if getattr(args, flag) is not None and not args.streaming:
             raise UsageError(f"--{flag} is only used with --streaming (the cached path evaluates whole splits).")
+    for flag in ("test_dir", "test_split_name", "shuffle_labels"):
+        if getattr(args, flag) not in (None, False) and args.streaming:
+            raise UsageError(f"--{flag} is not supported with --streaming (a stream's test split is its 'test' split).")
+    if args.test_dir is not None and args.train_dir is None:
+        raise UsageError("--test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name.")
+    if args.test_split_name is not None and args.dataset_name is None:
+        raise UsageError("--test_split_name names a split of --dataset_name; with --train_dir use --test_dir.")
     if args.streaming:
         args.live_backbone = True  # a stream is read once per epoch: nothing to cache
         if args.gallery_top_k:
@@ -334,7 +351,10 @@ def _run(args, command, backbone_config, image_processor):
             dataset, image_column, label_column, id2label = load_image_dataset(
                 args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
                 args.image_column_name, args.label_column_name, seed=args.seed,
+                test_dir=args.test_dir, test_split_name=args.test_split_name,
             )  # fmt: skip
+            if args.shuffle_labels:
+                dataset = shuffle_labels(dataset, label_column, seed=args.seed)
         split_rows = {k: len(v) for k, v in dataset.items()}
     split_sources = getattr(dataset, "split_sources", {})
     logger.info(
@@ -440,10 +460,11 @@ def _run(args, command, backbone_config, image_processor):
             "validation": {"rows": len(eval_data) if args.streaming else split_rows["validation"], "source": split_sources.get("validation", "validation"),
                            "used_for": "every schedule decision (early stopping, best state, pruning recovery)"},
             "test": None if test is None else {"rows": test["num_examples"] if args.streaming else split_rows["test"], "source": split_sources.get("test", "test"),
-                                               "used_for": "evaluated once, on the final model"},
+                                               "used_for": "evaluated once, on the final model; never used for a decision"},
             "keys": "eval_* and the unprefixed accuracy figures (linear_probe_accuracy, backbone_head_accuracy, "
                     "agreement, explanation_size_*) are on the validation split; test_* on the test split",
         },
+        "shuffled_labels": ({"seed": args.seed, "splits": ["train", "validation"]} if args.shuffle_labels else None),
         "eval_accuracy": final["accuracy"],
         "eval_num_examples": final["num_examples"],
         "linear_probe_accuracy": probe["accuracy"],
