@@ -151,7 +151,7 @@ def _variant(name: str, r: dict) -> list[str]:
 def markdown(gt: dict) -> list[str]:
     if "skipped" in gt:
         return [f"**Ground truth**: skipped — {gt['skipped']}", ""]
-    lines = ["**Ground truth** (`benchmarks/groundtruth.py`, issue 14: generated data with a known answer, black boxes "
+    lines = ["**Ground truth** (`benchmarks/groundtruth.py`: generated data with a known answer, black boxes "
              "of `benchmarks/gt_models/`; InfoDisent trained with the training script's default recipe. *before* = U "
              "initialised near the identity, *after* = U initialised as a random rotation (the current default))", ""]  # fmt: skip
     for variant, title in (("cluttered", "Cluttered canvas — truth: the garment's box"),

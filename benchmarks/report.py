@@ -171,7 +171,7 @@ def markdown_table(results: dict) -> str:
     trade = results.get("tradeoff")
     if trade:
         lines += [
-            f"**Sparsity trade-off** (issue 8; seed(s) {trade['seeds']}): pick your point with `--sparsity_l1` and "
+            f"**Sparsity trade-off** (seed(s) {trade['seeds']}): pick your point with `--sparsity_l1` and "
             "`--max_prototypes_per_class`",
             "",
             "| `--sparsity_l1` | `--max_prototypes_per_class` | top-1 | explanation size median / p90 | "

@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--output", default=str(_ROOT / "benchmarks" / "results.json"), help="Where the JSON goes.")
     p.add_argument("--readme", default=str(_ROOT / "benchmarks" / "README.md"),
                    help="Markdown file whose table (between the benchmark markers) is rewritten; '' = none. "
-                   "The default also rewrites the project README's copy of the block.")
+                   "The default also rewrites the copy of the block in docs/benchmarks.md.")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--dataset_name", default=None, help="Default: the embedded Fashion-MNIST subset.")
     p.add_argument("--backbone", default=None, help="Default: the embedded Fashion-MNIST ResNet.")
@@ -183,10 +183,9 @@ def main(argv=None):
     table = markdown_table(results)
     if args.readme:
         write_readme(args.readme, table)
-        project_readme = _ROOT / "README.md"
         if Path(args.readme).resolve() == (_ROOT / "benchmarks" / "README.md").resolve():
-            # The project README shows the same block (tests/test_readme.py checks that the two are identical).
-            write_readme(str(project_readme), table)
+            # docs/benchmarks.md shows the same block (tests/test_readme.py checks that the two are identical).
+            write_readme(str(_ROOT / "docs" / "benchmarks.md"), table)
     print(table)
     logger.info("Wrote %s%s in %.0f s", args.output, f" and {args.readme}" if args.readme else "", results["run_seconds"])
     return results

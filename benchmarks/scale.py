@@ -515,7 +515,7 @@ def write_readme_table(readme: str, table: str, results: dict) -> bool:
 
 def main_from_run(args) -> dict:
     """`benchmarks/run.py --scale [--smoke] [--device cuda] [--threads N] [--output F]`: results to
-    benchmarks/scale_results.json (or --output when given) and the table into the README (not with --smoke)."""
+    benchmarks/scale_results.json (or --output when given) and the table into docs/scale.md (not with --smoke)."""
     import logging
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
@@ -527,7 +527,7 @@ def main_from_run(args) -> dict:
         output = str(_ROOT / "benchmarks" / ("scale_smoke_results.json" if args.smoke else f"scale_results_{device}.json"))
     results = main(smoke=args.smoke, device=device, output=output, threads=args.threads)
     if not args.smoke and args.readme:
-        readme = str(_ROOT / "README.md")
+        readme = str(_ROOT / "docs" / "scale.md")
         if write_readme_table(readme, results["table"], results):
             logging.getLogger(__name__).info("Wrote the table into %s", readme)
     return results

@@ -13,7 +13,7 @@ GPU), reads the run's ``all_results.json`` and records InfoDisent's top-1, the l
 time of the whole command. Per combination: mean and spread (sample std) over the seeds of each, and the difference
 between the 2-process and the 1-process mean. Written to ``--suite_output`` (``benchmarks/suite_results.json``, after
 every run, so an interrupted suite keeps what it measured) and as markdown between the suite markers of
-``--suite_readme`` (``benchmarks/README.md`` and the project ``README.md``).
+``--suite_readme`` (``benchmarks/README.md`` and ``docs/benchmarks.md``).
 
 Datasets (``benchmarks/suite_data.py``) and backbones (``benchmarks/backbones.py``) are built by the repo's scripts
 into ``--suite_dir`` (default ``$INFODISENT_CACHE/suite`` or ``~/.cache/infodisent/suite``) and reused; the feature
@@ -49,7 +49,7 @@ from training.checkpoints import atomic_write  # noqa: E402
 
 RESULTS = _ROOT / "benchmarks" / "suite_results.json"
 README = _ROOT / "benchmarks" / "README.md"
-PROJECT_README = _ROOT / "README.md"  # its suite section (between the markers) gets the same table
+DOCS_PAGE = _ROOT / "docs" / "benchmarks.md"  # its suite section (between the markers) gets the same table
 README_START, README_END = "<!-- suite:start -->", "<!-- suite:end -->"
 GAP_GOAL_PT, PROCESS_GOAL_PT = -1.0, 0.5
 
@@ -407,7 +407,7 @@ def parse_args(argv=None):
     p.add_argument("--suite_dir", default=None, help="Built datasets, backbones, feature cache and run folders "
                    "(default: $INFODISENT_CACHE/suite or ~/.cache/infodisent/suite).")  # fmt: skip
     p.add_argument("--suite_output", default=str(RESULTS), help="JSON results (default: %(default)s).")
-    p.add_argument("--suite_readme", nargs="*", default=[str(README), str(PROJECT_README)],
+    p.add_argument("--suite_readme", nargs="*", default=[str(README), str(DOCS_PAGE)],
                    help="Markdown files whose suite section (between the suite markers; appended when absent) is "
                    "rewritten (default: %(default)s; none: no markdown).")  # fmt: skip
     p.add_argument("--suite_resume", action="store_true",

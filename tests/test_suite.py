@@ -216,7 +216,7 @@ def test_readme_suite_table_is_the_generated_one():
     def block(text):
         return text[text.index(suite.README_START) : text.index(suite.README_END)]
 
-    readme = Path(suite.PROJECT_README).read_text()
+    readme = Path(suite.DOCS_PAGE).read_text()
     generated = Path(suite.README).read_text()
     assert block(readme) == block(generated)
     results = json.loads(Path(suite.RESULTS).read_text())
