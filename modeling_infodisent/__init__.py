@@ -8,12 +8,11 @@ load InfoDisent checkpoints without `trust_remote_code`.
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .configuration_infodisent import InfoDisentConfig
+from .explanation import Explanation, Prototype, upsample_map
 from .modeling_infodisent import (
-    Explanation,
     InfoDisentForImageClassification,
     InfoDisentImageClassifierOutput,
     InfoDisentPreTrainedModel,
-    Prototype,
 )
 
 AutoConfig.register("infodisent", InfoDisentConfig, exist_ok=True)
@@ -28,4 +27,5 @@ __all__ = [
     "InfoDisentImageClassifierOutput",
     "InfoDisentPreTrainedModel",
     "Prototype",
+    "upsample_map",
 ]

@@ -58,13 +58,13 @@ def check_gallery_matches(gallery, model, where: str) -> None:
 def check_model_folder(folder: str | os.PathLike, name: str | None = None) -> None:
     """The cheap checks of a local model folder, before anything is loaded: config.json, the model's own
     safetensors weights (never a pickle), and the image processor. `FileNotFoundError` / `OSError` otherwise."""
-    from .modeling_infodisent import _check_weight_files
+    from .checkpoint import check_weight_files
 
     folder = str(folder)
     name = folder if name is None else name
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise FileNotFoundError(f"{name!r} has no config.json: it is not a saved model folder.")
-    _check_weight_files(folder)
+    check_weight_files(folder)
     if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
         raise FileNotFoundError(
             f"{name!r} has no image processor (preprocessor_config.json); save one next to the model with "

@@ -11,11 +11,13 @@ Disentanglement", arXiv 2409.10329. The forward pass, top to bottom:
 
 so that ``logit_k = b_k + sum_c W_kc pos_c - sum_c W_kc neg_c`` exactly: every class logit is the sum of the
 contributions of the prototypes (one prototype = one pole, + or -, of one rotated channel) plus a bias.
-``explain()`` returns that decomposition as `Explanation` objects, the one type every consumer (renderer,
-command line, Space, metrics) reads.
+``explain()`` returns that decomposition as `Explanation` objects.
 
-This file is copied next to the weights when a model is saved (``trust_remote_code=True`` loading), so it imports
-only torch, numpy, transformers and its sibling configuration file.
+This file holds the method. Its siblings hold what surrounds it: `explanation.py` (the explanation types and their
+assembly), `rotation.py` (how U is computed and trained), `backbones.py` (a Hub id or folder turned into a
+backbone and its own head), `checkpoint.py` (strict loading checks). They are imported relatively and import only
+torch, numpy and transformers, so `save_pretrained` copies them next to the weights and ``trust_remote_code=True``
+loading works without this package installed.
 """
 
 from __future__ import annotations
@@ -23,26 +25,35 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils import logging as transformers_logging
 
+from .backbones import backbone_labels, find_original_head, measure_num_features, resolve_backbone
+from .checkpoint import check_loading_info, check_weight_files
 from .configuration_infodisent import InfoDisentConfig
+from .explanation import Explanation, Prototype, add_relevance, build_explanations, resolve_targets, upsample_map
+from .rotation import (
+    NEWTON_SCHULZ_MAX_ANGLE,
+    RETRACTION_TOLERANCE,
+    CayleyMap,
+    RotateLieGradient,
+    attach_riemannian_step,
+    retract,
+    rotate_tokens,
+)
+
+# The names these moved to siblings had here (scripts and tests import them from this module).
+_CayleyMap, _check_weight_files, _check_loading_info = CayleyMap, check_weight_files, check_loading_info
 
 # Model families whose token sequence is produced by a hierarchy of patch-merging stages (grid = ceil at each stage).
 _HIERARCHICAL_TOKEN_MODELS = {"swin", "swinv2", "donut-swin", "maskformer-swin"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Outputs and the explanation type
-# ----------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -68,107 +79,6 @@ class InfoDisentImageClassifierOutput(ModelOutput):
     neg_locations: torch.LongTensor | None = None
     feature_grid: tuple[int, int] | None = None
     original_logits: torch.FloatTensor | None = None
-
-
-@dataclass
-class Prototype:
-    """One prototypical part's share of one class logit: pole `sign` (+1 / -1) of rotated channel `channel`."""
-
-    channel: int
-    sign: int
-    activation: float  # pos_c or neg_c (>= 0)
-    weight: float  # W_kc (>= 0)
-    contribution: float  # sign * weight * activation
-    location: tuple[int, int]  # (row, col) of the peak in the feature grid
-    activation_map: np.ndarray  # (h, w) ReLU(sign * J_c): the prototype's map in the feature grid
-    image_size: tuple[int, int]  # (H, W) of the explained input
-    # (H, W) which pixels make the prototype fire where it peaks (`explain(..., relevance=k)`; None when not asked).
-    relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
-    _heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def name(self) -> str:
-        """Readable id, e.g. ``"17+"`` for the positive pole of channel 17."""
-        return f"{self.channel}{'+' if self.sign > 0 else '-'}"
-
-    @property
-    def heatmap(self) -> np.ndarray:
-        """(H, W) activation map bilinearly upsampled to the input's resolution (computed on first access)."""
-        if self._heatmap is None:
-            self._heatmap = upsample_map(self.activation_map, self.image_size)
-        return self._heatmap
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        """(left, top, right, bottom) in input pixels of the feature-grid cell where the prototype peaks."""
-        h, w = self.activation_map.shape
-        H, W = self.image_size
-        r, c = self.location
-        return (int(c * W / w), int(r * H / h), int(math.ceil((c + 1) * W / w)), int(math.ceil((r + 1) * H / h)))
-
-
-@dataclass
-class Explanation:
-    """The exact decomposition of one class logit of one image: ``logit == bias + sum(p.contribution)``.
-
-    With ``top_k=None`` the list holds every prototype that contributes (nonzero weight and activation), ordered by
-    ``|contribution|``; with ``top_k`` only the strongest ones, and ``residual`` holds what the rest add up to.
-    """
-
-    target: int
-    label: str
-    logit: float
-    bias: float
-    probability: float
-    probabilities: np.ndarray  # (K,) softmax over classes
-    prototypes: list[Prototype]
-    residual: float  # sum of the contributions left out by top_k (0.0 when top_k is None)
-    feature_grid: tuple[int, int]
-    image_size: tuple[int, int]
-    # What the explained black box itself decides (the backbone's own classifier, when the model carries it): if
-    # `agrees` is False, this explanation explains a decision the original classifier did not make.
-    original_prediction: int | None = None
-    original_label: str | None = None
-    agrees: bool | None = None
-
-    @property
-    def positive(self) -> list[Prototype]:
-        return [p for p in self.prototypes if p.contribution > 0]
-
-    @property
-    def negative(self) -> list[Prototype]:
-        return [p for p in self.prototypes if p.contribution < 0]
-
-    @property
-    def total(self) -> float:
-        """bias + all contributions (+ residual): equals `logit` up to float rounding."""
-        return self.bias + sum(p.contribution for p in self.prototypes) + self.residual
-
-    def class_heatmap(self, where: str = "maps") -> np.ndarray:
-        """(H, W) evidence map, positive where the image argues for the class, negative where it argues against.
-
-        ``where="maps"``: each prototype's whole activation map scaled by its signed weight (each term peaks at about
-        its contribution; the sum is W U I, a CAM of the rotated features). ``where="peaks"``: each prototype's exact
-        contribution placed on the one feature-grid cell where it peaks — the only place that enters the logit under
-        max pooling, so the map's cells sum to ``logit - bias`` (exactly, with ``top_k=None``)."""
-        if where not in ("maps", "peaks"):
-            raise ValueError(f"`where` must be 'maps' or 'peaks', got {where!r}.")
-        if not self.prototypes:
-            return np.zeros(self.image_size, dtype=np.float32)
-        # Upsampling is linear: sum the (h, w) maps first, then upsample once (not once per prototype).
-        low = np.zeros(self.feature_grid, dtype=np.float64)
-        for p in self.prototypes:
-            if where == "maps":
-                low += p.sign * p.weight * p.activation_map
-            else:
-                low[p.location] += p.contribution
-        return upsample_map(low.astype(np.float32), self.image_size)
-
-
-def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of an (h, w) map to `size` (H, W), as float32 numpy."""
-    t = torch.as_tensor(activation_map, dtype=torch.float32)[None, None]
-    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -284,82 +194,18 @@ class InfoDisentBackbone(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _rotate_tokens(tokens: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """J = X Uᵀ for tokens X (B, N, D) as one (B·N, D) x (D, D) GEMM with inputs in `dtype`, J in the tokens' dtype.
-    The tokens are usually a transposed view of a (B, D, h, w) map: one copy makes them a contiguous `dtype` matrix
-    (casting the view as it is would keep its strides and send the product down a slow batched path)."""
-    x = tokens.to(dtype, memory_format=torch.contiguous_format).reshape(-1, tokens.shape[-1])
-    return torch.matmul(x, u.to(dtype).T).to(tokens.dtype).reshape(tokens.shape)
-
-
-class _RotateLieGradient(torch.autograd.Function):
-    """J = X Uᵀ whose gradient for U is not dL/dU but the gradient of the loss with respect to the generator G of
-    the next rotation step, U ← exp(G − Gᵀ) U at G = 0: dL/dG = dLᵀ J − Jᵀ dL (skew, D x D), computed from the
-    rotated tokens J and their gradient with one GEMM of the same size as dL/dU's. The optimiser thus moves in
-    the Lie algebra of the rotations at the current U (a "dynamic trivialisation", Lezcano-Casado 2019) and
-    `InfoDisentRotation` maps its step back onto U (see `rotation_step`)."""
-
-    @staticmethod
-    def forward(ctx, tokens: torch.Tensor, weight: torch.Tensor, matmul_dtype: torch.dtype) -> torch.Tensor:
-        rotated = _rotate_tokens(tokens, weight, matmul_dtype)
-        ctx.save_for_backward(rotated, weight)
-        ctx.tokens_need_grad = tokens.requires_grad
-        ctx.matmul_dtype = matmul_dtype
-        return rotated
-
-    @staticmethod
-    def backward(ctx, grad_rotated: torch.Tensor):
-        rotated, weight = ctx.saved_tensors
-        d, dtype = rotated.shape[-1], ctx.matmul_dtype
-        j, dj = rotated.reshape(-1, d).to(dtype), grad_rotated.reshape(-1, d).to(dtype)
-        k = torch.matmul(dj.T, j).to(weight.dtype)  # dL/dA for U = (I + A) U_t
-        grad_tokens = torch.matmul(grad_rotated, weight.to(grad_rotated.dtype)) if ctx.tokens_need_grad else None
-        return grad_tokens, k - k.T, None
-
-
-class _CayleyMap(torch.autograd.Function):
-    """U = (I − A)⁻¹(I + A) = 2 (I − A)⁻¹ − I of A = G − Gᵀ: the inverse in float64 (orthogonal to ~1e-8), and a
-    backward with no float64 work at all. With M = I − A, dU = 2 M⁻¹ dA M⁻¹, so dL/dA = 2 M⁻ᵀ (dL/dU) M⁻ᵀ, and
-    M⁻¹ = (U + I) / 2 is already known: dL/dA = ½ (Uᵀ + I) (dL/dU) (Uᵀ + I), two D x D products in `grad_dtype`
-    (the rotation GEMMs' dtype: dL/dU itself comes from products in that dtype). Letting autograd differentiate
-    `linalg.solve` instead costs a second float64 solve and a float64 GEMM: at D = 2048 on a 2-core CPU the map's
-    forward + backward went from 0.55 to 0.36 s."""
-
-    @staticmethod
-    def forward(ctx, generator: torch.Tensor, grad_dtype: torch.dtype) -> torch.Tensor:
-        skew = (generator - generator.T).double()
-        eye = torch.eye(generator.shape[0], device=generator.device, dtype=torch.float64)
-        # I − A is invertible for every skew A (its eigenvalues are 1 − iλ): `inv_ex` skips the singularity check,
-        # which on a GPU is a host sync in the middle of every training step.
-        inverse, _ = torch.linalg.inv_ex(eye - skew)
-        u = (2.0 * inverse - eye).to(generator.dtype)
-        ctx.save_for_backward(u)
-        ctx.grad_dtype = grad_dtype
-        return u
-
-    @staticmethod
-    def backward(ctx, grad_u: torch.Tensor):
-        (u,) = ctx.saved_tensors
-        w = (u.T + torch.eye(u.shape[0], device=u.device, dtype=u.dtype)).to(ctx.grad_dtype)
-        grad_skew = (0.5 * (w @ grad_u.to(ctx.grad_dtype) @ w)).to(u.dtype)
-        return grad_skew - grad_skew.T, None
-
-
 class InfoDisentRotation(nn.Module):
     """The orthogonal channel rotation U (D x D); `parametrization` (the config's `rotation`) says how U is kept
-    orthogonal while it is trained:
+    orthogonal while it is trained (the machinery is in `rotation.py`):
 
-    * `"riemannian"`: U itself is the parameter `weight`. In train mode its gradient is the
-      gradient with respect to the generator G of the next rotation step (`_RotateLieGradient`), and after every
-      optimiser step U is moved by that step, U <- polar((I + G - Gᵀ) U), and re-orthonormalised
-      (`rotation_step`: Newton–Schulz iterations for small steps, 3-6 D x D products; the Cayley map for large ones;
-      every step re-orthonormalises U, so rounding never accumulates: max |UᵀU - I| stays ~1e-6 in float32). The optimiser
-      must be attached once: `rotation.attach(optimizer)` (any `torch.optim.Optimizer`, e.g. AdamW; the training
-      script does it). Nothing is added to the forward / backward beyond the rotation GEMM itself.
     * `"cayley"` (the default) / `"matrix_exp"`: the Cayley map (I − A)⁻¹(I + A) or U = exp(A) of the
       skew-symmetric A = G − Gᵀ of a free `generator` G, computed in float64 in every training step (orthogonal
-      by construction, to ~1e-8). The float64 Cayley map costs one D x D inverse forward and two D x D products
-      in the GEMMs' dtype backward (`_CayleyMap`); `matrix_exp` is 2–20x slower at D = 768–2048.
+      by construction, to ~1e-8). The Cayley map costs one D x D inverse forward and two D x D products in the
+      GEMMs' dtype backward (`CayleyMap`); `matrix_exp` is 2–20x slower at D = 768–2048.
+    * `"riemannian"`: U itself is the parameter `weight`. In train mode its gradient is the gradient with respect
+      to the generator of the next rotation step (`RotateLieGradient`); after every optimiser step U is moved by
+      that step and re-orthonormalised (`retract`; max |UᵀU - I| stays ~1e-6 in float32). The optimiser must be
+      attached once: `rotation.attach(optimizer)` (the training script does it).
     * `"identity"`: no rotation (the ablation U = I).
 
     (`torch.nn.utils.parametrizations.orthogonal` is not used: its check calls `.item()`, which fails when
@@ -367,18 +213,12 @@ class InfoDisentRotation(nn.Module):
     eval mode and cached until G changes.
 
     `matmul_dtype` (None: the tokens' dtype) is the dtype of the rotation GEMMs in train mode only: the training
-    script sets it to bfloat16 where the hardware multiplies bfloat16 natively (AMX / AVX512-BF16 CPUs, CUDA) and D is
-    large enough for the GEMMs to dominate the step (~5x faster products at D = 2048). U itself is still computed in
-    float64 and stays orthogonal; eval mode (predictions, `explain`, the exact decomposition) always uses float32."""
+    script sets it to bfloat16 where the hardware multiplies bfloat16 natively and D is large enough for the GEMMs
+    to dominate the step. U itself is still computed in float64 and stays orthogonal; eval mode (predictions,
+    `explain`, the exact decomposition) always uses float32."""
 
-    # Steps up to this rotation angle (radians, spectral norm of the step's generator) are retracted by Newton–Schulz
-    # iterations (matrix products only); larger ones by the Cayley map (one linear solve), whose cost does not grow
-    # with the angle. Adam moves every entry of the generator by up to the learning rate: a rotation by up to
-    # ~2 lr D rad when the gradient is nearly low-rank (measured ~10-25 rad at D = 2048, lr = 1e-2).
-    newton_schulz_max_angle = 0.5
-    # Newton–Schulz stops once max |UᵀU - I| is predicted below this (float32 rounding is ~5e-7 at D = 2048); what is
-    # left is removed by the next step's iteration (the error squares), so it never accumulates.
-    retraction_tolerance = 1e-6
+    newton_schulz_max_angle = NEWTON_SCHULZ_MAX_ANGLE
+    retraction_tolerance = RETRACTION_TOLERANCE
 
     def __init__(self, dim: int, parametrization: str):
         super().__init__()
@@ -393,22 +233,19 @@ class InfoDisentRotation(nn.Module):
         self.matmul_dtype: torch.dtype | None = None
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
-        self._step_base: torch.Tensor | None = None
         self._hooks: list = []
-
-    # -- the generator parametrisations ------------------------------------------------------------------------
 
     def _compute(self) -> torch.Tensor:
         # In float64: in float32 the error of exp / solve grows with the generator's norm and UᵀU drifts from I by
-        # ~1e-5 once training has moved G; in float64 U stays orthogonal to float32 precision, at the cost of one
-        # D x D float64 matrix function per training step (once in eval mode).
+        # ~1e-5 once training has moved G; in float64 U stays orthogonal to float32 precision.
         if self.parametrization == "cayley":
             grad_dtype = self.matmul_dtype if self.training and self.matmul_dtype is not None else self.generator.dtype
-            return _CayleyMap.apply(self.generator, grad_dtype)
+            return CayleyMap.apply(self.generator, grad_dtype)
         skew = (self.generator - self.generator.T).double()
         return torch.linalg.matrix_exp(skew).to(self.generator.dtype)
 
     def matrix(self) -> torch.Tensor:
+        """U (D, D); in eval mode computed once and cached until the generator changes."""
         if self.weight is not None:
             return self.weight
         if self.generator is None:
@@ -429,85 +266,26 @@ class InfoDisentRotation(nn.Module):
         dtype = self.matmul_dtype if self.training and self.matmul_dtype is not None else tokens.dtype
         if self.weight is not None:
             if self.training and torch.is_grad_enabled() and self.weight.requires_grad:
-                return _RotateLieGradient.apply(tokens, self.weight, dtype)
+                return RotateLieGradient.apply(tokens, self.weight, dtype)
             u = self.weight
         elif self.generator is None:
             return tokens
         else:
             u = self.matrix()
-        return _rotate_tokens(tokens, u, dtype)
-
-    # -- the Riemannian optimiser step --------------------------------------------------------------------------
+        return rotate_tokens(tokens, u, dtype)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Make every `optimizer.step()` keep U orthogonal (`"riemannian"` only; a no-op otherwise). The step of U
-        is taken in the Lie algebra: before the step `weight` is set to zero (so that the optimiser writes the bare
-        step G into it, whatever its weight decay), after it U is moved by G and re-orthonormalised."""
+        """Make every `optimizer.step()` keep U orthogonal (`"riemannian"` only; a no-op otherwise)."""
         if self.weight is None:
             return
         for handle in self._hooks:
             handle.remove()
-        self._hooks = [
-            optimizer.register_step_pre_hook(lambda opt, args, kwargs: self._before_step(opt)),
-            optimizer.register_step_post_hook(lambda opt, args, kwargs: self._after_step()),
-        ]
-
-    @torch.no_grad()
-    def _before_step(self, optimizer) -> None:
-        self._step_base = None
-        if self.weight.grad is None or not any(p is self.weight for g in optimizer.param_groups for p in g["params"]):
-            return  # the optimiser will not touch U this step
-        self._step_base = self.weight.detach().clone()
-        self.weight.zero_()
-
-    @torch.no_grad()
-    def _after_step(self) -> None:
-        if self._step_base is None:
-            return
-        base, self._step_base = self._step_base, None
-        self.weight.copy_(self.rotation_step(base, self.weight - self.weight.T))
+        self._hooks = attach_riemannian_step(self.weight, optimizer, self.rotation_step)
 
     @classmethod
-    @torch.no_grad()
     def rotation_step(cls, u: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """U moved by the skew generator `step` = A and kept on the orthogonal group (a retraction: I + A to first
-        order). Small steps: the polar factor of (I + A) U, or of (I + A + A²/2) U (exact to second order), by
-        Newton–Schulz iterations X <- X (3I - XᵀX) / 2: 3-6 D x D products. Steps larger than
-        `newton_schulz_max_angle`: the Cayley map, X = (I - A/2)⁻¹ (I + A/2) U (one solve; each plane turned by
-        2 atan(θ/2)), then one Newton–Schulz iteration to remove the solve's rounding. Every path ends with a
-        Newton–Schulz iteration, which squares whatever error U carried in: rounding never accumulates."""
-        u32, a = u.float(), step.float()
-        angle = cls._spectral_norm_estimate(a)
-        if angle > cls.newton_schulz_max_angle:
-            eye = torch.eye(a.shape[0], device=a.device, dtype=a.dtype)
-            x = torch.linalg.solve(eye - 0.5 * a, u32 + 0.5 * (a @ u32))
-            return (1.5 * x - 0.5 * (x @ (x.T @ x))).to(u.dtype)
-        # |σ²(X) - 1| of the start X: angle² for (I + A) U, angle⁴ / 4 for the second-order start.
-        if angle**2 < 1e-3:
-            x, error = u32 + a @ u32, angle**2
-        else:
-            x, error = u32 + (a + 0.5 * (a @ a)) @ u32, angle**4 / 4
-        error += 2 * cls.retraction_tolerance  # what the last step (and this one's rounding) may have left
-        iterations = 1
-        while 0.75 * error**2 + 0.25 * error**3 > cls.retraction_tolerance and iterations < 8:
-            error, iterations = 0.75 * error**2 + 0.25 * error**3, iterations + 1
-        for _ in range(iterations):
-            x = 1.5 * x - 0.5 * (x @ (x.T @ x))
-        return x.to(u.dtype)
-
-    @staticmethod
-    def _spectral_norm_estimate(a: torch.Tensor, iterations: int = 12, margin: float = 1.25) -> float:
-        """A (slightly generous) estimate of the largest singular value of `a`: power iteration on aᵀa from a fixed
-        start vector (the same answer in every process), times a safety margin. D² work per iteration."""
-        v = torch.linspace(1.0, 2.0, a.shape[0], device=a.device, dtype=a.dtype)
-        norm = torch.zeros((), device=a.device, dtype=a.dtype)
-        for _ in range(iterations):
-            w = a.T @ (a @ v)
-            norm = torch.linalg.vector_norm(w)
-            if float(norm) == 0.0:
-                return 0.0
-            v = w / norm
-        return margin * float(norm.sqrt())
+        """U moved by the skew generator `step` and kept orthogonal (see `rotation.retract`)."""
+        return retract(u, step, cls.newton_schulz_max_angle, cls.retraction_tolerance)
 
 
 class InfoDisentPooling(nn.Module):
@@ -809,7 +587,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             top_k: keep only the `top_k` strongest prototypes (the rest is summed in `Explanation.residual`);
                 `None` keeps every prototype with a nonzero contribution, so `bias + sum(contributions) == logit`.
             relevance: also give the `relevance` strongest positive prototypes of each image their pixel-level
-                `Prototype.relevance` map (one backward pass through the backbone per rank; see `_add_relevance`).
+                `Prototype.relevance` map (one backward pass through the backbone per rank; see
+                `explanation.add_relevance`).
 
         Runs in eval mode (exact max pooling) whatever the model's mode, and restores the mode afterwards.
         """
@@ -819,112 +598,22 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             features = self.extract_features(pixel_values)
             rotated = self.head.rotate(features)
             out = self.head.forward_rotated(rotated)
-            original = self.original_logits(features)
-        finally:
-            self.train(was_training)
-        batch = pixel_values.shape[0]
-        image_size = tuple(pixel_values.shape[-2:])
-        targets = self._resolve_targets(target, out.logits, batch)
-        # Everything below is numpy / Python on small arrays: one conversion each, then plain lists.
-        weight = self.classifier_weight.detach().double().cpu().numpy()
-        bias = self.classifier_bias.detach().double().cpu().numpy()
-        probabilities = torch.softmax(out.logits.double(), dim=-1).cpu().numpy()
-        logits = out.logits.detach().cpu().numpy()
-        maps = {1: F.relu(rotated).float().cpu().numpy(), -1: F.relu(-rotated).float().cpu().numpy()}
-        activations = {1: out.pos_activations.double().cpu().numpy(), -1: out.neg_activations.double().cpu().numpy()}
-        locations = {1: out.pos_locations.cpu().numpy(), -1: out.neg_locations.cpu().numpy()}
-        original = None if original is None else original.argmax(dim=-1).tolist()
-        explanations = []
-        for i in range(batch):
-            k = targets[i]
-            channels = np.flatnonzero(weight[k])  # pruned prototypes (W_kc == 0) are not part of the explanation
-            terms = []  # (contribution, sign, channel)
-            for sign in (1, -1):
-                act = activations[sign][i, channels]
-                fired = act != 0.0
-                contribution = sign * weight[k, channels[fired]] * act[fired]
-                terms += zip(contribution.tolist(), [sign] * int(fired.sum()), channels[fired].tolist())
-            terms.sort(key=lambda t: abs(t[0]), reverse=True)
-            residual = 0.0
-            if top_k is not None:
-                residual = float(sum(t[0] for t in terms[top_k:]))
-                terms = terms[:top_k]
-            prototypes = [
-                Prototype(
-                    channel=c,
-                    sign=sign,
-                    activation=float(activations[sign][i, c]),
-                    weight=float(weight[k, c]),
-                    contribution=contribution,
-                    location=(int(locations[sign][i, c, 0]), int(locations[sign][i, c, 1])),
-                    activation_map=maps[sign][i, c],
-                    image_size=image_size,
-                )
-                for contribution, sign, c in terms
-            ]
-            explanations.append(
-                Explanation(
-                    target=k,
-                    label=self.config.id2label.get(k, str(k)),
-                    logit=float(logits[i, k]),
-                    bias=float(bias[k]),
-                    probability=float(probabilities[i, k]),
-                    probabilities=probabilities[i],
-                    prototypes=prototypes,
-                    residual=residual,
-                    feature_grid=out.feature_grid,
-                    image_size=image_size,
-                    original_prediction=None if original is None else original[i],
-                    original_label=None if original is None else self.config.id2label.get(original[i], str(original[i])),
-                    agrees=None if original is None else original[i] == k,
-                )
+            explanations = build_explanations(
+                out,
+                rotated,
+                self.classifier_weight,
+                self.classifier_bias,
+                resolve_targets(target, out.logits, pixel_values.shape[0]),
+                self.config.id2label,
+                tuple(pixel_values.shape[-2:]),
+                top_k=top_k,
+                original=self.original_logits(features),
             )
-        if relevance:
-            self._add_relevance(pixel_values, explanations, int(relevance))
-        return explanations
-
-    def _add_relevance(self, pixel_values: torch.Tensor, explanations: list[Explanation], count: int) -> None:
-        """Set `Prototype.relevance` of the `count` strongest positive prototypes of every explanation.
-
-        The map is input × gradient of the prototype's peak activation (the one value max pooling passes to the
-        classifier), summed over colour channels, positive part: the pixels that push that activation above what a
-        mean-coloured image (0 after normalisation) would give. A prototype's upsampled activation map says which
-        feature-grid cell fires; a cell sees far more than its own patch, and a small part on the border of two cells
-        fires both, so the map's maximum often lands next to the part. The relevance map shows the pixels themselves
-        (the motivation of prototypical relevance propagation, Gautam et al., 2022).
-        """
-        picks = [e.positive[:count] for e in explanations]
-        rounds = max((len(p) for p in picks), default=0)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.enable_grad():
-                x = pixel_values.detach().clone().requires_grad_(True)
-                rotated = self.head.rotate(self.extract_features(x))
-                for j in range(rounds):  # rank j of every image in one backward pass: the images are independent
-                    terms = [(i, p[j]) for i, p in enumerate(picks) if j < len(p)]
-                    peaks = torch.stack([p.sign * rotated[i, p.channel, p.location[0], p.location[1]] for i, p in terms])
-                    (grad,) = torch.autograd.grad(peaks.sum(), x, retain_graph=j + 1 < rounds)
-                    maps = (grad * x.detach()).sum(dim=1).clamp_min(0).float().cpu().numpy()
-                    for i, p in terms:
-                        p.relevance = maps[i]
+            if relevance:
+                add_relevance(self, pixel_values, explanations, int(relevance))
         finally:
             self.train(was_training)
-
-    def _resolve_targets(self, target, logits: torch.Tensor, batch: int) -> list[int]:
-        num_labels = logits.shape[-1]
-        if target is None:
-            targets = logits.argmax(dim=-1).tolist()
-        elif isinstance(target, int):
-            targets = [target] * batch
-        else:
-            targets = [int(t) for t in (target.tolist() if isinstance(target, torch.Tensor) else target)]
-            if len(targets) != batch:
-                raise ValueError(f"Got {len(targets)} targets for {batch} images.")
-        for t in targets:
-            if not 0 <= t < num_labels:
-                raise ValueError(f"Target class {t} is out of range: the model has {num_labels} classes.")
-        return targets
+        return explanations
 
     # -- building and saving ------------------------------------------------------------------------------------
 
@@ -954,43 +643,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         The backbone's pretrained weights are loaded bit-identically; the rotation and classifier are freshly
         initialised.
         """
-        pretrained = head_model = None
-        if isinstance(backbone, (str, os.PathLike)):
-            try:
-                bconfig = AutoConfig.from_pretrained(backbone)
-            except Exception as error:  # noqa: BLE001 - re-raised with the user's terms
-                raise ValueError(f"Cannot load backbone {str(backbone)!r}: {error}") from error
-            if bconfig.model_type == "infodisent":
-                raise ValueError(f"{str(backbone)!r} is already an InfoDisent model; load it with from_pretrained.")
-            verbosity = transformers_logging.get_verbosity()
-            transformers_logging.set_verbosity_error()  # the dropped classifier head is expected, not news
-            try:
-                if any(a.endswith("ForImageClassification") for a in (bconfig.architectures or [])):
-                    head_model = AutoModelForImageClassification.from_pretrained(backbone)
-                    pretrained = head_model.base_model
-                else:
-                    pretrained = AutoModel.from_pretrained(backbone)
-            finally:
-                transformers_logging.set_verbosity(verbosity)
-        elif isinstance(backbone, PreTrainedModel):
-            bconfig = backbone.config
-            pretrained = backbone.base_model if backbone.base_model is not backbone else backbone
-            head_model = backbone if backbone.base_model is not backbone else None
-            bconfig = pretrained.config
-        elif isinstance(backbone, PretrainedConfig):
-            bconfig = backbone
-        else:
-            raise TypeError(
-                f"`backbone` must be a Hub id, a folder, a config or a model, got {type(backbone).__name__}."
-            )
-        if id2label is None:
-            head_labels = getattr(bconfig, "id2label", None) or {}
-            has_head = any("ForImageClassification" in a for a in (bconfig.architectures or [])) or (
-                isinstance(backbone, PreTrainedModel) and backbone.base_model is not backbone
-            )
-            if not has_head or not head_labels:
-                raise ValueError("`id2label` is required: the backbone has no classification head to take labels from.")
-            id2label = dict(head_labels)
+        bconfig, pretrained, head_model = resolve_backbone(backbone)
+        id2label = backbone_labels(bconfig, head_model) if id2label is None else id2label
         id2label = {int(k): str(v) for k, v in id2label.items()}
         label2id = label2id or {v: k for k, v in id2label.items()}
         if len(label2id) != len(id2label):
@@ -1004,11 +658,12 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             missing, unexpected = backbone_adapter.model.load_state_dict(pretrained.state_dict(), strict=False)
             if unexpected or any(not key.startswith("pooler.") for key in missing):
                 raise ValueError(f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}.")
-        config.num_features = cls._measure_num_features(backbone_adapter, bconfig)
+        config.num_features = measure_num_features(backbone_adapter, bconfig)
         head = None
         if keep_original_head is not False:
-            head = cls._original_head(head_model, backbone_adapter, bconfig, id2label, config.num_features,
-                                      names_must_match=keep_original_head is None)  # fmt: skip
+            head = find_original_head(
+                head_model, backbone_adapter, bconfig, id2label, config.num_features, keep_original_head is None
+            )
         config.original_head = head is not None
         model = cls(config, backbone=backbone_adapter)
         if head is not None:
@@ -1017,48 +672,6 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
                 model.original_classifier.bias.copy_(head.bias)
         model.train(False)
         return model
-
-    @staticmethod
-    def _original_head(head_model, backbone: InfoDisentBackbone, bconfig, id2label: dict, num_features: int,
-                       names_must_match: bool = True):
-        """The backbone's own classifier as one `nn.Linear` on the average-pooled explained map, when there is one: it
-        predicts as many classes, with the same names (case-insensitive) when `names_must_match`, and reproduces the
-        original model's logits on a random image (so heads with extra layers — a LayerNorm, a CLS token — are not
-        taken). Else None."""
-        if head_model is None or getattr(head_model.config, "num_labels", None) != len(id2label):
-            return None
-        names = [str(head_model.config.id2label.get(i, "")) for i in range(len(id2label))]
-        if names_must_match and [n.lower() for n in names] != [id2label[i].lower() for i in range(len(id2label))]:
-            return None
-        linears = [m for m in head_model.modules() if isinstance(m, nn.Linear)]
-        if not linears or linears[-1].in_features != num_features or linears[-1].out_features != len(id2label):
-            return None
-        size = getattr(bconfig, "image_size", None) or 64
-        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(2, backbone.num_channels, *size, generator=generator)
-        with torch.no_grad():
-            was_training = head_model.training
-            head_model.eval()
-            try:
-                expected = head_model(pixel_values=x).logits
-            finally:
-                head_model.train(was_training)
-            got = F.linear(backbone(x).mean(dim=(2, 3)), linears[-1].weight, linears[-1].bias)
-        if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
-            return None  # a broken head (NaN / inf) is never kept; the training script names the problem
-        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
-            return None
-        return linears[-1]
-
-    @staticmethod
-    def _measure_num_features(backbone: InfoDisentBackbone, bconfig: PretrainedConfig) -> int:
-        """Run one small dummy image through the backbone: this both checks that it has a spatial map and measures D."""
-        size = getattr(bconfig, "image_size", None) or 224
-        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-        dummy = torch.zeros(1, backbone.num_channels, *size)
-        with torch.no_grad():
-            return int(backbone(dummy).shape[1])
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Saved folders load with AutoModel and AutoModelForImageClassification, with or without the package
@@ -1083,7 +696,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         kwargs["use_safetensors"] = True  # transformers then never falls back to a pickled pytorch_model.bin
         folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
         if os.path.isdir(folder):
-            _check_weight_files(folder, kwargs.get("variant"))
+            check_weight_files(folder, kwargs.get("variant"))
         requested = kwargs.get("id2label") or kwargs.get("num_labels")
         if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
             requested = len(requested) if isinstance(requested, dict) else int(requested)
@@ -1110,48 +723,9 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             raise OSError(f"The weights of {path!r} are not a readable safetensors file: {error}.") from error
         finally:
             transformers_logging.set_verbosity(verbosity)
-        _check_loading_info(path, info, allow_mismatched=allow_mismatched)
+        check_loading_info(path, info, allow_mismatched=allow_mismatched)
         model.backbone.model.requires_grad_(False)  # loading materialises fresh parameters: freeze them again
         return (model, info) if want_info else model
-
-
-def _check_weight_files(folder: str, variant: str | None = None) -> None:
-    """A local model folder must hold the model's own safetensors weights (``model.safetensors`` or the index of a
-    sharded checkpoint), not merely some ``*.safetensors`` file (the prototype gallery is one) next to a pickle."""
-    stem = f"model.{variant}" if variant else "model"
-    names = (f"{stem}.safetensors", f"{stem}.safetensors.index.json")
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in names):
-        pickles = sorted(f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")))
-        note = f" ({', '.join(pickles)} is not read: pickles are never loaded)" if pickles else ""
-        raise OSError(
-            f"{folder!r} has no model weights: neither {names[0]} nor {names[1]}{note}. Is it the right folder?"
-        )
-
-
-def _check_loading_info(path: str, info: dict, allow_mismatched: bool = False) -> None:
-    """Refuse a load that left parameters random or ignored tensors of the checkpoint (see `from_pretrained`)."""
-
-    def listing(keys) -> str:
-        keys = sorted(keys)
-        return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-
-    problems = []
-    if info.get("missing_keys"):
-        problems.append(f"missing from the checkpoint (would be left random): {listing(info['missing_keys'])}")
-    if info.get("unexpected_keys"):
-        problems.append(f"in the checkpoint but not in the model: {listing(info['unexpected_keys'])}")
-    mismatched = info.get("mismatched_keys") or ()
-    if mismatched and not allow_mismatched:
-        problems.append(
-            "wrong shape: " + listing(f"{key} (checkpoint {tuple(a)}, model {tuple(b)})" for key, a, b in mismatched)
-        )
-    if info.get("error_msgs"):
-        problems.append("errors: " + "; ".join(str(m) for m in info["error_msgs"]))
-    if problems:
-        raise OSError(
-            f"The checkpoint {path!r} does not match the InfoDisent model it declares, refusing to load it: "
-            + "; ".join(problems) + "."
-        )
 
 
 InfoDisentConfig.register_for_auto_class()
@@ -1159,8 +733,14 @@ InfoDisentForImageClassification.register_for_auto_class("AutoModelForImageClass
 
 __all__ = [
     "Explanation",
+    "InfoDisentBackbone",
+    "InfoDisentClassifier",
     "InfoDisentForImageClassification",
+    "InfoDisentHead",
     "InfoDisentImageClassifierOutput",
+    "InfoDisentPooling",
     "InfoDisentPreTrainedModel",
+    "InfoDisentRotation",
     "Prototype",
+    "upsample_map",
 ]

@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,9 +266,28 @@ def test_save_and_load_round_trip_with_auto_classes(tmp_path):
     assert config.backbone_config.hidden_sizes == [8, 16, 24, 32]
 
 
+def remote_code_files() -> set[str]:
+    """The package files the saved model's code needs: the modeling file and what it imports relatively, transitively
+    (the files transformers copies next to the weights)."""
+    package = Path(REPO_ROOT) / "modeling_infodisent"
+    todo, found = ["modeling_infodisent.py"], set()
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            text = (package / name).read_text()
+            todo += [f"{m}.py" for m in re.findall(r"^from \.(\w+) import", text, flags=re.MULTILINE)]
+    return found
+
+
 def test_trust_remote_code_without_the_package(tmp_path):
     model = build("resnet").eval()
     model.save_pretrained(tmp_path / "model")
+    needed = remote_code_files()
+    # The split of the modeling file: its siblings travel with the weights, and nothing else of the package does.
+    assert {"configuration_infodisent.py", "explanation.py", "rotation.py", "backbones.py"} <= needed
+    assert needed <= set(os.listdir(tmp_path / "model"))
+    assert not {"render.py", "gallery.py", "loading.py", "images.py"} & set(os.listdir(tmp_path / "model"))
     x = torch.randn(2, 3, 64, 64)
     torch.save(x, tmp_path / "x.pt")
     torch.save(model(x).logits, tmp_path / "expected.pt")
@@ -299,6 +320,9 @@ def test_trust_remote_code_without_the_package(tmp_path):
             model = auto.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
             assert torch.equal(model(x).logits, expected)
+            (explanation,) = model.explain(x[:1], top_k=3)  # explanation.py works from the copied files too
+            assert type(explanation).__module__.startswith("transformers_modules"), type(explanation).__module__
+            assert abs(explanation.total - explanation.logit) < 1e-4
         print("REMOTE-CODE-OK")
         """
     )

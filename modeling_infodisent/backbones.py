@@ -1,0 +1,100 @@
+"""Turning what a user names as a backbone into weights, labels and (when it has one) its own classifier head:
+the helpers behind `InfoDisentForImageClassification.from_backbone`.
+
+This file travels with the weights (``save_pretrained`` copies the modeling file's relative imports for
+``trust_remote_code=True`` loading), so it imports only torch, transformers and its siblings.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import logging as transformers_logging
+
+__all__ = ["backbone_labels", "find_original_head", "measure_num_features", "resolve_backbone"]
+
+
+def resolve_backbone(backbone) -> tuple[PretrainedConfig, PreTrainedModel | None, PreTrainedModel | None]:
+    """(config, pretrained base model or None, the model with its classification head or None) of `backbone`: a Hub
+    id or folder (loaded), a config (random weights: no model) or a model instance."""
+    if isinstance(backbone, (str, os.PathLike)):
+        try:
+            bconfig = AutoConfig.from_pretrained(backbone)
+        except Exception as error:  # noqa: BLE001 - re-raised with the user's terms
+            raise ValueError(f"Cannot load backbone {str(backbone)!r}: {error}") from error
+        if bconfig.model_type == "infodisent":
+            raise ValueError(f"{str(backbone)!r} is already an InfoDisent model; load it with from_pretrained.")
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # the dropped classifier head is expected, not news
+        try:
+            if any(a.endswith("ForImageClassification") for a in (bconfig.architectures or [])):
+                head_model = AutoModelForImageClassification.from_pretrained(backbone)
+                return bconfig, head_model.base_model, head_model
+            return bconfig, AutoModel.from_pretrained(backbone), None
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+    if isinstance(backbone, PreTrainedModel):
+        has_head = backbone.base_model is not backbone
+        pretrained = backbone.base_model if has_head else backbone
+        return pretrained.config, pretrained, backbone if has_head else None
+    if isinstance(backbone, PretrainedConfig):
+        return backbone, None, None
+    raise TypeError(f"`backbone` must be a Hub id, a folder, a config or a model, got {type(backbone).__name__}.")
+
+
+def backbone_labels(bconfig: PretrainedConfig, head_model: PreTrainedModel | None) -> dict[int, str]:
+    """The labels of the backbone's own classification head (for `from_backbone` without `id2label`)."""
+    head_labels = getattr(bconfig, "id2label", None) or {}
+    has_head = head_model is not None or any("ForImageClassification" in a for a in (bconfig.architectures or []))
+    if not has_head or not head_labels:
+        raise ValueError("`id2label` is required: the backbone has no classification head to take labels from.")
+    return dict(head_labels)
+
+
+def _dummy_size(bconfig: PretrainedConfig, default: int) -> tuple[int, int]:
+    size = getattr(bconfig, "image_size", None) or default
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+
+def measure_num_features(backbone: nn.Module, bconfig: PretrainedConfig) -> int:
+    """Run one small dummy image through the backbone adapter: this both checks that it has a spatial map and
+    measures its channel count D."""
+    dummy = torch.zeros(1, backbone.num_channels, *_dummy_size(bconfig, 224))
+    with torch.no_grad():
+        return int(backbone(dummy).shape[1])
+
+
+def find_original_head(
+    head_model, backbone: nn.Module, bconfig, id2label: dict, num_features: int, names_must_match: bool = True
+) -> nn.Linear | None:
+    """The backbone's own classifier as one `nn.Linear` on the average-pooled explained map, when there is one: it
+    predicts as many classes, with the same names (case-insensitive) when `names_must_match`, and reproduces the
+    original model's logits on a random image (so heads with extra layers — a LayerNorm, a CLS token — are not
+    taken). Else None."""
+    if head_model is None or getattr(head_model.config, "num_labels", None) != len(id2label):
+        return None
+    names = [str(head_model.config.id2label.get(i, "")) for i in range(len(id2label))]
+    if names_must_match and [n.lower() for n in names] != [id2label[i].lower() for i in range(len(id2label))]:
+        return None
+    linears = [m for m in head_model.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].in_features != num_features or linears[-1].out_features != len(id2label):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, backbone.num_channels, *_dummy_size(bconfig, 64), generator=generator)
+    with torch.no_grad():
+        was_training = head_model.training
+        head_model.eval()
+        try:
+            expected = head_model(pixel_values=x).logits
+        finally:
+            head_model.train(was_training)
+        got = F.linear(backbone(x).mean(dim=(2, 3)), linears[-1].weight, linears[-1].bias)
+    if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
+        return None  # a broken head (NaN / inf) is never kept; the training script names the problem
+    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
+        return None
+    return linears[-1]
