@@ -416,3 +416,22 @@ def test_grayscale_backbone_end_to_end(tmp_path):
         predictions = model(pixel_values).logits.argmax(-1).numpy()
     assert float((predictions == np.array(batch["labels"])).mean()) == results["test_accuracy"]
     assert results["test_accuracy"] >= 0.75  # dark vs light: chance is 1/2
+
+
+def test_fit_config_comes_from_the_training_arguments_of_the_same_names():
+    """Every setting of the schedule is a flag of train.py with the same name (nothing copied by hand can drift):
+    `FitConfig.from_args` takes each field from the parsed arguments, and overrides win."""
+    from dataclasses import fields
+
+    from training.train import parse_args
+
+    args = parse_args(["--learning_rate", "0.03", "--seed", "7", "--max_prototypes_per_class", "4"])
+    derived = {"grow_prototype_budget", "show_progress"}  # from --strict_prototype_budget / not a flag
+    missing = [f.name for f in fields(FitConfig) if f.name not in derived and not hasattr(args, f.name)]
+    assert missing == []
+    config = FitConfig.from_args(args, grow_prototype_budget=False)
+    assert (config.learning_rate, config.seed, config.max_prototypes_per_class) == (0.03, 7, 4)
+    assert config.grow_prototype_budget is False
+    for f in fields(FitConfig):
+        if f.name not in derived:
+            assert getattr(config, f.name) == getattr(args, f.name), f.name

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from training.fit_config import RESUME_NEUTRAL, FitConfig
 from training.checkpoints import config_differences, find_latest_checkpoint, read_state, write_state
 from training.evaluation import cached_featurizer, evaluate
 from training.features import collate_batch
@@ -47,106 +48,6 @@ from training.sparsity import hoyer_penalty, l1_penalty, prune_to_budget, sparsi
 logger = logging.getLogger(__name__)
 
 __all__ = ["FitConfig", "fit_head"]
-
-
-@dataclass
-class FitConfig:
-    """Hyper-parameters of `fit_head` (the training script's arguments of the same names). The schedule they define
-    is described in `training.schedule`."""
-
-    train_batch_size: int = 256  # the GLOBAL batch of an optimiser step, whatever the number of processes
-    per_device_train_batch_size: int | None = None  # if set, the global batch is this times the number of processes
-    per_device_eval_batch_size: int = 256
-    learning_rate: float = 1e-2  # at a global batch of 256; scaled to the actual global batch by lr_scaling
-    lr_scaling: str = "sqrt"  # "sqrt" (Adam's usual rule), "linear" or "none"
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    num_train_epochs: float | None = None  # explicit main-phase length (no early stopping)
-    max_train_steps: int | None = None  # explicit main-phase length in steps (overrides num_train_epochs)
-    min_train_steps: int = 300  # floor of the main budget; no early stopping before it
-    budget_epochs: float = 10.0  # main budget in epochs, clamped to [min_train_steps, max_budget_steps]
-    max_budget_steps: int = 3000
-    eval_steps: int | None = None  # evaluate the validation split every N steps (default: budget / 15)
-    early_stopping_patience: int = 5  # evaluations without improvement before the main phase stops
-    gumbel_temperature_start: float = 1.0
-    gumbel_temperature_end: float = 0.05
-    loss: str = "softmax"  # or "sigmoid": SIDE-style one-vs-rest binary cross-entropy
-    distill_weight: float = 0.0  # 0 = labels only; a in (0, 1]: (1 - a) label loss + a KL to the backbone head
-    distill_temperature: float = 2.0
-    sparsity_l1: float = 1e-2
-    # dtype of the rotation GEMMs while training: "auto" = bfloat16 where the hardware multiplies it natively and
-    # D >= BF16_MIN_FEATURES (`rotation_matmul_dtype`), else float32; "float32" / "bfloat16" force one.
-    rotation_matmul_dtype: str = "auto"
-    sparsity_hoyer: float = 0.0
-    max_prototypes_per_class: int = 10  # 0 = dense (no pruning)
-    finetune_epochs: float | None = None  # explicit fine-tuning length (one round, no recovery check)
-    finetune_steps: int = 60  # one fine-tuning round
-    finetune_max_rounds: int = 4  # rounds until the validation accuracy recovers to within pruning_tolerance
-    pruning_tolerance: float = 0.01  # accepted validation-accuracy loss from pruning (fraction, 0.01 = 1 point)
-    # When fine-tuning does not recover within the tolerance: back to the head before pruning, prune to twice the
-    # budget and fine-tune again, until it recovers or the budget reaches every channel (False: keep the budget and
-    # report the loss).
-    grow_prototype_budget: bool = True
-    finetune_learning_rate: float | None = None  # default: learning_rate / 3 (then scaled like learning_rate)
-    seed: int = 0
-    checkpointing_steps: str | int | None = None  # N steps, "epoch", or None
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
-    ignore_config_change: bool = False  # resume even if the checkpoint was trained with other arguments
-    output_dir: str | None = None  # where checkpoints go (step_N / epoch_N, as in the HF examples)
-    stop_after_steps: int | None = None  # testing aid: exit abruptly after this many steps (after checkpointing)
-    with_tracking: bool = False
-    show_progress: bool = True
-
-    def validate(self) -> None:
-        if self.loss not in ("softmax", "sigmoid"):
-            raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}.")
-        if self.rotation_matmul_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"rotation_matmul_dtype must be 'auto', 'float32' or 'bfloat16', got {self.rotation_matmul_dtype!r}.")
-        if self.lr_scaling not in ("sqrt", "linear", "none"):
-            raise ValueError(f"lr_scaling must be 'sqrt', 'linear' or 'none', got {self.lr_scaling!r}.")
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}.")
-        if self.max_prototypes_per_class < 0:
-            raise ValueError(f"max_prototypes_per_class must be >= 0 (0 = dense), got {self.max_prototypes_per_class}.")
-        if self.gumbel_temperature_start <= 0 or self.gumbel_temperature_end <= 0:
-            raise ValueError("Gumbel temperatures must be > 0.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        for name in ("train_batch_size", "per_device_eval_batch_size", "min_train_steps", "max_budget_steps",
-                     "finetune_steps", "finetune_max_rounds", "early_stopping_patience"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("per_device_train_batch_size", "max_train_steps", "eval_steps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.num_train_epochs is not None and self.num_train_epochs <= 0:
-            raise ValueError(f"num_train_epochs must be > 0, got {self.num_train_epochs}.")
-        if self.finetune_epochs is not None and self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}.")
-        if not 0.0 <= self.pruning_tolerance < 1.0:
-            raise ValueError(f"pruning_tolerance must be in [0, 1), got {self.pruning_tolerance}.")
-        if self.budget_epochs <= 0:
-            raise ValueError(f"budget_epochs must be > 0, got {self.budget_epochs}.")
-        if isinstance(self.checkpointing_steps, str) and self.checkpointing_steps not in ("epoch",):
-            if not self.checkpointing_steps.isdigit() or int(self.checkpointing_steps) < 1:
-                raise ValueError(f"checkpointing_steps must be a positive integer or 'epoch', got {self.checkpointing_steps!r}.")
-            self.checkpointing_steps = int(self.checkpointing_steps)
-
-    def global_batch_size(self, num_processes: int) -> int:
-        """Rows per optimiser step over all processes: ``per_device_train_batch_size * num_processes`` when the
-        per-device size is given (the transformers scripts' meaning), else ``train_batch_size``."""
-        if self.per_device_train_batch_size:
-            return self.per_device_train_batch_size * num_processes
-        return self.train_batch_size
-
-
-# Arguments that do not change what is trained: a checkpoint may be resumed with other values of these.
-_RESUME_NEUTRAL = {
-    "per_device_eval_batch_size", "checkpointing_steps", "resume_from_checkpoint", "ignore_config_change",
-    "output_dir", "stop_after_steps", "with_tracking", "show_progress",
-    # compared through the resolved global batch instead (2 processes x 128 = 1 process x 256)
-    "train_batch_size", "per_device_train_batch_size",
-}  # fmt: skip
 
 
 def _loss(logits, labels, teacher_logits, config: FitConfig) -> torch.Tensor:
@@ -183,6 +84,267 @@ def _head_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}
 
 
+@dataclass
+class FitState:
+    """Where the schedule is: everything a checkpoint's JSON holds so that a resumed run continues exactly.
+
+    ``phase`` goes main -> pruned -> finetune [-> pruned -> finetune ...] -> done; ``phase_done`` marks the end of a
+    phase whose transition (`_Fit.end_of_phase`) has not run yet (a checkpoint may be taken in between)."""
+
+    global_step: int = 0
+    phase: str = "main"
+    phase_start: int = 0
+    phase_done: bool = False
+    best_accuracy: float | None = None  # the phase's best validation accuracy among candidate states
+    best_step: int | None = None
+    evals_since_best: int = 0  # early-stopping patience counter
+    last_accuracy: float | None = None
+    main_steps_run: int | None = None
+    stopped_early: bool = False
+    pruning: dict | None = None  # the pruning record (see `fit_head`'s return value)
+    history: list = field(default_factory=list)  # one record per evaluation
+    loss_sum: float = 0.0  # training loss since the last evaluation
+    loss_count: int = 0
+
+
+@dataclass
+class _Fit:
+    """One `fit_head` call: the model, the optimiser and the schedule, plus the state that changes as it trains."""
+
+    model: torch.nn.Module
+    head: torch.nn.Module  # model.head as prepared by accelerate (DDP-wrapped on several processes)
+    optimizer: torch.optim.Optimizer
+    accelerator: object
+    config: FitConfig
+    plan: object  # training.schedule.SchedulePlan
+    featurizer: Callable
+    eval_data: object
+    global_batch: int
+    num_rows: int
+    run_config: dict  # the arguments a checkpoint records (a resume with other ones is refused)
+    state: FitState = field(default_factory=FitState)
+    best: dict[str, torch.Tensor] | None = None  # the head's state at the phase's best evaluation (CPU)
+    dense: dict[str, torch.Tensor] | None = None  # the head before pruning (a larger budget starts from it again)
+    seen: torch.Tensor | None = None  # this process's uses of each row since start / resume
+    progress: object = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def resume(self, path: str) -> None:
+        config = self.config
+        if path == "latest":
+            path = find_latest_checkpoint(config.output_dir)
+        saved, tensors = read_state(path)
+        differences = config_differences(saved.get("config", {}), self.run_config, RESUME_NEUTRAL)
+        if differences and not config.ignore_config_change:
+            raise ValueError(
+                f"Cannot resume from {path!r}: it was trained with other arguments: {'; '.join(differences)}. Resume "
+                "with the same arguments, or pass --ignore_config_change to continue with the new ones anyway."
+            )
+        self.accelerator.load_state(path)  # head weights + prototype mask, optimiser, RNG states
+        names = {f.name for f in fields(FitState)}
+        for key, value in saved.items():
+            if key in names:
+                setattr(self.state, key, value)
+        self.best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        self.dense = {k[len("dense.") :]: v for k, v in tensors.items() if k.startswith("dense.")} or None
+        if self.is_main and "seen" in tensors:  # the other processes count from 0: the sum over processes stays right
+            self.seen = tensors["seen"].clone()
+        if self.is_main:
+            logger.info("Resumed from %s at step %d (%s phase)", path, self.state.global_step, self.state.phase)
+            if differences:
+                logger.warning(
+                    "Resuming with other arguments than the checkpoint's (--ignore_config_change): %s",
+                    "; ".join(differences),
+                )
+
+    def total_seen(self) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return self.seen
+        return self.accelerator.reduce(self.seen.to(self.accelerator.device), reduction="sum").cpu()
+
+    def save_checkpoint(self, name: str) -> None:
+        if self.config.output_dir is None:
+            return
+        path = os.path.join(self.config.output_dir, name)
+        self.accelerator.save_state(path)
+        total_seen = self.total_seen()
+        if self.is_main:
+            tensors = {
+                "seen": total_seen,
+                **{f"best.{k}": v for k, v in (self.best or {}).items()},
+                **{f"dense.{k}": v for k, v in (self.dense or {}).items()},
+            }
+            write_state(path, {**asdict(self.state), "config": self.run_config, "plan": self.plan.to_dict()}, tensors)
+        self.accelerator.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------- evaluation
+    def record_evaluation(self, phase: str, candidate: bool) -> dict:
+        """Evaluate on the validation split and log it; a ``candidate`` state may become the phase's best (only
+        states after the main phase's floor and at the end of fine-tuning rounds are: before, the learning rate is
+        still high and the temperature not annealed, and picking among them would select the validation noise)."""
+        config, state = self.config, self.state
+        metrics = evaluate(self.model, self.eval_data, config.per_device_eval_batch_size, self.accelerator, self.featurizer)
+        step = state.global_step
+        record = {
+            "phase": phase,
+            "step": step,
+            "epoch": round(step * self.global_batch / self.num_rows, 3),
+            "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
+            "eval_accuracy": metrics["accuracy"],
+            "explanation_size_median": metrics["explanation_size_median"],
+        }
+        if "agreement" in metrics:
+            record["agreement"] = metrics["agreement"]
+        state.history.append(record)
+        state.loss_sum, state.loss_count, state.last_accuracy = 0.0, 0, metrics["accuracy"]
+        # A tie goes to the earlier state in the main phase (patience counts from it) but to the later round in
+        # fine-tuning: with the mask fixed, a round that matches the best accuracy has only trained the pruned head
+        # longer, and keeping the first round made a run's result hinge on one validation image.
+        improves = (
+            state.best_accuracy is None
+            or metrics["accuracy"] > state.best_accuracy
+            or (phase == "finetune" and metrics["accuracy"] == state.best_accuracy)
+        )
+        if candidate and improves:
+            state.best_accuracy, state.best_step, state.evals_since_best = metrics["accuracy"], step, 0
+            self.best = _head_state(self.model)
+        elif candidate:
+            state.evals_since_best += 1
+        if self.is_main:
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+            logger.info("step %d (%s): %s", step, phase, shown)
+        if config.with_tracking:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+        return metrics
+
+    # -------------------------------------------------------------------------------- phase transitions
+    def start_pruning(self, budget: int, before: float) -> None:
+        """Prune the head to ``budget`` prototypes per class, evaluate, and start a fine-tuning phase."""
+        state = self.state
+        stats = prune_to_budget(self.model, budget)
+        state.phase, state.best_accuracy, state.best_step, state.evals_since_best = "pruned", None, None, 0
+        self.best = None
+        after = self.record_evaluation("pruned", candidate=False)["accuracy"]
+        attempts = (state.pruning or {}).get("attempts", [])
+        state.pruning = {
+            **stats,
+            "pruned_at_step": state.global_step,
+            "validation_accuracy_before_pruning": before,
+            "validation_accuracy_after_pruning": after,
+            "tolerance": self.config.pruning_tolerance,
+            "attempts": attempts,
+        }
+        if self.is_main:
+            logger.info(
+                "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass, %d distinct "
+                "channels used): validation accuracy %.4f before pruning, %.4f right after",
+                stats["max_prototypes_per_class"],
+                stats["nonzero_after"],
+                stats["nonzero_before"],
+                100 * stats["kept_weight_fraction"],
+                stats["distinct_channels_used"],
+                before,
+                after,
+            )
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
+        state.phase, state.phase_start, state.phase_done = "finetune", state.global_step, self.plan.finetune_steps == 0
+
+    def end_of_phase(self) -> None:
+        """Main -> (prune, fine-tune [-> prune to a larger budget, fine-tune ...]) -> done. A function of the
+        checkpointed state only: a run resumed from a checkpoint taken at the end of a phase makes the same
+        transition."""
+        config, state, plan = self.config, self.state, self.plan
+        if state.phase == "main":
+            state.main_steps_run = state.global_step - state.phase_start
+            if plan.early_stopping and self.best is not None:
+                self.model.head.load_state_dict(self.best)
+            before = state.best_accuracy if plan.early_stopping else state.last_accuracy
+            if self.is_main:
+                logger.info(
+                    "Main phase %s after %d steps (budget %d); validation accuracy %.4f (best, step %s)",
+                    "stopped early" if state.stopped_early else "ended",
+                    state.main_steps_run,
+                    plan.main_steps,
+                    state.best_accuracy,
+                    state.best_step,
+                )
+            if config.max_prototypes_per_class == 0:  # dense: nothing to prune
+                state.phase = "done"
+                return
+            self.dense = _head_state(self.model)
+            self.start_pruning(config.max_prototypes_per_class, before)
+            return
+        self._end_of_finetuning()
+
+    def _end_of_finetuning(self) -> None:
+        """Keep the best round; if the validation accuracy did not recover, prune to twice the budget from the head
+        before pruning and fine-tune again (``grow_prototype_budget``), else report the loss."""
+        config, state, plan, tolerance = self.config, self.state, self.plan, self.config.pruning_tolerance
+        explicit = config.finetune_epochs is not None
+        if not explicit and self.best is not None:
+            self.model.head.load_state_dict(self.best)
+        pruning = state.pruning
+        before = pruning["validation_accuracy_before_pruning"]
+        final = state.last_accuracy if explicit else state.best_accuracy
+        steps = state.global_step - state.phase_start
+        recovered = final >= before - tolerance - 1e-9
+        pruning.update(
+            validation_accuracy_after_finetuning=final,
+            finetune_steps_run=steps,
+            finetune_rounds=math.ceil(steps / plan.finetune_steps) if plan.finetune_steps else 0,
+            recovered=recovered,
+            accuracy_change=final - before,
+        )
+        budget, channels = pruning["max_prototypes_per_class"], self.model.head.classifier.weight.shape[1]
+        can_grow = config.grow_prototype_budget and budget < channels and self.dense is not None
+        if not recovered and not explicit and can_grow:
+            kept = (
+                "max_prototypes_per_class",
+                "validation_accuracy_after_pruning",
+                "validation_accuracy_after_finetuning",
+                "finetune_steps_run",
+            )
+            pruning["attempts"] = pruning.get("attempts", []) + [{k: pruning[k] for k in kept}]
+            if self.is_main:
+                logger.warning(
+                    "Pruning to %d prototypes per class: validation accuracy %.4f after %d fine-tuning steps, %.4f "
+                    "before pruning (tolerance %s): back to the head before pruning, pruning to %d",
+                    budget,
+                    final,
+                    steps,
+                    before,
+                    tolerance,
+                    min(2 * budget, channels),
+                )
+            self.model.head.load_state_dict(self.dense)  # the unpruned mask and weights
+            self.progress.total += plan.finetune_steps
+            self.start_pruning(min(2 * budget, channels), before)
+            return
+        if not recovered:
+            pruning["warning"] = (
+                f"validation accuracy {final:.4f} after pruning and {steps} fine-tuning steps is "
+                f"{before - final:.4f} below its value before pruning ({before:.4f}), more than the tolerance "
+                f"{tolerance}"
+            )
+        if self.is_main:
+            log = logger.info if recovered else logger.warning
+            log(
+                "Fine-tuning after pruning: %d steps; validation accuracy %.4f before pruning, %.4f right after, %.4f "
+                "after fine-tuning (%s)",
+                steps,
+                before,
+                pruning["validation_accuracy_after_pruning"],
+                final,
+                "recovered" if recovered else f"NOT recovered within {tolerance}",
+            )
+        state.phase = "done"
+
+
 def fit_head(
     model,
     train_data,
@@ -215,10 +377,10 @@ def fit_head(
     whether it ``recovered``; None when dense), ``sparsity`` (final `sparsity_stats`), ``global_step``, ``schedule``
     (the plan and what ran) and ``examples_seen`` (how often each training row was used, over all processes).
     """
+    # ---- set-up: the plan, the optimiser, and this process's share of every global batch
     config.validate()
     accelerator = accelerator or make_accelerator()
     featurizer = featurizer or cached_featurizer
-    is_main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     _check_classes(train_data)
     num_rows = len(train_data)
@@ -226,9 +388,10 @@ def fit_head(
     if global_batch < world:
         raise ValueError(f"The global batch ({global_batch}) is smaller than the number of processes ({world}).")
     plan = plan_schedule(num_rows, global_batch, config)
-    prune = config.max_prototypes_per_class > 0
     learning_rate = scaled_learning_rate(config.learning_rate, global_batch, config.lr_scaling)
-    finetune_lr = scaled_learning_rate(config.finetune_learning_rate or config.learning_rate / 3.0, global_batch, config.lr_scaling)
+    finetune_lr = scaled_learning_rate(
+        config.finetune_learning_rate or config.learning_rate / 3.0, global_batch, config.lr_scaling
+    )
     lo, hi = rank_slice(global_batch, rank, world)
     # Each process averages its loss over its own rows and DDP averages over processes: weighting by the share of
     # rows makes the gradient exactly the global batch's mean, even when G is not a multiple of the process count.
@@ -244,201 +407,60 @@ def fit_head(
     model.head.rotation.attach(optimizer)  # "riemannian" U: each step is retracted onto the orthogonal group
     head, optimizer = accelerator.prepare(model.head, optimizer)
     run_config = {
-        **asdict(config), "(global batch)": global_batch, "(training rows)": num_rows, "(validation rows)": len(eval_data),
-    }  # fmt: skip
-
-    state = {
-        "global_step": 0, "phase": "main", "phase_start": 0, "phase_done": False, "best_accuracy": None,
-        "best_step": None, "evals_since_best": 0, "last_accuracy": None, "main_steps_run": None,
-        "stopped_early": False, "pruning": None, "history": [], "loss_sum": 0.0, "loss_count": 0,
-    }  # fmt: skip
-    best: dict[str, torch.Tensor] | None = None  # the head's state at the phase's best evaluation (CPU)
-    dense: dict[str, torch.Tensor] | None = None  # the head before pruning (a larger budget starts from it again)
-    seen = torch.zeros(num_rows, dtype=torch.int64)  # this process's uses of each row since start / resume
+        **asdict(config),
+        "(global batch)": global_batch,
+        "(training rows)": num_rows,
+        "(validation rows)": len(eval_data),
+    }
+    fit = _Fit(
+        model, head, optimizer, accelerator, config, plan, featurizer, eval_data, global_batch, num_rows, run_config
+    )
+    fit.seen = torch.zeros(num_rows, dtype=torch.int64)
+    state = fit.state
     if config.resume_from_checkpoint:
-        path = config.resume_from_checkpoint
-        if path == "latest":
-            path = find_latest_checkpoint(config.output_dir)
-        saved, tensors = read_state(path)
-        differences = config_differences(saved.get("config", {}), run_config, _RESUME_NEUTRAL)
-        if differences and not config.ignore_config_change:
-            raise ValueError(
-                f"Cannot resume from {path!r}: it was trained with other arguments: {'; '.join(differences)}. Resume "
-                "with the same arguments, or pass --ignore_config_change to continue with the new ones anyway."
-            )
-        accelerator.load_state(path)  # head weights + prototype mask, optimiser, RNG states
-        state.update({k: v for k, v in saved.items() if k in state})
-        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")} or None
-        dense = {k[len("dense."):]: v for k, v in tensors.items() if k.startswith("dense.")} or None
-        if is_main and "seen" in tensors:  # the other processes count from 0: the sum over processes stays right
-            seen = tensors["seen"].clone()
-        if is_main:
-            logger.info("Resumed from %s at step %d (%s phase)", path, state["global_step"], state["phase"])
-            if differences:
-                logger.warning("Resuming with other arguments than the checkpoint's (--ignore_config_change): %s", "; ".join(differences))
+        fit.resume(config.resume_from_checkpoint)
 
-    def save_checkpoint(name: str) -> None:
-        if config.output_dir is None:
-            return
-        path = os.path.join(config.output_dir, name)
-        accelerator.save_state(path)
-        total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
-        if is_main:
-            tensors = {"seen": total_seen, **{f"best.{k}": v for k, v in (best or {}).items()},
-                       **{f"dense.{k}": v for k, v in (dense or {}).items()}}  # fmt: skip
-            write_state(path, {**state, "config": run_config, "plan": plan.to_dict()}, tensors)
-        accelerator.wait_for_everyone()
-
-    def record_evaluation(phase: str, candidate: bool) -> dict:
-        """Evaluate on the validation split and log it; a ``candidate`` state may become the phase's best (only
-        states after the main phase's floor and at the end of fine-tuning rounds are: before, the learning rate is
-        still high and the temperature not annealed, and picking among them would select the validation noise)."""
-        nonlocal best
-        metrics = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
-        step = state["global_step"]
-        record = {
-            "phase": phase, "step": step, "epoch": round(step * global_batch / num_rows, 3),
-            "train_loss": state["loss_sum"] / state["loss_count"] if state["loss_count"] else None,
-            "eval_accuracy": metrics["accuracy"], "explanation_size_median": metrics["explanation_size_median"],
-        }  # fmt: skip
-        if "agreement" in metrics:
-            record["agreement"] = metrics["agreement"]
-        state["history"].append(record)
-        state["loss_sum"], state["loss_count"], state["last_accuracy"] = 0.0, 0, metrics["accuracy"]
-        # A tie goes to the earlier state in the main phase (patience counts from it) but to the later round in
-        # fine-tuning: with the mask fixed, a round that matches the best accuracy has only trained the pruned head
-        # longer, and keeping the first round made a run's result hinge on one validation image (issue 11: a
-        # 1-process run that stayed level for 4 rounds kept round 1, 1.4 test points below its 2-process twin).
-        improves = (
-            state["best_accuracy"] is None or metrics["accuracy"] > state["best_accuracy"]
-            or (phase == "finetune" and metrics["accuracy"] == state["best_accuracy"])
-        )  # fmt: skip
-        if candidate and improves:
-            state["best_accuracy"], state["best_step"], state["evals_since_best"] = metrics["accuracy"], step, 0
-            best = _head_state(model)
-        elif candidate:
-            state["evals_since_best"] += 1
-        if is_main:
-            logger.info("step %d (%s): %s", step, phase, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-        if config.with_tracking:
-            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
-        return metrics
-
-    def start_pruning(budget: int, before: float) -> None:
-        """Prune the head to ``budget`` prototypes per class, evaluate, and start a fine-tuning phase."""
-        nonlocal best
-        stats = prune_to_budget(model, budget)
-        state.update(phase="pruned", best_accuracy=None, best_step=None, evals_since_best=0)
-        best = None
-        after = record_evaluation("pruned", candidate=False)["accuracy"]
-        attempts = (state["pruning"] or {}).get("attempts", [])
-        state["pruning"] = {
-            **stats, "pruned_at_step": state["global_step"], "validation_accuracy_before_pruning": before,
-            "validation_accuracy_after_pruning": after, "tolerance": config.pruning_tolerance, "attempts": attempts,
-        }  # fmt: skip
-        if is_main:
-            logger.info(
-                "Pruned to %d prototypes per class (%d of %d weights kept, %.1f%% of the weight mass, %d distinct "
-                "channels used): validation accuracy %.4f before pruning, %.4f right after",
-                stats["max_prototypes_per_class"], stats["nonzero_after"], stats["nonzero_before"],
-                100 * stats["kept_weight_fraction"], stats["distinct_channels_used"], before, after,
-            )  # fmt: skip
-        inner = getattr(optimizer, "optimizer", optimizer)
-        inner.state.clear()  # fine-tuning starts from fresh Adam moments, like a new run on the pruned head
-        state.update(phase="finetune", phase_start=state["global_step"], phase_done=plan.finetune_steps == 0)
-
-    def end_of_phase() -> None:
-        """Main -> (prune, fine-tune [-> prune to a larger budget, fine-tune ...]) -> done. A function of the
-        checkpointed state only: a run resumed from a checkpoint taken at the end of a phase makes the same
-        transition."""
-        nonlocal best, dense
-        phase, tolerance = state["phase"], config.pruning_tolerance
-        if phase == "main":
-            state["main_steps_run"] = state["global_step"] - state["phase_start"]
-            if plan.early_stopping and best is not None:
-                model.head.load_state_dict(best)
-            before = state["best_accuracy"] if plan.early_stopping else state["last_accuracy"]
-            if is_main:
-                logger.info(
-                    "Main phase %s after %d steps (budget %d); validation accuracy %.4f (best, step %s)",
-                    "stopped early" if state["stopped_early"] else "ended", state["main_steps_run"], plan.main_steps,
-                    state["best_accuracy"], state["best_step"],
-                )  # fmt: skip
-            if not prune:
-                state["phase"] = "done"
-                return
-            dense = _head_state(model)
-            start_pruning(config.max_prototypes_per_class, before)
-            return
-        # end of fine-tuning
-        explicit = config.finetune_epochs is not None
-        if not explicit and best is not None:
-            model.head.load_state_dict(best)
-        pruning = state["pruning"]
-        final = state["last_accuracy"] if explicit else state["best_accuracy"]
-        steps = state["global_step"] - state["phase_start"]
-        recovered = final >= pruning["validation_accuracy_before_pruning"] - tolerance - 1e-9
-        pruning.update(
-            validation_accuracy_after_finetuning=final, finetune_steps_run=steps,
-            finetune_rounds=math.ceil(steps / plan.finetune_steps) if plan.finetune_steps else 0, recovered=recovered,
-            accuracy_change=final - pruning["validation_accuracy_before_pruning"],
-        )  # fmt: skip
-        budget, channels = pruning["max_prototypes_per_class"], model.head.classifier.weight.shape[1]
-        if not recovered and not explicit and config.grow_prototype_budget and budget < channels and dense is not None:
-            attempt = {k: pruning[k] for k in ("max_prototypes_per_class", "validation_accuracy_after_pruning",
-                                               "validation_accuracy_after_finetuning", "finetune_steps_run")}  # fmt: skip
-            pruning["attempts"] = pruning.get("attempts", []) + [attempt]  # (a checkpoint of 0.1 has none)
-            if is_main:
-                logger.warning(
-                    "Pruning to %d prototypes per class: validation accuracy %.4f after %d fine-tuning steps, %.4f "
-                    "before pruning (tolerance %s): back to the head before pruning, pruning to %d", budget, final,
-                    steps, pruning["validation_accuracy_before_pruning"], tolerance, min(2 * budget, channels),
-                )  # fmt: skip
-            model.head.load_state_dict(dense)  # the unpruned mask and weights
-            progress.total += plan.finetune_steps
-            start_pruning(min(2 * budget, channels), pruning["validation_accuracy_before_pruning"])
-            return
-        if not recovered:
-            pruning["warning"] = (
-                f"validation accuracy {final:.4f} after pruning and {steps} fine-tuning steps is "
-                f"{pruning['validation_accuracy_before_pruning'] - final:.4f} below its value before pruning "
-                f"({pruning['validation_accuracy_before_pruning']:.4f}), more than the tolerance {tolerance}"
-            )
-        if is_main:
-            log = logger.info if recovered else logger.warning
-            log(
-                "Fine-tuning after pruning: %d steps; validation accuracy %.4f before pruning, %.4f right after, %.4f "
-                "after fine-tuning (%s)", steps, pruning["validation_accuracy_before_pruning"],
-                pruning["validation_accuracy_after_pruning"], final,
-                "recovered" if recovered else f"NOT recovered within {tolerance}",
-            )  # fmt: skip
-        state["phase"] = "done"
-
-    if is_main:
+    if fit.is_main:
         logger.info(
             "Training the head: global batch %d (%d process(es) x ~%d), learning rate %.4g; main phase budget %d "
             "steps (%s), fine-tuning rounds of %d steps (at most %d); evaluation every %d steps; %d training rows "
-            "(%d steps an epoch)", global_batch, world, hi - lo, learning_rate, plan.main_steps,
+            "(%d steps an epoch)",
+            global_batch,
+            world,
+            hi - lo,
+            learning_rate,
+            plan.main_steps,
             f"early stopping after {plan.main_min_steps}" if plan.early_stopping else "fixed length",
-            plan.finetune_steps, plan.finetune_max_rounds, plan.eval_steps, num_rows, plan.steps_per_epoch,
-        )  # fmt: skip
-    total = plan.main_steps + plan.finetune_steps
-    progress = tqdm(total=max(total, state["global_step"]), initial=state["global_step"], desc="train",
-                    disable=not (is_main and config.show_progress))  # fmt: skip
+            plan.finetune_steps,
+            plan.finetune_max_rounds,
+            plan.eval_steps,
+            num_rows,
+            plan.steps_per_epoch,
+        )
+    fit.progress = tqdm(
+        total=max(plan.main_steps + plan.finetune_steps, state.global_step),
+        initial=state.global_step,
+        desc="train",
+        disable=not (fit.is_main and config.show_progress),
+    )
     if hasattr(train_data, "step_batches"):  # a `training.streaming.StreamSplit`: each process reads its shard
-        batches = train_data.step_batches(global_batch, config.seed, rank, world, start_step=state["global_step"])
+        batches = train_data.step_batches(global_batch, config.seed, rank, world, start_step=state.global_step)
     else:
-        sampler = StepBatchSampler(num_rows, global_batch, config.seed, rank, world, start_step=state["global_step"])
+        sampler = StepBatchSampler(num_rows, global_batch, config.seed, rank, world, start_step=state.global_step)
         batches = iter(DataLoader(train_data, batch_sampler=sampler, collate_fn=collate_batch))
+
+    # ---- the training loop: one optimiser step per global batch, through the phases main -> prune/fine-tune -> done
     while True:
-        while state["phase_done"]:  # (a phase may end as it starts: no fine-tuning steps)
-            state["phase_done"] = False
-            end_of_phase()
-        if state["phase"] == "done":
+        while state.phase_done:  # (a phase may end as it starts: no fine-tuning steps)
+            state.phase_done = False
+            fit.end_of_phase()
+        if state.phase == "done":
             break
-        phase = state["phase"]
-        phase_step = state["global_step"] - state["phase_start"]
+        phase = state.phase
+        phase_step = state.global_step - state.phase_start
         batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+
+        # learning rate and Gumbel temperature: functions of the phase and the step (`training.schedule`)
         base_lr = learning_rate if phase == "main" else finetune_lr
         for group in optimizer.param_groups:
             group["lr"] = base_lr * lr_factor(phase, phase_step, plan, config.warmup_ratio)
@@ -448,9 +470,11 @@ def fit_head(
         # The Gumbel noise of each row is seeded from (seed, step, the row's place in the global batch): the same
         # noise on 1 or N processes (so they train the same model) and after a resume. The global RNG (anything
         # else random in a step, e.g. augmentation in the featurizer) is seeded from (seed, step, rank).
-        step_seed = config.seed * 1_000_003 + state["global_step"] * 101
+        step_seed = config.seed * 1_000_003 + state.global_step * 101
         model.head.pooling.noise_seeds = (step_seed % 2**40) * 2**20 + torch.arange(lo, lo + len(batch["labels"]))
         torch.manual_seed(step_seed + rank)
+
+        # forward, loss (+ the sparsity penalties in the main phase), backward, step
         features, teacher = featurizer(batch)
         out = head(features)
         loss = _loss(out.logits, batch["labels"], teacher, config) * loss_scale
@@ -462,63 +486,78 @@ def fit_head(
         optimizer.step()
         optimizer.zero_grad()
         if "index" in batch:  # (a stream has no row numbers: it counts its examples itself)
-            seen.index_add_(0, batch["index"].cpu(), torch.ones(len(batch["index"]), dtype=torch.int64))
-        state["global_step"] += 1
-        state["loss_sum"] += float(loss.detach())
-        state["loss_count"] += 1
+            fit.seen.index_add_(0, batch["index"].cpu(), torch.ones(len(batch["index"]), dtype=torch.int64))
+        state.global_step += 1
+        state.loss_sum += float(loss.detach())
+        state.loss_count += 1
         phase_step += 1
-        progress.update(1)
-        if phase == "main":
+        fit.progress.update(1)
+
+        if phase == "main":  # evaluate every eval_steps; early stopping once past the floor
             if phase_step % plan.eval_steps == 0 or phase_step >= plan.main_steps:
-                record_evaluation(phase, candidate=phase_step >= plan.main_min_steps)
+                fit.record_evaluation(phase, candidate=phase_step >= plan.main_min_steps)
                 patience_over = (
-                    plan.early_stopping and phase_step >= plan.main_min_steps
-                    and state["evals_since_best"] >= config.early_stopping_patience
-                )  # fmt: skip
-                state["stopped_early"] = patience_over and phase_step < plan.main_steps
-                state["phase_done"] = patience_over or phase_step >= plan.main_steps
-        else:
-            end_of_round = phase_step % plan.finetune_steps == 0
-            if end_of_round:
-                record_evaluation(phase, candidate=True)
-                before = state["pruning"]["validation_accuracy_before_pruning"]
-                recovered = state["best_accuracy"] >= before - config.pruning_tolerance - 1e-9
-                rounds = phase_step // plan.finetune_steps
-                explicit = config.finetune_epochs is not None
-                state["phase_done"] = explicit or recovered or rounds >= plan.finetune_max_rounds
-                if not state["phase_done"]:
-                    progress.total += plan.finetune_steps
-                    if is_main:
-                        logger.info(
-                            "Validation accuracy %.4f after %d fine-tuning round(s), %.4f before pruning: another "
-                            "round", state["best_accuracy"], rounds, before,
-                        )  # fmt: skip
-        step = state["global_step"]
+                    plan.early_stopping
+                    and phase_step >= plan.main_min_steps
+                    and state.evals_since_best >= config.early_stopping_patience
+                )
+                state.stopped_early = patience_over and phase_step < plan.main_steps
+                state.phase_done = patience_over or phase_step >= plan.main_steps
+        elif phase_step % plan.finetune_steps == 0:  # fine-tuning: evaluate each round; stop once recovered
+            fit.record_evaluation(phase, candidate=True)
+            before = state.pruning["validation_accuracy_before_pruning"]
+            recovered = state.best_accuracy >= before - config.pruning_tolerance - 1e-9
+            rounds = phase_step // plan.finetune_steps
+            explicit = config.finetune_epochs is not None
+            state.phase_done = explicit or recovered or rounds >= plan.finetune_max_rounds
+            if not state.phase_done:
+                fit.progress.total += plan.finetune_steps
+                if fit.is_main:
+                    logger.info(
+                        "Validation accuracy %.4f after %d fine-tuning round(s), %.4f before pruning: another round",
+                        state.best_accuracy,
+                        rounds,
+                        before,
+                    )
+
+        step = state.global_step
         if isinstance(config.checkpointing_steps, int) and step % config.checkpointing_steps == 0:
-            save_checkpoint(f"step_{step}")
+            fit.save_checkpoint(f"step_{step}")
         elif config.checkpointing_steps == "epoch" and step % plan.steps_per_epoch == 0:
-            save_checkpoint(f"epoch_{step // plan.steps_per_epoch - 1}")
+            fit.save_checkpoint(f"epoch_{step // plan.steps_per_epoch - 1}")
         if config.stop_after_steps is not None and step >= config.stop_after_steps:
             raise SystemExit(f"Stopped after {step} steps (--stop_after_steps).")
-    progress.close()
+
+    # ---- the final evaluation and the report
+    fit.progress.close()
     model.head.eval()
     model.head.rotation.matmul_dtype = None  # the trained model computes in float32 wherever it goes next
     model.head.pooling.noise_seeds = None
-    total_seen = accelerator.reduce(seen.to(accelerator.device), reduction="sum").cpu() if world > 1 else seen
+    total_seen = fit.total_seen()
     final = evaluate(model, eval_data, config.per_device_eval_batch_size, accelerator, featurizer)
     schedule = {
-        **plan.to_dict(), "num_processes": world, "per_device_train_batch_size": hi - lo,
-        "learning_rate": learning_rate, "finetune_learning_rate": finetune_lr if prune else None,
+        **plan.to_dict(),
+        "num_processes": world,
+        "per_device_train_batch_size": hi - lo,
+        "learning_rate": learning_rate,
+        "finetune_learning_rate": finetune_lr if config.max_prototypes_per_class > 0 else None,
         "lr_scaling": f"{config.lr_scaling} (learning_rate {config.learning_rate} at batch {REFERENCE_BATCH_SIZE})",
-        "main_steps_run": state["main_steps_run"], "stopped_early": state["stopped_early"],
+        "main_steps_run": state.main_steps_run,
+        "stopped_early": state.stopped_early,
         "rotation_matmul_dtype": str(matmul_dtype).removeprefix("torch."),
-    }  # fmt: skip
+    }
     examples_seen = {
-        "total": int(total_seen.sum()), "min_per_row": int(total_seen.min()), "max_per_row": int(total_seen.max()),
+        "total": int(total_seen.sum()),
+        "min_per_row": int(total_seen.min()),
+        "max_per_row": int(total_seen.max()),
         "epochs": round(float(total_seen.sum()) / num_rows, 3),
-    }  # fmt: skip
+    }
     final.update(
-        history=state["history"], pruning=state["pruning"], sparsity=sparsity_stats(model),
-        global_step=state["global_step"], schedule=schedule, examples_seen=examples_seen,
-    )  # fmt: skip
+        history=state.history,
+        pruning=state.pruning,
+        sparsity=sparsity_stats(model),
+        global_step=state.global_step,
+        schedule=schedule,
+        examples_seen=examples_seen,
+    )
     return final

@@ -424,24 +424,7 @@ def _run(args, command, backbone_config, image_processor):
     # ------------------------------------------------------------------------------------------------- training
     if args.with_tracking:
         accelerator.init_trackers("infodisent", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
-    fit_config = FitConfig(
-        train_batch_size=args.train_batch_size, per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size, learning_rate=args.learning_rate,
-        lr_scaling=args.lr_scaling, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        num_train_epochs=args.num_train_epochs, max_train_steps=args.max_train_steps,
-        min_train_steps=args.min_train_steps, budget_epochs=args.budget_epochs, max_budget_steps=args.max_budget_steps,
-        eval_steps=args.eval_steps, early_stopping_patience=args.early_stopping_patience,
-        gumbel_temperature_start=args.gumbel_temperature_start, gumbel_temperature_end=args.gumbel_temperature_end,
-        loss=args.loss, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
-        sparsity_l1=args.sparsity_l1, sparsity_hoyer=args.sparsity_hoyer, max_prototypes_per_class=args.max_prototypes_per_class,
-        rotation_matmul_dtype=args.rotation_matmul_dtype,
-        finetune_epochs=args.finetune_epochs, finetune_steps=args.finetune_steps,
-        finetune_max_rounds=args.finetune_max_rounds, pruning_tolerance=args.pruning_tolerance,
-        grow_prototype_budget=not args.strict_prototype_budget,
-        finetune_learning_rate=args.finetune_learning_rate, seed=args.seed, checkpointing_steps=args.checkpointing_steps,
-        resume_from_checkpoint=args.resume_from_checkpoint, ignore_config_change=args.ignore_config_change,
-        output_dir=args.output_dir, stop_after_steps=args.stop_after_steps, with_tracking=args.with_tracking,
-    )  # fmt: skip
+    fit_config = FitConfig.from_args(args, grow_prototype_budget=not args.strict_prototype_budget)
     final = fit_head(model, train_data, eval_data, fit_config, accelerator=accelerator, featurizer=featurizer)
 
     # ----------------------------------------------------------------------------------------------- evaluation
