@@ -39,6 +39,15 @@ def test_ci_runs_the_readme_test_command():
     assert readme_command.endswith(block), (readme_command, block)
 
 
+def test_readme_test_command_shows_skips_and_names_the_system_packages():
+    assert " -rs " in fenced_after("<!-- test-command -->")  # skip reasons are printed, not hidden by -q
+    ci = Path(REPO_ROOT, ".ci", "run").read_text()
+    packages = re.search(r"apt-get install -y -qq ([^>]*?)\s*>", ci).group(1).split()
+    assert packages == ["dataset-fashion-mnist", "chromium"]
+    for package in packages:
+        assert f"apt-get install {package}`" in README, package
+
+
 def test_readme_has_exactly_two_setup_commands():
     assert len(re.findall(r"```bash\n", README)) == 2
     # The bundled accelerate config keeps the launcher quiet; -q drops its traceback after a one-line error.
