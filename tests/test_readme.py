@@ -131,3 +131,14 @@ def test_benchmark_table_is_the_generated_one():
 
     generated = Path(REPO_ROOT, "benchmarks", "README.md").read_text()
     assert block(Path(REPO_ROOT, "docs", "benchmarks.md").read_text()) == block(generated)
+
+
+def test_what_the_readme_commands_write_is_ignored_by_git():
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not Path(REPO_ROOT, ".git").exists():
+        pytest.skip("not a git checkout")
+    written = ["outputs/infodisent-fashion-mnist/model.safetensors", "explanations/6_shirt.png", ".gradio/x"]
+    result = subprocess.run(["git", "check-ignore", *written], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.stdout.split() == written
