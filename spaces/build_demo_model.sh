@@ -4,7 +4,7 @@
 #      bundled ResNet backbone; all defaults, seed 0) into outputs/ (git-ignored; its feature cache in a temp folder);
 #   2. its prototype gallery at the images' own resolution (28 px patches, 4 per prototype pole) so that the
 #      folder stays a few MB (train.py's gallery uses 64 px patches: about 12 MB for the 256 poles at top-4);
-#   3. the files the Space needs copied to spaces/model/.
+#   3. the files the Space needs copied to spaces/model/, the model code by spaces/sync_model_code.py.
 # Usage: bash spaces/build_demo_model.sh          (from anywhere; about 5-10 minutes on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +37,12 @@ PY
 
 rm -rf spaces/model
 mkdir -p spaces/model
-for f in config.json model.safetensors preprocessor_config.json configuration_infodisent.py modeling_infodisent.py \
+for f in config.json model.safetensors preprocessor_config.json \
          prototype_gallery.json prototype_gallery.safetensors all_results.json README.md; do
     if [ -f "$MODEL/$f" ]; then cp "$MODEL/$f" spaces/model/; fi
 done
+# The model code (modeling_infodisent.py and the siblings it imports) from the package; a test checks it stays equal.
+"$PYTHON" spaces/sync_model_code.py --target spaces/model
 # Paths relative to the repository, not to this machine; and say where the gallery comes from.
 sed -i "s#$(pwd)/##g" spaces/model/README.md spaces/model/all_results.json spaces/model/config.json
 cat >> spaces/model/README.md <<'MD'
