@@ -19,6 +19,10 @@ image_column_name=None, label_column_name=None, seed=0) -> (DatasetDict, image_c
     Its ``split_sources`` attribute says where each split comes from.
 ``to_rgb(image) -> PIL.Image.Image``
     Any PIL mode (or a numpy array) to 8-bit RGB; transparency is composited on white.
+``shuffle_labels(dataset, label_col, seed)``
+    The data-randomisation control: train and validation labels permuted (seeded), test labels kept.
+``parse_augment(spec)`` / ``AUGMENTATIONS`` / ``DEFAULT_AUGMENT``
+    The named augmentations (``flip``, ``shift``, ``zoom``; ``crop`` = shift + zoom; ``none``).
 ``make_transform(image_processor, image_column, label_column, augment=False, num_channels=None)``
     A function for ``dataset.with_transform(...)`` producing ``{"pixel_values": (C,H,W) float tensor,
     "labels": int}`` per example, via ``to_rgb`` (then grayscale for a 1-channel backbone) and the image processor.
@@ -49,6 +53,10 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "load_image_dataset",
     "shuffle_labels",
+    "AUGMENTATIONS",
+    "DEFAULT_AUGMENT",
+    "parse_augment",
+    "describe_augment",
     "to_rgb",
     "make_transform",
     "processor_num_channels",
@@ -91,31 +99,74 @@ class NamedImage(datasets.Image):
 
 
 # ----------------------------------------------------------------------------------- preprocessing
-def _augmentation():
+#: The named augmentations (torchvision ``transforms.v2`` on the PIL image). ``crop`` = shift + zoom (a small
+#: random-resized crop). Flips change what a side- or orientation-defined class looks like (a 45° stripe becomes
+#: 135°): such data keeps ``crop`` and drops ``flip``.
+AUGMENTATIONS = {
+    "flip": "random horizontal flip (p = 0.5)",
+    "shift": "random translation ≤ 8% of the side",
+    "zoom": "random zoom 0.9–1.1",
+}
+#: The default of ``--augment`` given without names: safe for natural images (photos keep their class when mirrored).
+DEFAULT_AUGMENT = ("flip", "shift", "zoom")
+
+
+def parse_augment(spec) -> tuple[str, ...]:
+    """The augmentations named by ``spec``, in a fixed order: ``True`` = :data:`DEFAULT_AUGMENT`; ``False``/``None``/
+    ``"none"`` = none; a comma-separated string or a list of names from :data:`AUGMENTATIONS` (and ``crop`` = shift +
+    zoom). An unknown name is a ``ValueError`` naming the choices."""
+    if spec is True:
+        return DEFAULT_AUGMENT
+    if spec is None or spec is False:
+        return ()
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    if names == ["none"]:
+        return ()
+    chosen = set()
+    for name in names:
+        if name == "crop":
+            chosen |= {"shift", "zoom"}
+        elif name in AUGMENTATIONS:
+            chosen.add(name)
+        else:
+            raise ValueError(
+                f"Unknown augmentation {name!r}: choose from {', '.join(AUGMENTATIONS)}, crop (= shift,zoom), or none "
+                "(alone)."
+            )
+    if not chosen:
+        raise ValueError("No augmentation named: give names like flip,shift,zoom, or none.")
+    return tuple(n for n in AUGMENTATIONS if n in chosen)
+
+
+def describe_augment(names) -> str:
+    """One line for cards and logs: ``"random horizontal flip (p = 0.5) + ..."`` or ``"none"``."""
+    return " + ".join(AUGMENTATIONS[n] for n in names) or "none"
+
+
+def _augmentation(names=DEFAULT_AUGMENT):
     from torchvision.transforms import v2
 
-    # Small geometric jitter only: flips + translation up to 8% + zoom 0.9-1.1 (a small random-resized-crop).
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomAffine(degrees=0, translate=(0.08, 0.08), scale=(0.9, 1.1)),
-        ]
-    )
+    # Small geometric jitter only. One RandomAffine for shift and zoom together (the default's draws as before).
+    steps = [v2.RandomHorizontalFlip(p=0.5)] if "flip" in names else []
+    if "shift" in names or "zoom" in names:
+        steps.append(v2.RandomAffine(degrees=0, translate=(0.08, 0.08) if "shift" in names else None,
+                                     scale=(0.9, 1.1) if "zoom" in names else None))  # fmt: skip
+    return v2.Compose(steps) if steps else None
 
 
 def make_transform(
-    image_processor, image_column: str, label_column: str, augment: bool = False, num_channels: int | None = None
+    image_processor, image_column: str, label_column: str, augment=False, num_channels: int | None = None
 ) -> Callable:
     """Return a batch transform for ``dataset.with_transform(...)``.
 
     Each example becomes ``{"pixel_values": float32 tensor (C,H,W), "labels": int}``: the image is
     converted with :func:`to_rgb` (then to grayscale "L" when the backbone takes ``num_channels=1``; ``None`` =
-    what the processor normalises for, `processor_num_channels`), optionally augmented (``augment=True``: random
-    horizontal flip and a random affine translation ≤ 8% with zoom 0.9–1.1, torchvision ``transforms.v2`` on the
-    PIL image), then passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
+    what the processor normalises for, `processor_num_channels`), optionally augmented (``augment``: what
+    :func:`parse_augment` takes — ``True`` is a random horizontal flip and a random affine translation ≤ 8% with zoom
+    0.9–1.1, ``"shift,zoom"`` the same without the flip; torchvision ``transforms.v2`` on the PIL image), then passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
     (resize, rescale, normalise). Other columns are dropped.
     """
-    aug = _augmentation() if augment else None
+    aug = _augmentation(parse_augment(augment)) if augment else None
     if num_channels is None:
         num_channels = processor_num_channels(image_processor)
     if num_channels not in (1, 3):

@@ -6,11 +6,23 @@ Fashion-MNIST training set (60,000 images, from the Debian package ``dataset-fas
 ``ViTImageProcessor``: grey 28×28 images become 3-channel RGB, resized to 56×56 and normalised with
 Fashion-MNIST statistics). At 56×56 the last feature map (``ResNetModel.last_hidden_state``) is 128×7×7.
 
+Splits: a validation split is held out of TRAIN (``--validation_fraction``, stratified, seeded) and reported after
+every epoch; it takes no decision (the schedule is fixed). The TEST split — the full Fashion-MNIST test set, or the
+``test`` split of ``--dataset_name`` — is scored once, at the end. Every reported figure names its split
+(``training_results.json``: ``validation_accuracy``, ``test_accuracy`` / ``full_test_accuracy``,
+``subset_test_accuracy`` and ``splits`` with each split's rows and source). A dataset without a test split gets
+``test_accuracy: null``, never a held-out-train figure under that name.
+
+Augmentation: ``--augment flip,shift,zoom`` (the default, safe for natural images), any subset of those names,
+``crop`` (= shift,zoom: what an orientation- or side-sensitive set keeps), or ``none``; the chosen set goes into
+``training_results.json`` and the card. ``--no_augment`` is a deprecated alias of ``--augment none``.
+
 Writes ``--output_dir`` (default ``training/embedded/fashion_mnist_resnet``): ``model.safetensors``,
 ``config.json``, ``preprocessor_config.json``, ``README.md`` (model card) and ``training_results.json``
-(full_test_accuracy, subset_test_accuracy, feature_map_shape, train_runtime_s, epochs, command, ...).
+(the accuracies above, feature_map_shape, train_runtime_s, epochs, augment, command, ...).
 
     python training/pretrain_backbone.py --num_train_epochs 8
+    python training/pretrain_backbone.py --dataset_name data/stripes --augment crop --output_dir out/stripes
 
 ``--max_train_steps N --no_save`` times a few steps without saving anything.
 
@@ -49,8 +61,10 @@ from training.data import (  # noqa: E402
     DEFAULT_BACKBONE,
     DEFAULT_DATASET,
     collate_fn,
+    describe_augment,
     load_image_dataset,
     make_transform,
+    parse_augment,
 )
 
 # Fashion-MNIST pixel statistics (training set, pixels scaled to [0, 1]).
@@ -78,13 +92,27 @@ def parse_args(argv=None):
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--weight_decay", type=float, default=0.05)
     p.add_argument("--label_smoothing", type=float, default=0.1)
-    p.add_argument("--no_augment", action="store_true", help="disable flip + translation/zoom augmentation")
+    p.add_argument("--augment", default="flip,shift,zoom",
+                   help="comma-separated augmentations of the training images: flip (horizontal), shift (≤ 8%%), zoom "
+                        "(0.9-1.1), crop (= shift,zoom), or none. Default flip,shift,zoom (natural images); drop flip "
+                        "when mirroring changes the class.")
+    p.add_argument("--no_augment", action="store_true", help="deprecated: same as --augment none")
+    p.add_argument("--validation_fraction", type=float, default=0.1,
+                   help="fraction of the training split held out (stratified, seeded) as the validation split "
+                        "reported after each epoch (when the data has no validation split of its own)")
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("--channels_last", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_save", action="store_true", help="do not write the output folder (timing runs)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.no_augment:
+        print("warning: --no_augment is deprecated; use --augment none", file=sys.stderr)
+        args.augment = "none"
+    args.augment = parse_augment(args.augment)  # ValueError naming the choices: one line, exit 2 (see cli)
+    if not 0 < args.validation_fraction < 1:
+        raise ValueError(f"--validation_fraction must be in (0, 1), got {args.validation_fraction:g}.")
+    return args
 
 
 def build_model_and_processor(args, id2label: dict | None = None):
@@ -113,6 +141,35 @@ def build_model_and_processor(args, id2label: dict | None = None):
         image_std=[FMNIST_STD] * 3,
     )
     return model, processor
+
+
+def load_splits(args) -> tuple[dict, dict[str, str], dict | None]:
+    """``({split: Dataset with columns image, label}, {split: where it comes from}, id2label or None)``.
+
+    ``train`` and ``validation`` (held out of the training split unless the data has a validation split of its own)
+    always; ``test`` when the data has one (the full Fashion-MNIST test set by default); ``subset_test`` (the bundled
+    subset's test split, drawn from the Fashion-MNIST test set) for the default data only."""
+    if args.dataset_name:
+        data, img_col, lbl_col, id2label = load_image_dataset(
+            args.dataset_name, train_val_split=args.validation_fraction, seed=args.seed
+        )
+        sources = dict(getattr(data, "split_sources", {}))
+        splits = {k: data[k] for k in ("train", "validation", "test") if k in data}
+        if (img_col, lbl_col) != ("image", "label"):
+            splits = {k: v.rename_columns({img_col: "image", lbl_col: "label"}) for k, v in splits.items()}
+        return splits, {k: sources.get(k, k) for k in splits}, id2label
+    full = full_fashion_mnist_dataset("train")
+    parts = full.train_test_split(test_size=args.validation_fraction, seed=args.seed, stratify_by_column="label")
+    subset, _, _, _ = load_image_dataset(DEFAULT_DATASET)
+    splits = {"train": parts["train"], "validation": parts["test"], "test": full_fashion_mnist_dataset("test"),
+              "subset_test": subset["test"]}  # fmt: skip
+    sources = {
+        "train": f"Fashion-MNIST training set, {len(parts['train'])} of {len(full)} rows",
+        "validation": f"held out from the Fashion-MNIST training set ({len(parts['test'])} rows, stratified, seed {args.seed})",
+        "test": "the full Fashion-MNIST test set",
+        "subset_test": "the bundled subset's test split (drawn from the Fashion-MNIST test set)",
+    }
+    return splits, sources, None
 
 
 @torch.no_grad()
@@ -167,15 +224,17 @@ def write_model_card(out: Path, results: dict, config_dict: dict):
 
 A small Hugging Face `ResNetForImageClassification` (basic blocks, {len(config_dict['depths'])} stages,
 hidden sizes {config_dict['hidden_sizes']}, depths {config_dict['depths']}, embedding size
-{config_dict['embedding_size']}; {results['num_parameters']:,} parameters) trained from scratch on the full
-Fashion-MNIST training set (60,000 images). Grey 28×28 images are converted to RGB and preprocessed by the
+{config_dict['embedding_size']}; {results['num_parameters']:,} parameters) trained from scratch on
+{results['splits']['train']['rows']:,} images of the Fashion-MNIST training set (the other
+{results['splits']['validation']['rows']:,} held out for validation). Grey 28×28 images are converted to RGB and preprocessed by the
 bundled `ViTImageProcessor` (resize to {results['image_size']}×{results['image_size']}, rescale, normalise
 with mean {FMNIST_MEAN} / std {FMNIST_STD}).
 
 | measure | value |
 |---|---|
-| top-1 accuracy, full Fashion-MNIST test set (10,000 images) | **{100 * results['full_test_accuracy']:.2f}%** |
-| top-1 accuracy, bundled subset test split (1,000 images, `training/embedded/fashion_mnist_subset`) | {100 * results['subset_test_accuracy']:.2f}% |
+| top-1 accuracy, **test**: full Fashion-MNIST test set ({results['splits']['test']['rows']:,} images) | **{100 * results['full_test_accuracy']:.2f}%** |
+| top-1 accuracy, **test**: bundled subset test split ({results['splits']['subset_test']['rows']:,} images, `training/embedded/fashion_mnist_subset`) | {100 * results['subset_test_accuracy']:.2f}% |
+| top-1 accuracy, **validation**: held out of the training set ({results['splits']['validation']['rows']:,} images) | {100 * results['validation_accuracy']:.2f}% |
 | last feature map (`ResNetModel.last_hidden_state`, C×H×W) | {fm[0]}×{fm[1]}×{fm[2]} |
 | training wall time ({results['epochs']} epochs, 2-core CPU, shared machine) | {results['train_runtime_s'] / 60:.1f} min |
 
@@ -197,7 +256,7 @@ logits = model(**inputs).logits
 
 Recipe: AdamW (lr {results['learning_rate']}, weight decay {results['weight_decay']}), one-cycle schedule,
 batch {results['batch_size']}, label smoothing {results['label_smoothing']}, augmentation
-{'none' if not results['augment'] else 'random horizontal flip + random affine (translation ≤ 8%, zoom 0.9–1.1)'},
+`{','.join(results['augment']) or 'none'}` ({describe_augment(results['augment'])}),
 seed {results['seed']}, {results['epochs']} epochs ({results.get('steps', '?')} steps), `accelerate` on CPU
 ({results['num_threads']} threads, `OMP_WAIT_POLICY=PASSIVE`).{_budget_note(results)}
 Data from the Debian package `dataset-fashion-mnist` read by `training/build_fashion_mnist_subset.py`;
@@ -217,6 +276,10 @@ def write_dataset_model_card(out: Path, results: dict, config_dict: dict):
     """The card of a backbone trained on another dataset folder (the generated ground-truth sets)."""
     fm = results["feature_map_shape"]
     arch = {k: config_dict[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type")}
+    sp = results["splits"]
+    test = (f"{100 * results['test_accuracy']:.2f}% top-1 on its **test** split ({sp['test']['rows']:,} images: "
+            f"{sp['test']['source']}, scored once after training)" if results.get("test_accuracy") is not None
+            else "no test split (the figure below is validation, held out of train)")  # fmt: skip
     (out / "README.md").write_text(f"""---
 library_name: transformers
 license: mit
@@ -225,10 +288,11 @@ pipeline_tag: image-classification
 # ResNet trained on `{Path(results['dataset_name']).name}`
 
 A small `ResNetForImageClassification` (`{json.dumps(arch)}`, {results['num_parameters']:,} parameters) trained from
-scratch on the dataset folder `{results['dataset_name']}` by `training/pretrain_backbone.py`:
-{100 * results['full_test_accuracy']:.2f}% top-1 on its test split; input {results['image_size']}×{results['image_size']},
+scratch on the dataset folder `{Path(results['dataset_name']).name}` by `training/pretrain_backbone.py`:
+{test}; {100 * results['validation_accuracy']:.2f}% on its **validation** split ({sp['validation']['rows']:,} images:
+{sp['validation']['source']}); trained on {sp['train']['rows']:,} images. Input {results['image_size']}×{results['image_size']},
 last feature map {fm[0]}×{fm[1]}×{fm[2]}; {results['epochs']} epochs in {results['train_runtime_s'] / 60:.1f} min
-(2-core CPU, shared).
+(2-core CPU, shared); augmentation `{','.join(results['augment']) or 'none'}` ({describe_augment(results['augment'])}).
 
 ```
 {results['command']}
@@ -249,43 +313,33 @@ def main(argv=None):
     command = "python training/pretrain_backbone.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
     t0 = time.time()
-    if args.dataset_name:  # a generated benchmark set: its own test split stands for both test sets
-        data, img_col, lbl_col, id2label = load_image_dataset(args.dataset_name)
-        train_ds, test_ds, subset_test = data["train"], data["validation"], data["validation"]
-        if (img_col, lbl_col) != ("image", "label"):
-            train_ds = train_ds.rename_columns({img_col: "image", lbl_col: "label"})
-            test_ds = subset_test = test_ds.rename_columns({img_col: "image", lbl_col: "label"})
-            img_col, lbl_col = "image", "label"
-    else:
-        id2label = None
-        train_ds = full_fashion_mnist_dataset("train")
-        test_ds = full_fashion_mnist_dataset("test")
-        subset, img_col, lbl_col, _ = load_image_dataset(DEFAULT_DATASET)
-        subset_test = subset["validation"]
+    splits, sources, id2label = load_splits(args)
     model, processor = build_model_and_processor(args, id2label)
-    accelerator.print(f"data: train {len(train_ds)}, test {len(test_ds)}, subset test {len(subset_test)} "
-                      f"({time.time() - t0:.1f}s)")
-
-    train_ds = train_ds.with_transform(make_transform(processor, "image", "label", augment=not args.no_augment))
-    test_ds = test_ds.with_transform(make_transform(processor, "image", "label"))
-    subset_test = subset_test.with_transform(make_transform(processor, img_col, lbl_col))
+    accelerator.print("data: " + ", ".join(f"{k} {len(v)} ({sources[k]})" for k, v in splits.items())
+                      + f" ({time.time() - t0:.1f}s)")
+    accelerator.print(f"augmentation: {describe_augment(args.augment)}")
 
     g = torch.Generator().manual_seed(args.seed)
-    train_loader = DataLoader(train_ds, batch_size=args.per_device_train_batch_size, shuffle=True,
-                              collate_fn=collate_fn, num_workers=args.num_workers, drop_last=True, generator=g)
-    test_loader = DataLoader(test_ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn)
-    subset_loader = DataLoader(subset_test, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn)
-
-    steps_per_epoch = len(train_loader)
+    loaders = {}
+    for name, ds in splits.items():
+        ds = ds.with_transform(make_transform(processor, "image", "label", augment=args.augment if name == "train" else False))
+        loaders[name] = (DataLoader(ds, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate_fn,
+                                    num_workers=args.num_workers, drop_last=True, generator=g)
+                         if name == "train" else DataLoader(ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn))  # fmt: skip
+    if len(loaders["train"]) == 0:
+        raise ValueError(f"The training split has {len(splits['train'])} rows, fewer than one batch of "
+                         f"{args.per_device_train_batch_size}: lower --per_device_train_batch_size.")
+    steps_per_epoch = len(loaders["train"])
     total_steps = args.num_train_epochs * steps_per_epoch
     if args.max_train_steps is not None:
         total_steps = min(total_steps, args.max_train_steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model, optimizer, train_loader, test_loader, subset_loader = accelerator.prepare(
-        model, optimizer, train_loader, test_loader, subset_loader
-    )
+    names = list(loaders)
+    model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
+    loaders = dict(zip(names, prepared))
+    train_loader = loaders["train"]
     budget_s = args.time_budget_min * 60 if args.time_budget_min else None
 
     def progress_fraction(step_done: int) -> float:
@@ -338,9 +392,10 @@ def main(argv=None):
                 progress.set_postfix(loss=f"{run_loss / run_n:.3f}", acc=f"{run_correct / run_n:.3f}",
                                      lr=f"{lr:.2e}")
         epochs_run += 1
-        sub_acc = evaluate(model, subset_loader, accelerator, "subset")
+        # Validation (held out of train) only: the test split is scored once, after training.
+        val_acc = evaluate(model, loaders["validation"], accelerator, "validation")
         accelerator.print(f"epoch {epoch + 1}: train loss {run_loss / max(run_n, 1):.4f} acc "
-                          f"{run_correct / max(run_n, 1):.4f}; subset test acc {sub_acc:.4f}; "
+                          f"{run_correct / max(run_n, 1):.4f}; validation acc {val_acc:.4f}; "
                           f"{time.time() - t_train:.0f}s elapsed, step {step}")
         if progress_fraction(step) >= 1.0:
             break
@@ -349,15 +404,14 @@ def main(argv=None):
     accelerator.print(f"training: {step} steps ({step / steps_per_epoch:.2f} epochs) in {train_runtime:.1f}s "
                       f"({train_runtime / max(step, 1):.3f}s/step)")
 
-    full_acc = evaluate(model, test_loader, accelerator, "full test")
-    sub_acc = evaluate(model, subset_loader, accelerator, "subset test")
+    accuracy = {name: evaluate(model, loader, accelerator, name) for name, loader in loaders.items() if name != "train"}
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     with torch.no_grad():
         fmap = unwrapped.resnet(torch.zeros(1, 3, args.image_size, args.image_size)).last_hidden_state
     feature_map_shape = list(fmap.shape[1:])
-    accelerator.print(f"full test accuracy {full_acc:.4f}; subset test accuracy {sub_acc:.4f}; "
-                      f"feature map {feature_map_shape}")
+    accelerator.print("accuracy: " + "; ".join(f"{k} ({sources[k]}) {v:.4f}" for k, v in accuracy.items())
+                      + f"; feature map {feature_map_shape}")
     if args.no_save or not accelerator.is_main_process:
         return
     out = Path(args.output_dir)
@@ -366,8 +420,11 @@ def main(argv=None):
     unwrapped.save_pretrained(out)
     processor.save_pretrained(out)
     results = {
-        "full_test_accuracy": round(full_acc, 4),
-        "subset_test_accuracy": round(sub_acc, 4),
+        # Each figure under the name of the split it was computed on (the Fashion-MNIST default keeps its names).
+        "validation_accuracy": round(accuracy["validation"], 4),
+        **({"full_test_accuracy": round(accuracy["test"], 4), "subset_test_accuracy": round(accuracy["subset_test"], 4)}
+           if not args.dataset_name else {"test_accuracy": round(accuracy["test"], 4) if "test" in accuracy else None}),
+        "splits": {k: {"rows": len(v), "source": sources[k]} for k, v in splits.items()},
         "feature_map_shape": feature_map_shape,
         "train_runtime_s": round(train_runtime, 1),
         "epochs": round(step / steps_per_epoch, 2),
@@ -382,7 +439,8 @@ def main(argv=None):
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing,
-        "augment": not args.no_augment,
+        "augment": list(args.augment),
+        "validation_fraction": args.validation_fraction,
         "seed": args.seed,
         "num_threads": args.num_threads,
         "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
@@ -396,5 +454,17 @@ def main(argv=None):
     accelerator.print(f"saved to {out}")
 
 
+def cli(argv=None) -> int:
+    """``main`` with bad input (unknown augmentation, missing or malformed dataset, ...) reported as one line
+    ``error: ...`` and exit status 2."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
