@@ -93,6 +93,7 @@ def test_test_split_name_picks_the_split(tmp_path):
     (["--test_dir", "{tmp}/nowhere"], "error: --test_dir: the folder '{tmp}/nowhere' does not exist."),
     (["--dataset_name", "{data}", "--test_dir", "{data}/test"],
      "error: --test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name."),
+    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop (= shift,zoom), or none (alone)."),
     (["--test_split_name", "test"], "error: --test_split_name names a split of --dataset_name; with --train_dir use --test_dir."),
     (["--dataset_name", "{data}", "--test_split_name", "nope"],
      "error: test_split_name 'nope' is not a split of the dataset; its splits are ['train', 'test']."),
@@ -125,8 +126,11 @@ def test_shuffle_labels_permutes_train_and_validation_only(assets, tmp_path):
     assert once["train"].features[label] == data["train"].features[label]
     assert "labels permuted (seed 3)" in once.split_sources["train"]
 
-    results = train_script.main(_args(assets, tmp_path, "control", ["--shuffle_labels", "--test_dir", str(assets / "colours" / "test")]))
+    results = train_script.main(_args(assets, tmp_path, "control", ["--shuffle_labels", "--test_dir", str(assets / "colours" / "test"),
+                                                                      "--augment", "crop"]))  # fmt: skip
     assert results["shuffled_labels"] == {"seed": 0, "splits": ["train", "validation"]}
+    assert results["augment"] == ["shift", "zoom"]
     assert "labels permuted" in results["splits"]["train"]["source"]
     card = (tmp_path / "control" / "README.md").read_text()
     assert "Control run: the training and validation labels were permuted" in card
+    assert "Training images augmented: shift, zoom" in card

@@ -142,6 +142,8 @@ def build_model_card(
         "```bash",
         command,
         "```",
+        *(["", f"Training images augmented: {', '.join(results['augment'])} (the backbone ran in the loop)."]
+          if results.get("augment") else []),
         "",
         "## How to use",
         "",

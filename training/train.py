@@ -55,7 +55,7 @@ from accelerate.logging import get_logger  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
-from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, shuffle_labels  # noqa: E402
+from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels  # noqa: E402
 from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
 from training.evaluation import evaluate, live_featurizer, train_linear_probe  # noqa: E402
 from training.fit import FitConfig, fit_head  # noqa: E402
@@ -126,8 +126,10 @@ def parse_args(argv=None):
                        help="--streaming: examples in the shuffle buffer of each process's training stream.")
     model.add_argument("--max_eval_samples", type=positive_int, default=None,
                        help="--streaming: evaluate only the first N rows of the validation and test streams.")
-    model.add_argument("--augment", action="store_true",
-                       help="Random flips / small affine jitter of the training images (implies --live_backbone).")
+    model.add_argument("--augment", nargs="?", const="flip,shift,zoom", default=None,
+                       help="Augment the training images (implies --live_backbone): alone, flip,shift,zoom (random "
+                            "horizontal flip, shift <= 8%%, zoom 0.9-1.1); or the names to use, e.g. 'crop' (= "
+                            "shift,zoom) when mirroring changes the class; 'none'.")
     model.add_argument("--cache_dir", type=str, default=None,
                        help="Feature cache folder. Default: $INFODISENT_CACHE or ~/.cache/infodisent/features.")
     model.add_argument("--cache_dtype", choices=("float32", "float16"), default="float16",
@@ -232,6 +234,7 @@ def parse_args(argv=None):
         args.live_backbone = True  # a stream is read once per epoch: nothing to cache
         if args.gallery_top_k:
             args.gallery_top_k = 0  # the gallery ranks patches over the whole training split
+    args.augment = parse_augment(args.augment)  # () for none; an unknown name is one error line
     if args.augment and not args.live_backbone:
         args.live_backbone = True  # augmented views change every epoch: they cannot come from a cache
     if args.push_to_hub and args.hub_model_id is None:
@@ -448,6 +451,7 @@ def _run(args, command, backbone_config, image_processor):
                     "agreement, explanation_size_*) are on the validation split; test_* on the test split",
         },
         "shuffled_labels": ({"seed": args.seed, "splits": ["train", "validation"]} if args.shuffle_labels else None),
+        "augment": list(args.augment),
         "eval_accuracy": final["accuracy"],
         "eval_num_examples": final["num_examples"],
         "linear_probe_accuracy": probe["accuracy"],
