@@ -15,6 +15,13 @@ This file is copied next to the weights when a model is saved, so it imports not
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+# Where the saved model's auto classes find their code when loaded with ``trust_remote_code=True`` (the files
+# `save_pretrained` copies next to the weights). Part of every config, so `save_pretrained` needs no override.
+AUTO_MAP = {
+    "AutoConfig": "configuration_infodisent.InfoDisentConfig",
+    "AutoModel": "modeling_infodisent.InfoDisentForImageClassification",
+    "AutoModelForImageClassification": "modeling_infodisent.InfoDisentForImageClassification",
+}
 ROTATIONS = ("cayley", "matrix_exp", "riemannian", "identity")
 POOLINGS = ("max", "avg")
 CLASSIFIER_CONSTRAINTS = ("softplus", "relu", "none")
@@ -109,6 +116,7 @@ class InfoDisentConfig(PretrainedConfig):
         self.classifier_constraint = classifier_constraint
         self.initializer_range = initializer_range
         self.original_head = bool(original_head)
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         super().__init__(**kwargs)
 
 

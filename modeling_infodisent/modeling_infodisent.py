@@ -528,6 +528,29 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         self.head.pooling.temperature = float(temperature)
         self.config.gumbel_temperature = float(temperature)
 
+    @torch.no_grad()
+    def reset_head(self, seed: int) -> "InfoDisentForImageClassification":
+        """Re-initialise the head as a new model draws it — the rotation U (its generator, or the "riemannian" U
+        itself), the classifier W and the bias b — and reset the pruning mask to all ones, deterministically for
+        `seed` (the same seed gives the same tensors; the caller's random state is left as it was). The backbone and
+        the original classifier are untouched. The model-randomisation control of an audit: explanations that do
+        not change when the head is re-drawn do not come from what the head learnt.
+
+        `_init_weights` alone is not enough after `from_pretrained`: transformers flags every loaded tensor
+        `_is_hf_initialized`, and its `init.*` functions then leave it as it is (the trained pruning mask stayed)."""
+        head = self.head
+        tensors = [t for m in (head.rotation, head.classifier) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))]
+        for t in tensors:
+            if hasattr(t, "_is_hf_initialized"):
+                del t._is_hf_initialized
+        device = next(iter(tensors), torch.empty(0)).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            self._init_weights(head.rotation)
+            self._init_weights(head.classifier)
+        head.rotation._cache = None  # the eval-mode U is recomputed from the new generator
+        return self
+
     def _check_pixel_values(self, pixel_values) -> None:
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
@@ -630,7 +653,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
 
         Args:
             backbone: a Hub id or local folder of any Hugging Face vision model (a `...ForImageClassification`
-                checkpoint included: its head is dropped), a config (random backbone weights), or a model instance.
+                checkpoint or a timm model with classes included: its head is dropped), a config (random backbone
+                weights), or a model instance; a name is loaded and then taken apart exactly as that instance.
             id2label: the classes InfoDisent will predict. Defaults to the backbone's own head's labels when it has one.
             keep_original_head: keep the backbone's own classifier (average pool + linear) inside the model, so that
                 every `Explanation` says what the original classifier decides. None: when its label names are
@@ -643,19 +667,20 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         The backbone's pretrained weights are loaded bit-identically; the rotation and classifier are freshly
         initialised.
         """
-        bconfig, pretrained, head_model = resolve_backbone(backbone)
+        bconfig, weights, head_model = resolve_backbone(backbone)
         id2label = backbone_labels(bconfig, head_model) if id2label is None else id2label
         id2label = {int(k): str(v) for k, v in id2label.items()}
-        label2id = label2id or {v: k for k, v in id2label.items()}
-        if len(label2id) != len(id2label):
+        if label2id is not None and len(label2id) != len(id2label):
             raise ValueError(f"id2label has {len(id2label)} classes but label2id has {len(label2id)}.")
+        # A name shared by two classes (ImageNet-1k has two "crane"s) maps to the first of them.
+        label2id = label2id or {v: k for k, v in sorted(id2label.items(), reverse=True)}
         bconfig = bconfig.__class__.from_dict(bconfig.to_dict())  # a private copy
         config = InfoDisentConfig(backbone_config=bconfig, id2label=id2label, label2id=label2id, **config_kwargs)
         backbone_adapter = InfoDisentBackbone(config)
-        if pretrained is not None:
+        if weights is not None:
             # A classifier's base model may lack the pooler that AutoModel builds (ViTForImageClassification has
             # none); InfoDisent never uses the pooler, so only its absence is tolerated.
-            missing, unexpected = backbone_adapter.model.load_state_dict(pretrained.state_dict(), strict=False)
+            missing, unexpected = backbone_adapter.model.load_state_dict(weights, strict=False)
             if unexpected or any(not key.startswith("pooler.") for key in missing):
                 raise ValueError(f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}.")
         config.num_features = measure_num_features(backbone_adapter, bconfig)
@@ -673,49 +698,33 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         model.train(False)
         return model
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # Saved folders load with AutoModel and AutoModelForImageClassification, with or without the package
-        # installed (trust_remote_code=True): both auto classes point at the code files copied next to the weights.
-        self.config.auto_map = {
-            "AutoConfig": "configuration_infodisent.InfoDisentConfig",
-            "AutoModel": "modeling_infodisent.InfoDisentForImageClassification",
-            "AutoModelForImageClassification": "modeling_infodisent.InfoDisentForImageClassification",
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """`PreTrainedModel.from_pretrained`, stricter: safetensors only (a pickle is never opened), and a checkpoint
-        that does not fill the model exactly (a missing, unexpected or wrongly shaped tensor) is refused with an
-        `OSError` naming the keys, instead of a warning table over a partly random model.
-
-        ``ignore_mismatched_sizes=True`` still allows what it says (a fresh classifier for another class count)."""
+        that does not fill the model exactly (a missing, unexpected or wrongly shaped tensor) is refused with an error
+        naming the keys. ``ignore_mismatched_sizes=True`` still allows what it says (a fresh classifier for another
+        class count)."""
+        # Overridden because transformers only warns about missing / unexpected keys (its load report table over a
+        # partly random model) and falls back to unpickling pytorch_model.bin: what is refused is read from its
+        # own loading report (`output_loading_info`), see `checkpoint.check_loading_info`.
         path = str(pretrained_model_name_or_path)
-        if kwargs.get("use_safetensors") is False:
+        if kwargs.pop("use_safetensors", None) is False:
             raise ValueError("InfoDisent checkpoints are safetensors only: use_safetensors=False is not supported.")
-        kwargs["use_safetensors"] = True  # transformers then never falls back to a pickled pytorch_model.bin
         folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
         if os.path.isdir(folder):
-            check_weight_files(folder, kwargs.get("variant"))
-        requested = kwargs.get("id2label") or kwargs.get("num_labels")
-        if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
-            requested = len(requested) if isinstance(requested, dict) else int(requested)
-            stored = InfoDisentConfig.from_pretrained(pretrained_model_name_or_path).num_labels
-            if requested != stored:
-                raise ValueError(
-                    f"The checkpoint {path!r} has a classifier for {stored} classes but you asked for {requested} "
-                    "(id2label / num_labels): a different number of classes. Pass ignore_mismatched_sizes=True to "
-                    "start a fresh classifier, or use InfoDisentForImageClassification.from_backbone."
-                )
+            check_weight_files(folder, kwargs.get("variant"))  # names the folder and the pickles that are not read
         want_info = kwargs.pop("output_loading_info", False)
         allow_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
-        # transformers would print its load report table (and raise without naming the key on a wrong shape): we
-        # read the same information and raise one error that names the keys instead.
         verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()  # the report table: the error below names the same keys
         try:
             model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+                pretrained_model_name_or_path,
+                *args,
+                use_safetensors=True,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
             )
         except Exception as error:
             if type(error).__name__ != "SafetensorError":  # safetensors' own message names no file

@@ -378,6 +378,21 @@ def test_error_id2label_size_mismatching_the_saved_head(tmp_path):
         InfoDisentForImageClassification.from_pretrained(tmp_path, id2label={0: "only-one", 1: "two"})
 
 
+def test_other_class_count_loads_only_with_ignore_mismatched_sizes(tmp_path):
+    """transformers' own loading report says which tensors did not fit; with ignore_mismatched_sizes=True exactly the
+    classifier's class-count tensors are fresh and everything else is loaded."""
+    saved = build("resnet")
+    saved.save_pretrained(tmp_path)
+    model, info = InfoDisentForImageClassification.from_pretrained(
+        tmp_path, id2label={0: "a", 1: "b"}, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert model.classifier_weight.shape == (2, saved.config.num_features)
+    fresh = {"head.classifier.weight_raw", "head.classifier.bias", "head.classifier.prototype_mask"}
+    assert {key for key, _, _ in info["mismatched_keys"]} == fresh
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert torch.equal(model.head.rotation.generator, saved.head.rotation.generator)
+
+
 def test_error_folder_without_weights(tmp_path):
     build("resnet").config.save_pretrained(tmp_path)
     with pytest.raises(OSError, match="no model weights"):

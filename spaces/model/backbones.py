@@ -15,12 +15,52 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers import logging as transformers_logging
 
-__all__ = ["backbone_labels", "find_original_head", "measure_num_features", "resolve_backbone"]
+__all__ = [
+    "backbone_labels",
+    "find_original_head",
+    "has_classifier_head",
+    "input_size",
+    "measure_num_features",
+    "resolve_backbone",
+]
 
 
-def resolve_backbone(backbone) -> tuple[PretrainedConfig, PreTrainedModel | None, PreTrainedModel | None]:
-    """(config, pretrained base model or None, the model with its classification head or None) of `backbone`: a Hub
-    id or folder (loaded), a config (random weights: no model) or a model instance."""
+def has_classifier_head(bconfig: PretrainedConfig) -> bool:
+    """Whether a checkpoint with this config carries its own classifier: a transformers
+    ``...ForImageClassification`` (named in ``architectures``), or a timm model with classes (timm's Hub configs have
+    ``num_classes`` and label names, never ``architectures``)."""
+    if any(a.endswith("ForImageClassification") for a in (getattr(bconfig, "architectures", None) or [])):
+        return True
+    return bconfig.model_type == "timm_wrapper" and int(getattr(bconfig, "num_labels", 0) or 0) > 0
+
+
+def _timm_head_keys(model: PreTrainedModel) -> set[str]:
+    """The state-dict keys of a timm model's classifier (``classifier.*``, ``head.*``, ``head.fc.*``...): what a
+    `TimmWrapperModel` built with ``num_classes=0`` does not have."""
+    timm_model = model.timm_model
+    classifier = timm_model.get_classifier()
+    prefixes = [name for name, module in timm_model.named_modules() if module is classifier and name]
+    prefix = model.base_model_prefix
+    return {f"{prefix}.{k}" for k in timm_model.state_dict() if any(k.startswith(p + ".") for p in prefixes)}
+
+
+def _split_model(model: PreTrainedModel) -> tuple[PretrainedConfig, dict, PreTrainedModel | None]:
+    """(config, the weights of the model without its classifier, the model itself when it has a classifier)."""
+    if model.config.model_type == "timm_wrapper":
+        # A timm wrapper's `base_model` is the raw timm module (no config): the classifier is found in it instead.
+        if int(getattr(model.timm_model, "num_classes", 0) or 0) == 0:
+            return model.config, model.state_dict(), None
+        head_keys = _timm_head_keys(model)
+        return model.config, {k: v for k, v in model.state_dict().items() if k not in head_keys}, model
+    has_head = model.base_model is not model
+    base = model.base_model if has_head else model
+    return base.config, base.state_dict(), model if has_head else None
+
+
+def resolve_backbone(backbone) -> tuple[PretrainedConfig, dict | None, PreTrainedModel | None]:
+    """(config, the backbone's weights without its classifier (a state dict for `AutoModel.from_config(config)`) or
+    None, the model with its classification head or None) of `backbone`: a Hub id or folder (loaded, then taken
+    apart exactly as the model instance it loads to), a config (random weights) or a model instance."""
     if isinstance(backbone, (str, os.PathLike)):
         try:
             bconfig = AutoConfig.from_pretrained(backbone)
@@ -31,16 +71,12 @@ def resolve_backbone(backbone) -> tuple[PretrainedConfig, PreTrainedModel | None
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # the dropped classifier head is expected, not news
         try:
-            if any(a.endswith("ForImageClassification") for a in (bconfig.architectures or [])):
-                head_model = AutoModelForImageClassification.from_pretrained(backbone)
-                return bconfig, head_model.base_model, head_model
-            return bconfig, AutoModel.from_pretrained(backbone), None
+            auto = AutoModelForImageClassification if has_classifier_head(bconfig) else AutoModel
+            backbone = auto.from_pretrained(backbone)
         finally:
             transformers_logging.set_verbosity(verbosity)
     if isinstance(backbone, PreTrainedModel):
-        has_head = backbone.base_model is not backbone
-        pretrained = backbone.base_model if has_head else backbone
-        return pretrained.config, pretrained, backbone if has_head else None
+        return _split_model(backbone)
     if isinstance(backbone, PretrainedConfig):
         return backbone, None, None
     raise TypeError(f"`backbone` must be a Hub id, a folder, a config or a model, got {type(backbone).__name__}.")
@@ -49,15 +85,26 @@ def resolve_backbone(backbone) -> tuple[PretrainedConfig, PreTrainedModel | None
 def backbone_labels(bconfig: PretrainedConfig, head_model: PreTrainedModel | None) -> dict[int, str]:
     """The labels of the backbone's own classification head (for `from_backbone` without `id2label`)."""
     head_labels = getattr(bconfig, "id2label", None) or {}
-    has_head = head_model is not None or any("ForImageClassification" in a for a in (bconfig.architectures or []))
+    has_head = head_model is not None or has_classifier_head(bconfig)
     if not has_head or not head_labels:
         raise ValueError("`id2label` is required: the backbone has no classification head to take labels from.")
     return dict(head_labels)
 
 
+def input_size(bconfig: PretrainedConfig) -> tuple[int, int] | None:
+    """(height, width) the backbone was trained at, when its config says: ``image_size`` (transformers), or timm's
+    ``pretrained_cfg["input_size"]`` (some timm models, e.g. ViTs, take only that size)."""
+    size = getattr(bconfig, "image_size", None)
+    if size is None and isinstance(getattr(bconfig, "pretrained_cfg", None), dict):
+        shape = bconfig.pretrained_cfg.get("input_size")
+        size = tuple(shape[-2:]) if shape else None
+    if size is None:
+        return None
+    return tuple(int(v) for v in size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+
+
 def _dummy_size(bconfig: PretrainedConfig, default: int) -> tuple[int, int]:
-    size = getattr(bconfig, "image_size", None) or default
-    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    return input_size(bconfig) or (default, default)
 
 
 def measure_num_features(backbone: nn.Module, bconfig: PretrainedConfig) -> int:

@@ -11,6 +11,9 @@ import os
 
 __all__ = ["check_loading_info", "check_weight_files"]
 
+# The tensors whose shape is the class count: a mismatch of these only is "another number of classes".
+CLASSIFIER_KEYS = ("head.classifier.", "original_classifier.")
+
 
 def check_weight_files(folder: str, variant: str | None = None) -> None:
     """A local model folder must hold the model's own safetensors weights (``model.safetensors`` or the index of a
@@ -33,12 +36,19 @@ def check_loading_info(path: str, info: dict, allow_mismatched: bool = False) ->
         keys = sorted(keys)
         return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 
+    mismatched = info.get("mismatched_keys") or ()
+    if mismatched and not allow_mismatched and all(key.startswith(CLASSIFIER_KEYS) for key, _, _ in mismatched):
+        stored, asked = next((a[0], b[0]) for key, a, b in mismatched if key.endswith("bias"))
+        raise ValueError(
+            f"The checkpoint {path!r} has a classifier for {stored} classes but you asked for {asked} (id2label / "
+            "num_labels): a different number of classes. Pass ignore_mismatched_sizes=True to start a fresh "
+            "classifier, or use InfoDisentForImageClassification.from_backbone."
+        )
     problems = []
     if info.get("missing_keys"):
         problems.append(f"missing from the checkpoint (would be left random): {listing(info['missing_keys'])}")
     if info.get("unexpected_keys"):
         problems.append(f"in the checkpoint but not in the model: {listing(info['unexpected_keys'])}")
-    mismatched = info.get("mismatched_keys") or ()
     if mismatched and not allow_mismatched:
         problems.append(
             "wrong shape: " + listing(f"{key} (checkpoint {tuple(a)}, model {tuple(b)})" for key, a, b in mismatched)
