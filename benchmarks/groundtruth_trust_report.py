@@ -100,7 +100,7 @@ def markdown(results: dict) -> list[str]:
     if "skipped" in results:
         return [f"**Ground truth**: skipped — {results['skipped']}", ""]
     st = results["settings"]
-    sets = [v for v in st["sets"] if v in results]
+    sets = [v for v in [*st.get("audit_only", []), *st["sets"]] if v in results]
     lines = [
         f"Known-answer benchmark (`benchmarks/groundtruth_trust.py`, issue 22): test split seed {st['test_seed']}, "
         f"pointing tolerance {st['tolerance_px']} px, {results.get('seconds', 0):.0f} s"

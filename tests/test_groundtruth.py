@@ -321,8 +321,8 @@ def test_reinit_head_draws_a_fresh_head_and_can_restore_the_old_initialisation()
 def test_groundtruth_section_is_skipped_with_a_note_without_fashion_mnist(monkeypatch):
     from types import SimpleNamespace
 
-    gt = _bench_module()
-    from benchmarks.groundtruth_report import markdown
+    from benchmarks import groundtruth_trust as gt
+    from benchmarks.groundtruth_trust_report import markdown
 
     monkeypatch.setenv("FASHION_MNIST_DIR", "/nonexistent-fmnist")
     result = gt.section_groundtruth(SimpleNamespace(quick=True), None, None)
