@@ -62,6 +62,27 @@ class Prototype:
         r, c = self.location
         return (int(c * W / w), int(r * H / h), int(math.ceil((c + 1) * W / w)), int(math.ceil((r + 1) * H / h)))
 
+    # -- readouts an audit scores (`modeling_infodisent.localisation` takes them as they are) -------------------
+    @property
+    def peak_cell(self) -> tuple[int, int]:
+        """(row, col) of the feature-grid cell where the prototype peaks: the one cell whose value enters the logit
+        under max pooling (the same as `location`)."""
+        return (int(self.location[0]), int(self.location[1]))
+
+    @property
+    def peak_center_px(self) -> tuple[float, float]:
+        """(y, x) in input pixels of the centre of `peak_cell`: cell (r, c) of an (h, w) grid over an (H, W) input
+        covers rows [r H/h, (r+1) H/h) and columns [c W/w, (c+1) W/w); its centre is ((r + ½) H/h, (c + ½) W/w)."""
+        (h, w), (H, W) = self.activation_map.shape, self.image_size
+        r, c = self.peak_cell
+        return ((r + 0.5) * H / h, (c + 0.5) * W / w)
+
+    @property
+    def peak_box_px(self) -> tuple[int, int, int, int]:
+        """``[x0, y0, x1, y1)`` in input pixels (x1, y1 exclusive; the box convention of `localisation` and of the
+        ground-truth sets) of `peak_cell`, rounded outwards to whole pixels (the same as `box`)."""
+        return self.box
+
 
 @dataclass
 class Explanation:
@@ -100,6 +121,21 @@ class Explanation:
         """bias + all contributions (+ residual): equals `logit` up to float rounding."""
         return self.bias + sum(p.contribution for p in self.prototypes) + self.residual
 
+    def class_map(self, upsampled: bool = False, where: str = "maps") -> np.ndarray:
+        """The class evidence map of `class_heatmap` at the feature grid's resolution (h, w) — the numbers the model
+        computes, before any interpolation — or, with ``upsampled=True``, bilinearly upsampled to the input (H, W)
+        (then equal to ``class_heatmap(where)``). Positive where the image argues for the class."""
+        if where not in ("maps", "peaks"):
+            raise ValueError(f"`where` must be 'maps' or 'peaks', got {where!r}.")
+        low = np.zeros(self.feature_grid, dtype=np.float64)
+        for p in self.prototypes:
+            if where == "maps":
+                low += p.sign * p.weight * p.activation_map
+            else:
+                low[p.location] += p.contribution
+        low = low.astype(np.float32)
+        return upsample_map(low, self.image_size) if upsampled else low
+
     def class_heatmap(self, where: str = "maps") -> np.ndarray:
         """(H, W) evidence map, positive where the image argues for the class, negative where it argues against.
 
@@ -112,13 +148,7 @@ class Explanation:
         if not self.prototypes:
             return np.zeros(self.image_size, dtype=np.float32)
         # Upsampling is linear: sum the (h, w) maps first, then upsample once (not once per prototype).
-        low = np.zeros(self.feature_grid, dtype=np.float64)
-        for p in self.prototypes:
-            if where == "maps":
-                low += p.sign * p.weight * p.activation_map
-            else:
-                low[p.location] += p.contribution
-        return upsample_map(low.astype(np.float32), self.image_size)
+        return self.class_map(upsampled=True, where=where)
 
 
 def resolve_targets(target, logits: torch.Tensor, batch: int) -> list[int]:
