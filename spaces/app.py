@@ -28,31 +28,56 @@ import ctypes
 import html
 import logging
 import os
-import sys
 import time
 from functools import lru_cache
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# explainer.py sits next to this file: importable also when the app is loaded by path (as the tests do).
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-# explainer.py also puts modeling_infodisent on the path (next to it on a Space, else one folder up).
-from explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image  # noqa: E402
-from explainer import DISPLAY_SIZE, MAX_SIDE  # noqa: E402, F401  (for callers of the app module)
-from views import (  # noqa: E402, F401  (the page's pictures and HTML; the tests call them through this module)
-    NUM_BARS, annotated_overview, contribution_chart, equation_markdown, md_text, prototype_card, prototype_overlay,
-    relevance_rings, signed_bar, status_markdown,
-)  # fmt: skip
+import gradio as gr
+import numpy as np
+import torch
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from modeling_infodisent import Explanation, render
+from modeling_infodisent.images import to_rgb  # noqa: F401 (to_rgb: for callers)
 
-from modeling_infodisent import Explanation, render  # noqa: E402
-from modeling_infodisent.images import to_rgb  # noqa: E402, F401 (to_rgb: for callers)
+# The sibling modules. Imported as `spaces.app` (the installed project: the tests, the benchmarks) they are the
+# package's; run as a script (`python spaces/app.py`, or app.py at the root of a Hugging Face Space) they are
+# top-level modules next to this file, whose folder is then sys.path[0].
+if __package__:
+    from .explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image
+    from .explainer import DISPLAY_SIZE, MAX_SIDE  # (for callers of the app module)
+    from .uploads import UploadLeases
+    from .views import (  # (the page's pictures and HTML; the tests call them through this module)
+        NUM_BARS,
+        annotated_overview,
+        contribution_chart,
+        equation_markdown,
+        md_text,
+        prototype_card,
+        prototype_overlay,
+        relevance_rings,
+        signed_bar,
+        status_markdown,
+    )
+else:
+    from explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image
+    from explainer import DISPLAY_SIZE, MAX_SIDE  # noqa: F401  (for callers of the app module)
+    from uploads import UploadLeases
+    from views import (  # noqa: F401  (the page's pictures and HTML; the tests call them through this module)
+        NUM_BARS,
+        annotated_overview,
+        contribution_chart,
+        equation_markdown,
+        md_text,
+        prototype_card,
+        prototype_overlay,
+        relevance_rings,
+        signed_bar,
+        status_markdown,
+    )
+
+HERE = Path(__file__).resolve().parent
 
 logger = logging.getLogger("infodisent.space")
 
@@ -83,7 +108,8 @@ def _return_freed_memory_to_the_os() -> bool:
     except (OSError, AttributeError):
         return False
 # Uploads are deleted from Gradio's cache this many seconds after they arrive (checked every DELETE_EVERY_S): the page
-# re-reads an upload when the class changes, so it is kept for a while; the API deletes its upload when done.
+# re-reads an upload when the class changes, so it is kept for a while; an API call's upload is deleted sooner, once
+# nobody may still need it (uploads.UploadLeases: identical uploads share one path).
 DELETE_EVERY_S, DELETE_AFTER_S = 300, 1800
 
 
@@ -105,22 +131,6 @@ def explain_upload(
 # ----------------------------------------------------------------------------------------------------------------
 # The page
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def forget_upload(path: str | os.PathLike | None, cache_dir: str | os.PathLike) -> bool:
-    """Delete an uploaded file (and its folder, when that is left empty) if it lies in Gradio's upload cache; never
-    anything else (the bundled examples are passed by path too). True when something was deleted."""
-    if not path:
-        return False
-    path, cache = Path(path).resolve(), Path(cache_dir).resolve()
-    if cache not in path.parents or not path.is_file():
-        return False
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()  # Gradio stores each upload in a folder of its own
-    except OSError:
-        pass
-    return True
 
 
 def _path_preprocess(payload):
@@ -171,12 +181,13 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     def explain_api(image, explain_class=PREDICTED):
         """Explain one image: returns the class probabilities and the JSON decomposition of the explained class's
         logit (bias + every prototype's contribution). `explain_class`: a class name, or "Predicted class"."""
-        try:
-            explanation, _, probabilities = explain_core(image, explain_class)
-        except BadInput as error:
-            raise gr.Error(html.escape(str(error)), title="Cannot explain this upload", print_exception=False) from None
-        finally:
-            forget_upload(image, demo.GRADIO_CACHE)  # an API call never comes back to its upload
+        # The call owns its upload until it is done; the file goes once no other call may need it (see uploads.py).
+        with leases.hold(image):
+            try:
+                explanation, _, probabilities = explain_core(image, explain_class)
+            except BadInput as error:
+                message = html.escape(str(error))
+                raise gr.Error(message, title="Cannot explain this upload", print_exception=False) from None
         return probabilities, explanation_json(explanation, explainer.id2label, explainer.model_ref)
 
     # -- the page's view ------------------------------------------------------------------------------------------
@@ -189,6 +200,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
 
     def explain_view(image_path, class_choice):
         started = time.perf_counter()
+        leases.keep(image_path)  # the visitor re-reads it when they change the class
         try:
             explanation, pixel_values, probabilities = explain_core(image_path, class_choice, relevance=NUM_SLOTS)
         except BadInput as error:
@@ -222,6 +234,7 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
 
     def figure_view(image_path, class_choice):
         """The project's printable figures (render.py): seconds of matplotlib, so only on request."""
+        leases.keep(image_path)
         try:
             image = read_image(image_path)
             explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice), relevance=NUM_SLOTS)
@@ -288,6 +301,9 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
     # -- layout -------------------------------------------------------------------------------------------------------
 
     with gr.Blocks(title="InfoDisent explorer", delete_cache=(DELETE_EVERY_S, DELETE_AFTER_S)) as demo:
+        # Who may delete an API call's upload; never the files Gradio keeps (the examples' copies in its cache).
+        kept_by_gradio = lambda: [p for b in demo.blocks.values() for p in getattr(b, "keep_in_cache", ())]  # noqa: E731
+        leases = demo.upload_leases = UploadLeases(demo.GRADIO_CACHE, protected=kept_by_gradio)
         gr.Markdown(
             "# InfoDisent explorer\n"
             "Why does the classifier say what it says? InfoDisent "

@@ -35,11 +35,8 @@ FASHION_MNIST = [
 
 
 def load_app():
-    """spaces/app.py as a module (it is a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location("infodisent_space_app", os.path.join(SPACE_DIR, "app.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """spaces/app.py as the installed project's module `spaces.app`."""
+    return importlib.import_module("spaces.app")
 
 
 def example_paths() -> list[str]:
@@ -381,34 +378,7 @@ def test_model_choice_cli_env_and_default(app, monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_api_upload_is_deleted_after_the_call(space, tmp_path):
-    from gradio_client import handle_file
-
-    _, client = space
-    cache = os.environ["GRADIO_TEMP_DIR"]
-    source = tmp_path / "upload_to_forget.png"
-    Image.open(os.path.join(EXAMPLES_DIR, "8_bag.png")).save(source)
-    client.predict(handle_file(str(source)), api_name="/explain")
-    bad = tmp_path / "bad_upload_to_forget.png"
-    bad.write_bytes(b"not an image")
-    with pytest.raises(Exception, match="is not an image this app can read"):
-        client.predict(handle_file(str(bad)), api_name="/explain")
-    left = [f for _, _, files in os.walk(cache) for f in files if f.endswith("upload_to_forget.png")]
-    assert left == []
-
-
-def test_forget_upload_only_touches_the_upload_cache(app, tmp_path):
-    cache = tmp_path / "cache"
-    (cache / "abc123").mkdir(parents=True)
-    upload = cache / "abc123" / "photo.png"
-    upload.write_bytes(b"x")
-    outside = tmp_path / "example.png"
-    outside.write_bytes(b"x")
-    assert app.forget_upload(str(outside), cache) is False and outside.exists()
-    assert app.forget_upload(str(cache / ".." / "example.png"), cache) is False and outside.exists()
-    assert app.forget_upload(None, cache) is False
-    assert app.forget_upload(str(upload), cache) is True
-    assert not upload.exists() and not upload.parent.exists() and cache.exists()
+# When an API call's upload is deleted (only once no other call may need it): tests/test_space_load.py.
 
 
 def test_large_uploads_are_downscaled_right_after_decoding(app, tmp_path):
