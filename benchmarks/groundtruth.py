@@ -36,6 +36,7 @@ from torch import nn
 
 from benchmarks.common import _ROOT, Bench
 from benchmarks.groundtruth_report import BASELINES
+from modeling_infodisent.explanation import cell_box_px, cell_center_px
 from modeling_infodisent.metrics import (
     RELEVANCE_QUANTILE,
     box_masks,
@@ -199,7 +200,6 @@ def proto_points(explanations, k: int, locator: str = DEFAULT_LOCATOR) -> np.nda
         raise ValueError(f"locator must be one of {LOCATORS}, got {locator!r}")
     pts = np.full((len(explanations), k, 2), np.nan)
     for i, e in enumerate(explanations):
-        (h, w), (H, W) = e.feature_grid, e.image_size
         for j, p in enumerate(e.positive[:k]):
             if locator == "relevance":
                 if p.relevance is None:
@@ -209,8 +209,7 @@ def proto_points(explanations, k: int, locator: str = DEFAULT_LOCATOR) -> np.nda
             elif locator == "region":
                 pts[i, j] = region_centre(p.heatmap[None])[0]
             else:
-                r, c = p.location
-                pts[i, j] = ((c + 0.5) * W / w, (r + 0.5) * H / h)
+                pts[i, j] = p.peak_center_px[::-1]  # (y, x) -> this module's (x, y)
     return pts
 
 
@@ -248,8 +247,7 @@ def peak_share_inside(explanations, boxes, locator: str = "region") -> np.ndarra
 def cells_inside(boxes, grid: tuple[int, int], size: int) -> np.ndarray:
     """The share of feature-grid cells whose centre lies in the box: what uniformly scattered peaks would score."""
     h, w = grid
-    ys, xs = np.mgrid[:h, :w]
-    centres = np.stack(((xs.ravel() + 0.5) * size / w, (ys.ravel() + 0.5) * size / h), 1)
+    centres = np.array([cell_center_px((r, c), grid, (size, size))[::-1] for r in range(h) for c in range(w)])  # (x, y)
     return np.array([pointing_game(centres, np.repeat(np.asarray(b)[None], len(centres), 0)).mean() for b in boxes])
 
 
@@ -375,7 +373,7 @@ def _occlusion(model, x: torch.Tensor, targets, fill: torch.Tensor) -> dict:
         if not top:
             continue
         h, w = e.feature_grid
-        boxes = [Prototype_box(e, r, c) for r in range(h) for c in range(w)]
+        boxes = [cell_box_px((r, c), (h, w), e.image_size) for r in range(h) for c in range(w)]  # every cell
         batch = x[i].repeat(len(boxes), 1, 1, 1)
         for j, (x0, y0, x1, y1) in enumerate(boxes):
             batch[j, :, y0:y1, x0:x1] = fill[:, y0:y1, x0:x1]
@@ -384,7 +382,7 @@ def _occlusion(model, x: torch.Tensor, targets, fill: torch.Tensor) -> dict:
         for p in top:
             act = (out.pos_activations if p.sign > 0 else out.neg_activations)[:, p.channel].cpu().numpy()
             drop = 1 - act / p.activation  # (h*w,) relative loss of this prototype's contribution
-            k = p.location[0] * w + p.location[1]
+            k = p.peak_cell[0] * w + p.peak_cell[1]
             own.append(drop[k])
             others.append(np.median(np.delete(drop, k)))
             best.append(float(np.argmax(drop) == k))
@@ -397,11 +395,6 @@ def _occlusion(model, x: torch.Tensor, targets, fill: torch.Tensor) -> dict:
         "own_cell_is_most_effective": float(np.mean(best)),
         "fill": "the test images' mean pixel",
     }
-
-
-def Prototype_box(e, r: int, c: int) -> tuple[int, int, int, int]:
-    (h, w), (H, W) = e.feature_grid, e.image_size
-    return (int(c * W / w), int(r * H / h), int(-(-(c + 1) * W // w)), int(-(-(r + 1) * H // h)))
 
 
 def _deletion(model_fns: dict, groups: dict, x, preds: dict, baselines: dict, s: dict, seed: int) -> dict:

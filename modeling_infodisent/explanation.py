@@ -17,13 +17,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "Prototype", "build_explanations", "resolve_targets", "upsample_map"]
+__all__ = ["Explanation", "Prototype", "build_explanations", "cell_box_px", "cell_center_px", "resolve_targets", "upsample_map"]
+
+# How many prototypes a picture of an explanation shows: the default of the `explain` command line's --top_k (rows of
+# evidence for the class, each with its pixel relevance map) and of the Python API's equivalent
+# ``model.explain(x, relevance_top_k=SHOWN_PROTOTYPES)``. `explain()` itself lists every prototype by default
+# (``top_k=None``: the exact decomposition) and computes relevance maps only when asked (a backward pass each).
+SHOWN_PROTOTYPES = 6
+
 
 
 def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of an (h, w) map to `size` (H, W), as float32 numpy."""
     t = torch.as_tensor(activation_map, dtype=torch.float32)[None, None]
     return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def cell_box_px(cell: tuple[int, int], grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``[x0, y0, x1, y1)`` in input pixels of feature-grid cell (row, col) of an (h, w) grid over an (H, W) input,
+    rounded outwards to whole pixels: cell (r, c) covers rows [r H/h, (r+1) H/h) and columns [c W/w, (c+1) W/w)."""
+    (r, c), (h, w), (H, W) = cell, grid, image_size
+    return (int(c * W / w), int(r * H / h), int(math.ceil((c + 1) * W / w)), int(math.ceil((r + 1) * H / h)))
+
+
+def cell_center_px(cell: tuple[int, int], grid: tuple[int, int], image_size: tuple[int, int]) -> tuple[float, float]:
+    """(y, x) in input pixels of the centre of feature-grid cell (row, col): ((r + ½) H/h, (c + ½) W/w)."""
+    (r, c), (h, w), (H, W) = cell, grid, image_size
+    return ((r + 0.5) * H / h, (c + 0.5) * W / w)
 
 
 @dataclass
@@ -38,7 +58,7 @@ class Prototype:
     location: tuple[int, int]  # (row, col) of the peak in the feature grid
     activation_map: np.ndarray  # (h, w) ReLU(sign * J_c): the prototype's map in the feature grid
     image_size: tuple[int, int]  # (H, W) of the explained input
-    # (H, W) which pixels make the prototype fire where it peaks (`explain(..., relevance=k)`; None when not asked).
+    # (H, W) which pixels make the prototype fire where it peaks (`explain(..., relevance_top_k=k)`; else None).
     relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
     _heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -57,10 +77,7 @@ class Prototype:
     @property
     def box(self) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) in input pixels of the feature-grid cell where the prototype peaks."""
-        h, w = self.activation_map.shape
-        H, W = self.image_size
-        r, c = self.location
-        return (int(c * W / w), int(r * H / h), int(math.ceil((c + 1) * W / w)), int(math.ceil((r + 1) * H / h)))
+        return cell_box_px(self.peak_cell, self.activation_map.shape, self.image_size)
 
     # -- readouts an audit scores (`modeling_infodisent.localisation` takes them as they are) -------------------
     @property
@@ -73,9 +90,7 @@ class Prototype:
     def peak_center_px(self) -> tuple[float, float]:
         """(y, x) in input pixels of the centre of `peak_cell`: cell (r, c) of an (h, w) grid over an (H, W) input
         covers rows [r H/h, (r+1) H/h) and columns [c W/w, (c+1) W/w); its centre is ((r + ½) H/h, (c + ½) W/w)."""
-        (h, w), (H, W) = self.activation_map.shape, self.image_size
-        r, c = self.peak_cell
-        return ((r + 0.5) * H / h, (c + 0.5) * W / w)
+        return cell_center_px(self.peak_cell, self.activation_map.shape, self.image_size)
 
     @property
     def peak_box_px(self) -> tuple[int, int, int, int]:

@@ -44,6 +44,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .localisation import energy_in_box, pointing_hit
+
 __all__ = [
     "box_masks",
     "class_contributions",
@@ -522,25 +524,24 @@ def region_centre(heatmaps, quantile: float = 0.95) -> np.ndarray:
 
 
 def pointing_game(points, boxes) -> np.ndarray:
-    """(N,) booleans: whether point i ``(x, y)`` (pixels, may be fractional) lies inside box i ``[x0, y0, x1, y1)``."""
+    """(N,) booleans: whether point i ``(x, y)`` (pixels, may be fractional) lies inside box i ``[x0, y0, x1, y1)``:
+    `localisation.pointing_hit` (the one definition, Quantus's) over a batch; a NaN point is a miss."""
     p = _as_numpy(points, "points").reshape(-1, 2)
     b = _boxes(boxes)
     if len(p) != len(b):
         raise ValueError(f"Got {len(p)} points for {len(b)} boxes.")
-    return (p[:, 0] >= b[:, 0]) & (p[:, 0] < b[:, 2]) & (p[:, 1] >= b[:, 1]) & (p[:, 1] < b[:, 3])
+    return np.array([pointing_hit((y, x), box) for (x, y), box in zip(p, b)], dtype=bool)
 
 
 def energy_in_region(heatmaps, regions) -> np.ndarray:
     """(N,) share of each map's positive mass inside its region (N, H, W booleans, e.g. `box_masks`): 1 = all the
     evidence the map shows lies on the ground truth; a uniform map scores the region's share of the image. A map with
     no positive mass scores 0."""
-    heat = np.clip(_as_numpy(heatmaps, "heatmaps"), 0.0, None)
+    heat = _as_numpy(heatmaps, "heatmaps")
     region = np.asarray(regions, dtype=bool)
     if heat.shape != region.shape or heat.ndim != 3:
         raise ValueError(f"`heatmaps` and `regions` must both be (N, H, W); got {heat.shape} and {region.shape}.")
-    total = heat.sum(axis=(1, 2))
-    inside = (heat * region).sum(axis=(1, 2))
-    return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+    return np.array([energy_in_box(m, r) for m, r in zip(heat, region)])  # the one definition (Quantus's)
 
 
 def paired_bootstrap(a, b, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:

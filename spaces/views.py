@@ -11,7 +11,6 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFilter
 
-from explainer import Explainer
 from modeling_infodisent import Explanation, render
 from modeling_infodisent.metrics import relevance_pixels
 from modeling_infodisent.modeling_infodisent import upsample_map
@@ -55,6 +54,14 @@ def relevance_rings(size: tuple[int, int], relevance: np.ndarray) -> tuple[np.nd
     return far & ~near, near & ~inside
 
 
+def display_box(prototype, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The prototype's peak cell (`Prototype.peak_box_px`, in the model's input pixels) on a picture of ``size``
+    (width, height), as ``[x0, y0, x1, y1)``: the page shows the model's view at its own display size."""
+    (H, W), (width, height) = prototype.image_size, size
+    x0, y0, x1, y1 = prototype.peak_box_px
+    return (x0 * width / W, y0 * height / H, x1 * width / W, y1 * height / H)
+
+
 def prototype_overlay(base: Image.Image, prototype) -> Image.Image:
     """The input with one prototype's map (normalised to its peak) blended on top and its peak cell boxed; when the
     explanation carries the prototype's pixel relevance, the pixels that make it fire are ringed (a feature cell sees
@@ -67,9 +74,8 @@ def prototype_overlay(base: Image.Image, prototype) -> Image.Image:
     alpha = 0.25 + 0.6 * heat[..., None]
     blended = (1 - alpha) * grey + alpha * _colormap(heat)
     image = Image.fromarray((np.clip(blended, 0, 1) * 255).round().astype(np.uint8))
-    h, w = prototype.activation_map.shape
-    r, c = prototype.location
-    box = (c * width / w, r * height / h, (c + 1) * width / w - 1, (r + 1) * height / h - 1)
+    x0, y0, x1, y1 = display_box(prototype, (width, height))
+    box = (x0, y0, x1 - 1, y1 - 1)  # PIL's rectangle includes its far edge
     ImageDraw.Draw(image).rectangle(box, outline=POS_COLOR if prototype.sign > 0 else NEG_COLOR, width=3)
     rings = relevance_rings(image.size, prototype.relevance) if prototype.relevance is not None else None
     if rings is not None:
@@ -85,9 +91,7 @@ def annotated_overview(base: Image.Image, prototypes) -> tuple[Image.Image, list
     width, height = base.size
     annotations = []
     for rank, p in enumerate(prototypes, start=1):
-        h, w = p.activation_map.shape
-        r, c = p.location
-        box = (round(c * width / w), round(r * height / h), round((c + 1) * width / w), round((r + 1) * height / h))
+        box = tuple(round(v) for v in display_box(p, (width, height)))
         annotations.append((box, f"#{rank} {p.name} ({p.contribution:+.2f})"))
     return base, annotations
 
