@@ -161,7 +161,7 @@ def test_kill_during_the_final_save_keeps_the_previous_model(published, tmp_path
     before = _snapshot(output_dir)
     assert {"model.safetensors", "prototype_gallery.json", "all_results.json", "README.md", "epoch_0/infodisent_state.json"} <= set(before)
 
-    killed = run_script(args + ["--seed", "1", "--kill_during_save"], timeout=600)
+    killed = run_script(args + ["--seed", "1"], timeout=600, hooks={"kill_during_save": True})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert _snapshot(output_dir) == before
     (staging,) = _siblings(output_dir)

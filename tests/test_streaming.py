@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+import train_hooks
 from tiny_assets import CLASSES, run_script, two_process_launcher, write_backbone, write_imagefolder
 
 datasets = pytest.importorskip("datasets")
@@ -68,9 +69,10 @@ def test_two_processes_read_every_example_once_per_epoch(assets, tmp_path):
         "--output_dir", str(output_dir), "--max_train_steps", "6", "--train_batch_size", "8",
         "--max_prototypes_per_class", "2", "--strict_prototype_budget", "--finetune_steps", "3",
         "--finetune_max_rounds", "1", "--learning_rate", "0.1",
-        "--shuffle_buffer_size", "5", "--record_stream_ids", str(ids_file),
+        "--shuffle_buffer_size", "5",
     ]  # fmt: skip
-    done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
+    hooks = {"record_stream_ids": str(ids_file)}
+    done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"}, hooks=hooks)
     assert done.returncode == 0, done.stderr[-4000:]
     assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "all_results.json"} <= set(os.listdir(output_dir))
     results = json.load(open(output_dir / "all_results.json"))
@@ -138,7 +140,7 @@ def test_streamed_fit_equals_the_map_style_fit_on_full_batches(assets):
     assert evaluations[0]["accuracy"] == evaluations[1]["accuracy"]
 
 
-def test_streamed_resume_from_a_step_checkpoint_gives_the_uninterrupted_weights(assets, tmp_path):
+def test_streamed_resume_from_a_step_checkpoint_gives_the_uninterrupted_weights(assets, tmp_path, monkeypatch):
     """An imagefolder stream (--train_dir / --validation_dir), stopped at a step checkpoint and resumed: the resumed
     run replays each stream to the step (epoch 0 read, epoch 1 skipped unread, 4 rows of epoch 2) and ends with the
     same weights as an uninterrupted run."""
@@ -149,8 +151,9 @@ def test_streamed_resume_from_a_step_checkpoint_gives_the_uninterrupted_weights(
         "--max_eval_samples", "5",
     ]  # fmt: skip
     full = train_script.main(base + ["--output_dir", str(tmp_path / "full")])
-    with pytest.raises(SystemExit, match="Stopped after 10 steps"):
-        train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "10", "--stop_after_steps", "10"])
+    with monkeypatch.context() as patch, pytest.raises(SystemExit, match="Stopped after 10 steps"):
+        train_hooks.install(patch, stop_after_steps=10)
+        train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "10"])
     resumed = train_script.main(base + ["--output_dir", str(tmp_path / "part"), "--checkpointing_steps", "10", "--resume_from_checkpoint", "latest"])
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
     assert a.keys() == b.keys()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import tiny_resnet_config
 from PIL import Image
+import train_hooks
 from tiny_assets import run_script, two_process_launcher
 
 pytest.importorskip("datasets")
@@ -187,15 +188,17 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     assert f"{100 * results['linear_probe_accuracy']:.2f}%" in text
 
 
-def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
+def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path, monkeypatch):
     straight = train_script.main(base_args(assets, tmp_path / "straight"))
     resumed_dir = tmp_path / "resumed"
     args = base_args(assets, resumed_dir) + ["--checkpointing_steps", "3"]
-    with pytest.raises(SystemExit):  # killed mid-epoch 1, after the checkpoint of step 9
-        train_script.main(args + ["--stop_after_steps", "10"])
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):  # killed mid-epoch 1, after the step-9 checkpoint
+        train_hooks.install(patch, stop_after_steps=10)
+        train_script.main(args)
     assert not (resumed_dir / "model.safetensors").exists()
-    with pytest.raises(SystemExit):  # resumed, then killed again in the fine-tuning phase (after pruning at step 20)
-        train_script.main(args + ["--resume_from_checkpoint", "latest", "--stop_after_steps", "22"])
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):  # resumed, then killed again in fine-tuning
+        train_hooks.install(patch, stop_after_steps=22)  # (after pruning at step 20)
+        train_script.main(args + ["--resume_from_checkpoint", "latest"])
     state = json.load(open(resumed_dir / "step_21" / "infodisent_state.json"))
     assert state["phase"] == "finetune" and state["pruning"]["nonzero_after"] == 12
     resumed = train_script.main(args + ["--resume_from_checkpoint", "latest"])

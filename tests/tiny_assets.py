@@ -3,6 +3,7 @@ noise (the class is the dominant channel) and random ResNet backbones saved to f
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from conftest import REPO_ROOT, tiny_resnet_config
 from PIL import Image
+from train_hooks import HOOKS_ENV
 
 CLASSES = ["blue", "green", "red"]  # alphabetical, as imagefolder numbers them
 TRAIN_SCRIPT = os.path.join(REPO_ROOT, "training", "train.py")
@@ -61,13 +63,18 @@ def train_args(data, backbone, output_dir, cache) -> list[str]:
     ]  # fmt: skip
 
 
-def run_script(args, launcher=None, env=None, timeout=600, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    """``python training/train.py args`` (or ``launcher + [train.py] + args``) in a fresh process."""
+def run_script(args, launcher=None, env=None, timeout=600, cwd=REPO_ROOT, hooks=None) -> subprocess.CompletedProcess:
+    """``python training/train.py args`` (or ``launcher + [train.py] + args``) in a fresh process; with ``hooks``
+    (see `train_hooks`), the same script with those test hooks installed."""
     full_env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1")
     full_env.update(env or {})
+    script = TRAIN_SCRIPT
+    if hooks:
+        script = os.path.join(REPO_ROOT, "tests", "train_hooks.py")
+        full_env[HOOKS_ENV] = json.dumps(hooks)
     for key in [k for k, v in full_env.items() if v is None]:
         del full_env[key]
-    command = (launcher or [sys.executable]) + [TRAIN_SCRIPT, *map(str, args)]
+    command = (launcher or [sys.executable]) + [script, *map(str, args)]
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

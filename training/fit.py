@@ -181,6 +181,15 @@ class _Fit:
             write_state(path, {**asdict(self.state), "config": self.run_config, "plan": self.plan.to_dict()}, tensors)
         self.accelerator.wait_for_everyone()
 
+    def end_of_step(self) -> None:
+        """A checkpoint when one is due (``checkpointing_steps``: every N steps, or at the end of each epoch). The
+        tests that kill and resume a run wrap this method."""
+        step, every = self.state.global_step, self.config.checkpointing_steps
+        if isinstance(every, int) and step % every == 0:
+            self.save_checkpoint(f"step_{step}")
+        elif every == "epoch" and step % self.plan.steps_per_epoch == 0:
+            self.save_checkpoint(f"epoch_{step // self.plan.steps_per_epoch - 1}")
+
     # -------------------------------------------------------------------------------- evaluation
     def record_evaluation(self, phase: str, candidate: bool) -> dict:
         """Evaluate on the validation split and log it; a ``candidate`` state may become the phase's best (only
@@ -520,13 +529,7 @@ def fit_head(
                         before,
                     )
 
-        step = state.global_step
-        if isinstance(config.checkpointing_steps, int) and step % config.checkpointing_steps == 0:
-            fit.save_checkpoint(f"step_{step}")
-        elif config.checkpointing_steps == "epoch" and step % plan.steps_per_epoch == 0:
-            fit.save_checkpoint(f"epoch_{step // plan.steps_per_epoch - 1}")
-        if config.stop_after_steps is not None and step >= config.stop_after_steps:
-            raise SystemExit(f"Stopped after {step} steps (--stop_after_steps).")
+        fit.end_of_step()
 
     # ---- the final evaluation and the report
     fit.progress.close()

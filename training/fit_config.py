@@ -50,7 +50,6 @@ class FitConfig:
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
     ignore_config_change: bool = False  # resume even if the checkpoint was trained with other arguments
     output_dir: str | None = None  # where checkpoints go (step_N / epoch_N, as in the HF examples)
-    stop_after_steps: int | None = None  # testing aid: exit abruptly after this many steps (after checkpointing)
     with_tracking: bool = False
     show_progress: bool = True
 
@@ -107,7 +106,7 @@ class FitConfig:
 # Arguments that do not change what is trained: a checkpoint may be resumed with other values of these.
 RESUME_NEUTRAL = {
     "per_device_eval_batch_size", "checkpointing_steps", "resume_from_checkpoint", "ignore_config_change",
-    "output_dir", "stop_after_steps", "with_tracking", "show_progress",
+    "output_dir", "stop_after_steps", "with_tracking", "show_progress",  # (stop_after_steps: checkpoints of 0.1)
     # compared through the resolved global batch instead (2 processes x 128 = 1 process x 256)
     "train_batch_size", "per_device_train_batch_size",
 }  # fmt: skip

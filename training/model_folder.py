@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from training.publish import make_world_readable, public_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dataset_title", "hub_dataset_id", "input_size", "save_gallery", "write_model_folder"]
+__all__ = ["dataset_title", "hub_dataset_id", "input_size", "save_gallery", "save_image_processor", "write_model_folder"]
 
 
 def write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
@@ -28,9 +27,7 @@ def write_model_folder(folder, model, image_processor, train_dataset, image_colu
     # config.json would otherwise record where the backbone was loaded from (a path of this machine).
     model.config.backbone_config._name_or_path = public_name(args.backbone)
     model.save_pretrained(folder)
-    if args.kill_during_save:
-        os.kill(os.getpid(), signal.SIGKILL)
-    image_processor.save_pretrained(folder)
+    save_image_processor(image_processor, folder)
     has_gallery = False
     if args.gallery_top_k > 0:
         has_gallery = save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder)
@@ -47,6 +44,40 @@ def write_model_folder(folder, model, image_processor, train_dataset, image_colu
     )  # fmt: skip
     card.save(os.path.join(folder, "README.md"))
     make_world_readable(folder)
+
+
+def save_image_processor(image_processor, folder) -> None:
+    """preprocessor_config.json for every backbone family, checked by loading it back the way users will
+    (``AutoImageProcessor.from_pretrained(folder)``) and comparing its output with the original's on one image.
+
+    transformers keeps a timm model's preprocessing in the model's own config.json and disables the timm processor's
+    ``save_pretrained``; an InfoDisent folder's config.json is InfoDisent's, so the processor's configuration is
+    written out here, in the form ``TimmWrapperImageProcessor`` reads back (``pretrained_cfg`` = timm's data config).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    if type(image_processor).__name__ == "TimmWrapperImageProcessor":
+        data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in image_processor.data_config.items()}
+        entry = {"image_processor_type": "TimmWrapperImageProcessor", "architecture": image_processor.architecture,
+                 "pretrained_cfg": data_config}  # fmt: skip
+        with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
+            json.dump(entry, f, indent=2)
+    else:
+        image_processor.save_pretrained(folder)
+    # One deterministic RGB image with structure (a gradient), so resizing and cropping differences show.
+    rows, cols = np.meshgrid(np.linspace(0, 255, 37), np.linspace(0, 255, 53), indexing="ij")
+    probe = Image.fromarray(np.stack([rows, cols, 255 - cols], axis=-1).astype(np.uint8))
+    reloaded = AutoImageProcessor.from_pretrained(folder)
+    expected = image_processor(probe, return_tensors="pt")["pixel_values"]
+    got = reloaded(probe, return_tensors="pt")["pixel_values"]
+    if type(reloaded) is not type(image_processor) or expected.shape != got.shape or not torch.allclose(expected, got, atol=1e-5):
+        raise RuntimeError(
+            f"The saved image processor ({type(reloaded).__name__}) does not preprocess as the backbone's "
+            f"({type(image_processor).__name__}) does: the output folder would not work."
+        )
 
 
 _SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
@@ -72,6 +103,9 @@ def hub_dataset_id(args) -> str | None:
 
 def input_size(image_processor) -> tuple[int, int]:
     """(width, height) of an image the processor accepts as is, for the card's example."""
+    timm_input = (getattr(image_processor, "data_config", None) or {}).get("input_size")
+    if timm_input:  # a timm processor: (C, H, W) after its resize and centre crop
+        return int(timm_input[-1]), int(timm_input[-2])
     size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
     size = size or getattr(image_processor, "size", None) or {}
     height = size.get("height") or size.get("shortest_edge") or 224

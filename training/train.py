@@ -46,23 +46,19 @@ from pathlib import Path
 
 import torch
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # `accelerate launch training/train.py` from a clone, without installing
-    sys.path.insert(0, str(_ROOT))
-
-import modeling_infodisent  # noqa: E402,F401  (registers the infodisent model type)
-from accelerate.logging import get_logger  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
-from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
-from training.checks import UsageError, head_label_match, inspect_backbone, validate_args  # noqa: E402
-from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels  # noqa: E402
-from training.features import LiveImages, default_cache_dir, get_or_extract_features  # noqa: E402
-from training.evaluation import evaluate, live_featurizer, train_linear_probe  # noqa: E402
-from training.fit import FitConfig, fit_head  # noqa: E402
-from training.hardware import make_accelerator  # noqa: E402
-from training.model_card import push_folder_to_hub  # noqa: E402
-from training.model_folder import write_model_folder  # noqa: E402
-from training.publish import (  # noqa: E402
+import modeling_infodisent  # noqa: F401  (registers the infodisent model type)
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from modeling_infodisent import InfoDisentForImageClassification
+from training.checks import UsageError, head_label_match, inspect_backbone, validate_args
+from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels
+from training.features import LiveImages, default_cache_dir, get_or_extract_features
+from training.evaluation import evaluate, live_featurizer, train_linear_probe
+from training.fit import FitConfig, fit_head
+from training.hardware import make_accelerator
+from training.model_card import push_folder_to_hub
+from training.model_folder import write_model_folder
+from training.publish import (
     CARRIED_OVER,
     public_command,
     public_name,
@@ -70,8 +66,8 @@ from training.publish import (  # noqa: E402
     staging_dir,
     swap_into_place,
 )
-from training import streaming  # noqa: E402
-from training.schedule import nonnegative_float, positive_float, positive_int  # noqa: E402
+from training import streaming
+from training.schedule import nonnegative_float, positive_float, positive_int
 
 logger = get_logger(__name__)
 
@@ -212,15 +208,9 @@ def parse_args(argv=None):
     out.add_argument("--push_to_hub", action="store_true")
     out.add_argument("--hub_model_id", type=str, default=None, help="Default: the output folder's name.")
     out.add_argument("--hub_token", type=str, default=None)
-    # Testing aid: exit abruptly after N optimiser steps (after the checkpoint of that step, if any).
-    out.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
-    # Testing aid: SIGKILL this process in the middle of the final save (after the new weights are written).
-    out.add_argument("--kill_during_save", action="store_true", help=argparse.SUPPRESS)
-    # Testing aid (--streaming): write the content ids of the training examples each process used, per epoch.
-    out.add_argument("--record_stream_ids", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    for flag in ("max_eval_samples", "record_stream_ids"):
+    for flag in ("max_eval_samples",):
         if getattr(args, flag) is not None and not args.streaming:
             raise UsageError(f"--{flag} is only used with --streaming (the cached path evaluates whole splits).")
     for flag in ("test_dir", "test_split_name", "shuffle_labels"):
@@ -247,7 +237,9 @@ def load_backbone_weights(name: str, config):
     error (transformers would initialise them at random and only warn)."""
     from transformers import AutoModel, AutoModelForImageClassification
 
-    has_head = any(a.endswith("ForImageClassification") for a in (config.architectures or []))
+    from modeling_infodisent.backbones import has_classifier_head
+
+    has_head = has_classifier_head(config)  # transformers' architectures, or a timm config's num_classes
     try:
         backbone, info = (AutoModelForImageClassification if has_head else AutoModel).from_pretrained(
             name, output_loading_info=True
@@ -385,7 +377,7 @@ def _run(args, command, backbone_config, image_processor):
     # One rule for "the backbone's head predicts our classes" (training.checks.head_label_match): the model keeps the
     # original classifier exactly when agreement is measured.
     model = InfoDisentForImageClassification.from_backbone(
-        backbone, id2label=id2label, rotation=args.rotation, keep_original_head=head_model is not None
+        backbone, id2label=id2label, rotation_parametrization=args.rotation, keep_original_head=head_model is not None
     )  # fmt: skip
     model.to(accelerator.device)
     if head_model is not None:
@@ -405,7 +397,7 @@ def _run(args, command, backbone_config, image_processor):
         cache_reused = False
         train_transform = make_transform(image_processor, image_column, label_column, args.augment, num_channels)
         train_data = streaming.StreamSplit(dataset["train"], train_transform, image_column, planned_rows,
-                                           args.shuffle_buffer_size, record_ids=args.record_stream_ids)  # fmt: skip
+                                           args.shuffle_buffer_size)  # fmt: skip
         eval_data, test_data = (
             streaming.StreamSplit(dataset[s], transform, image_column, split_rows[s], max_rows=args.max_eval_samples)
             if s in dataset else None for s in ("validation", "test")
