@@ -121,3 +121,39 @@ def test_cli_without_the_package_says_what_to_install(monkeypatch, capsys, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "infodisent[real]" in err
     assert not (tmp_path / "x").exists()
+
+
+@needs_real
+def test_from_backbone_takes_the_timm_folder_and_its_imagenet_head(real_folder, tmp_path):
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from modeling_infodisent import InfoDisentForImageClassification
+    from modeling_infodisent.backbones import has_classifier_head
+    from training.model_folder import input_size, save_image_processor
+
+    classifier = AutoModelForImageClassification.from_pretrained(str(real_folder)).eval()
+    assert has_classifier_head(classifier.config)  # from num_classes: a timm config has no `architectures`
+    # The folder and the instance it loads to take the same path: same weights, the same kept head.
+    from_folder = InfoDisentForImageClassification.from_backbone(str(real_folder))
+    from_instance = InfoDisentForImageClassification.from_backbone(classifier)
+    assert from_folder.config.num_labels == 1000 and from_folder.config.original_head
+    state_a, state_b = from_folder.state_dict(), from_instance.state_dict()
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a if not k.startswith(("head.", "rotation")))
+    photo = real_backbone.foolbox_imagenet_photos()[0][0]
+    processor = AutoImageProcessor.from_pretrained(str(real_folder))
+    from PIL import Image
+
+    pixel_values = processor(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        original = classifier(pixel_values).logits
+        kept = from_folder.original_logits(from_folder.extract_features(pixel_values))
+    torch.testing.assert_close(kept, original, rtol=1e-4, atol=1e-4)
+
+    # The timm processor does not save itself; the output folder's copy loads back and preprocesses identically.
+    save_image_processor(processor, tmp_path)
+    reloaded = AutoImageProcessor.from_pretrained(str(tmp_path))
+    assert type(reloaded).__name__ == "TimmWrapperImageProcessor"
+    assert torch.equal(reloaded(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"], pixel_values)
+    assert input_size(processor) == (224, 224)

@@ -322,6 +322,19 @@ def _one_pass(model, head_model, pixel_values: torch.Tensor) -> tuple[torch.Tens
     """Feature map and head logits from ONE backbone pass: run the head model, catch its base model's output with a
     hook, and let the InfoDisent adapter turn that output into the feature map (its usual code, fed the caught
     output). The caller checks the result against `model.extract_features` before relying on it."""
+    if model.backbone.model_type == "timm_wrapper" and model.config.feature_layer == -1:
+        # A timm classifier is forward_features then forward_head, and the adapter's map is forward_features
+        # (its base model is the raw timm module, whose output is already the logits: no hook to catch).
+        from transformers.models.timm_wrapper.modeling_timm_wrapper import TimmWrapperModelOutput
+
+        raw = head_model.timm_model.forward_features(pixel_values)
+        logits = head_model.timm_model.forward_head(raw)
+        inner = model.backbone.model
+        model.backbone.model = _Replay(inner, TimmWrapperModelOutput(last_hidden_state=raw))
+        try:
+            return model.backbone(pixel_values), logits
+        finally:
+            model.backbone.model = inner
     caught = {}
     handle = head_model.base_model.register_forward_hook(lambda module, args, output: caught.setdefault("out", output))
     kwargs = {}
