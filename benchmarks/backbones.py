@@ -33,16 +33,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPU: see training/pretrain_backbone.py
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+
+from training.build_fashion_mnist_subset import CLASS_NAMES, FashionMNISTMissing, load_fashion_mnist_idx
+from training.data import DEFAULT_BACKBONE
+from training.pretrain_backbone import FMNIST_MEAN, FMNIST_STD
 
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from training.build_fashion_mnist_subset import CLASS_NAMES, FashionMNISTMissing, load_fashion_mnist_idx  # noqa: E402
-from training.data import DEFAULT_BACKBONE  # noqa: E402
-from training.pretrain_backbone import FMNIST_MEAN, FMNIST_STD  # noqa: E402
 
 MANIFEST = "suite_manifest.json"
 IMAGE_SIZE = 28

@@ -1,8 +1,8 @@
 """What every benchmark section shares: the run's settings and environment, the phase timer, and `Bench` (the
 dataset, the backbone and its head, the feature caches and the training script's recipe).
 
-Importing this module sets ``HF_HUB_OFFLINE=1`` (benchmarks never touch the network) and puts the repository root on
-``sys.path`` (so ``python benchmarks/run.py`` works from a clone without installing).
+Importing this module sets ``HF_HUB_OFFLINE=1`` (benchmarks never touch the network). ``python benchmarks/run.py``
+finds the ``benchmarks`` and ``training`` packages through the project's install (``pip install -e ".[bench]"``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks never touch the network
 
+import numpy as np
+import torch
+
+import modeling_infodisent  # noqa: F401  (registers the infodisent model type)
+from modeling_infodisent import InfoDisentForImageClassification
+
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # `python benchmarks/run.py` from a clone, without installing
-    sys.path.insert(0, str(_ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import modeling_infodisent  # noqa: E402,F401  (registers the infodisent model type)
-from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 
 logger = logging.getLogger("benchmarks")
 
@@ -259,7 +257,6 @@ class Bench:
         rows = split.select(range(min(n, len(split))))
         batch = self.transform({self.image_column: rows[self.image_column], self.label_column: rows[self.label_column]})
         return torch.stack(batch["pixel_values"]).float().to(self.device), torch.tensor(batch["labels"])
-
 
 
 def _jsonable(obj):

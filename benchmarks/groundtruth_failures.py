@@ -34,17 +34,14 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/groundtruth_failures.py`
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.groundtruth import (  # noqa: E402
+from benchmarks.groundtruth import (
     TEST_SEED,
     TUNING_SEED,
     _gt_bench,
@@ -56,7 +53,7 @@ from benchmarks.groundtruth import (  # noqa: E402
     settings,
     train_variant,
 )
-from modeling_infodisent.metrics import (  # noqa: E402
+from modeling_infodisent.metrics import (
     RELEVANCE_QUANTILE,
     heatmap_peaks,
     paired_bootstrap,

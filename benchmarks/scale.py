@@ -296,13 +296,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     forward_seconds = statistics.median(times["forward"])
 
     def space_load():
-        import sys
+        from spaces.explainer import Explainer  # the Space's model side (no Gradio needed)
 
-        sys.path.insert(0, str(_ROOT / "spaces"))
-        try:
-            from explainer import Explainer  # the Space's model side (no Gradio needed)
-        finally:
-            sys.path.pop(0)
         explainer = Explainer(out_dir)
         explainer.explain(data["validation"][0]["image"], None)
 

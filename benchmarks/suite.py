@@ -39,13 +39,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from benchmarks.backbones import BACKBONES, build_backbone
+from benchmarks.suite_data import DataSpec, build_dataset
+from training.checkpoints import atomic_write
 
-from benchmarks.backbones import BACKBONES, build_backbone  # noqa: E402
-from benchmarks.suite_data import DataSpec, build_dataset  # noqa: E402
-from training.checkpoints import atomic_write  # noqa: E402
+_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = _ROOT / "benchmarks" / "suite_results.json"
 README = _ROOT / "benchmarks" / "README.md"

@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from training.build_fashion_mnist_subset import CLASS_NAMES, FashionMNISTMissing, load_fashion_mnist_idx
 
-from training.build_fashion_mnist_subset import CLASS_NAMES, FashionMNISTMissing, load_fashion_mnist_idx  # noqa: E402
+_ROOT = Path(__file__).resolve().parent.parent
 
 MANIFEST = "suite_manifest.json"
 KINDS = ("fmnist", "cluttered")

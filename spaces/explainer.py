@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
+# From a clone, modeling_infodisent is the installed project's package; on a Space it is copied next to app.py.
+from modeling_infodisent import Explanation, render
+from modeling_infodisent.images import UnreadableImage, open_image, pixel_values_for
+from modeling_infodisent.loading import load_model_and_gallery
+
 HERE = Path(__file__).resolve().parent
-# From a clone the package lives one folder up; on a Space it is copied next to app.py.
-for _path in (HERE, HERE.parent):
-    if (_path / "modeling_infodisent").is_dir() and str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from modeling_infodisent import Explanation, render  # noqa: E402
-from modeling_infodisent.images import UnreadableImage, open_image, pixel_values_for  # noqa: E402
-from modeling_infodisent.loading import load_model_and_gallery  # noqa: E402
 
 DEFAULT_MODEL = str(HERE / "model")
 PREDICTED = "Predicted class"
@@ -183,7 +179,7 @@ class Explainer:
         """`relevance`: how many of the strongest positive prototypes get a pixel relevance map (one backward pass
         through the backbone each; the page's cards outline it, the API's JSON has no use for it)."""
         pixel_values = pixel_values_for(image, self.processor)  # 1 channel for a grayscale backbone
-        return self.model.explain(pixel_values, target=target, relevance=relevance)[0], pixel_values
+        return self.model.explain(pixel_values, target=target, relevance_top_k=relevance)[0], pixel_values
 
     def model_view(self, pixel_values: torch.Tensor) -> Image.Image:
         """The input exactly as the model saw it (after the processor's resize/crop), un-normalised, so that the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import string
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -14,6 +15,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from modeling_infodisent import Explanation, render
 from modeling_infodisent.metrics import relevance_pixels
 from modeling_infodisent.modeling_infodisent import upsample_map
+
+if TYPE_CHECKING:  # only an annotation: at run time views.py needs no sibling module
+    from spaces.explainer import Explainer
 
 NUM_BARS = 10  # prototypes listed one by one in the contribution chart (the rest are summed)
 # The project's colours (modeling_infodisent.render): red = evidence for the explained class, blue = against it.

@@ -52,12 +52,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from training.build_fashion_mnist_subset import CLASS_NAMES, full_fashion_mnist_dataset  # noqa: E402
-from training.data import (  # noqa: E402
+from training.build_fashion_mnist_subset import CLASS_NAMES, full_fashion_mnist_dataset
+from training.data import (
     DEFAULT_BACKBONE,
     DEFAULT_DATASET,
     collate_fn,

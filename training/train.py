@@ -36,13 +36,18 @@ The Hub is never switched off here: local folders (the embedded defaults) load w
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":
+    # The door: the command line is parsed and range-checked before torch, transformers and datasets are imported
+    # (~10 s on a small machine), so a bad argument is one line and exit 2 in well under 2 s.
+    from training.arguments import door
+
+    door()
+
 import logging
 import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -51,7 +56,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from modeling_infodisent import InfoDisentForImageClassification
 from training.checks import UsageError, head_label_match, inspect_backbone, validate_args
-from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels
+from training.data import DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels
 from training.features import LiveImages, default_cache_dir, get_or_extract_features
 from training.evaluation import evaluate, live_featurizer, train_linear_probe
 from training.fit import FitConfig, fit_head
@@ -67,168 +72,20 @@ from training.publish import (
     swap_into_place,
 )
 from training import streaming
-from training.schedule import nonnegative_float, positive_float, positive_int
+from training import arguments
+from training.arguments import DEFAULT_OUTPUT_DIR  # noqa: F401  (for callers)
 
 logger = get_logger(__name__)
 
-DEFAULT_OUTPUT_DIR = "outputs/infodisent-fashion-mnist"
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse's own errors (unknown flag, bad type) become UsageError: one line and exit 2 like every other user
-    error, instead of the usage block."""
-
-    def error(self, message):
-        raise UsageError(message)
 
 
 def parse_args(argv=None):
-    parser = _ArgumentParser(description="Train InfoDisent on a frozen pretrained backbone.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", type=str, default=None,
-                      help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled Fashion-MNIST subset.")
-    data.add_argument("--train_dir", type=str, default=None, help="An imagefolder with the training data.")
-    data.add_argument("--validation_dir", type=str, default=None, help="An imagefolder with the validation data.")
-    data.add_argument("--test_dir", type=str, default=None,
-                      help="An imagefolder with the test data (with --train_dir): evaluated once, on the final model; "
-                           "never used for early stopping, pruning or any other choice.")
-    data.add_argument("--test_split_name", type=str, default=None,
-                      help="The split of --dataset_name to use as the test split (default: test/testing when present), "
-                           "e.g. 'validation' when a Hub dataset's test labels are hidden (validation is then held out "
-                           "from train). Evaluated once, at the end.")
-    data.add_argument("--shuffle_labels", action="store_true",
-                      help="Control run: permute the labels of the training and validation rows (seeded by --seed) "
-                           "and train the same recipe; the test split keeps its true labels.")
-    data.add_argument("--train_val_split", type=float, default=0.15,
-                      help="Fraction of train held out for validation when the dataset has no validation/test split.")
-    data.add_argument("--image_column_name", type=str, default=None, help="Default: the first Image() column.")
-    data.add_argument("--label_column_name", type=str, default=None, help="Default: the first ClassLabel column.")
-
-    model = parser.add_argument_group("backbone and InfoDisent head")
-    model.add_argument("--backbone", type=str, default=DEFAULT_BACKBONE,
-                       help="Hub id or local folder of any HF vision model (with its image processor). "
-                            "Default: the bundled Fashion-MNIST ResNet.")
-    model.add_argument("--backbone_head_matches_labels", action="store_true",
-                       help="The backbone's own classifier predicts the dataset's classes in the dataset's order even "
-                            "though its label names differ (e.g. LABEL_0...): use it for agreement and distillation.")
-    model.add_argument("--rotation", choices=("cayley", "matrix_exp", "riemannian", "identity"), default="cayley")
-    model.add_argument("--live_backbone", action="store_true",
-                       help="Run the backbone in the training loop instead of caching its feature maps.")
-    model.add_argument("--streaming", action="store_true",
-                       help="Read the data as streams (datasets' streaming=True; Hub id, parquet or imagefolder), each "
-                            "process its own shard, through the live backbone: no local copy, no feature cache "
-                            "(implies --live_backbone; see training/streaming.py).")
-    model.add_argument("--shuffle_buffer_size", type=positive_int, default=10_000,
-                       help="--streaming: examples in the shuffle buffer of each process's training stream.")
-    model.add_argument("--max_eval_samples", type=positive_int, default=None,
-                       help="--streaming: evaluate only the first N rows of the validation and test streams.")
-    model.add_argument("--augment", nargs="?", const="flip,shift,zoom", default=None,
-                       help="Augment the training images (implies --live_backbone): alone, flip,shift,zoom (random "
-                            "horizontal flip, shift <= 8%%, zoom 0.9-1.1); or the names to use, e.g. 'crop' (= "
-                            "shift,zoom) when mirroring changes the class; 'none'.")
-    model.add_argument("--cache_dir", type=str, default=None,
-                       help="Feature cache folder. Default: $INFODISENT_CACHE or ~/.cache/infodisent/features.")
-    model.add_argument("--cache_dtype", choices=("float32", "float16"), default="float16",
-                       help="Storage type of cached feature maps: float16 (default) halves the disk footprint at the "
-                            "same accuracy (embedded default: identical for seeds 0 and 1).")
-    model.add_argument("--rotation_matmul_dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                       help="dtype of the rotation GEMMs while training (U itself stays float64 and orthogonal; "
-                            "evaluation is float32): auto = bfloat16 when D >= 512 on hardware that multiplies it "
-                            "natively (AMX / AVX512-BF16 CPUs, CUDA), ~5x faster products at D = 2048.")
-    model.add_argument("--feature_batch_size", type=int, default=128, help="Batch size of the feature extraction.")
-
-    train = parser.add_argument_group(
-        "training", "The head trains in optimiser steps of a fixed GLOBAL batch (the same on 1 or N processes; no row "
-        "is dropped): a main phase with a step budget, evaluated on the validation split every --eval_steps, stopped "
-        "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length instead.",
-    )  # fmt: skip
-    train.add_argument("--train_batch_size", type=positive_int, default=256,
-                       help="Global batch of an optimiser step, split over the processes.")
-    train.add_argument("--per_device_train_batch_size", type=positive_int, default=None,
-                       help="If given, the global batch is this times the number of processes (transformers' meaning).")
-    train.add_argument("--per_device_eval_batch_size", type=positive_int, default=256)
-    train.add_argument("--learning_rate", type=positive_float, default=1e-2,
-                       help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.")
-    train.add_argument("--lr_scaling", choices=("sqrt", "linear", "none"), default="sqrt",
-                       help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given (none).")
-    train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--num_train_epochs", type=positive_float, default=None,
-                       help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.")
-    train.add_argument("--max_train_steps", type=positive_int, default=None,
-                       help="Fix the main phase to this many steps (no early stopping; overrides --num_train_epochs).")
-    train.add_argument("--min_train_steps", type=positive_int, default=300,
-                       help="Floor of the main phase's step budget; no early stopping before it.")
-    train.add_argument("--budget_epochs", type=positive_float, default=10.0,
-                       help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps steps.")
-    train.add_argument("--max_budget_steps", type=positive_int, default=3000)
-    train.add_argument("--eval_steps", type=positive_int, default=None,
-                       help="Evaluate the validation split every N steps (default: the main budget / 15).")
-    train.add_argument("--early_stopping_patience", type=positive_int, default=5,
-                       help="Evaluations without improvement after which the main phase stops.")
-    train.add_argument("--warmup_ratio", type=float, default=0.05)
-    train.add_argument("--gumbel_temperature_start", type=float, default=1.0)
-    train.add_argument("--gumbel_temperature_end", type=float, default=0.05)
-    train.add_argument("--loss", choices=("softmax", "sigmoid"), default="softmax",
-                       help="softmax cross-entropy, or SIDE-style per-class sigmoid / binary cross-entropy.")
-    train.add_argument("--distill_weight", type=float, default=0.0,
-                       help="0 = labels only; a in (0, 1] mixes (1-a) label loss + a KL to the backbone head's logits.")
-    train.add_argument("--distill_temperature", type=float, default=2.0)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--ignore_config_change", action="store_true",
-                       help="Resume a checkpoint even if it was trained with other arguments (refused otherwise).")
-
-    sparse = parser.add_argument_group("compact explanations")
-    sparse.add_argument("--sparsity_l1", type=float, default=1e-2,
-                        help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main phase.")
-    sparse.add_argument("--sparsity_hoyer", type=float, default=0.0,
-                        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main phase.")
-    sparse.add_argument("--max_prototypes_per_class", type=int, default=10,
-                        help="After the main phase keep each class's M largest weights (0 = dense, no pruning).")
-    sparse.add_argument("--finetune_steps", type=positive_int, default=60,
-                        help="Steps of one fine-tuning round after pruning, with the mask fixed.")
-    sparse.add_argument("--finetune_max_rounds", type=positive_int, default=4,
-                        help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.")
-    sparse.add_argument("--pruning_tolerance", type=nonnegative_float, default=0.01,
-                        help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.")
-    sparse.add_argument("--strict_prototype_budget", action="store_true",
-                        help="Keep --max_prototypes_per_class even when fine-tuning does not recover the accuracy "
-                        "(default: go back to the head before pruning and prune to twice the budget, until it does).")
-    sparse.add_argument("--finetune_epochs", type=nonnegative_float, default=None,
-                        help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).")
-    sparse.add_argument("--finetune_learning_rate", type=float, default=None, help="Default: learning_rate / 3.")
-
-    out = parser.add_argument_group("output")
-    out.add_argument("--output_dir", type=str, default=DEFAULT_OUTPUT_DIR)
-    out.add_argument("--checkpointing_steps", type=str, default=None, help="Save state every N steps, or 'epoch'.")
-    out.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint folder, or 'latest'.")
-    out.add_argument("--with_tracking", action="store_true", help="Log metrics with the trackers of --report_to.")
-    out.add_argument("--report_to", type=str, default="all",
-                     help='"tensorboard", "wandb", "comet_ml", "clearml", or "all" (every installed one).')
-    out.add_argument("--gallery_top_k", type=int, default=5, help="Patches per prototype in the gallery (0 = none).")
-    out.add_argument("--push_to_hub", action="store_true")
-    out.add_argument("--hub_model_id", type=str, default=None, help="Default: the output folder's name.")
-    out.add_argument("--hub_token", type=str, default=None)
-    args = parser.parse_args(argv)
-
-    for flag in ("max_eval_samples",):
-        if getattr(args, flag) is not None and not args.streaming:
-            raise UsageError(f"--{flag} is only used with --streaming (the cached path evaluates whole splits).")
-    for flag in ("test_dir", "test_split_name", "shuffle_labels"):
-        if getattr(args, flag) not in (None, False) and args.streaming:
-            raise UsageError(f"--{flag} is not supported with --streaming (a stream's test split is its 'test' split).")
-    if args.test_dir is not None and args.train_dir is None:
-        raise UsageError("--test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name.")
-    if args.test_split_name is not None and args.dataset_name is None:
-        raise UsageError("--test_split_name names a split of --dataset_name; with --train_dir use --test_dir.")
-    if args.streaming:
-        args.live_backbone = True  # a stream is read once per epoch: nothing to cache
-        if args.gallery_top_k:
-            args.gallery_top_k = 0  # the gallery ranks patches over the whole training split
+    """The arguments as `training.arguments` parses and range-checks them (before this module's imports when the
+    script runs: see the top of the file), with the names of --augment resolved."""
+    args = arguments.parse_args(argv)
     args.augment = parse_augment(args.augment)  # () for none; an unknown name is one error line
     if args.augment and not args.live_backbone:
         args.live_backbone = True  # augmented views change every epoch: they cannot come from a cache
-    if args.push_to_hub and args.hub_model_id is None:
-        args.hub_model_id = Path(args.output_dir).name
     return args
 
 

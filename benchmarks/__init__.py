@@ -1,0 +1,1 @@
+"""The benchmarks (`python benchmarks/run.py`, see benchmarks/README.md)."""
