@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import SHOWN_PROTOTYPES
 from .images import DEFAULT_MAX_PIXELS, UnreadableImage, open_image, pixel_values_for
 
 
@@ -55,8 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--target", default=None, help="Class to explain (id or name); default the predicted one.")
     parser.add_argument("--contrast", default=None, help="Also explain why --target (or the prediction) and not "
                         "this class (id or name).")
-    parser.add_argument("--top_k", type=int, default=6, help="Prototype rows of evidence for the class in the "
-                        "figure (evidence against gets half as many); the HTML table lists all. Default 6.")
+    parser.add_argument("--top_k", type=int, default=SHOWN_PROTOTYPES, help="Prototype rows of evidence for the "
+                        "class in the figure (evidence against gets half as many; the HTML table lists all); the API's "
+                        f"model.explain(x, relevance_top_k=N) gives the same rows' pixel maps. Default {SHOWN_PROTOTYPES}.")
     parser.add_argument("--global", dest="global_sheets", action="store_true",
                         help="Write one class sheet per class (its prototypes by weight with gallery patches).")
     parser.add_argument("--max_patches", type=int, default=5, help="Gallery patches per prototype (default 5).")
@@ -314,7 +316,7 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
     for path, image in images:
         start = time.perf_counter()
         pixel_values = pixel_values_for(image, image_processor).to(device)
-        explanation = model.explain(pixel_values, target=target, relevance=0 if args.no_relevance else args.top_k)[0]
+        explanation = model.explain(pixel_values, target=target, relevance_top_k=0 if args.no_relevance else args.top_k)[0]
         other = None
         if contrast is not None:
             if contrast == explanation.target:

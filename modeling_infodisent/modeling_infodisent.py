@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,7 @@ from transformers.utils import logging as transformers_logging
 from .backbones import backbone_labels, find_original_head, measure_num_features, resolve_backbone
 from .checkpoint import check_loading_info, check_weight_files
 from .configuration_infodisent import InfoDisentConfig
+from .defaults import EXPLAIN_RELEVANCE_TOP_K, EXPLAIN_TOP_K
 from .explanation import Explanation, Prototype, add_relevance, build_explanations, resolve_targets, upsample_map
 from .rotation import (
     NEWTON_SCHULZ_MAX_ANGLE,
@@ -69,6 +71,7 @@ class InfoDisentImageClassifierOutput(ModelOutput):
         feature_grid: (h, w) of the backbone's feature map.
         original_logits: (B, K) the backbone's own classifier on the same map, when the model carries it
             (`config.original_head`).
+        hidden_states: the backbone's own hidden states, with `output_hidden_states=True`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -79,6 +82,7 @@ class InfoDisentImageClassifierOutput(ModelOutput):
     neg_locations: torch.LongTensor | None = None
     feature_grid: tuple[int, int] | None = None
     original_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,22 +171,30 @@ class InfoDisentBackbone(nn.Module):
         return h, w
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the explained feature map I (B, D, h, w)."""
+        return self.features_and_hidden_states(pixel_values)[0]
+
+    def features_and_hidden_states(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """(I, the backbone's own `hidden_states` when `output_hidden_states`, else None)."""
         kwargs = {"interpolate_pos_encoding": True} if self._accepts_interpolate else {}
-        want_hidden = self.feature_layer != -1
+        want_hidden = self.feature_layer != -1 or output_hidden_states
         outputs = self.model(pixel_values, output_hidden_states=want_hidden, return_dict=True, **kwargs)
-        if want_hidden:
+        if self.feature_layer != -1:
             states = getattr(outputs, "reshaped_hidden_states", None) or outputs.hidden_states
             features = states[self.feature_layer]
         else:
             features = outputs.last_hidden_state
+        hidden_states = outputs.hidden_states if output_hidden_states else None
         if features.ndim == 4:
-            return features
+            return features, hidden_states
         if features.ndim == 3:
             height, width = pixel_values.shape[-2:]
             h, w = self._token_grid(height, width, features.shape[1])
             # Leading tokens beyond the grid are CLS / register / distillation tokens: they are not places.
             patches = features[:, features.shape[1] - h * w :, :]
-            return patches.transpose(1, 2).reshape(features.shape[0], features.shape[2], h, w)
+            return patches.transpose(1, 2).reshape(features.shape[0], features.shape[2], h, w), hidden_states
         raise ValueError(
             f"Backbone {type(self.model).__name__} (model_type={self.model_type!r}) gives an output of shape "
             f"{tuple(features.shape)}, not a spatial feature map (B, D, h, w) or a token grid (B, L, D)."
@@ -195,8 +207,8 @@ class InfoDisentBackbone(nn.Module):
 
 
 class InfoDisentRotation(nn.Module):
-    """The orthogonal channel rotation U (D x D); `parametrization` (the config's `rotation`) says how U is kept
-    orthogonal while it is trained (the machinery is in `rotation.py`):
+    """The orthogonal channel rotation U (D x D); `parametrization` (`config.rotation_parametrization`) says how U
+    is kept orthogonal while it is trained (the machinery is in `rotation.py`):
 
     * `"cayley"` (the default) / `"matrix_exp"`: the Cayley map (I − A)⁻¹(I + A) or U = exp(A) of the
       skew-symmetric A = G − Gᵀ of a free `generator` G, computed in float64 in every training step (orthogonal
@@ -378,7 +390,7 @@ class InfoDisentHead(nn.Module):
 
     def __init__(self, config: InfoDisentConfig, num_features: int):
         super().__init__()
-        self.rotation = InfoDisentRotation(num_features, config.rotation)
+        self.rotation = InfoDisentRotation(num_features, config.rotation_parametrization)
         self.pooling = InfoDisentPooling(config)
         self.classifier = InfoDisentClassifier(num_features, config.num_labels, config.classifier_constraint)
 
@@ -501,10 +513,15 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
 
     # -- the public contract ------------------------------------------------------------------------------------
 
+    def rotation_matrix(self) -> torch.Tensor:
+        """U (D, D), the orthogonal rotation actually applied (computed once in eval mode, then cached)."""
+        return self.head.rotation.matrix()
+
     @property
     def rotation(self) -> torch.Tensor:
-        """U (D, D), the orthogonal rotation actually applied (materialised once in eval mode)."""
-        return self.head.rotation.matrix()
+        """Deprecated: `rotation_matrix()` (`model.rotation` read like a stored tensor but was recomputed)."""
+        warnings.warn("`model.rotation` is deprecated: use `model.rotation_matrix()`.", FutureWarning, stacklevel=2)
+        return self.rotation_matrix()
 
     @property
     def classifier_weight(self) -> torch.Tensor:
@@ -575,14 +592,23 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs,  # what pipelines and the Trainer may pass along (e.g. num_items_in_batch); nothing InfoDisent uses
     ) -> InfoDisentImageClassifierOutput | tuple:
+        """`output_hidden_states=True` adds the backbone's own hidden states (`hidden_states`)."""
         if pixel_values is None:
             raise ValueError("InfoDisentForImageClassification needs `pixel_values`.")
-        features = self.extract_features(pixel_values)
+        if output_attentions:
+            raise ValueError("InfoDisentForImageClassification has no attentions to output (output_attentions=True).")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        self._check_pixel_values(pixel_values)
+        features, hidden_states = self.backbone.features_and_hidden_states(pixel_values, output_hidden_states)
         output = self.head(features, labels=labels)
         output.original_logits = self.original_logits(features)
+        output.hidden_states = hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
@@ -599,22 +625,27 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         target: int | list[int] | torch.Tensor | None = None,
-        top_k: int | None = None,
-        relevance: int = 0,
+        top_k: int | None = EXPLAIN_TOP_K,
+        relevance_top_k: int = EXPLAIN_RELEVANCE_TOP_K,
+        relevance: int | None = None,
     ) -> list[Explanation]:
-        """Explain one class logit per image: the prototypes (channel poles) ranked by |contribution|.
+        """Explain one class logit per image: its prototypes (channel poles) ranked by |contribution|.
 
         Args:
             pixel_values: (B, C, H, W) preprocessed images.
             target: class to explain (one int for all images, or one per image); default the predicted class.
             top_k: keep only the `top_k` strongest prototypes (the rest is summed in `Explanation.residual`);
                 `None` keeps every prototype with a nonzero contribution, so `bias + sum(contributions) == logit`.
-            relevance: also give the `relevance` strongest positive prototypes of each image their pixel-level
-                `Prototype.relevance` map (one backward pass through the backbone per rank; see
-                `explanation.add_relevance`).
+            relevance_top_k: also give the `relevance_top_k` strongest positive prototypes of each image their
+                pixel-level `Prototype.relevance` map (one backward pass through the backbone per rank; see
+                `explanation.add_relevance`). The command line uses `defaults.SHOWN_PROTOTYPES`.
+            relevance: deprecated name of `relevance_top_k` (`Prototype.relevance` is the map, this is a count).
 
         Runs in eval mode (exact max pooling) whatever the model's mode, and restores the mode afterwards.
         """
+        if relevance is not None:
+            warnings.warn("explain(relevance=k) is renamed explain(relevance_top_k=k).", FutureWarning, stacklevel=3)
+            relevance_top_k = relevance
         was_training = self.training
         self.eval()
         try:
@@ -632,8 +663,8 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
                 top_k=top_k,
                 original=self.original_logits(features),
             )
-            if relevance:
-                add_relevance(self, pixel_values, explanations, int(relevance))
+            if relevance_top_k:
+                add_relevance(self, pixel_values, explanations, int(relevance_top_k))
         finally:
             self.train(was_training)
         return explanations

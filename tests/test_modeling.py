@@ -105,10 +105,10 @@ def test_backbone_family_contract(name):
     assert model.explain(x)[0].target == int(out.logits[0].argmax())
 
     # U orthogonal before and after training; W >= 0 even when the gradient pushes it negative
-    assert orthogonality_error(model.rotation) < 1e-5
+    assert orthogonality_error(model.rotation_matrix()) < 1e-5
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     training_steps(model, push_w_negative=True)
-    assert orthogonality_error(model.rotation) < 1e-5
+    assert orthogonality_error(model.rotation_matrix()) < 1e-5
     assert (model.classifier_weight >= 0).all()
     # the frozen backbone: no grad, weights and batch-norm statistics unchanged by train-mode steps
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -131,12 +131,12 @@ def test_backbone_stays_in_eval_mode_and_batchnorm_statistics_do_not_move():
 
 
 def test_rotation_is_cached_in_eval_and_recomputed_after_an_update():
-    model = build("resnet", rotation="matrix_exp").eval()
-    first = model.rotation
-    assert model.rotation is first  # materialised once
+    model = build("resnet", rotation_parametrization="matrix_exp").eval()
+    first = model.rotation_matrix()
+    assert model.rotation_matrix() is first  # materialised once
     with torch.no_grad():
         model.head.rotation.generator.add_(0.1)
-    second = model.rotation
+    second = model.rotation_matrix()
     assert second is not first and not torch.equal(second, first)
     assert orthogonality_error(second) < 1e-5
     skew = (model.head.rotation.generator - model.head.rotation.generator.T).double()  # U is computed in float64
@@ -146,11 +146,11 @@ def test_rotation_is_cached_in_eval_and_recomputed_after_an_update():
 
 @pytest.mark.parametrize("rotation", ["matrix_exp", "cayley", "identity"])
 def test_other_rotations(rotation):
-    model = build("resnet", rotation=rotation)
+    model = build("resnet", rotation_parametrization=rotation)
     training_steps(model)
-    assert orthogonality_error(model.rotation) < 1e-5
+    assert orthogonality_error(model.rotation_matrix()) < 1e-5
     if rotation == "identity":
-        assert torch.equal(model.rotation, torch.eye(model.config.num_features))
+        assert torch.equal(model.rotation_matrix(), torch.eye(model.config.num_features))
 
 
 def test_train_mode_relaxation_tends_to_the_max_as_temperature_falls():
@@ -225,13 +225,13 @@ def test_relevance_is_input_times_gradient_of_the_pooled_activation_and_per_imag
     model = build("resnet").eval()
     torch.manual_seed(1)
     x = torch.randn(3, 3, 64, 64)
-    batch = model.explain(x, relevance=2)
+    batch = model.explain(x, relevance_top_k=2)
     assert all(p.relevance is None for p in model.explain(x[:1])[0].prototypes)  # only when asked
     for i, e in enumerate(batch):
         assert len(e.positive) >= 3
         assert all(p.relevance is not None for p in e.positive[:2])
         assert all(p.relevance is None for p in e.positive[2:] + e.negative)
-        alone = model.explain(x[i : i + 1], target=e.target, relevance=2)[0]
+        alone = model.explain(x[i : i + 1], target=e.target, relevance_top_k=2)[0]
         for p, q in zip(e.positive[:2], alone.positive[:2]):
             # The pooled activation the classifier sees, through `forward` (max pooling), not through the peak cell.
             xi = x[i : i + 1].clone().requires_grad_(True)
@@ -406,8 +406,8 @@ def test_error_explain_target_out_of_range():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="rotation"):
-        InfoDisentConfig(rotation="givens")
+    with pytest.raises(ValueError, match="rotation_parametrization"):
+        InfoDisentConfig(rotation_parametrization="givens")
     with pytest.raises(ValueError, match="model_type"):
         InfoDisentConfig(backbone_config={"hidden_sizes": [8]})
 
@@ -450,3 +450,57 @@ def test_space_model_code_sync_repairs_a_stale_copy(tmp_path):
     assert (target / "config.json").read_text() == "{}"
     package = Path(REPO_ROOT) / "modeling_infodisent"
     assert (target / "rotation.py").read_bytes() == (package / "rotation.py").read_bytes()
+
+
+def test_old_names_still_work_with_a_future_warning(tmp_path):
+    """0.1's names: the config key `rotation` (saved configs must keep loading), `model.rotation`, and
+    `explain(relevance=k)`; each gives the new name's result and a FutureWarning naming the new name."""
+    model = build("resnet", rotation_parametrization="matrix_exp").eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["rotation_parametrization"] == "matrix_exp" and "rotation" not in config
+    assert "initializer_range" not in config  # documented but never used: gone
+    config["rotation"] = config.pop("rotation_parametrization")  # a config as 0.1 saved it
+    config["initializer_range"] = 0.02
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.warns(FutureWarning, match="rotation_parametrization"):
+        loaded = InfoDisentForImageClassification.from_pretrained(tmp_path)
+    assert loaded.config.rotation_parametrization == "matrix_exp" and loaded.head.rotation.generator is not None
+    assert not hasattr(loaded.config, "initializer_range")
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(x).logits, model(x).logits)
+    with pytest.warns(FutureWarning, match="rotation_parametrization"):
+        assert loaded.config.rotation == "matrix_exp"
+    with pytest.warns(FutureWarning, match="rotation_matrix"):
+        assert torch.equal(loaded.rotation, loaded.rotation_matrix())
+    with pytest.warns(FutureWarning, match="relevance_top_k"):
+        (old,) = loaded.explain(x, relevance=1)
+    (new,) = loaded.explain(x, relevance_top_k=1)
+    assert old.positive[0].relevance is not None and np.array_equal(old.positive[0].relevance, new.positive[0].relevance)
+
+
+def test_output_hidden_states_returns_the_backbones_and_attentions_are_refused():
+    model = build("vit").eval()
+    x = torch.randn(2, 3, 64, 64)
+    plain = model(x)
+    assert plain.hidden_states is None
+    out = model(x, output_hidden_states=True)
+    expected = model.backbone.model(x, output_hidden_states=True, interpolate_pos_encoding=True).hidden_states
+    assert len(out.hidden_states) == len(expected) == model.config.backbone_config.num_hidden_layers + 1
+    assert all(torch.equal(a, b) for a, b in zip(out.hidden_states, expected))
+    assert torch.equal(out.logits, plain.logits)
+    with pytest.raises(ValueError, match="no attentions"):
+        model(x, output_attentions=True)
+
+
+def test_cli_and_api_share_their_explain_defaults():
+    """One place (`modeling_infodisent.defaults`) for the defaults of `model.explain()` and of the command line."""
+    import inspect
+
+    from modeling_infodisent import defaults
+    from modeling_infodisent.explain import parse_args
+
+    signature = inspect.signature(InfoDisentForImageClassification.explain).parameters
+    assert signature["top_k"].default is defaults.EXPLAIN_TOP_K is None  # the exact decomposition by default
+    assert signature["relevance_top_k"].default == defaults.EXPLAIN_RELEVANCE_TOP_K
+    assert parse_args(["--model", "m", "--out", "o", "x.png"]).top_k == defaults.SHOWN_PROTOTYPES

@@ -9,8 +9,14 @@ The config holds three things:
   pooling used in training, the constraint that keeps the classifier nonnegative, and which backbone layer is
   explained).
 
+Words: the *rotation* is U; a *channel* is one of the D rotated channels (a row of U); a *prototype* is one pole
+(+ or -) of one channel, so there are 2 D prototypes and each class weighs both poles of a channel with the same
+W_kc (pruning removes a channel from a class: both its prototypes).
+
 This file is copied next to the weights when a model is saved, so it imports nothing but transformers.
 """
+
+import warnings
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -39,8 +45,9 @@ class InfoDisentConfig(PretrainedConfig):
             Which backbone layer is explained. `-1` is the backbone's `last_hidden_state` (the last stage of a CNN,
             the last — normalised — token layer of a transformer); any other value indexes the backbone's
             `hidden_states` tuple.
-        rotation (`str`, *optional*, defaults to `"cayley"`):
-            How U is kept orthogonal while it is trained. `"cayley"`: U = (I - A)⁻¹(I + A) of the skew-symmetric
+        rotation_parametrization (`str`, *optional*, defaults to `"cayley"`):
+            How U is kept orthogonal while it is trained (called `rotation` up to version 0.1: that key still loads,
+            with a `FutureWarning`). `"cayley"`: U = (I - A)⁻¹(I + A) of the skew-symmetric
             A = G - Gᵀ of a free generator G, computed in float64 (one LU solve per step; at batch 256 a head step
             costs about what it costs with a fixed U). `"matrix_exp"`: U = exp(A) in float64 (the paper's choice and
             the earlier default; 2-20x slower steps at D = 768-2048). `"riemannian"`: U itself is the parameter,
@@ -59,9 +66,6 @@ class InfoDisentConfig(PretrainedConfig):
         classifier_constraint (`str`, *optional*, defaults to `"softplus"`):
             How the nonnegative classifier W is obtained from its free parameter: `"softplus"` (smooth, the
             default), `"relu"` (exact zeros possible), or `"none"` (unconstrained W: the ablation).
-        initializer_range (`float`, *optional*, defaults to 0.02):
-            Kept for compatibility with saved configs; the rotation generator now starts as a random rotation far
-            from the identity (its scale depends only on D; see `_init_weights`).
         original_head (`bool`, *optional*, defaults to `False`):
             Whether the model carries the backbone's own classifier (global average pooling of the explained map and
             one linear layer, as in `ResNetForImageClassification`) so that every explanation says what the
@@ -76,15 +80,24 @@ class InfoDisentConfig(PretrainedConfig):
         self,
         backbone_config=None,
         feature_layer: int = -1,
-        rotation: str = "cayley",
+        rotation_parametrization: str = "cayley",
         pooling: str = "max",
         gumbel_temperature: float = 1.0,
         gumbel_noise: bool = True,
         classifier_constraint: str = "softplus",
-        initializer_range: float = 0.02,
         original_head: bool = False,
         **kwargs,
     ):
+        if "rotation" in kwargs:  # the 0.1 name, also the key of configs saved by 0.1
+            warnings.warn(
+                "InfoDisentConfig: `rotation` is renamed `rotation_parametrization` (the word rotation now means U "
+                "itself: `model.rotation_matrix()`); the old key still works. Re-save the model to update it.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            rotation_parametrization = kwargs.pop("rotation")
+        # `initializer_range` (saved by 0.1) never did anything: U and W have their own initialisation (`_init_weights`).
+        kwargs.pop("initializer_range", None)
         if backbone_config is None:
             backbone_config = CONFIG_MAPPING["resnet"]()
         elif isinstance(backbone_config, dict):
@@ -98,7 +111,7 @@ class InfoDisentConfig(PretrainedConfig):
         elif not isinstance(backbone_config, PretrainedConfig):
             raise TypeError(f"`backbone_config` must be a config or a dict, got {type(backbone_config).__name__}.")
         for name, value, allowed in (
-            ("rotation", rotation, ROTATIONS),
+            ("rotation_parametrization", rotation_parametrization, ROTATIONS),
             ("pooling", pooling, POOLINGS),
             ("classifier_constraint", classifier_constraint, CLASSIFIER_CONSTRAINTS),
         ):
@@ -109,15 +122,20 @@ class InfoDisentConfig(PretrainedConfig):
 
         self.backbone_config = backbone_config
         self.feature_layer = feature_layer
-        self.rotation = rotation
+        self.rotation_parametrization = rotation_parametrization
         self.pooling = pooling
         self.gumbel_temperature = float(gumbel_temperature)
         self.gumbel_noise = gumbel_noise
         self.classifier_constraint = classifier_constraint
-        self.initializer_range = initializer_range
         self.original_head = bool(original_head)
         kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         super().__init__(**kwargs)
+
+    @property
+    def rotation(self) -> str:
+        """Deprecated name of `rotation_parametrization`."""
+        warnings.warn("`config.rotation` is renamed `config.rotation_parametrization`.", FutureWarning, stacklevel=2)
+        return self.rotation_parametrization
 
 
 __all__ = ["InfoDisentConfig"]

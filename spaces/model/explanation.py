@@ -19,12 +19,6 @@ import torch.nn.functional as F
 
 __all__ = ["Explanation", "Prototype", "build_explanations", "cell_box_px", "cell_center_px", "resolve_targets", "upsample_map"]
 
-# How many prototypes a picture of an explanation shows: the default of the `explain` command line's --top_k (rows of
-# evidence for the class, each with its pixel relevance map) and of the Python API's equivalent
-# ``model.explain(x, relevance_top_k=SHOWN_PROTOTYPES)``. `explain()` itself lists every prototype by default
-# (``top_k=None``: the exact decomposition) and computes relevance maps only when asked (a backward pass each).
-SHOWN_PROTOTYPES = 6
-
 
 
 def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
