@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .configuration_infodisent import InfoDisentConfig
 from .explanation import Explanation, Prototype, upsample_map
+from .images import pixel_values_for, to_rgb
 from .modeling_infodisent import (
     InfoDisentForImageClassification,
     InfoDisentImageClassifierOutput,
@@ -27,5 +28,7 @@ __all__ = [
     "InfoDisentImageClassifierOutput",
     "InfoDisentPreTrainedModel",
     "Prototype",
+    "pixel_values_for",
+    "to_rgb",
     "upsample_map",
 ]

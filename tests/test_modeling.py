@@ -504,3 +504,41 @@ def test_cli_and_api_share_their_explain_defaults():
     assert signature["top_k"].default is defaults.EXPLAIN_TOP_K is None  # the exact decomposition by default
     assert signature["relevance_top_k"].default == defaults.EXPLAIN_RELEVANCE_TOP_K
     assert parse_args(["--model", "m", "--out", "o", "x.png"]).top_k == defaults.SHOWN_PROTOTYPES
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16"])
+def test_processor_via_the_shared_helper_takes_any_image_mode(mode):
+    """`pixel_values_for` (what the command line, the Space, the gallery and training use) feeds the model's own image
+    processor any PIL mode: the same pixels as the RGB picture, transparency composited on white, 16-bit scaled to
+    8-bit. The processor alone refuses a grayscale image for an RGB backbone, which is why the helper exists."""
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    from modeling_infodisent import pixel_values_for
+
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3)
+    grey = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32) * 7 % 251
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257, mode="I;16")  # the same picture in 16 bits
+    elif mode in ("LA", "RGBA"):
+        image = Image.fromarray(grey, mode="L").convert(mode)
+        alpha = np.full((32, 32), 255, np.uint8)
+        alpha[:4] = 0  # the first rows fully transparent
+        image.putalpha(Image.fromarray(alpha, mode="L"))
+    else:
+        image = Image.fromarray(grey, mode="L").convert(mode)
+    expected_grey = grey.copy()
+    if mode in ("LA", "RGBA"):
+        expected_grey[:4] = 255  # transparent -> white
+    expected = processor(Image.fromarray(expected_grey, mode="L").convert("RGB"), return_tensors="pt").pixel_values
+    got = pixel_values_for(image, processor)
+    assert got.shape == (1, 3, 32, 32)
+    assert torch.allclose(got, expected, atol=1e-6)
+    if mode == "L":
+        with pytest.raises((ValueError, RuntimeError)):  # what a user hits without the helper
+            processor(image, return_tensors="pt")
+    model = build("resnet").eval()
+    with torch.no_grad():
+        assert model(got).logits.shape == (1, 4)
+    grey_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.25])
+    assert pixel_values_for([image, image], grey_processor).shape == (2, 1, 32, 32)  # a 1-channel backbone
