@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from benchmarks.memory import PeakMemory
 from modeling_infodisent.configuration_infodisent import InfoDisentConfig
 from modeling_infodisent.modeling_infodisent import InfoDisentHead
 
@@ -123,8 +124,6 @@ def orthogonality(variants=("riemannian", "cayley"), dim: int = 768, grid: int =
 def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048, grid: int = 7, batch: int = 64) -> dict:
     """Peak resident memory (MB) of one step of each variant above the memory held before it (features, weights and
     optimiser state already allocated; sampled every 20 ms)."""
-    from benchmarks.scale import PeakMemory
-
     out = {}
     for variant in variants:
         step, _ = make_step(variant, dim, grid, batch)

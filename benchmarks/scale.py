@@ -25,13 +25,14 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.memory import PeakMemory
 
 _ROOT = Path(__file__).resolve().parents[1]
 CUB_TRAIN, CUB_TEST = 5994, 5794  # CUB-200-2011's official split
@@ -97,46 +98,6 @@ def generated_dataset(num_train: int, num_val: int, size: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------------------------- measurement
-class PeakMemory:
-    """Peak resident memory (MB) of this process while the block runs, sampled every 20 ms from /proc (on a CUDA
-    device: `torch.cuda.max_memory_allocated` as well)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mb = 0.0
-        self.cuda_peak_mb = None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def rss_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError):  # not Linux: the process's lifetime peak is the best there is
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-    def _sample(self):
-        while not self._stop.wait(0.02):
-            self.peak_mb = max(self.peak_mb, self.rss_mb())
-
-    def __enter__(self):
-        self.peak_mb = self.rss_mb()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self.rss_mb())
-        if self.device.type == "cuda":
-            self.cuda_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-
-
 @dataclass
 class Phases:
     device: torch.device

@@ -308,7 +308,8 @@ def _write(action, out: str) -> None:
 
 
 def _explain_all(args, out: Path, images, model, image_processor, gallery, id2label, target, contrast) -> int:
-    from .render import explanation_html, render_class_sheet, render_contrast, render_explanation
+    from .render import render_class_sheet, render_contrast, render_explanation
+    from .report_html import explanation_html
 
     device = next(model.parameters()).device
 

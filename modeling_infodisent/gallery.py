@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .fingerprint import weights_fingerprint
 from .images import pixel_values_for, to_rgb
 # The patch rule's geometry lives in `patches` (re-exported here, where it has always been imported from).
 from .patches import box_from_map, crop_patch, input_box_to_source, model_view, square_box, visible_region
@@ -68,7 +69,6 @@ __all__ = [
     "box_from_map",
     "compute_gallery",
     "input_box_to_source",
-    "load_model_and_gallery",
     "model_view",
     "square_box",
     "crop_patch",
@@ -512,19 +512,7 @@ def compute_gallery(
         "patch_size": int(patch_size),
         "skip_unused": bool(skip_unused),
     }
-    from .loading import weights_fingerprint
-
     return PrototypeGallery(
         num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist(),
         weights_fingerprint=weights_fingerprint(model),
     )
-
-
-def __getattr__(name: str):
-    # `load_model_and_gallery` moved to `modeling_infodisent.loading` (loading and its checks are one job); this
-    # keeps `from modeling_infodisent.gallery import load_model_and_gallery` working without a circular import.
-    if name == "load_model_and_gallery":
-        from .loading import load_model_and_gallery
-
-        return load_model_and_gallery
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,33 +11,17 @@ One job: turn a folder (or Hub id) into ``(model, image_processor, gallery)`` th
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
+
+from .fingerprint import weights_fingerprint
 
 __all__ = ["GalleryMismatchError", "check_model_folder", "load_model_and_gallery", "weights_fingerprint"]
 
 
 class GalleryMismatchError(ValueError):
     """The prototype gallery next to a model was computed with other weights."""
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """``"sha256:<hex>"`` over every tensor of the model's state dict (name, shape, values), in sorted order.
-
-    Floating tensors are hashed as float32 on the CPU, so the fingerprint does not depend on the device, and a
-    model saved in bfloat16 / float16 and loaded back gives the same value. It costs one pass over the weights
-    (about 0.1 s per 100 MB)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach()
-        if t.is_floating_point():
-            t = t.float()
-        t = t.cpu().contiguous()
-        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        digest.update(memoryview(t.numpy()).cast("B") if t.numel() else b"")
-    return "sha256:" + digest.hexdigest()
 
 
 def check_gallery_matches(gallery, model, where: str) -> None:

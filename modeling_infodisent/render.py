@@ -1,5 +1,5 @@
 """Pictures of InfoDisent explanations: PNG figures (matplotlib, Agg canvas); the self-contained HTML report that
-embeds them is `report_html.explanation_html` (also importable from here).
+embeds them is `report_html.explanation_html` (which imports this module, never the other way round).
 
 Everything printed on a picture comes from the `Explanation` (and the model's weights for the class sheets):
 `explanation_text.explanation_table` and `sum_terms` compute the rows and the addition once, and both the figure and
@@ -44,7 +44,6 @@ __all__ = [
     "AGAINST_COLOUR",
     "FOR_COLOUR",
     "contrast_table",
-    "explanation_html",
     "explanation_table",
     "prototype_usage",
     "render_class_sheet",
@@ -571,7 +570,3 @@ def render_class_sheet(
                 "channel's contribution to the logit is weight × (positive pole activation − negative pole "
                 "activation).", fontsize=8, color="#555555", record=False)
     return canvas.to_image()
-
-
-# The HTML report (`report_html`) embeds these figures; imported last, as it imports them from this module.
-from .report_html import explanation_html  # noqa: E402

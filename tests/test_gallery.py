@@ -18,10 +18,10 @@ from modeling_infodisent.gallery import (
     box_from_map,
     compute_gallery,
     crop_patch,
-    load_model_and_gallery,
     to_rgb,
     visible_region,
 )
+from modeling_infodisent.loading import load_model_and_gallery
 
 SIZE = 96  # 3x3 feature grid for the tiny ResNet
 TOP_K = 3

@@ -16,7 +16,6 @@ from modeling_infodisent.gallery import compute_gallery
 from modeling_infodisent.render import (
     TEXT_KEY,
     contrast_table,
-    explanation_html,
     explanation_table,
     prototype_usage,
     render_class_sheet,
@@ -24,6 +23,7 @@ from modeling_infodisent.render import (
     render_explanation,
     sum_terms,
 )
+from modeling_infodisent.report_html import explanation_html
 
 NAMES = {0: "cat", 1: "dog", 2: "bird"}
 FLOAT = r"[+-]?\d+\.\d+"

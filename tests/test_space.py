@@ -80,7 +80,8 @@ def free_port() -> int:
 
 def reference_outputs(model_dir: str, image: Image.Image) -> tuple[np.ndarray, dict]:
     """Logits of the plain forward pass on the RGB image, and id2label: the numbers the app must reproduce."""
-    from modeling_infodisent.gallery import load_model_and_gallery, to_rgb
+    from modeling_infodisent.images import to_rgb
+    from modeling_infodisent.loading import load_model_and_gallery
 
     model, processor, _ = load_model_and_gallery(model_dir)
     pixel_values = processor(images=to_rgb(image), return_tensors="pt")["pixel_values"]

@@ -183,7 +183,7 @@ def test_upload_explain_and_bad_upload_in_chromium(server, page, tmp_path):
 def test_global_tab_in_chromium(server, page):
     from playwright.sync_api import expect
 
-    from modeling_infodisent.gallery import load_model_and_gallery
+    from modeling_infodisent.loading import load_model_and_gallery
 
     _, model_dir = server
     model, _, gallery = load_model_and_gallery(model_dir)
