@@ -65,15 +65,10 @@ from modeling_infodisent.metrics import (
 logger = logging.getLogger("benchmarks")
 
 
-def _cell_centre(loc, grid, size):
-    (r, c), (h, w) = loc, grid
-    return np.array([(c + 0.5) * size / w, (r + 0.5) * size / h])
-
-
 def locate(p, grid, size, how: str) -> np.ndarray:
     """(x, y) input pixels of prototype `p`'s location read off its (h, w) map in one of the `LOCATORS` ways."""
-    if how == "cell":  # the peak cell's centre (what `Prototype.box` reports)
-        return _cell_centre(p.location, grid, size)
+    if how == "cell":  # the peak cell's centre (`Prototype.peak_center_px`, (y, x) -> (x, y))
+        return np.array(p.peak_center_px[::-1])
     if how == "subcell":  # quadratic fit of the peak and its neighbours (metrics.subcell_peak)
         y, x = subcell_peak(p.activation_map)
         return np.array([(x + 0.5) * size / grid[1], (y + 0.5) * size / grid[0]])
