@@ -24,9 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/groundtruth_audit.py`
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 MAX_ABOVE_CHANCE = 0.10
 READOUTS = ("brightest_blob", "largest_blob", "centre", "edge_density", "random")

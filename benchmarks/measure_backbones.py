@@ -21,20 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
+
+from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, to_rgb
 
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from training.data import DEFAULT_BACKBONE, DEFAULT_DATASET, load_image_dataset, to_rgb  # noqa: E402
 
 GT_MODELS = _ROOT / "benchmarks" / "gt_models"
 #: (folder, the key of its stated figure in training_results.json, how to rebuild the test split it names)
