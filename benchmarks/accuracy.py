@@ -57,7 +57,7 @@ def section_full_fashion_mnist(bench: Bench, cache: dict) -> dict:
 
     test = full_fashion_mnist_dataset("test", FULL_FASHION_MNIST)
     kwargs = dict(bench.cache_kwargs, image_column="image", label_column="label",
-                  transform=_fmnist_transform(bench))  # fmt: skip
+                  transform=_fmnist_transform(bench))
     any_model = next(iter(cache["models"].values()))
     full_cache = get_or_extract_features(any_model, test, split_name="fashion_mnist_test", **kwargs)
     results = {}
@@ -118,7 +118,7 @@ def tradeoff_points(quick: bool) -> list[tuple[float, int]]:
         points = [(0.0, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20)]
     else:
         points = [(0.0, 0), (1e-3, 0), (1e-2, 0), (1e-1, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20),
-                  (10 * l1, budget)]  # fmt: skip
+                  (10 * l1, budget)]
     return list(dict.fromkeys(points))  # the default may coincide with a grid point
 
 
@@ -151,5 +151,5 @@ def section_tradeoff(bench: Bench, accuracy: dict | None) -> dict:
             "explanation_size_p90": _mean_spread([r["explanation_size_p90"] for r in runs]),
             "max_prototypes_per_class_used": max(r["max_prototypes_per_class_used"] for r in runs),
             "distinct_channels_used": _mean_spread([r["distinct_channels_used"] for r in runs]),
-        })  # fmt: skip
+        })
     return {"seeds": seeds, "rows": rows}

@@ -157,7 +157,7 @@ class Bench:
             self.cache_kwargs = dict(
                 image_processor=self.image_processor, image_column=self.image_column, label_column=self.label_column,
                 transform=self.transform, cache_dir=self.cache_dir, head_model=self.head_model, batch_size=128,
-            )  # fmt: skip
+            )
             start = time.perf_counter()
             self.train_cache = get_or_extract_features(probe_model, self.dataset["train"], split_name="train", **self.cache_kwargs)
             self.eval_cache = get_or_extract_features(
@@ -169,7 +169,7 @@ class Bench:
             self.test_cache = (
                 get_or_extract_features(probe_model, self.dataset["test"], split_name="test", **self.cache_kwargs)
                 if self.report_split == "test" else None
-            )  # fmt: skip
+            )
             self.report_cache = self.test_cache if self.test_cache is not None else self.eval_cache
             self.cache_seconds = time.perf_counter() - start
             self.cache_reused = self.train_cache.reused and self.eval_cache.reused
@@ -238,7 +238,7 @@ class Bench:
                          "distill_weight", "loss", "learning_rate", "train_batch_size", "seed")
             },
             "model_config": {k: getattr(model.config, k) for k in ("rotation", "pooling", "classifier_constraint")},
-        }  # fmt: skip
+        }
         return model, summary
 
     def report(self, model, fit_result: dict) -> dict:

@@ -36,7 +36,7 @@ def section_compactness(bench: Bench, cache: dict) -> dict:
                       "the test images; raw = backbone map I, rotated = J = U I",
         "rv_pooled": "same on pooled per-channel scalars (= mean squared correlation): max(ReLU(x)) - max(ReLU(-x)) "
                      "of each raw channel vs of each rotated channel (InfoDisent's v = pos - neg)",
-    }}  # fmt: skip
+    }}
     seed = bench.args.seeds[0]
     n_rv = 1000
     features = torch.from_numpy(np.asarray(bench.report_cache.__getitems__(np.arange(min(n_rv, len(bench.report_cache))))["features"]))

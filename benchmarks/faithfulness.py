@@ -56,7 +56,7 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
             "road_percentiles": [20, 50, 80] if bench.args.quick else [10, 20, 30, 40, 50, 60, 70, 80, 90],
         },
         "accuracy_on_these_images": float((predictions == labels).float().mean()),
-    }  # fmt: skip
+    }
     for name, heat in maps.items():
         entry = {}
         for mode in ("deletion", "insertion"):
@@ -92,5 +92,5 @@ def head_randomisation(model, x, targets, trained_maps, seeds: int = 3) -> dict:
                 rho.append(map_spearman(trained_maps, np.stack([e.class_heatmap() for e in again])))
         rho = np.stack(rho)
         out[key] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho))),
-                    "per_seed": np.nanmean(rho, axis=1).tolist()}  # fmt: skip
+                    "per_seed": np.nanmean(rho, axis=1).tolist()}
     return out

@@ -67,16 +67,16 @@ def _glyphs() -> dict[str, np.ndarray]:
     """7×7 binary marks. The first five are the classes of the ``part`` variant; the last two only appear as decoys."""
     g = {}
     z = lambda: np.zeros((7, 7), bool)  # noqa: E731
-    a = z(); a[3, :] = True; a[:, 3] = True; g["plus"] = a  # fmt: skip
-    a = z(); np.fill_diagonal(a, True); a[np.arange(7), 6 - np.arange(7)] = True; g["cross"] = a  # fmt: skip
-    a = z(); a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True; g["ring"] = a  # fmt: skip
+    a = z(); a[3, :] = True; a[:, 3] = True; g["plus"] = a
+    a = z(); np.fill_diagonal(a, True); a[np.arange(7), 6 - np.arange(7)] = True; g["cross"] = a
+    a = z(); a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True; g["ring"] = a
     a = z()
     for r in range(7):
         a[r, 3 - r // 2 : 4 + r // 2] = True
     g["triangle"] = a
-    a = z(); a[:, 0] = a[:, -1] = True; a[3, :] = True; g["H"] = a  # fmt: skip
-    a = z(); a[1:6, 1:6] = True; g["block"] = a  # fmt: skip  (decoy)
-    a = z(); a[0, :] = True; a[:, 0] = True; g["corner"] = a  # fmt: skip  (decoy)
+    a = z(); a[:, 0] = a[:, -1] = True; a[3, :] = True; g["H"] = a
+    a = z(); a[1:6, 1:6] = True; g["block"] = a  # (decoy)
+    a = z(); a[0, :] = True; a[:, 0] = True; g["corner"] = a  # (decoy)
     return g
 
 
@@ -311,7 +311,7 @@ def _what(variant: str) -> str:
 
 
 def write(variant: str, out: str, train: int, test: int, seed: int = 0, canvas: int = 84, source=None,
-          command: str | None = None, test_seed: int | None = None) -> None:  # fmt: skip
+          command: str | None = None, test_seed: int | None = None) -> None:
     """Write the train / test splits; ``test_seed`` (default: ``seed``) draws the test split from another stream, so
     one training set can be measured on a tuning test set and on a separate, untouched reporting test set."""
     test_seed = seed if test_seed is None else test_seed
@@ -320,10 +320,10 @@ def write(variant: str, out: str, train: int, test: int, seed: int = 0, canvas: 
         if n:
             make(variant, split, n, s, canvas, source).to_parquet(os.path.join(out, f"{split}-00000.parquet"))
     command = command or (f"python benchmarks/generate.py --variant {variant} --out {out} --train {train} --test {test} "
-                          f"--seed {seed} --test_seed {test_seed} --canvas {canvas}")  # fmt: skip
+                          f"--seed {seed} --test_seed {test_seed} --canvas {canvas}")
     Path(out, "README.md").write_text(
         CARD.format(variant=variant, what=_what(variant), command=command, train=train, test=test, canvas=canvas,
-                    seed=seed, test_seed=test_seed, licence=MIT_LICENSE)  # fmt: skip
+                    seed=seed, test_seed=test_seed, licence=MIT_LICENSE)
     )
 
 

@@ -154,7 +154,7 @@ def explain_all(model, x: torch.Tensor, targets, relevance: int = 0) -> list:
     out = []
     for start in range(0, len(x), 64):
         out += model.explain(x[start : start + 64], target=[int(t) for t in targets[start : start + 64]],
-                             relevance=relevance)  # fmt: skip
+                             relevance=relevance)
     return out
 
 
@@ -204,7 +204,7 @@ def proto_points(explanations, k: int, locator: str = DEFAULT_LOCATOR) -> np.nda
             if locator == "relevance":
                 if p.relevance is None:
                     raise ValueError("the 'relevance' locator needs the prototypes' relevance maps: explain with "
-                                     f"relevance >= {k}")  # fmt: skip
+                                     f"relevance >= {k}")
                 pts[i, j] = region_centre(p.relevance[None], RELEVANCE_QUANTILE)[0]
             elif locator == "region":
                 pts[i, j] = region_centre(p.heatmap[None])[0]
@@ -262,7 +262,7 @@ def _gt_bench(variant: str, args, device, timer, folder: str, s: dict) -> Bench:
     ns = SimpleNamespace(
         dataset_name=folder, backbone=str(backbone), cache_dir=None, quick=args.quick,
         num_train_epochs=args.num_train_epochs, finetune_epochs=args.finetune_epochs,
-    )  # fmt: skip
+    )
     return Bench(ns, device, timer)
 
 
@@ -278,7 +278,7 @@ def train_variant(bench: Bench, seed: int, old_init: bool, fit: dict | None = No
     model.eval()
     result = bench.report(model, result)
     return model, {"accuracy": result["accuracy"], "agreement": result.get("agreement"),
-                   "explanation_size_median": result["explanation_size_median"]}  # fmt: skip
+                   "explanation_size_median": result["explanation_size_median"]}
 
 
 def reinit_head(model, seed: int, old_init: bool = False):
@@ -313,7 +313,7 @@ def _localisation(maps: dict, points: dict, boxes, size: int, tol: int) -> dict:
     out = {}
     for name, m in maps.items():  # a costly baseline may cover only the first len(m) images
         out[name] = {"pointing": pointing_game(heatmap_peaks(m) + 0.5, grown[: len(m)]).astype(float),
-                     "energy": energy_in_region(m, region[: len(m)])}  # fmt: skip
+                     "energy": energy_in_region(m, region[: len(m)])}
     for name, pts in points.items():  # (N, k, 2) prototype peaks: share of the k inside the truth
         hits = np.stack([pointing_game(pts[:, j], grown[: len(pts)]) for j in range(pts.shape[1])], 1).astype(float)
         hits[np.isnan(pts[..., 0])] = np.nan
@@ -441,7 +441,7 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     orig_pred = predictions(original, x)
     n_costly, n_rand = min(s["costly_images"], len(x)), min(s["randomisation_images"], len(x))
     models, results = {}, {"settings": {"variant": variant, "test_images": int(len(x)), "target": "the true class",
-                                        "pointing_tolerance_px": None, **s}}  # fmt: skip
+                                        "pointing_tolerance_px": None, **s}}
     results["original_accuracy"] = float((orig_pred == labels).float().mean())
     results["models"] = {}
     for name, old in (("before", True), ("after", False)):
@@ -460,12 +460,12 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
         "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in expl["after"]]),
         # In chunks: one Grad-CAM call keeps the whole batch's backbone graph (10,000 images: tens of GB).
         "grad_cam_infodisent": np.concatenate([grad_cam_maps(models["after"], x[i : i + 64], targets=labels[i : i + 64].tolist())
-                                               for i in range(0, len(x), 64)]),  # fmt: skip
+                                               for i in range(0, len(x), 64)]),
         "input_x_gradient_original": input_x_gradient(original, x, labels.tolist()),
         **{f"{k}_original": v for k, v in posthoc_maps(original, x, labels.tolist(), ("grad_cam",)).items()},
         # ScoreCAM / AblationCAM: 64 masked forward passes per image, so only the first `costly_images`.
         **{f"{k}_original": v for k, v in posthoc_maps(original, x[:n_costly], labels[:n_costly].tolist(),
-                                                     ("score_cam", "ablation_cam")).items()},  # fmt: skip
+                                                     ("score_cam", "ablation_cam")).items()},
         "centre_prior": centre_gaussian(len(x), size),
         "brightness": raw,
         "random": np.random.default_rng(seed).random(raw.shape).astype(np.float32),
@@ -487,14 +487,14 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     results["comparisons"] = {  # paired on the images both were measured on (the costly baselines: the first ones)
         f"{a} vs {b}/{metric}": _paired(loc[a][metric], loc[b][metric], seed)
         for a in ours for b in BASELINES for metric in ("pointing", "energy") if metric in loc[a] and metric in loc[b]
-    }  # fmt: skip
+    }
     logger.info("ground truth %s: correctness / completeness", variant)
     for k, e in expl.items():
         share = peak_share_inside(e, boxes)
         chance = cells_inside(boxes, grid, size)
         results.setdefault("completeness", {})[k] = {
             "share_inside": float(share.mean()), "uniform_peaks": float(chance.mean()),
-            "vs_uniform": paired_bootstrap(share, chance, seed=seed)}  # fmt: skip
+            "vs_uniform": paired_bootstrap(share, chance, seed=seed)}
         results.setdefault("correctness", {})[k] = _correctness(models[k], bench, variant, s, x, labels.tolist(), e, seed)
     logger.info("ground truth %s: randomisation", variant)
     # Model randomisation: the trained maps vs maps of re-initialised heads / last backbone stage.
@@ -550,7 +550,7 @@ def _deletion_section(models, original, maps, x, s, seed) -> dict:
     with torch.no_grad():
         preds = {"infodisent": models["after"](xs).logits.argmax(-1).cpu(),
                  "infodisent_before": models["before"](xs).logits.argmax(-1).cpu(),
-                 "original": original(pixel_values=xs).logits.argmax(-1).cpu()}  # fmt: skip
+                 "original": original(pixel_values=xs).logits.argmax(-1).cpu()}
     e_after = explain_all(models["after"], xs, preds["infodisent"])
     e_before = explain_all(models["before"], xs, preds["infodisent_before"])
     size = xs.shape[-1]
@@ -563,9 +563,9 @@ def _deletion_section(models, original, maps, x, s, seed) -> dict:
         "infodisent_before": {"infodisent_before/maps": np.stack([e.class_heatmap() for e in e_before])},
         "original": {**{f"{k}_original": v for k, v in posthoc_maps(original, xs, preds["original"].tolist()).items()},
                      **priors},
-    }  # fmt: skip
+    }
     fns = {"infodisent": lambda b: models["after"](b).logits, "infodisent_before": lambda b: models["before"](b).logits,
-           "original": lambda b: original(pixel_values=b).logits}  # fmt: skip
+           "original": lambda b: original(pixel_values=b).logits}
     sigma = size / 12
     baselines = {
         "black": torch.full_like(xs, float(xs.min())),  # the processor's encoding of black (the canvas background)

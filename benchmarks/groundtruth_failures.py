@@ -128,15 +128,15 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
             sub = grid_subcell_points(m, (11, 11), pixels=False)
             hit[f"{k}_subcell_stride"] = pointing_game(8 * sub + 0.5, grown[: len(m)])
             hit[f"{k}_stride"] = pointing_game(8 * np.floor(grid_subcell_points(m, (11, 11), pixels=False) + 0.5) + 0.5,
-                                               grown[: len(m)])  # fmt: skip
+                                               grown[: len(m)])
         weight = model.classifier_weight.detach().cpu().numpy()
         out = {"variant": variant, "test_seed": test_seed, "images": len(x), "model": summary,
                "grad_cam_original": float(hit["grad_cam"].mean()),
                "posthoc_readouts": {k: float(v.mean()) for k, v in hit.items()},
-               "score_cam_original_first": {"images": costly, "pointing": float(hit["score_cam"].mean())}}  # fmt: skip
+               "score_cam_original_first": {"images": costly, "pointing": float(hit["score_cam"].mean())}}
         # Alternative locators for the top prototype, and the top-k by different rankings.
         points = {how: np.array([locate(e.positive[0], grid, size, how) if e.positive else [np.nan, np.nan]
-                                 for e in expl]) for how in LOCATORS}  # fmt: skip
+                                 for e in expl]) for how in LOCATORS}
         top_hit = {how: pointing_game(np.nan_to_num(p, nan=-99), grown) for how, p in points.items()}
         out["top1_pointing"] = {how: float(h.mean()) for how, h in top_hit.items()}
         out["top1_pointing_first_costly"] = {how: float(h[:costly].mean()) for how, h in top_hit.items()}
@@ -147,11 +147,11 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
         # Would a better choice of the "top" prototype help? The best of the top-k (an oracle bound) and rankings.
         for k in (2, 3):
             anyk = np.array([any(pointing_game(locate(p, grid, size, "cell")[None], grown[i : i + 1])[0]
-                                 for p in e.positive[:k]) for i, e in enumerate(expl)])  # fmt: skip
+                                 for p in e.positive[:k]) for i, e in enumerate(expl)])
             out[f"any_of_top{k}_cell_hits (oracle)"] = float(anyk.mean())
         by_act = np.array([pointing_game(locate(max(e.positive, key=lambda p: p.activation), grid, size, "cell")[None],
                                          grown[i : i + 1])[0] if e.positive else False
-                           for i, e in enumerate(expl)])  # fmt: skip
+                           for i, e in enumerate(expl)])
         out["top1_by_activation_cell"] = float(by_act.mean())
         # The misses, by category.
         cats = {}
@@ -185,7 +185,7 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
                 if len(examples) < 40:
                     examples.append({"index": i, "category": cat, "grad_cam_hits": bool(hit["grad_cam"][i]),
                                      "distance_px": float(max(dx, dy)), "label": int(labels[i]), "pred": int(pred[i]),
-                                     "subcell_hits": bool(top_hit["subcell"][i])})  # fmt: skip
+                                     "subcell_hits": bool(top_hit["subcell"][i])})
             key = "grad_cam_hits" if hit["grad_cam"][i] else "grad_cam_misses_too"
             cats.setdefault(cat, {"grad_cam_hits": 0, "grad_cam_misses_too": 0})[key] += 1
         out["top1_cell_misses"] = cats
@@ -193,7 +193,7 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
         peaks = heatmap_peaks(cams["grad_cam"]) + 0.5
         for i in np.flatnonzero(~hit["grad_cam"]):
             d = max(boxes[i, 0] - peaks[i, 0], 0, peaks[i, 0] - boxes[i, 2], boxes[i, 1] - peaks[i, 1], 0,
-                    peaks[i, 1] - boxes[i, 3])  # fmt: skip
+                    peaks[i, 1] - boxes[i, 3])
             cat = "adjacent_cell" if d <= size / grid[1] else "far"
             gc_miss[cat] = gc_miss.get(cat, 0) + 1
         out["grad_cam_original_misses"] = gc_miss

@@ -5,7 +5,7 @@ from __future__ import annotations
 # The baselines every InfoDisent explanation is compared with (paired bootstrap, `groundtruth.py`), one row each in
 # the comparison table below.
 BASELINES = ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
-             "score_cam_original", "ablation_cam_original", "input_x_gradient_original", "grad_cam_infodisent")  # fmt: skip
+             "score_cam_original", "ablation_cam_original", "input_x_gradient_original", "grad_cam_infodisent")
 
 NAMES = {
     "infodisent_before/maps": "InfoDisent before: class heatmap (U ≈ I at init)",
@@ -80,7 +80,7 @@ def _variant(name: str, r: dict) -> list[str]:
               "| baseline | top prototype's location: pointing Δ | its upsampled map's region centre (readout before): "
               "pointing Δ | "
               "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
-              "|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|"]
     for b in BASELINES:
         lines.append(
             f"| {NAMES[b]} | {_ci(comps.get(f'{HEADLINE[0]} vs {b}/pointing'))} | "
@@ -90,7 +90,7 @@ def _variant(name: str, r: dict) -> list[str]:
     lines += ["", "| InfoDisent | correctness: top-3 prototypes' contribution lost when the generator removes "
               f"{r['correctness']['after']['removed']} | other prototypes' | Δ [CI] | logit drop | same class after | "
               "completeness: positive evidence peaking in the truth | uniform peaks would give | Δ [CI] |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|---|---|"]
     for k in ("before", "after"):
         c, comp = r["correctness"][k], r["completeness"][k]
         lines.append(
@@ -99,7 +99,7 @@ def _variant(name: str, r: dict) -> list[str]:
             f"{100 * comp['share_inside']:.1f}% | {100 * comp['uniform_peaks']:.1f}% | {_ci(comp['vs_uniform'])} |"
         )
     lines += ["", "| InfoDisent | prototype occlusion: contribution lost, own reported cell (median) | another cell "
-              "(median) | Δ [CI] (means) | own cell is the most effective |", "|---|---|---|---|---|"]  # fmt: skip
+              "(median) | Δ [CI] (means) | own cell is the most effective |", "|---|---|---|---|---|"]
     for k in ("before", "after"):
         o = r["occlusion"][k]
         lines.append(
@@ -110,11 +110,11 @@ def _variant(name: str, r: dict) -> list[str]:
     lines += ["", "Model-randomisation sanity check (Spearman between the trained model's maps and the maps after "
               "re-initialising; lower is better, a map that survives randomisation does not depend on what was "
               "learned):", "", "| map | head re-initialised: Spearman / mean abs | last backbone stage re-initialised |",
-              "|---|---|---|"]  # fmt: skip
+              "|---|---|---|"]
     for key, label in (("infodisent_before/maps", NAMES["infodisent_before/maps"]),
                        ("infodisent_after/maps", NAMES["infodisent_after/maps"]),
                        ("infodisent_after/peaks", NAMES["infodisent_after/peaks"]),
-                       ("grad_cam_original", NAMES["grad_cam_original"])):  # fmt: skip
+                       ("grad_cam_original", NAMES["grad_cam_original"])):
         h, s = rnd.get(f"head/{key}"), rnd.get(f"last_stage/{key}")
         cell = lambda v: "–" if v is None else f"{v['spearman']:+.3f} / {v['abs_spearman']:.3f}"  # noqa: E731
         lines.append(f"| {label} | {cell(h)} | {cell(s)} |")
@@ -127,14 +127,14 @@ def _variant(name: str, r: dict) -> list[str]:
                   f"for removed pixels (black, the images' mean, a Gaussian blur σ = {d['sigma_blur_px']:.0f} px):", "",
                   "| model / map | " + " | ".join(f"deletion {b}" for b in base) + " | "
                   + " | ".join(f"insertion {b}" for b in base) + " | ROAD combined |",
-                  "|---|" + "---|" * 7]  # fmt: skip
+                  "|---|" + "---|" * 7]
         for key, sc in d["scores"].items():
             model, _, name = key.partition("/")
             cells = [f"{sc[f'deletion_{b}']:.3f}" for b in base] + [f"{sc[f'insertion_{b}']:.3f}" for b in base]
             lines.append(f"| {model} / {NAMES.get(name, name)} | " + " | ".join(cells) + f" | {sc['road_combined']:+.3f} |")
         lines += ["", "Paired bootstrap of InfoDisent's peak evidence map against each row (✅ better, ❌ worse, · not "
                   "resolved; columns as above):", "", "| vs | " + " | ".join(f"del. {b}" for b in base) + " | "
-                  + " | ".join(f"ins. {b}" for b in base) + " | ROAD |", "|---|" + "---|" * 7]  # fmt: skip
+                  + " | ".join(f"ins. {b}" for b in base) + " | ROAD |", "|---|" + "---|" * 7]
         for key in d["scores"]:
             if key == "infodisent/infodisent_after/peaks":
                 continue
@@ -153,9 +153,9 @@ def markdown(gt: dict) -> list[str]:
         return [f"**Ground truth**: skipped — {gt['skipped']}", ""]
     lines = ["**Ground truth** (`benchmarks/groundtruth.py`: generated data with a known answer, black boxes "
              "of `benchmarks/gt_models/`; InfoDisent trained with the training script's default recipe. *before* = U "
-             "initialised near the identity, *after* = U initialised as a random rotation (the current default))", ""]  # fmt: skip
+             "initialised near the identity, *after* = U initialised as a random rotation (the current default))", ""]
     for variant, title in (("cluttered", "Cluttered canvas — truth: the garment's box"),
-                           ("part", "Part-defined — truth: the decisive mark's box")):  # fmt: skip
+                           ("part", "Part-defined — truth: the decisive mark's box")):
         if variant in gt:
             lines += _variant(title, gt[variant])
     return lines

@@ -1,8 +1,9 @@
 """Explanations that earn trust (issue 22): does InfoDisent's OWN prototype map point at what decided the class, as
 often as the best matched post-hoc readout on the original classifier, and does that depend on what the head learnt?
 
-    python benchmarks/groundtruth_trust.py --images 400 --head_seeds 0 1 2 3 4 --black_box_seeds 0 1 \\
-        --output benchmarks/results_groundtruth_trust.json --docs docs/faithfulness.md
+    python benchmarks/groundtruth_trust.py --output benchmarks/results_groundtruth_trust.json --docs docs/faithfulness.md
+
+(the defaults are the pre-registered protocol: 200 test images per set, head seeds 0-4, black boxes 0 and 1).
 
 For every known-answer set (`benchmarks/known_answer.py`):
 
@@ -53,17 +54,19 @@ TRAIN_SEED, TUNING_SEED, TEST_SEED = 0, 1, 2  # generator seeds: training split,
 CONTROLS = ("random_head", "shuffled_head", "cascade_last_stage", "cascade_two_stages")
 CONTROL_METHODS = ("infodisent_prototype", "infodisent_class", "grad_cam_original", "input_x_gradient_original")
 COSTLY = ("score_cam", "ablation_cam")
+REPORTED_IMAGES = 100  # per set: what two shared CPU cores allow (load ~10) with ScoreCAM / AblationCAM on every image
 
 
 def settings(quick: bool, full: bool = False) -> dict:
-    """Sizes. --quick: 60 images per set, 2 head seeds, one black box (a smoke run of the whole protocol, minutes);
-    --groundtruth_full: the reported protocol (5 head seeds x 2 black boxes; images per set as the hardware allows)."""
+    """Sizes. --groundtruth_full: the reported protocol of `groundtruth_preregistration.md` (5 head seeds x 2 black
+    boxes, the permuted-label head for the first head seed); --quick: the same protocol on 40 images per set with 2
+    head seeds and one black box (a smoke run: the intervals are wide); neither: 200 images, 3 head seeds."""
+    common = dict(test_seed=TEST_SEED, sets=list(SETS), audit_only=list(AUDIT_ONLY), costly=True, chunk=40)
     if full:
-        return dict(images=400, head_seeds=[0, 1, 2, 3, 4], black_box_seeds=[0, 1], train_rows=3000, chunk=50,
-                    test_seed=TEST_SEED, sets=list(SETS), audit_only=list(AUDIT_ONLY), costly=True)  # fmt: skip
-    return dict(images=60 if quick else 200, head_seeds=[0, 1] if quick else [0, 1, 2], black_box_seeds=[0],
-                train_rows=1500 if quick else 3000, chunk=30, test_seed=TEST_SEED, sets=list(SETS),
-                audit_only=list(AUDIT_ONLY), costly=True)  # fmt: skip
+        return dict(images=REPORTED_IMAGES, head_seeds=[0, 1, 2, 3, 4], black_box_seeds=[0, 1], train_rows=1000,
+                    shuffled_seeds=1, **common)
+    return dict(images=40 if quick else 200, head_seeds=[0, 1] if quick else [0, 1, 2], black_box_seeds=[0],
+                train_rows=1000 if quick else 1500, shuffled_seeds=1, **common)
 
 
 class ShuffledLabels:
@@ -127,7 +130,7 @@ def _bench(folder: str, backbone: Path, s: dict):
     from benchmarks.common import Bench, Timer
 
     ns = SimpleNamespace(dataset_name=folder, backbone=str(backbone), cache_dir=None, quick=True,
-                         num_train_epochs=s.get("num_train_epochs", 6), finetune_epochs=s.get("finetune_epochs", 2))  # fmt: skip
+                         num_train_epochs=s.get("num_train_epochs", 6), finetune_epochs=s.get("finetune_epochs", 2))
     return Bench(ns, torch.device("cpu"), Timer())
 
 
@@ -154,21 +157,23 @@ def run_black_box(variant: str, folder: str, b: int, s: dict) -> dict:
         heads, fits = {}, {}
         for seed in s["head_seeds"]:
             heads[("trained", seed)], fits[f"trained/{seed}"] = bench.train(seed)
-            model = bench.new_model(seed)
-            fit_head(model, ShuffledLabels(bench.train_cache, seed), ShuffledLabels(bench.eval_cache, seed + 1),
-                     bench.fit_config(seed))  # fmt: skip
-            heads[("shuffled_head", seed)] = model.eval()
+            if seed in s["head_seeds"][: s.get("shuffled_seeds", len(s["head_seeds"]))]:
+                model = bench.new_model(seed)
+                fit_head(model, ShuffledLabels(bench.train_cache, seed), ShuffledLabels(bench.eval_cache, seed + 1),
+                         bench.fit_config(seed))
+                heads[("shuffled_head", seed)] = model.eval()
             heads[("random_head", seed)] = random_head(heads[("trained", seed)], 1000 + seed)
             heads[("cascade_last_stage", seed)] = cascade(heads[("trained", seed)], 1, 2000 + seed, _infodisent_head)
             heads[("cascade_two_stages", seed)] = cascade(heads[("trained", seed)], 2, 2000 + seed, _infodisent_head)
         originals = {"trained": original,
                      "random_head": random_head_original(original, 1000 + b),
                      "cascade_last_stage": cascade(original, 1, 2000 + b, _original_head),
-                     "cascade_two_stages": cascade(original, 2, 2000 + b, _original_head)}  # fmt: skip
+                     "cascade_two_stages": cascade(original, 2, 2000 + b, _original_head)}
         per_seed = {seed: {} for seed in s["head_seeds"]}
         orig: dict = {}
         correct_orig, correct_id = [], {seed: [] for seed in s["head_seeds"]}
         for start in range(0, n, s["chunk"]):
+            logger.info("%s, black box %d: images %d-%d of %d", variant, b, start, min(start + s["chunk"], n), n)
             xs, ts, bx = x[start : start + s["chunk"]], labels[start : start + s["chunk"]], boxes[start : start + s["chunk"]]
             grid = _original_chunk(orig, originals, xs, ts, bx, size, s)
             with torch.no_grad():
@@ -176,13 +181,16 @@ def run_black_box(variant: str, folder: str, b: int, s: dict) -> dict:
             for seed in s["head_seeds"]:
                 ok = _infodisent_chunk(per_seed[seed], heads, seed, xs, ts, bx, size, grid)
                 correct_id[seed].append(ok)
-        out = {"hits": {}, "spearman": {}, "fits": fits, "grid": list(grid), "images": n}
+        out = {"hits": {}, "spearman": {}, "fits": fits, "grid": list(grid), "images": n, "seed_rows": {}}
         cat = lambda v: np.concatenate(v) if isinstance(v, list) else v  # noqa: E731
         for k, v in orig.items():
             (out["spearman"] if k.startswith("rho/") else out["hits"])[k] = cat(v)[None]  # (1, N): no head seed
         for k in per_seed[s["head_seeds"][0]]:
-            arr = np.stack([cat(per_seed[seed][k]) for seed in s["head_seeds"]])  # (S, N)
+            rows = [i for i, seed in enumerate(s["head_seeds"]) if k in per_seed[seed]]  # the permuted-label head:
+            arr = np.stack([cat(per_seed[s["head_seeds"][i]][k]) for i in rows])  # only the first seeds; (S_k, N)
             (out["spearman"] if k.startswith("rho/") else out["hits"])[k] = arr
+            if len(rows) < len(s["head_seeds"]):
+                out["seed_rows"][k.removeprefix("rho/")] = rows
         out["correct_original"] = np.concatenate(correct_orig)[None]
         out["correct_infodisent"] = np.stack([np.concatenate(correct_id[seed]) for seed in s["head_seeds"]])
         return out
@@ -204,7 +212,7 @@ def _original_chunk(store, originals, xs, ts, bx, size, s) -> tuple[int, int]:
         grid = tuple(trained.resnet(xs[:1]).last_hidden_state.shape[-2:])
     refine = gm.input_x_gradient(trained, xs, ts)
     maps = {"grad_cam_original": gm.cam_maps(trained, layer, xs, ts, "grad_cam", grid),
-            "input_x_gradient_original": refine}  # fmt: skip
+            "input_x_gradient_original": refine}
     if s.get("costly", True):
         for kind in COSTLY:
             maps[f"{kind}_original"] = gm.cam_maps(trained, layer, xs, ts, kind, grid)
@@ -214,7 +222,7 @@ def _original_chunk(store, originals, xs, ts, bx, size, s) -> tuple[int, int]:
         model = originals[control]
         r_refine = gm.input_x_gradient(model, xs, ts)
         r_maps = {"grad_cam_original": gm.cam_maps(model, gm.resnet_stages(model)[-1], xs, ts, "grad_cam", grid),
-                  "input_x_gradient_original": r_refine}  # fmt: skip
+                  "input_x_gradient_original": r_refine}
         for key, m in r_maps.items():
             _score(store, f"{control}:{key}", m, grid, size, r_refine, bx)
             store.setdefault(f"rho/{control}:{key}", []).append(gm.spearman(maps[key], m))
@@ -231,7 +239,9 @@ def _infodisent_chunk(store, heads, seed, xs, ts, bx, size, grid) -> np.ndarray:
     for key, m in maps.items():
         _score(store, key, m, grid, size, refine, bx)
     for control in CONTROLS:
-        c_model = heads[(control, seed)]
+        c_model = heads.get((control, seed))
+        if c_model is None:  # the permuted-label head is trained for the first head seeds only
+            continue
         c_own = gm.infodisent_maps(c_model, xs, ts)
         c_refine = gm.input_x_gradient(c_model, xs, ts)
         for key in gm.INFODISENT_OWN:
@@ -264,13 +274,27 @@ def hierarchical_bootstrap(values, mask=None, reps: int = 1000, seed: int = 0, c
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return {"mean": float((v * m).sum() / m.sum()), "low": float(low), "high": float(high), "scored": int(m.sum()),
-            "black_boxes": b, "seeds": s, "images": n}  # fmt: skip
+            "black_boxes": b, "seeds": s, "images": n}
 
 
-def _stack(runs: list[dict], section: str, key: str) -> np.ndarray:
-    """(B, S, N) over black boxes; a post-hoc key of the original (one row) is repeated over the head seeds."""
-    seeds = max(r["correct_infodisent"].shape[0] for r in runs)
-    return np.stack([np.broadcast_to(r[section][key], (seeds, r[section][key].shape[-1])) for r in runs])
+def _rows(runs: list[dict], key: str) -> list[int] | None:
+    """The head seeds (row indices) a key was measured on, when not all of them (the permuted-label head)."""
+    return runs[0].get("seed_rows", {}).get(key)
+
+
+def _stack(runs: list[dict], section: str, key: str, rows: list[int] | None = None) -> np.ndarray:
+    """(B, S, N) over black boxes, restricted to head-seed `rows`; a post-hoc key of the original (one row) is
+    repeated over the head seeds."""
+    out = []
+    for r in runs:
+        v = r[section][key]
+        seeds = r["correct_infodisent"].shape[0]
+        if len(v) == 1:
+            v = np.broadcast_to(v, (seeds if rows is None else len(rows), v.shape[-1]))
+        elif rows is not None and len(v) == seeds:
+            v = v[rows]
+        out.append(v)
+    return np.stack(out)
 
 
 def summarise(runs: list[dict], reps: int = 1000) -> dict:
@@ -279,13 +303,14 @@ def summarise(runs: list[dict], reps: int = 1000) -> dict:
     both = np.stack([(r["correct_infodisent"] & r["correct_original"]).astype(float) for r in runs])  # (B, S, N)
     table = {}
     for key in runs[0]["hits"]:
-        v = _stack(runs, "hits", key)
-        table[key] = {"all": hierarchical_bootstrap(v, reps=reps), "both_correct": hierarchical_bootstrap(v, both, reps=reps)}
+        rows = _rows(runs, key)
+        v, m = _stack(runs, "hits", key, rows), (both if rows is None else both[:, rows])
+        table[key] = {"all": hierarchical_bootstrap(v, reps=reps), "both_correct": hierarchical_bootstrap(v, m, reps=reps)}
     rho = {}
     for key in runs[0]["spearman"]:
-        v = _stack(runs, "spearman", key)
+        v = _stack(runs, "spearman", key, _rows(runs, key[len("rho/"):]))
         rho[key[len("rho/"):]] = {"signed": hierarchical_bootstrap(v, reps=reps),
-                                  "abs": hierarchical_bootstrap(np.abs(v), reps=reps)}  # fmt: skip
+                                  "abs": hierarchical_bootstrap(np.abs(v), reps=reps)}
     own = [f"infodisent_prototype/{r}" for r in ("peak_cell", "peak_pixel")]
     posthoc = [f"{m}/{r}" for m in gm.POSTHOC_ORIGINAL for r in gm.READOUTS if f"{m}/{r}" in table]
     ours = max(own, key=lambda k: table[k]["all"]["mean"])
@@ -302,9 +327,11 @@ def summarise(runs: list[dict], reps: int = 1000) -> dict:
                 pairs[f"trained_vs_{control}:{m}/{r}"] = (f"{m}/{r}", f"{control}:{m}/{r}")
     for name, (a, b) in pairs.items():
         if a in table and b in table:
-            d = _stack(runs, "hits", a) - _stack(runs, "hits", b)
+            rows = _rows(runs, b) or _rows(runs, a)
+            d = _stack(runs, "hits", a, rows) - _stack(runs, "hits", b, rows)
+            m = both if rows is None else both[:, rows]
             out["comparisons"][name] = {"a": a, "b": b, "all": hierarchical_bootstrap(d, reps=reps),
-                                        "both_correct": hierarchical_bootstrap(d, both, reps=reps)}  # fmt: skip
+                                        "both_correct": hierarchical_bootstrap(d, m, reps=reps)}
     return out
 
 
@@ -338,7 +365,7 @@ def run_set(variant: str, s: dict, audit_only: bool = False) -> dict:
         test = datasets.Dataset.from_parquet(str(Path(folder) / "test-00000.parquet"))
         images = np.stack([np.asarray(im) for im in test["image"]])
         result = {"audit": {"variant": variant, "test_seed": s["test_seed"],
-                            **audit(images, test["box"], seed=s["test_seed"])}}  # fmt: skip
+                            **audit(images, test["box"], seed=s["test_seed"])}}
         logger.info("audit %s: %s", variant, "passes" if result["audit"]["passes"] else "REJECTED")
         if not result["audit"]["passes"]:
             result["skipped"] = "rejected by the shortcut audit: no method is scored on this set"
@@ -400,29 +427,36 @@ def main(argv=None) -> int:
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--audit_only", nargs="*", choices=AUDIT_ONLY, default=list(AUDIT_ONLY),
                    help="Sets that only get the shortcut audit.")
-    p.add_argument("--images", type=int, default=400, help="Test images per set (every method scores the same ones).")
+    p.add_argument("--images", type=int, default=REPORTED_IMAGES,
+                   help="Test images per set (every method scores the same ones).")
     p.add_argument("--head_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--black_box_seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--train_rows", type=int, default=3000, help="Training images for InfoDisent's head.")
+    p.add_argument("--shuffled_seeds", type=int, default=1,
+                   help="The permuted-label head is trained for the first N head seeds (each is one more fit).")
+    p.add_argument("--train_rows", type=int, default=1000, help="Training images for InfoDisent's head.")
     p.add_argument("--test_seed", type=int, default=TEST_SEED, help=f"Generator seed of the test split ({TUNING_SEED}: "
-                   f"the tuning split; {TEST_SEED}: the reported one).")  # fmt: skip
+                   f"the tuning split; {TEST_SEED}: the reported one).")
     p.add_argument("--chunk", type=int, default=50, help="Images whose maps are held at once.")
     p.add_argument("--output", default=None, help="JSON results (default: print the tables only).")
     p.add_argument("--docs", default=None, help="Markdown file whose generated block is rewritten with the tables.")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="Only combine result files of runs on different sets (run side by side) into --output / --docs.")
     args = p.parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, args.output, args.docs)
     if args.images < 2 or args.chunk < 1 or args.train_rows < 10:
         p.exit(2, "error: --images must be >= 2, --chunk >= 1 and --train_rows >= 10\n")
     missing = [f"{v}_resnet_seed{b}" for v in args.sets for b in args.black_box_seeds
-               if not (GT_MODELS / f"{v}_resnet_seed{b}").is_dir()]  # fmt: skip
+               if not (GT_MODELS / f"{v}_resnet_seed{b}").is_dir()]
     if missing:
         p.exit(2, f"error: black boxes missing in {GT_MODELS}: {', '.join(missing)} (see its README.md)\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("training", "datasets", "transformers"):
+    for noisy in ("training", "training.fit", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(1)
     s = dict(images=args.images, head_seeds=args.head_seeds, black_box_seeds=args.black_box_seeds,
              train_rows=args.train_rows, chunk=args.chunk, test_seed=args.test_seed, sets=args.sets,
-             audit_only=args.audit_only, costly=True)  # fmt: skip
+             audit_only=args.audit_only, costly=True, shuffled_seeds=args.shuffled_seeds)
     results = _jsonable(run(s))
     results["command"] = "python benchmarks/groundtruth_trust.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(markdown(results))
@@ -433,6 +467,33 @@ def main(argv=None) -> int:
         tmp.replace(args.output)  # whole or not at all
     if args.docs:
         write_docs(args.docs, text)
+    return 0
+
+
+def _merge(paths: list[str], output: str | None, docs: str | None) -> int:
+    from benchmarks.groundtruth_trust_report import markdown, write_docs
+
+    try:
+        parts = [json.loads(Path(p).read_text()) for p in paths]
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read a result file to merge: {e}", file=sys.stderr)
+        return 2
+    merged = {"settings": dict(parts[0]["settings"]), "commands": [r.get("command") for r in parts],
+              "seconds": max(r.get("seconds", 0) for r in parts)}
+    merged["settings"]["sets"], merged["settings"]["audit_only"] = [], []
+    for r in parts:
+        for key in ("sets", "audit_only"):
+            merged["settings"][key] += [v for v in r["settings"].get(key, []) if v not in merged["settings"][key]]
+        merged.update({v: r[v] for v in [*r["settings"].get("audit_only", []), *r["settings"]["sets"]] if v in r})
+    merged["command"] = " ; ".join(c for c in merged["commands"] if c)
+    text = "\n".join(markdown(merged))
+    print(text)
+    if output:
+        tmp = Path(output + ".tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        tmp.replace(output)
+    if docs:
+        write_docs(docs, text)
     return 0
 
 

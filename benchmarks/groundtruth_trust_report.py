@@ -91,7 +91,7 @@ def _set(variant: str, r: dict) -> list[str]:
             rho = s["spearman"].get(f"{control}:{method}")
             rho_text = f"{rho['signed']['mean']:+.2f} / {rho['abs']['mean']:.2f}" if rho else "–"
             lines.append(f"| {METHODS[method]}, {label} | " + " | ".join(_diff(comps[k]["all"]) for k in keys)
-                         + f" | {rho_text} |")  # fmt: skip
+                         + f" | {rho_text} |")
     lines.append("")
     return lines
 

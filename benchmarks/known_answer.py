@@ -117,11 +117,11 @@ def _decoy_glyphs() -> dict[str, np.ndarray]:
 
     g = {k: GLYPHS[k] for k in ("block", "corner")}
     z = lambda: np.zeros((7, 7), bool)  # noqa: E731
-    a = z(); np.fill_diagonal(a, True); g["slash"] = a  # fmt: skip
-    a = z(); a[3, :] = True; a[2, :] = True; g["bar"] = a  # fmt: skip
-    a = z(); a[0, :] = True; a[:, 3] = True; g["T"] = a  # fmt: skip
-    a = z(); a[::3, :] = True; a[:, ::3] = True; g["grid"] = a  # fmt: skip
-    a = z(); a[::3, :] = True; a[:, 0] = True; g["E"] = a  # fmt: skip
+    a = z(); np.fill_diagonal(a, True); g["slash"] = a
+    a = z(); a[3, :] = True; a[2, :] = True; g["bar"] = a
+    a = z(); a[0, :] = True; a[:, 3] = True; g["T"] = a
+    a = z(); a[::3, :] = True; a[:, ::3] = True; g["grid"] = a
+    a = z(); a[::3, :] = True; a[:, 0] = True; g["E"] = a
     return g
 
 

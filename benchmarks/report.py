@@ -154,7 +154,7 @@ def markdown_table(results: dict) -> str:
             if stat is None:
                 return "– | –"
             return (f"{_pm(stat['accuracy'])} | {stat['explanation_size_median']['mean']:.1f} / "
-                    f"{stat['explanation_size_p90']['mean']:.1f}")  # fmt: skip
+                    f"{stat['explanation_size_p90']['mean']:.1f}")
 
         if s_acc:
             lines.append(
@@ -232,7 +232,7 @@ def markdown_table(results: dict) -> str:
             lines += ["", "Model-randomisation sanity check (head re-initialised, 3 initialisations; Spearman between "
                       "the trained model's map and the re-initialised one's, lower is better): class heatmap "
                       f"{cell('head/class_heatmap')}; with the former initialisation U ≈ I "
-                      f"{cell('head/class_heatmap_old_init')}; peak evidence map {cell('head/peak_map')}."]  # fmt: skip
+                      f"{cell('head/class_heatmap_old_init')}; peak evidence map {cell('head/peak_map')}."]
         lines.append("")
     if results.get("groundtruth"):
         from benchmarks.groundtruth_trust_report import markdown as groundtruth_markdown

@@ -149,14 +149,14 @@ def markdown_table(result: dict) -> str:
     columns = list(steps)
     variants = [v for v in (*VARIANTS, "fixed_u" + BF16, "cayley" + BF16) if any(v in steps[c] for c in columns)]
     header = "| rotation | " + " | ".join(c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ")
-                                          for c in columns)  # fmt: skip
+                                          for c in columns)
     memory = result.get("step_memory_mb_D2048_batch64")
     header += " | max abs(UᵀU − I) |" + (" extra memory of a step, D = 2048, batch 64 |" if memory else "")
     lines = [header, "|" + "---|" * (len(columns) + 2 + bool(memory))]
     ortho = result.get("orthogonality_after_30_steps_lr0.1_D768", {})
     for v in variants:
         cells = [f"{steps[c][v]['ratio_to_fixed_u']:.2f}× ({steps[c][v]['seconds']:.2f} s)" if v in steps[c] else "–"
-                 for c in columns]  # fmt: skip
+                 for c in columns]
         o = f"{ortho[v]:.1e}" if v in ortho else "–"
         m = (f" {memory[v]:.0f} MB |" if v in memory else " – |") if memory else ""
         lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + f" | {o} |{m}")

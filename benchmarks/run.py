@@ -130,7 +130,7 @@ def main(argv=None):
     transformers.utils.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+                          ("cpu" if args.device == "auto" else args.device))
     timer = Timer()
     results = {
         "environment": environment(args, device),

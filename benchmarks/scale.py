@@ -56,13 +56,13 @@ def backbone_configs(smoke: bool = False) -> dict:
                                  intermediate_size=64, **labels),
             "swin_tiny": SwinConfig(image_size=SMOKE_SIZE, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
                                     window_size=2, **labels),
-        }  # fmt: skip
+        }
     return {
         "resnet50": ResNetConfig(**labels),  # transformers' defaults are ResNet-50's
         "convnext_tiny": ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], **labels),
         "vit_b16": ViTConfig(image_size=224, patch_size=16, **labels),  # defaults: ViT-B (768, 12 layers, 12 heads)
         "swin_tiny": SwinConfig(image_size=224, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, **labels),
-    }  # fmt: skip
+    }
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -150,10 +150,10 @@ class Settings:
         precision = mixed_precision or ("bf16" if device == "cuda" else "no")
         if smoke:
             return cls(smoke=True, device=device, num_train=16, num_val=8, gallery_images=8, feature_batch_size=8,
-                       step_repeats=1, step_warmup=1, explain_repeats=1, train_batch_size=8, mixed_precision=precision)  # fmt: skip
+                       step_repeats=1, step_warmup=1, explain_repeats=1, train_batch_size=8, mixed_precision=precision)
         if device == "cuda":  # a GPU does the CPU's work ~50x faster: more images, same 5-minute budget
             return cls(device=device, num_train=1024, num_val=256, gallery_images=256, feature_batch_size=128,
-                       step_repeats=5, explain_repeats=5, mixed_precision=precision)  # fmt: skip
+                       step_repeats=5, explain_repeats=5, mixed_precision=precision)
         return cls(device=device, mixed_precision=precision)
 
 
@@ -202,7 +202,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         with backbone_accelerator.autocast():
             kwargs = dict(image_processor=processor, image_column="image", label_column="label", transform=transform,
                           cache_dir=cache_dir, head_model=backbone, batch_size=settings.feature_batch_size,
-                          accelerator=accelerator, dtype=settings.cache_dtype)  # fmt: skip
+                          accelerator=accelerator, dtype=settings.cache_dtype)
             train = get_or_extract_features(model, data["train"], split_name="train", **kwargs)
             val = get_or_extract_features(model, data["validation"], split_name="validation", **kwargs)
         return train, val
@@ -215,7 +215,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
 
     batch = settings.train_batch_size or fit_defaults.train_batch_size  # the global batch
     fit_config = FitConfig(num_train_epochs=1, finetune_epochs=1, train_batch_size=min(batch, len(train_cache)),
-                           per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size, show_progress=False)  # fmt: skip
+                           per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size, show_progress=False)
     final = phases.run("train_and_prune", lambda: fit_head(model, train_cache, val_cache, fit_config, accelerator=accelerator))
     phases.run("prune_again", lambda: prune_to_budget(model, fit_defaults.max_prototypes_per_class))
     u = model.rotation.detach().double()
@@ -230,10 +230,10 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         processor.save_pretrained(out_dir)
         results = {"eval_accuracy": final["accuracy"], "eval_num_examples": final["num_examples"],
                    "explanation_size_median": final["explanation_size_median"],
-                   "explanation_size_p90": final["explanation_size_p90"], **final["sparsity"]}  # fmt: skip
+                   "explanation_size_p90": final["explanation_size_p90"], **final["sparsity"]}
         card = build_model_card(results, model_name=f"infodisent-scale-{name}", backbone=f"random {name}",
                                 dataset="generated", command="python benchmarks/run.py --scale",
-                                id2label=config.id2label, has_gallery=True)  # fmt: skip
+                                id2label=config.id2label, has_gallery=True)
         card.save(os.path.join(out_dir, "README.md"))
 
     def gallery():
@@ -252,7 +252,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     times = speed._time_interleaved(
         {"forward": lambda: model(pixel_values), "explain": lambda: model.explain(pixel_values)},
         repeats=settings.explain_repeats, device=device,
-    )  # fmt: skip
+    )
     explain_ratio = statistics.median(e / f for e, f in zip(times["explain"], times["forward"]))
     forward_seconds = statistics.median(times["forward"])
 
@@ -272,14 +272,14 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     steps = rotation.step_ratios(
         shapes={name: (dim, grid[0])}, batches=(batch,), variants=variants,
         repeats=settings.step_repeats, device=device, warmup=settings.step_warmup,
-    )[f"{name}_batch{batch}"]  # fmt: skip
+    )[f"{name}_batch{batch}"]
     row_seconds = _cache_read_seconds_per_row(train_cache, batch)
     extraction_per_image = phases.records["extract"]["seconds"] / num_images
     eval_per_row = phases.records["evaluate"]["seconds"] / max(1, len(val_cache))
     suffix = "+bf16" if bf16 else ""
     default = model.config.rotation + suffix  # the step the training script takes
     projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u" + suffix]["seconds"],
-                             row_seconds, extraction_per_image, eval_per_row)  # fmt: skip
+                             row_seconds, extraction_per_image, eval_per_row)
     return {
         "feature_shape": list(feature_shape),
         "phases": phases.records,

@@ -63,7 +63,7 @@ class DataSpec:
             raise ValueError(f"a classification dataset needs at least 2 classes, got {list(self.classes)}")
         if self.n_train < len(self.classes) or self.n_test < len(self.classes):
             raise ValueError(f"n_train and n_test must be at least one image per class ({len(self.classes)}), "
-                             f"got {self.n_train} / {self.n_test}")  # fmt: skip
+                             f"got {self.n_train} / {self.n_test}")
         if self.kind == "cluttered" and (self.layout != "parquet" or tuple(self.classes) != tuple(range(10))):
             raise ValueError("the cluttered variant has the ten Fashion-MNIST classes and is written as parquet")
 
@@ -115,7 +115,7 @@ def _write_parquet(folder: Path, split: str, images, labels, ids, names: list[st
         {"image": [{"bytes": _png(im), "path": None} for im in images], "label": [int(y) for y in labels],
          "id": [int(i) for i in ids]},
         features=feats,
-    )  # fmt: skip
+    )
     ds.to_parquet(str(folder / f"{split}-00000.parquet"))
 
 
@@ -166,7 +166,7 @@ def build_dataset(spec: DataSpec, folder: str | os.PathLike) -> dict:
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         tmp.rename(folder)  # complete or absent: an interrupted build is never taken for a finished one
     return {"folder": str(folder), "train_args": train_args(spec, folder), "n_train": spec.n_train,
-            "n_test": spec.n_test, "num_classes": len(spec.classes)}  # fmt: skip
+            "n_test": spec.n_test, "num_classes": len(spec.classes)}
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ from PIL import Image
 from .explanation_text import (  # noqa: F401  (re-exported: the numbers are part of this module's API)
     _class_name, _num, _split, _sum_line, contrast_table, explanation_table, original_classifier_line,
     prototype_usage, sum_terms,
-)  # fmt: skip
+)
 from .gallery import PrototypeGallery, model_view, to_rgb
 from .metrics import relevance_pixels
 

@@ -95,7 +95,7 @@ def test_parquet_prefix_files_validation_held_out_never_the_test_split(tmp_path)
     assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (15, 5, 4)
     assert sorted(dd["train"]["image"][i].getpixel((0, 0)) for i in range(15)) != sorted(
         dd["validation"]["image"][i].getpixel((0, 0)) for i in range(5)
-    )  # fmt: skip
+    )
     assert dd.split_sources == {
         "train": "train (the other 15 rows)",
         "validation": "held out from train (5 of 20 rows, train_val_split=0.25, seed 0)",
@@ -218,7 +218,7 @@ def test_make_transform_gives_a_grayscale_backbone_one_channel():
     a processor that contradicts the backbone's channel count is refused."""
     rgba = Image.new("RGBA", (8, 8), (200, 100, 0, 255))
     ds = datasets.Dataset.from_dict({"image": [rgba, Image.new("L", (8, 8), 77)], "label": [0, 1]},
-                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))  # fmt: skip
+                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))
     gray = ds.with_transform(make_transform(_processor(1), "image", "label"))[[0, 1]]["pixel_values"]
     assert [tuple(p.shape) for p in gray] == [(1, 16, 16), (1, 16, 16)]
     expected = (np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)[0, 0] / 255 - 0.5) / 0.5

@@ -53,7 +53,7 @@ def extract(setup, cache_dir, dataset=None, processor=None, head=True, **kwargs)
     return get_or_extract_features(
         model, dataset, processor, "image", "label", make_transform(processor, "image", "label"),
         cache_dir=str(cache_dir), head_model=head_model if head else None, batch_size=8, **kwargs,
-    )  # fmt: skip
+    )
 
 
 def test_cache_holds_exactly_what_the_model_computes(setup, tmp_path):
@@ -273,6 +273,6 @@ def test_non_finite_head_logits_are_refused(setup, tmp_path, monkeypatch):
 
     monkeypatch.setattr(features_module, "_one_pass", poisoned)
     with pytest.raises(ValueError, match=r"^The classifier head of the backbone '\S+' gives non-finite logits \(rows "
-                       r"16-20 of the validation split\): 15 of 15 values are NaN or infinite; nothing was cached\.$"):  # fmt: skip
+                       r"16-20 of the validation split\): 15 of 15 values are NaN or infinite; nothing was cached\.$"):
         extract(setup, tmp_path, split_name="validation")
     assert os.listdir(tmp_path) == []

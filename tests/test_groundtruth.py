@@ -250,7 +250,7 @@ def test_prototype_points_cell_centre_and_region_centre():
 
     def proto(contribution, location, activation_map):
         return Prototype(channel=0, sign=1, activation=1.0, weight=contribution, contribution=contribution,
-                         location=location, activation_map=activation_map, image_size=(84, 84))  # fmt: skip
+                         location=location, activation_map=activation_map, image_size=(84, 84))
 
     other = np.zeros((11, 11), np.float32)
     other[1, 1] = 1.0

@@ -17,7 +17,7 @@ from training import pretrain_backbone  # noqa: E402
 from training.data import AUGMENTATIONS, _augmentation, load_image_dataset, make_transform, parse_augment  # noqa: E402
 
 TINY = ["--image_size", "16", "--embedding_size", "8", "--hidden_sizes", "8", "16", "--depths", "1", "1",
-        "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--num_threads", "1"]  # fmt: skip
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--num_threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
         Image.fromarray(wrong).save(root / "colours" / "test" / name / "wrong.png")
     out = root / "out"
     assert pretrain_backbone.cli(["--dataset_name", data, "--output_dir", str(out), "--augment", "crop",
-                                  "--validation_fraction", "0.2", *TINY]) == 0  # fmt: skip
+                                  "--validation_fraction", "0.2", *TINY]) == 0
     return root, out, json.loads((out / "training_results.json").read_text())
 
 
@@ -86,7 +86,7 @@ def test_dataset_without_test_split_reports_none(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop (= shift,zoom), or none (alone)."),
     (["--validation_fraction", "1.5"], "error: --validation_fraction must be in (0, 1), got 1.5."),
-])  # fmt: skip
+])
 def test_bad_arguments_are_one_line(tmp_path, capfd, argv, message):
     assert pretrain_backbone.cli(["--output_dir", str(tmp_path / "out"), *argv]) == 2
     assert capfd.readouterr().err.strip().splitlines() == [message]
@@ -119,3 +119,20 @@ def test_named_augmentations_and_flip_alone():
 
     none = make_transform(Identity(), "image", "label", augment="none", num_channels=3)
     assert torch.equal(none({"image": [image], "label": [0]})["pixel_values"][0], torch.from_numpy(array).permute(2, 0, 1))
+
+
+def test_fashion_mnist_card_names_each_split(trained, tmp_path):
+    """The default (Fashion-MNIST) card from the fields main() writes for it: test rows are test, validation is
+    held out of train (the card the tiny run above cannot produce: it needs the 70,000-image set)."""
+    _, out, results = trained
+    results = dict(results, full_test_accuracy=0.9, subset_test_accuracy=0.91, validation_accuracy=0.92,
+                   splits={"train": {"rows": 54000, "source": "x"}, "validation": {"rows": 6000, "source": "y"},
+                           "test": {"rows": 10000, "source": "z"}, "subset_test": {"rows": 1000, "source": "w"}})
+    from transformers import AutoConfig
+
+    pretrain_backbone.write_model_card(tmp_path, results, AutoConfig.from_pretrained(out).to_dict())
+    card = (tmp_path / "README.md").read_text()
+    assert "trained from scratch on\n54,000 images of the Fashion-MNIST training set (the other\n6,000 held out" in card
+    assert "| top-1 accuracy, **test**: full Fashion-MNIST test set (10,000 images) | **90.00%** |" in card
+    assert "| top-1 accuracy, **validation**: held out of the training set (6,000 images) | 92.00% |" in card
+    assert "augmentation\n`shift,zoom` (random translation ≤ 8% of the side + random zoom 0.9–1.1)" in card

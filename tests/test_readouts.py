@@ -10,7 +10,7 @@ from modeling_infodisent import InfoDisentForImageClassification
 from modeling_infodisent.localisation import energy_in_box, pointing_hit, region_mask
 
 HEAD_TENSORS = ("head.rotation.generator", "head.classifier.weight_raw", "head.classifier.bias",
-                "head.classifier.prototype_mask")  # fmt: skip
+                "head.classifier.prototype_mask")
 
 
 def _head_state(model) -> dict[str, torch.Tensor]:

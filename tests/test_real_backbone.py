@@ -107,7 +107,7 @@ def test_ensure_reuses_a_complete_folder_and_cli_prints_it(real_folder):
     assert real_backbone.ensure(real_folder) == real_folder
     assert (real_folder / "model.safetensors").stat().st_mtime_ns == before
     run = subprocess.run([sys.executable, "-m", "training.real_backbone", "--out", str(real_folder)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(real_folder)
 

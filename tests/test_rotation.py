@@ -270,7 +270,7 @@ def test_gpu_check_smoke_runs_the_gpu_recipe_on_cpu(tmp_path):
     """benchmarks/gpu_check.sh --smoke without a GPU: the same report with the backbone under bf16 autocast."""
     env = dict(os.environ, TMPDIR=str(tmp_path), CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--smoke"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "No CUDA device: running the GPU recipe" in done.stderr
     check_scale_results(json.loads((tmp_path / "scale_smoke_gpu_check.json").read_text()), "bf16")
@@ -279,7 +279,7 @@ def test_gpu_check_smoke_runs_the_gpu_recipe_on_cpu(tmp_path):
 def test_gpu_check_without_gpu_is_a_clear_error():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "error: no CUDA device visible to torch (run with --smoke to check the recipe on the CPU)"
@@ -341,7 +341,7 @@ def test_fit_head_with_bfloat16_rotation_trains_reports_and_leaves_a_float32_mod
 
     model = tiny_model()
     config = FitConfig(train_batch_size=32, learning_rate=0.2, max_train_steps=60, eval_steps=20,
-                       max_prototypes_per_class=0, rotation_matmul_dtype="bfloat16", show_progress=False)  # fmt: skip
+                       max_prototypes_per_class=0, rotation_matmul_dtype="bfloat16", show_progress=False)
     result = fit_head(model, Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
     assert result["schedule"]["rotation_matmul_dtype"] == "bfloat16"
     assert model.head.rotation.matmul_dtype is None and not model.head.training

@@ -139,7 +139,7 @@ def test_main_phase_stops_early_and_keeps_its_best_state():
     config = FitConfig(
         train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
         max_prototypes_per_class=0, show_progress=False,
-    )  # fmt: skip
+    )
     result = fit_head(tiny_model(), Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
     schedule, history = result["schedule"], result["history"]
     assert schedule["main_steps"] == 300 and schedule["stopped_early"] and schedule["main_steps_run"] < 300
@@ -163,7 +163,7 @@ def test_pruning_recovery_is_logged_and_reported(caplog):
     config = FitConfig(
         train_batch_size=32, max_train_steps=30, eval_steps=10, max_prototypes_per_class=4, finetune_steps=10,
         finetune_max_rounds=3, pruning_tolerance=0.5, show_progress=False,
-    )  # fmt: skip
+    )
     with caplog.at_level(logging.INFO, logger="training.fit"):
         result = fit_head(tiny_model(), Features(96, 0), Features(60, 1), config)
     pruning = result["pruning"]
@@ -189,7 +189,7 @@ def test_a_run_that_does_not_recover_says_so(caplog):
         train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
         finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, grow_prototype_budget=False,
         show_progress=False,
-    )  # fmt: skip
+    )
     with caplog.at_level(logging.INFO, logger="training.fit"):
         result = fit_head(tiny_model(), Features(150, 0, shift=0.3), Features(150, 1, shift=0.3), config)
     pruning = result["pruning"]
@@ -213,7 +213,7 @@ def test_pruning_that_does_not_recover_doubles_the_budget_from_the_head_before_p
         train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
         finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, show_progress=False,
         output_dir=str(tmp_path / "straight"), checkpointing_steps=1,
-    )  # fmt: skip
+    )
     data = Features(150, 0, shift=0.3), Features(150, 1, shift=0.3)
     model = tiny_model()
     with caplog.at_level(logging.INFO, logger="training.fit"):
@@ -234,7 +234,7 @@ def test_pruning_that_does_not_recover_doubles_the_budget_from_the_head_before_p
     step = 40 + 8 + 2
     resumed_model = tiny_model(seed=1)
     resumed = fit_head(resumed_model, *data, FitConfig(**{**config, "output_dir": str(tmp_path / "resumed"),
-                                                           "resume_from_checkpoint": str(tmp_path / "straight" / f"step_{step}")}))  # fmt: skip
+                                                           "resume_from_checkpoint": str(tmp_path / "straight" / f"step_{step}")}))
     assert resumed["pruning"] == pruning and resumed["global_step"] == result["global_step"]
     for name, tensor in head_weights(resumed_model).items():
         assert torch.equal(tensor, head_weights(model)[name]), name
@@ -256,7 +256,7 @@ def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
     config = FitConfig(
         train_batch_size=32, max_train_steps=20, eval_steps=10, max_prototypes_per_class=2, finetune_steps=4,
         finetune_max_rounds=3, pruning_tolerance=0.01, grow_prototype_budget=False, show_progress=False,
-    )  # fmt: skip
+    )
     model = tiny_model()
     result = fit_head(model, Features(96, 0), Features(30, 1), config)
     assert result["pruning"]["finetune_rounds"] == 3 and result["pruning"]["recovered"] is False
@@ -273,7 +273,7 @@ def _resume_config(output_dir, **kwargs):
         train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
         max_prototypes_per_class=4, finetune_steps=6, finetune_max_rounds=2, output_dir=str(output_dir),
         show_progress=False,
-    )  # fmt: skip
+    )
     values.update(kwargs)
     return FitConfig(**values)
 
@@ -397,7 +397,7 @@ def test_grayscale_backbone_end_to_end(tmp_path):
         "--dataset_name", str(tmp_path / "data"), "--backbone", str(tmp_path / "gray"), "--cache_dir", str(tmp_path / "cache"),
         "--output_dir", str(tmp_path / "out"), "--max_train_steps", "30", "--train_batch_size", "8", "--learning_rate", "0.1",
         "--max_prototypes_per_class", "2", "--finetune_epochs", "1", "--gallery_top_k", "2", "--train_val_split", "0.25",
-    ])  # fmt: skip
+    ])
     assert results["splits"]["train"]["rows"] == 18 and results["test_num_examples"] == 8
     # The gallery (computed at the end of training) and the explain command line feed the backbone 1 channel too.
     from modeling_infodisent.explain import main as explain_main

@@ -26,7 +26,7 @@ BUNDLED_MODEL = os.path.join(SPACE_DIR, "model")
 EXAMPLES_DIR = os.path.join(SPACE_DIR, "examples")
 FASHION_MNIST = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
-]  # fmt: skip
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_two_processes_read_every_example_once_per_epoch(assets, tmp_path):
         "--max_prototypes_per_class", "2", "--strict_prototype_budget", "--finetune_steps", "3",
         "--finetune_max_rounds", "1", "--learning_rate", "0.1",
         "--shuffle_buffer_size", "5",
-    ]  # fmt: skip
+    ]
     hooks = {"record_stream_ids": str(ids_file)}
     done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"}, hooks=hooks)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -82,7 +82,7 @@ def test_two_processes_read_every_example_once_per_epoch(assets, tmp_path):
     assert results["schedule"]["steps_per_epoch"] == 3 and results["streaming"]["train_rows"] == 2 * N_SHARD
     assert results["examples_seen"] == {
         "total": 72, "epochs": 3.0, "per_process_by_epoch": [{"0": 12, "1": 12, "2": 12}, {"0": 12, "1": 12, "2": 12}],
-    }  # fmt: skip
+    }
     # Each process read its own parquet file: over the two, every training example exactly once in every epoch.
     per_process = json.load(open(ids_file))
     expected = sorted(_train_ids(assets / "parquet"))
@@ -116,7 +116,7 @@ def test_streamed_fit_equals_the_map_style_fit_on_full_batches(assets):
     processor = AutoImageProcessor.from_pretrained(backbone)
     config = dict(max_train_steps=4, train_batch_size=2 * N_SHARD, max_prototypes_per_class=2, finetune_steps=2,
                   finetune_max_rounds=1, grow_prototype_budget=False, learning_rate=0.3, seed=0,
-                  show_progress=False)  # fmt: skip
+                  show_progress=False)
     transform = make_transform(processor, "image", "label")
     heads, evaluations = [], []
     for streamed in (False, True):
@@ -149,7 +149,7 @@ def test_streamed_resume_from_a_step_checkpoint_gives_the_uninterrupted_weights(
         "--backbone", str(assets / "backbone"), "--max_train_steps", "11", "--train_batch_size", "4",
         "--max_prototypes_per_class", "2", "--finetune_steps", "2", "--learning_rate", "0.1", "--shuffle_buffer_size", "5",
         "--max_eval_samples", "5",
-    ]  # fmt: skip
+    ]
     full = train_script.main(base + ["--output_dir", str(tmp_path / "full")])
     with monkeypatch.context() as patch, pytest.raises(SystemExit, match="Stopped after 10 steps"):
         train_hooks.install(patch, stop_after_steps=10)
@@ -173,7 +173,7 @@ def test_unknown_length_needs_max_train_steps(assets, tmp_path, monkeypatch, cap
     args = [
         "--streaming", "--dataset_name", str(assets / "parquet"), "--backbone", str(assets / "backbone"),
         "--output_dir", str(tmp_path / "out"),
-    ]  # fmt: skip
+    ]
     assert train_script.cli(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --streaming: the number of training rows is unknown (the dataset's info gives no row count), so the "
@@ -186,7 +186,7 @@ def test_a_stream_without_a_validation_split_is_refused(assets, tmp_path, capsys
     args = [
         "--streaming", "--train_dir", str(assets / "images" / "train"), "--backbone", str(assets / "backbone"),
         "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
-    ]  # fmt: skip
+    ]
     assert train_script.cli(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --streaming needs a validation split (a validation/val/dev split, or --validation_dir): a stream of "

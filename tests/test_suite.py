@@ -68,7 +68,7 @@ def test_fmnist_imagefolder_subset_keeps_class_order(tmp_path):
     assert sorted(os.listdir(tmp_path / "f" / "train")) == ["0_Ankle_boot", "1_T-shirt-top", "2_Sandal"]
     assert [len(os.listdir(tmp_path / "f" / "train" / d)) for d in sorted(os.listdir(tmp_path / "f" / "train"))] == [10] * 3
     dataset, _, label_col, id2label = load_image_dataset(train_dir=str(tmp_path / "f" / "train"),
-                                                         validation_dir=str(tmp_path / "f" / "test"))  # fmt: skip
+                                                         validation_dir=str(tmp_path / "f" / "test"))
     assert len(dataset["train"]) == 30 and len(dataset["validation"]) == 10
     assert id2label == {0: "0_Ankle_boot", 1: "1_T-shirt-top", 2: "2_Sandal"}
 
@@ -108,14 +108,14 @@ def test_bad_specs_are_refused():
 def _row(combination, seed, n, top1, probe):
     return {"combination": combination, "dataset": combination.split("/")[0], "backbone": combination.split("/")[1],
             "seed": seed, "num_processes": n, "infodisent_top1": top1, "linear_probe": probe,
-            "gap_pt": round(100 * (top1 - probe), 2), "wall_s": 10.0 + seed}  # fmt: skip
+            "gap_pt": round(100 * (top1 - probe), 2), "wall_s": 10.0 + seed}
 
 
 def test_summary_means_spreads_and_goals():
     rows = [_row("a/resnet", s, 1, t, 0.9) for s, t in enumerate((0.90, 0.89, 0.91))]
     rows += [_row("a/resnet", s, 2, t, 0.9) for s, t in enumerate((0.88, 0.89, 0.88))]
     rows += [_row("b/vit", 0, 1, 0.5, 0.6), {"combination": "b/vit", "dataset": "b", "backbone": "vit", "seed": 1,
-                                               "num_processes": 1, "returncode": 1, "wall_s": 3.0}]  # fmt: skip
+                                               "num_processes": 1, "returncode": 1, "wall_s": 3.0}]
     a, b = suite.summarize(rows)
     one, two = a["by_processes"]["1"], a["by_processes"]["2"]
     assert one["infodisent_top1_pt"] == {"mean": 90.0, "std": 1.0, "values": [90.0, 89.0, 91.0]}
@@ -131,7 +131,7 @@ def test_read_metrics_prefers_the_test_split():
     assert suite.read_metrics({"eval_accuracy": 0.8, "linear_probe_accuracy": 0.85}) == {
         "split": "eval", "infodisent_top1": 0.8, "linear_probe": 0.85, "gap_pt": -5.0}
     assert suite.read_metrics({"eval_accuracy": 0.8, "linear_probe_accuracy": 0.85, "test_accuracy": 0.7,
-                               "test_linear_probe_accuracy": 0.75})["split"] == "test"  # fmt: skip
+                               "test_linear_probe_accuracy": 0.75})["split"] == "test"
 
 
 def test_estimate_counts_extraction_once_per_combination():
@@ -155,13 +155,13 @@ def test_suite_runs_the_default_command_and_writes_rows(tmp_path):
     output, readme = tmp_path / "suite.json", tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nkept\n")
     result = suite.run_suite([suite.parse_combination("tiny/tiny")], [0], [1], tmp_path / "work", output, readme,
-                             log=lambda *a: None)  # fmt: skip
+                             log=lambda *a: None)
     saved = json.loads(output.read_text())
     assert saved == result
     (row,) = saved["runs"]
     assert row["returncode"] == 0, row.get("error")
     assert {"combination", "dataset", "backbone", "seed", "num_processes", "wall_s", "split", "infodisent_top1",
-            "linear_probe", "gap_pt", "command", "train_runtime_s", "feature_cache_reused"} <= set(row)  # fmt: skip
+            "linear_probe", "gap_pt", "command", "train_runtime_s", "feature_cache_reused"} <= set(row)
     assert (row["combination"], row["seed"], row["num_processes"], row["num_processes_reported"]) == ("tiny/tiny", 0, 1, 1)
     assert row["gap_pt"] == round(100 * (row["infodisent_top1"] - row["linear_probe"]), 2)
     assert row["feature_cache_reused"] is False
@@ -169,7 +169,7 @@ def test_suite_runs_the_default_command_and_writes_rows(tmp_path):
     backbone = str(tmp_path / "work" / "backbones" / "tiny")
     out = str(tmp_path / "work" / "runs" / "tiny-tiny-seed0-p1")
     assert row["command"] == (f"accelerate launch training/train.py --dataset_name {tmp_path / 'work' / 'data' / 'tiny'} "
-                              f"--backbone {backbone} --output_dir {out} --seed 0")  # fmt: skip
+                              f"--backbone {backbone} --output_dir {out} --seed 0")
     results = json.loads(Path(out, "all_results.json").read_text())
     assert row["infodisent_top1"] == results["eval_accuracy"] or row["infodisent_top1"] == results.get("test_accuracy")
     (summary,) = saved["summary"]
@@ -195,7 +195,7 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing_ones(tmp_path, mon
     kept = _row("tiny/tiny", 0, 1, 0.9, 0.8)
     failed = {k: v for k, v in _row("tiny/tiny", 1, 1, 0.5, 0.8).items() if k not in ("infodisent_top1", "gap_pt")}
     output.write_text(json.dumps({"meta": {"seeds": [0, 1], "processes": [1], "total_wall_s": 30.0, "estimated_s": 20},
-                                  "runs": [kept, {**failed, "returncode": 1}]}))  # fmt: skip
+                                  "runs": [kept, {**failed, "returncode": 1}]}))
     launched = []
 
     def fake_run_one(combo, seed, num_processes, data, backbone, work):

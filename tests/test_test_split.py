@@ -37,7 +37,7 @@ def _args(assets, tmp, name, extra=()):
         "--cache_dir", str(tmp / "cache"), "--output_dir", str(tmp / name), "--num_train_epochs", "8", "--learning_rate", "0.05",
         "--finetune_epochs", "1", "--per_device_train_batch_size", "6", "--max_prototypes_per_class", "3",
         "--gallery_top_k", "0", "--eval_steps", "2", *extra,
-    ]  # fmt: skip
+    ]
 
 
 def test_test_dir_takes_no_decision(assets, tmp_path):
@@ -97,7 +97,7 @@ def test_test_split_name_picks_the_split(tmp_path):
     (["--test_split_name", "test"], "error: --test_split_name names a split of --dataset_name; with --train_dir use --test_dir."),
     (["--dataset_name", "{data}", "--test_split_name", "nope"],
      "error: test_split_name 'nope' is not a split of the dataset; its splits are ['train', 'test']."),
-])  # fmt: skip
+])
 def test_bad_test_split_arguments_are_one_line(assets, tmp_path, capfd, argv, message):
     data = str(assets / "colours")
     args = _args(assets, tmp_path, "out", [a.format(tmp=tmp_path, data=data) for a in argv])
@@ -112,7 +112,7 @@ def test_bad_test_split_arguments_are_one_line(assets, tmp_path, capfd, argv, me
 
 def test_shuffle_labels_permutes_train_and_validation_only(assets, tmp_path):
     data, _, label, _ = load_image_dataset(train_dir=str(assets / "colours" / "train"),
-                                           test_dir=str(assets / "colours" / "test"), seed=0)  # fmt: skip
+                                           test_dir=str(assets / "colours" / "test"), seed=0)
     once = shuffle_labels(data, label, seed=3)
     again = shuffle_labels(data, label, seed=3)
     other = shuffle_labels(data, label, seed=4)
@@ -127,7 +127,7 @@ def test_shuffle_labels_permutes_train_and_validation_only(assets, tmp_path):
     assert "labels permuted (seed 3)" in once.split_sources["train"]
 
     results = train_script.main(_args(assets, tmp_path, "control", ["--shuffle_labels", "--test_dir", str(assets / "colours" / "test"),
-                                                                      "--augment", "crop"]))  # fmt: skip
+                                                                      "--augment", "crop"]))
     assert results["shuffled_labels"] == {"seed": 0, "splits": ["train", "validation"]}
     assert results["augment"] == ["shift", "zoom"]
     assert "labels permuted" in results["splits"]["train"]["source"]

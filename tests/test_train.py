@@ -71,7 +71,7 @@ def base_args(assets, output_dir, cache="cache"):
         "--cache_dir", str(assets / cache), "--output_dir", str(output_dir),
         "--num_train_epochs", "4", "--train_batch_size", "10", "--per_device_eval_batch_size", "4",
         "--learning_rate", "0.15", "--max_prototypes_per_class", "4", "--finetune_epochs", "1", "--train_val_split", "0.2",
-    ]  # fmt: skip
+    ]
 # 48 rows at a global batch of 10 (lr 0.15 * sqrt(10/256) = 0.0296): 5 steps an epoch (the last one runs into the next
 # epoch: no row dropped), 4 epochs = ceil(19.2) = 20 main steps + ceil(4.8) = 5 fine-tuning steps.
 TOTAL_STEPS = 25
@@ -101,7 +101,7 @@ def pushed_run(assets):
         mp.setattr(hf_api, "is_xet_available", lambda: False)  # the single-commit path, through create_commit
         argv = base_args(assets, output_dir) + [
             "--gallery_top_k", "2", "--checkpointing_steps", "epoch", "--push_to_hub", "--hub_model_id", "me/tiny-infodisent",
-        ]  # fmt: skip
+        ]
         results = train_script.main(argv)
     return output_dir, results, calls, argv
 
@@ -120,7 +120,7 @@ def test_output_folder_is_a_loadable_model(assets, pushed_run):
         "explanation_size_median", "explanation_size_p90", "prototypes_per_class", "distinct_channels_used",
         "test_accuracy", "test_linear_probe_accuracy", "test_backbone_head_accuracy", "test_agreement",
         "test_explanation_size_median",
-    ):  # fmt: skip
+    ):
         assert saved[key] is not None, key
     assert saved["eval_num_examples"] == N_VAL and saved["test_num_examples"] == 3 * N_TEST
     assert saved["splits"]["validation"]["rows"] == N_VAL and saved["splits"]["train"]["rows"] == N_FIT
@@ -170,7 +170,7 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
             "README.md", "all_results.json", "config.json", "configuration_infodisent.py", "model.safetensors",
             "modeling_infodisent.py", "preprocessor_config.json", *gallery,
         ]
-    )  # fmt: skip
+    )
     # "epoch" checkpoints: every steps_per_epoch (5) steps of the 25
     assert sorted(d for d in os.listdir(output_dir) if d.startswith("epoch_")) == [f"epoch_{i}" for i in range(5)]
 
@@ -210,7 +210,7 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path, monkeypatc
     for name in a:
         assert torch.equal(a[name], b[name]), name
     for key in ("eval_accuracy", "test_accuracy", "agreement", "explanation_size_median", "global_step", "history",
-                "pruning", "examples_seen"):  # fmt: skip
+                "pruning", "examples_seen"):
         assert resumed[key] == straight[key], key
 
 
@@ -219,7 +219,7 @@ def test_two_processes_shard_extraction_and_count_each_example_once(assets, push
     output_dir = tmp_path / "two"
     args = base_args(assets, output_dir, cache="cache_two") + [
         "--gallery_top_k", "0", "--distill_weight", "0.5", "--loss", "sigmoid",
-    ]  # fmt: skip
+    ]
     done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     two = json.load(open(output_dir / "all_results.json"))

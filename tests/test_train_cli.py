@@ -126,7 +126,7 @@ BAD_INPUTS = [
     "negative_gallery", "output_dir_is_a_file", "unknown_flag", "resume_latest_without_output",
     "missing_backbone_path", "backbone_without_config", "text_model", "no_image_processor", "nan_features",
     "nan_head", "distill_with_generic_head", "head_says_match_but_count_differs",
-]  # fmt: skip
+]
 
 
 def _siblings(tmp):
@@ -257,7 +257,7 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
     assert f"The backbone's own classifier is not compared with this model: {saved['agreement_missing_reason']}." in card
 
     told = train_script.main(args[:-2] + ["--gallery_top_k", "0", "--output_dir", str(tmp_path / "told"),
-                                          "--backbone_head_matches_labels"])  # fmt: skip
+                                          "--backbone_head_matches_labels"])
     assert isinstance(told["agreement"], float) and isinstance(told["backbone_head_accuracy"], float)
     assert "agreement_missing_reason" not in told
     # The saved model keeps the original classifier (and its Explanations say what it decides) exactly when the

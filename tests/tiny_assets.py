@@ -60,7 +60,7 @@ def train_args(data, backbone, output_dir, cache) -> list[str]:
         "--backbone", str(backbone), "--cache_dir", str(cache), "--output_dir", str(output_dir),
         "--num_train_epochs", "2", "--finetune_epochs", "1", "--per_device_train_batch_size", "8",
         "--max_prototypes_per_class", "4", "--gallery_top_k", "2",
-    ]  # fmt: skip
+    ]
 
 
 def run_script(args, launcher=None, env=None, timeout=600, cwd=REPO_ROOT, hooks=None) -> subprocess.CompletedProcess:
@@ -91,4 +91,4 @@ def two_process_launcher() -> list[str]:
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-    ]  # fmt: skip
+    ]

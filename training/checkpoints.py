@@ -26,7 +26,7 @@ _CHECKPOINT_NAME = re.compile(r"(step|epoch)_\d+")
 
 __all__ = [
     "STATE_FILE", "TENSORS_FILE", "atomic_write", "config_differences", "find_latest_checkpoint", "read_state", "write_state",
-]  # fmt: skip
+]
 
 
 def atomic_write(path: str, write) -> None:

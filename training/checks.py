@@ -96,10 +96,10 @@ def validate_args(args) -> None:
         raise UsageError(f"--checkpointing_steps must be a positive integer or 'epoch', got {steps!r}.")
 
     for flag in ("--num_train_epochs", "--max_train_steps", "--per_device_train_batch_size",
-                 "--per_device_eval_batch_size", "--feature_batch_size"):  # fmt: skip
+                 "--per_device_eval_batch_size", "--feature_batch_size"):
         _at_least(args, flag, 1)
     for flag in ("--finetune_epochs", "--max_prototypes_per_class", "--gallery_top_k", "--sparsity_l1",
-                 "--sparsity_hoyer", "--weight_decay", "--distill_weight"):  # fmt: skip
+                 "--sparsity_hoyer", "--weight_decay", "--distill_weight"):
         _at_least(args, flag, 0)
     for flag in ("--learning_rate", "--finetune_learning_rate", "--distill_temperature"):
         _at_least(args, flag, 0, strictly=True)
@@ -115,7 +115,7 @@ def _is_image_config(config) -> bool:
 
     image_types = set()
     for mapping in ("MODEL_FOR_IMAGE_MAPPING_NAMES", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
-                    "MODEL_FOR_BACKBONE_MAPPING_NAMES", "MODEL_FOR_MASKED_IMAGE_MODELING_MAPPING_NAMES"):  # fmt: skip
+                    "MODEL_FOR_BACKBONE_MAPPING_NAMES", "MODEL_FOR_MASKED_IMAGE_MODELING_MAPPING_NAMES"):
         image_types.update(getattr(modeling_auto, mapping, {}))
     # Vision towers of multimodal models (e.g. CLIPVisionConfig) are not in the mappings but take images.
     return config.model_type in image_types or any(hasattr(config, a) for a in ("num_channels", "image_size"))

@@ -43,10 +43,10 @@ import datasets
 from modeling_infodisent.images import processor_num_channels, to_rgb
 
 _HERE = Path(__file__).resolve().parent
-#: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md).
-DEFAULT_DATASET = str(_HERE / "embedded" / "fashion_mnist_subset")
-#: Bundled black-box backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors).
-DEFAULT_BACKBONE = str(_HERE / "embedded" / "fashion_mnist_resnet")
+#: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md) and black-box
+#: backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors): defined with the command line, which
+#: is read before this module (and datasets) is imported.
+from training.arguments import DEFAULT_BACKBONE, DEFAULT_DATASET  # noqa: E402
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -150,7 +150,7 @@ def _augmentation(names=DEFAULT_AUGMENT):
     steps = [v2.RandomHorizontalFlip(p=0.5)] if "flip" in names else []
     if "shift" in names or "zoom" in names:
         steps.append(v2.RandomAffine(degrees=0, translate=(0.08, 0.08) if "shift" in names else None,
-                                     scale=(0.9, 1.1) if "zoom" in names else None))  # fmt: skip
+                                     scale=(0.9, 1.1) if "zoom" in names else None))
     return v2.Compose(steps) if steps else None
 
 
@@ -455,7 +455,7 @@ def load_image_dataset(
         sources = {"train": f"train (the other {len(train)} rows)", "validation": held_out}
     if test is not None:
         sources["test"] = (f"the dataset's {test_split_name!r} split" if test_split_name is not None
-                           else f"test_dir {os.path.basename(os.path.normpath(test_dir))!r}" if test_dir is not None else "test")  # fmt: skip
+                           else f"test_dir {os.path.basename(os.path.normpath(test_dir))!r}" if test_dir is not None else "test")
     for name, split in (("validation", validation), ("test", test)):
         for c in (image_col, label_col):
             if split is not None and c not in split.column_names:

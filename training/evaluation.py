@@ -70,7 +70,7 @@ def evaluate(
         loader = prepare_data_loader(
             loader, accelerator.device, num_processes=accelerator.num_processes,
             process_index=accelerator.process_index, put_on_device=True,
-        )  # fmt: skip
+        )
     head = model.head
     was_training = head.training
     head.eval()

@@ -371,7 +371,7 @@ def _check_batch(feature_map, logits, backbone_name: str, split_name: str, first
 def _extract_block(
     model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str,
     backbone_name: str = "backbone", split_name: str = "train", first_row: int = 0,
-):  # fmt: skip
+):
     # With a head, the backbone would run twice per batch (feature map + head logits). One pass suffices when the
     # head's base model computes what the InfoDisent adapter uses: checked on the first batch, else two passes.
     shared_pass = None
@@ -493,7 +493,7 @@ def get_or_extract_features(
                 model, head_model, loader, writer, pooled_only, device,
                 show_progress=is_main, desc=f"features ({split_name})",
                 backbone_name=backbone_name, split_name=split_name, first_row=start,
-            )  # fmt: skip
+            )
         except BaseException:
             writer.abort()
             if is_main:

@@ -64,7 +64,7 @@ def _loss(logits, labels, teacher_logits, config: FitConfig) -> torch.Tensor:
     distill = F.kl_div(
         F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1), log_target=True,
         reduction="batchmean",
-    ) * (t * t)  # fmt: skip
+    ) * (t * t)
     return (1.0 - config.distill_weight) * label_loss + config.distill_weight * distill
 
 

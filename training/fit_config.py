@@ -69,7 +69,7 @@ class FitConfig:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         for name in ("train_batch_size", "per_device_eval_batch_size", "min_train_steps", "max_budget_steps",
-                     "finetune_steps", "finetune_max_rounds", "early_stopping_patience"):  # fmt: skip
+                     "finetune_steps", "finetune_max_rounds", "early_stopping_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("per_device_train_batch_size", "max_train_steps", "eval_steps"):
@@ -109,4 +109,4 @@ RESUME_NEUTRAL = {
     "output_dir", "stop_after_steps", "with_tracking", "show_progress",  # (stop_after_steps: checkpoints of 0.1)
     # compared through the resolved global batch instead (2 processes x 128 = 1 process x 256)
     "train_batch_size", "per_device_train_batch_size",
-}  # fmt: skip
+}

@@ -20,7 +20,7 @@ __all__ = ["dataset_title", "hub_dataset_id", "input_size", "save_gallery", "sav
 
 
 def write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
-                        results, command, args, start_time) -> None:  # fmt: skip
+                        results, command, args, start_time) -> None:
     """Weights + code files, image processor, gallery, all_results.json and the card, into ``folder``."""
     os.makedirs(folder)
     model.set_gumbel_temperature(args.gumbel_temperature_end)
@@ -41,7 +41,7 @@ def write_model_folder(folder, model, image_processor, train_dataset, image_colu
         dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else hub_dataset_id(args),
         dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
         has_gallery=has_gallery, image_size=input_size(image_processor),
-    )  # fmt: skip
+    )
     card.save(os.path.join(folder, "README.md"))
     make_world_readable(folder)
 
@@ -62,7 +62,7 @@ def save_image_processor(image_processor, folder) -> None:
     if type(image_processor).__name__ == "TimmWrapperImageProcessor":
         data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in image_processor.data_config.items()}
         entry = {"image_processor_type": "TimmWrapperImageProcessor", "architecture": image_processor.architecture,
-                 "pretrained_cfg": data_config}  # fmt: skip
+                 "pretrained_cfg": data_config}
         with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
             json.dump(entry, f, indent=2)
     else:
@@ -123,6 +123,6 @@ def save_gallery(model, train_dataset, image_processor, args, image_column, labe
     gallery = compute_gallery(
         model, train_dataset, image_processor, top_k=args.gallery_top_k, batch_size=args.feature_batch_size,
         image_column=image_column, label_column=label_column,
-    )  # fmt: skip
+    )
     gallery.save(folder)
     return True

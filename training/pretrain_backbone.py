@@ -158,7 +158,7 @@ def load_splits(args) -> tuple[dict, dict[str, str], dict | None]:
     parts = full.train_test_split(test_size=args.validation_fraction, seed=args.seed, stratify_by_column="label")
     subset, _, _, _ = load_image_dataset(DEFAULT_DATASET)
     splits = {"train": parts["train"], "validation": parts["test"], "test": full_fashion_mnist_dataset("test"),
-              "subset_test": subset["test"]}  # fmt: skip
+              "subset_test": subset["test"]}
     sources = {
         "train": f"Fashion-MNIST training set, {len(parts['train'])} of {len(full)} rows",
         "validation": f"held out from the Fashion-MNIST training set ({len(parts['test'])} rows, stratified, seed {args.seed})",
@@ -275,7 +275,7 @@ def write_dataset_model_card(out: Path, results: dict, config_dict: dict):
     sp = results["splits"]
     test = (f"{100 * results['test_accuracy']:.2f}% top-1 on its **test** split ({sp['test']['rows']:,} images: "
             f"{sp['test']['source']}, scored once after training)" if results.get("test_accuracy") is not None
-            else "no test split (the figure below is validation, held out of train)")  # fmt: skip
+            else "no test split (the figure below is validation, held out of train)")
     (out / "README.md").write_text(f"""---
 library_name: transformers
 license: mit
@@ -321,7 +321,7 @@ def main(argv=None):
         ds = ds.with_transform(make_transform(processor, "image", "label", augment=args.augment if name == "train" else False))
         loaders[name] = (DataLoader(ds, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate_fn,
                                     num_workers=args.num_workers, drop_last=True, generator=g)
-                         if name == "train" else DataLoader(ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn))  # fmt: skip
+                         if name == "train" else DataLoader(ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn))
     if len(loaders["train"]) == 0:
         raise ValueError(f"The training split has {len(splits['train'])} rows, fewer than one batch of "
                          f"{args.per_device_train_batch_size}: lower --per_device_train_batch_size.")

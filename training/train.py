@@ -195,7 +195,7 @@ def _run(args, command, backbone_config, image_processor):
     if args.streaming:
         dataset, split_rows, image_column, label_column, id2label = streaming.load_streaming_dataset(
             args.dataset_name, args.train_dir, args.validation_dir, args.image_column_name, args.label_column_name,
-        )  # fmt: skip
+        )
         global_batch = args.per_device_train_batch_size * accelerator.num_processes if args.per_device_train_batch_size else args.train_batch_size
         planned_rows = streaming.resolve_train_rows(split_rows["train"], args, global_batch)
     else:
@@ -204,7 +204,7 @@ def _run(args, command, backbone_config, image_processor):
                 args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
                 args.image_column_name, args.label_column_name, seed=args.seed,
                 test_dir=args.test_dir, test_split_name=args.test_split_name,
-            )  # fmt: skip
+            )
             if args.shuffle_labels:
                 dataset = shuffle_labels(dataset, label_column, seed=args.seed)
         split_rows = {k: len(v) for k, v in dataset.items()}
@@ -213,7 +213,7 @@ def _run(args, command, backbone_config, image_processor):
         "Data: %s train / %s validation (%s) / %s test images, %d classes%s", split_rows["train"],
         split_rows["validation"], split_sources.get("validation", "validation"), split_rows.get("test", "no"),
         len(id2label), " (streamed)" if args.streaming else "",
-    )  # fmt: skip
+    )
 
     # ------------------------------------------------------------------------------------------------- backbone
     backbone, has_head = load_backbone_weights(args.backbone, backbone_config)
@@ -235,7 +235,7 @@ def _run(args, command, backbone_config, image_processor):
     # original classifier exactly when agreement is measured.
     model = InfoDisentForImageClassification.from_backbone(
         backbone, id2label=id2label, rotation_parametrization=args.rotation, keep_original_head=head_model is not None
-    )  # fmt: skip
+    )
     model.to(accelerator.device)
     if head_model is not None:
         head_model.to(accelerator.device)
@@ -248,17 +248,17 @@ def _run(args, command, backbone_config, image_processor):
         image_processor=image_processor, image_column=image_column, label_column=label_column, transform=transform,
         cache_dir=args.cache_dir or default_cache_dir(), head_model=head_model, batch_size=args.feature_batch_size,
         accelerator=accelerator, dtype=args.cache_dtype, pooled_only=args.live_backbone, backbone_name=args.backbone,
-    )  # fmt: skip
+    )
     if args.streaming:
         train_cache = eval_cache = test_cache = None
         cache_reused = False
         train_transform = make_transform(image_processor, image_column, label_column, args.augment, num_channels)
         train_data = streaming.StreamSplit(dataset["train"], train_transform, image_column, planned_rows,
-                                           args.shuffle_buffer_size)  # fmt: skip
+                                           args.shuffle_buffer_size)
         eval_data, test_data = (
             streaming.StreamSplit(dataset[s], transform, image_column, split_rows[s], max_rows=args.max_eval_samples)
             if s in dataset else None for s in ("validation", "test")
-        )  # fmt: skip
+        )
         featurizer = live_featurizer(model, head_model)
     else:
         train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
@@ -318,7 +318,7 @@ def _run(args, command, backbone_config, image_processor):
             "test_explanation_size_median": test["explanation_size_median"],
             "test_explanation_size_p90": test["explanation_size_p90"],
             "test_explanation_size_mean": round(test["explanation_size_mean"], 3),
-        }),  # fmt: skip
+        }),
         "train_runtime_s": round(time.time() - start_time, 1),
         **final["sparsity"],
         "pruning": final["pruning"],
@@ -339,13 +339,13 @@ def _run(args, command, backbone_config, image_processor):
         "validation: accuracy %.4f | linear probe %s | backbone head %s | agreement %s | explanation size median %s "
         "p90 %s", results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
         results["agreement"], results["explanation_size_median"], results["explanation_size_p90"],
-    )  # fmt: skip
+    )
     if test is not None:
         logger.info(
             "test (once, final model): accuracy %.4f | linear probe %s | backbone head %s | agreement %s",
             results["test_accuracy"], results["test_linear_probe_accuracy"], results["test_backbone_head_accuracy"],
             results["test_agreement"],
-        )  # fmt: skip
+        )
     if final["pruning"] is not None and not final["pruning"]["recovered"]:
         logger.warning("Pruning cost validation accuracy beyond the tolerance: %s", final["pruning"]["warning"])
 
@@ -359,7 +359,7 @@ def _run(args, command, backbone_config, image_processor):
         shutil.rmtree(staging, ignore_errors=True)
         try:
             write_model_folder(staging, model, image_processor, dataset["train"], image_column, label_column,
-                                id2label, results, command, args, start_time)  # fmt: skip
+                                id2label, results, command, args, start_time)
             swap_into_place(staging, args.output_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
