@@ -96,7 +96,7 @@ class InfoDisentConfig(PretrainedConfig):
                 stacklevel=2,
             )
             rotation_parametrization = kwargs.pop("rotation")
-        # `initializer_range` (saved by 0.1) never did anything: U and W have their own initialisation (`_init_weights`).
+        # `initializer_range` (saved by 0.1) never did anything: U and W have their own initialisation.
         kwargs.pop("initializer_range", None)
         if backbone_config is None:
             backbone_config = CONFIG_MAPPING["resnet"]()

@@ -34,28 +34,34 @@ from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
-from transformers.utils import logging as transformers_logging
 
-from .backbones import backbone_labels, find_original_head, measure_num_features, resolve_backbone
-from .checkpoint import check_loading_info, check_weight_files
+from .backbones import (
+    backbone_labels,
+    config_num_features,
+    find_original_head,
+    input_channels,
+    measure_num_features,
+    resolve_backbone,
+    token_grid,
+)
+from .checkpoint import check_loading_info, check_weight_files, load_strictly
 from .configuration_infodisent import InfoDisentConfig
 from .defaults import EXPLAIN_RELEVANCE_TOP_K, EXPLAIN_TOP_K
 from .explanation import Explanation, Prototype, add_relevance, build_explanations, resolve_targets, upsample_map
+from .relaxation import relaxed_max
 from .rotation import (
     NEWTON_SCHULZ_MAX_ANGLE,
     RETRACTION_TOLERANCE,
     CayleyMap,
     RotateLieGradient,
     attach_riemannian_step,
+    initial_generator_std,
     retract,
     rotate_tokens,
 )
 
 # The names these moved to siblings had here (scripts and tests import them from this module).
 _CayleyMap, _check_weight_files, _check_loading_info = CayleyMap, check_weight_files, check_loading_info
-
-# Model families whose token sequence is produced by a hierarchy of patch-merging stages (grid = ceil at each stage).
-_HIERARCHICAL_TOKEN_MODELS = {"swin", "swinv2", "donut-swin", "maskformer-swin"}
 
 
 @dataclass
@@ -121,54 +127,12 @@ class InfoDisentBackbone(nn.Module):
 
     @property
     def num_channels(self) -> int:
-        bconfig = self.model.config
-        if self.model_type == "timm_wrapper":
-            return getattr(bconfig, "num_channels", None) or 3
-        return getattr(bconfig, "num_channels", 3)
+        """Colour channels the backbone takes (3, or 1 for a grayscale backbone)."""
+        return input_channels(self.model)
 
     def infer_num_features(self) -> int | None:
-        """Channel count D of the last feature map, read from the config (None when it cannot be read)."""
-        if self.feature_layer != -1:
-            return None
-        if self.model_type == "timm_wrapper":
-            return int(self.model.timm_model.num_features)
-        bconfig = self.model.config
-        if getattr(bconfig, "hidden_sizes", None):
-            return int(bconfig.hidden_sizes[-1])
-        if getattr(bconfig, "hidden_size", None):
-            return int(bconfig.hidden_size)
-        return None
-
-    def _patch_size(self) -> tuple[int, int] | None:
-        if self.model_type == "timm_wrapper":
-            patch_embed = getattr(self.model.timm_model, "patch_embed", None)
-            size = getattr(patch_embed, "patch_size", None)
-        else:
-            size = getattr(self.model.config, "patch_size", None)
-        if size is None:
-            return None
-        return (size, size) if isinstance(size, int) else tuple(size)
-
-    def _token_grid(self, height: int, width: int, num_tokens: int) -> tuple[int, int]:
-        patch = self._patch_size()
-        if patch is None:
-            raise ValueError(
-                f"Backbone {type(self.model).__name__} returns a token sequence but declares no patch size, so its "
-                "tokens cannot be laid out on a spatial grid: it has no spatial feature map InfoDisent can use."
-            )
-        if self.model_type in _HIERARCHICAL_TOKEN_MODELS:
-            # Swin pads the image to a multiple of the patch size, then each patch-merging stage pads to even.
-            h, w = math.ceil(height / patch[0]), math.ceil(width / patch[1])
-            for _ in range(len(self.model.config.depths) - 1):
-                h, w = math.ceil(h / 2), math.ceil(w / 2)
-        else:
-            h, w = height // patch[0], width // patch[1]
-        if h * w > num_tokens:
-            raise ValueError(
-                f"Backbone {type(self.model).__name__} returned {num_tokens} tokens for a {height}x{width} input, fewer "
-                f"than the {h}x{w} patch grid expected from its patch size {patch}."
-            )
-        return h, w
+        """Channel count D of the explained map, read from the config (None when it cannot be read)."""
+        return config_num_features(self.model) if self.feature_layer == -1 else None
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the explained feature map I (B, D, h, w)."""
@@ -191,7 +155,7 @@ class InfoDisentBackbone(nn.Module):
             return features, hidden_states
         if features.ndim == 3:
             height, width = pixel_values.shape[-2:]
-            h, w = self._token_grid(height, width, features.shape[1])
+            h, w = token_grid(self.model, height, width, features.shape[1])
             # Leading tokens beyond the grid are CLS / register / distillation tokens: they are not places.
             patches = features[:, features.shape[1] - h * w :, :]
             return patches.transpose(1, 2).reshape(features.shape[0], features.shape[2], h, w), hidden_states
@@ -322,29 +286,6 @@ class InfoDisentPooling(nn.Module):
         # same model, and a resumed run draws the same noise as an uninterrupted one.
         self.noise_seeds: torch.Tensor | None = None
 
-    def _uniform(self, like: torch.Tensor, pole: int) -> torch.Tensor:
-        if self.noise_seeds is None:
-            return torch.rand_like(like)
-        if len(self.noise_seeds) != like.shape[0]:
-            raise ValueError(f"noise_seeds has {len(self.noise_seeds)} seeds for a batch of {like.shape[0]} rows.")
-        uniform = torch.empty_like(like)
-        generator = torch.Generator(device=like.device)
-        for row, seed in enumerate(self.noise_seeds.tolist()):
-            generator.manual_seed(2 * seed + pole)
-            uniform[row].uniform_(generator=generator)
-        return uniform
-
-    def _relaxed(self, act: torch.Tensor, hard: torch.Tensor, pole: int) -> torch.Tensor:
-        """Gumbel-softmax weighted mean of act (B, N, D) >= 0 over positions N; hard (B, D) is its max."""
-        scale = hard.detach().clamp_min(1e-6).unsqueeze(1)
-        logits = act / (scale * self.temperature)
-        if self.noise:
-            # Gumbel noise -log(-log U), computed in place in one buffer: at (B, N, D) = (256, 49, 2048) every
-            # temporary is 100 MB, and allocating (page-faulting) fresh ones costs as much as the arithmetic.
-            noise = self._uniform(logits, pole).clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_()
-            logits = logits - noise
-        return (torch.softmax(logits, dim=1) * act).sum(dim=1)
-
     def forward(self, rotated: torch.Tensor):
         """rotated J as (B, N, D) -> pos, neg (B, D) and the flat position index of each pole's peak (B, D)."""
         # max_n ReLU(J) = ReLU(max_n J): one max and one min over positions, no ReLU'd copies of J.
@@ -354,14 +295,17 @@ class InfoDisentPooling(nn.Module):
         if self.mode == "avg":
             pos, neg = F.relu(rotated).mean(dim=1), F.relu(-rotated).mean(dim=1)
         elif self.training:
-            pos, neg = self._relaxed(F.relu(rotated), pos, 0), self._relaxed(torch.neg(rotated).relu_(), neg, 1)
+            relax = dict(temperature=self.temperature, noise=self.noise, seeds=self.noise_seeds)
+            pos = relaxed_max(F.relu(rotated), pos, pole=0, **relax)
+            neg = relaxed_max(torch.neg(rotated).relu_(), neg, pole=1, **relax)
         return pos, neg, pos_index, neg_index
 
 
 class InfoDisentClassifier(nn.Module):
     """logits = W v + b with W >= 0 by construction: W = mask * softplus(V) (or relu(V), or V unconstrained for the
-    ablation). `prototype_mask` (saved with the weights) holds exact zeros for pruned (class, channel) pairs, so a
-    pruned weight is zero in every forward pass, after any optimiser step and after save / load."""
+    ablation). `prototype_mask` (saved with the weights; the key keeps its 0.1 name) holds exact zeros for pruned
+    (class, channel) pairs — a pruned channel takes both its prototypes (poles) out of the class — so a pruned
+    weight is zero in every forward pass, after any optimiser step and after save / load."""
 
     def __init__(self, num_features: int, num_labels: int, constraint: str):
         super().__init__()
@@ -439,16 +383,6 @@ class OriginalClassifier(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _initial_generator_std(dim: int, parametrization: str = "matrix_exp") -> float:
-    """Scale s of the generator G ~ N(0, s²) of the initial rotation: a random rotation far from the identity, with
-    E[diag U] = 0 (see `InfoDisentPreTrainedModel._init_weights`). The eigenvalues ±iσ of A = G − Gᵀ fill
-    |σ| ≤ R = 2s·sqrt(2D) (semicircle law). exp(A) turns by θ = σ: E[cos θ] = 0 at R = 3.83 (the first zero of
-    J1). The Cayley map turns by θ = 2·arctan(σ), cos θ = (1 − σ²)/(1 + σ²), whose semicircle mean is 0 at
-    R = 2·sqrt(2), i.e. s = 1/sqrt(D)."""
-    edge = 2.0 * math.sqrt(2.0) if parametrization == "cayley" else 3.83
-    return edge / (2.0 * math.sqrt(2.0 * dim))
-
-
 class InfoDisentPreTrainedModel(PreTrainedModel):
     config_class = InfoDisentConfig
     base_model_prefix = "infodisent"
@@ -463,15 +397,15 @@ class InfoDisentPreTrainedModel(PreTrainedModel):
             # w·U·I(x) ≈ Σ_c w_c I_c(x) of non-negative backbone channels is the object's silhouette whatever W is,
             # so an untrained head "explains" as well as a trained one (the model-randomisation check failed:
             # Spearman 0.64). The eigen-angles of A = G − Gᵀ with G ~ N(0, s²) fill ±2s·sqrt(2D) (semicircle law);
-            # the scale puts E[cos θ] = E[diag U] = 0 for the map in use (`_initial_generator_std`).
-            init.normal_(module.generator, mean=0.0, std=_initial_generator_std(module.dim, module.parametrization))
+            # the scale puts E[cos θ] = E[diag U] = 0 for the map in use (`initial_generator_std`).
+            init.normal_(module.generator, mean=0.0, std=initial_generator_std(module.dim, module.parametrization))
         elif isinstance(module, InfoDisentRotation) and module.weight is not None:
             # The "riemannian" U stores the rotation itself: the same random rotation exp(G − Gᵀ) as the generator
             # parametrisations draw (float64). Skipped for a U that from_pretrained loads (the float64 matrix_exp
             # costs seconds at D = 2048).
             if getattr(module.weight, "_is_hf_initialized", False) or module.weight.device.type == "meta":
                 return
-            g = torch.empty_like(module.weight).normal_(0.0, _initial_generator_std(module.dim))
+            g = torch.empty_like(module.weight).normal_(0.0, initial_generator_std(module.dim))
             init.copy_(module.weight, torch.linalg.matrix_exp((g - g.T).double()).to(module.weight.dtype))
         elif isinstance(module, InfoDisentClassifier):
             # Small positive W, |N(0, 1/sqrt(D))|, written through the inverse of the constraint.
@@ -713,7 +647,9 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
             # none); InfoDisent never uses the pooler, so only its absence is tolerated.
             missing, unexpected = backbone_adapter.model.load_state_dict(weights, strict=False)
             if unexpected or any(not key.startswith("pooler.") for key in missing):
-                raise ValueError(f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}.")
+                raise ValueError(
+                    f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}."
+                )
         config.num_features = measure_num_features(backbone_adapter, bconfig)
         head = None
         if keep_original_head is not False:
@@ -736,36 +672,11 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         naming the keys. ``ignore_mismatched_sizes=True`` still allows what it says (a fresh classifier for another
         class count)."""
         # Overridden because transformers only warns about missing / unexpected keys (its load report table over a
-        # partly random model) and falls back to unpickling pytorch_model.bin: what is refused is read from its
-        # own loading report (`output_loading_info`), see `checkpoint.check_loading_info`.
-        path = str(pretrained_model_name_or_path)
-        if kwargs.pop("use_safetensors", None) is False:
-            raise ValueError("InfoDisent checkpoints are safetensors only: use_safetensors=False is not supported.")
-        folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
-        if os.path.isdir(folder):
-            check_weight_files(folder, kwargs.get("variant"))  # names the folder and the pickles that are not read
-        want_info = kwargs.pop("output_loading_info", False)
-        allow_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
-        verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()  # the report table: the error below names the same keys
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path,
-                *args,
-                use_safetensors=True,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-                **kwargs,
-            )
-        except Exception as error:
-            if type(error).__name__ != "SafetensorError":  # safetensors' own message names no file
-                raise
-            raise OSError(f"The weights of {path!r} are not a readable safetensors file: {error}.") from error
-        finally:
-            transformers_logging.set_verbosity(verbosity)
-        check_loading_info(path, info, allow_mismatched=allow_mismatched)
+        # partly random model) and falls back to unpickling pytorch_model.bin. `load_strictly` reads transformers'
+        # own loading report (`output_loading_info`) and refuses what does not fit.
+        model, info = load_strictly(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
         model.backbone.model.requires_grad_(False)  # loading materialises fresh parameters: freeze them again
-        return (model, info) if want_info else model
+        return (model, info) if kwargs.get("output_loading_info") else model
 
 
 InfoDisentConfig.register_for_auto_class()

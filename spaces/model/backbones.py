@@ -7,6 +7,7 @@ This file travels with the weights (``save_pretrained`` copies the modeling file
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -17,11 +18,14 @@ from transformers import logging as transformers_logging
 
 __all__ = [
     "backbone_labels",
+    "config_num_features",
     "find_original_head",
     "has_classifier_head",
+    "input_channels",
     "input_size",
     "measure_num_features",
     "resolve_backbone",
+    "token_grid",
 ]
 
 
@@ -101,6 +105,60 @@ def input_size(bconfig: PretrainedConfig) -> tuple[int, int] | None:
     if size is None:
         return None
     return tuple(int(v) for v in size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+
+
+# Model families whose token sequence is produced by a hierarchy of patch-merging stages (grid = ceil at each stage).
+HIERARCHICAL_TOKEN_MODELS = {"swin", "swinv2", "donut-swin", "maskformer-swin"}
+
+
+def input_channels(model: PreTrainedModel) -> int:
+    """Colour channels a backbone takes (its config's `num_channels`; timm configs may leave it unset: 3)."""
+    return getattr(model.config, "num_channels", None) or 3
+
+
+def config_num_features(model: PreTrainedModel) -> int | None:
+    """Channel count D of a backbone's last feature map, read from its config (None when it cannot be read)."""
+    if model.config.model_type == "timm_wrapper":
+        return int(model.timm_model.num_features)
+    for name in ("hidden_sizes", "hidden_size"):
+        value = getattr(model.config, name, None)
+        if value:
+            return int(value[-1] if isinstance(value, (list, tuple)) else value)
+    return None
+
+
+def _patch_size(model: PreTrainedModel) -> tuple[int, int] | None:
+    if model.config.model_type == "timm_wrapper":
+        size = getattr(getattr(model.timm_model, "patch_embed", None), "patch_size", None)
+    else:
+        size = getattr(model.config, "patch_size", None)
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def token_grid(model: PreTrainedModel, height: int, width: int, num_tokens: int) -> tuple[int, int]:
+    """The (h, w) patch grid a token backbone's `num_tokens` tokens lie on for a `height` x `width` input (any
+    leading tokens beyond h·w are CLS / register / distillation tokens)."""
+    patch = _patch_size(model)
+    if patch is None:
+        raise ValueError(
+            f"Backbone {type(model).__name__} returns a token sequence but declares no patch size, so its "
+            "tokens cannot be laid out on a spatial grid: it has no spatial feature map InfoDisent can use."
+        )
+    if model.config.model_type in HIERARCHICAL_TOKEN_MODELS:
+        # Swin pads the image to a multiple of the patch size, then each patch-merging stage pads to even.
+        h, w = math.ceil(height / patch[0]), math.ceil(width / patch[1])
+        for _ in range(len(model.config.depths) - 1):
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+    else:
+        h, w = height // patch[0], width // patch[1]
+    if h * w > num_tokens:
+        raise ValueError(
+            f"Backbone {type(model).__name__} returned {num_tokens} tokens for a {height}x{width} input, fewer "
+            f"than the {h}x{w} patch grid expected from its patch size {patch}."
+        )
+    return h, w
 
 
 def _dummy_size(bconfig: PretrainedConfig, default: int) -> tuple[int, int]:

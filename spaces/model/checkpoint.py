@@ -2,14 +2,16 @@
 opened), and a checkpoint that does not fill the model exactly is refused with the keys named.
 
 This file travels with the weights (``save_pretrained`` copies the modeling file's relative imports for
-``trust_remote_code=True`` loading), so it imports only the standard library.
+``trust_remote_code=True`` loading), so it imports only transformers.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["check_loading_info", "check_weight_files"]
+from transformers.utils import logging as transformers_logging
+
+__all__ = ["check_loading_info", "check_weight_files", "load_strictly"]
 
 # The tensors whose shape is the class count: a mismatch of these only is "another number of classes".
 CLASSIFIER_KEYS = ("head.classifier.", "original_classifier.")
@@ -61,3 +63,36 @@ def check_loading_info(path: str, info: dict, allow_mismatched: bool = False) ->
             + "; ".join(problems)
             + "."
         )
+
+
+def load_strictly(load, pretrained_model_name_or_path, *args, **kwargs):
+    """``(model, loading report)`` from ``load`` (`PreTrainedModel.from_pretrained`): safetensors only, and refused
+    (`check_loading_info`) unless the checkpoint fills the model exactly. The report is transformers' own
+    (``output_loading_info=True``); its warning table is silenced because the error names the same keys."""
+    path = str(pretrained_model_name_or_path)
+    if kwargs.pop("use_safetensors", None) is False:
+        raise ValueError("InfoDisent checkpoints are safetensors only: use_safetensors=False is not supported.")
+    folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
+    if os.path.isdir(folder):
+        check_weight_files(folder, kwargs.get("variant"))  # names the folder and the pickles that are not read
+    kwargs.pop("output_loading_info", None)
+    allow_mismatched = bool(kwargs.pop("ignore_mismatched_sizes", False))
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = load(
+            pretrained_model_name_or_path,
+            *args,
+            use_safetensors=True,  # transformers then never falls back to a pickled pytorch_model.bin
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # mismatches are reported in `info`, and refused below unless allowed
+            **kwargs,
+        )
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":  # safetensors' own message names no file
+            raise
+        raise OSError(f"The weights of {path!r} are not a readable safetensors file: {error}.") from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    check_loading_info(path, info, allow_mismatched=allow_mismatched)
+    return model, info

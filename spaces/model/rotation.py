@@ -12,9 +12,18 @@ This file travels with the weights (``save_pretrained`` copies the modeling file
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["CayleyMap", "RotateLieGradient", "attach_riemannian_step", "retract", "rotate_tokens"]
+__all__ = [
+    "CayleyMap",
+    "RotateLieGradient",
+    "attach_riemannian_step",
+    "initial_generator_std",
+    "retract",
+    "rotate_tokens",
+]
 
 # Steps up to this rotation angle (radians, spectral norm of the step's generator) are retracted by Newton–Schulz
 # iterations (matrix products only); larger ones by the Cayley map (one linear solve), whose cost does not grow
@@ -155,3 +164,13 @@ def attach_riemannian_step(weight: torch.nn.Parameter, optimizer: torch.optim.Op
             weight.copy_(retraction(base, weight - weight.T))
 
     return [optimizer.register_step_pre_hook(before_step), optimizer.register_step_post_hook(after_step)]
+
+
+def initial_generator_std(dim: int, parametrization: str = "matrix_exp") -> float:
+    """Scale s of the generator G ~ N(0, s²) of the initial rotation: a random rotation far from the identity, with
+    E[diag U] = 0 (see `InfoDisentPreTrainedModel._init_weights`). The eigenvalues ±iσ of A = G − Gᵀ fill
+    |σ| ≤ R = 2s·sqrt(2D) (semicircle law). exp(A) turns by θ = σ: E[cos θ] = 0 at R = 3.83 (the first zero of
+    J1). The Cayley map turns by θ = 2·arctan(σ), cos θ = (1 − σ²)/(1 + σ²), whose semicircle mean is 0 at
+    R = 2·sqrt(2), i.e. s = 1/sqrt(D)."""
+    edge = 2.0 * math.sqrt(2.0) if parametrization == "cayley" else 3.83
+    return edge / (2.0 * math.sqrt(2.0 * dim))
