@@ -282,17 +282,14 @@ def train_variant(bench: Bench, seed: int, old_init: bool, fit: dict | None = No
 
 
 def reinit_head(model, seed: int, old_init: bool = False):
-    """A copy of `model` whose head (U, W, b, prototype mask) is initialised again by the model's own `_init_weights`
-    (`old_init`: with the rotation initialised as it used to be, U ≈ I)."""
-    clone = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    for module in clone.head.modules():
-        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
-            t._is_hf_initialized = False  # transformers' init functions skip tensors flagged as initialised
-        clone._init_weights(module)
+    """A copy of `model` whose head (U, W, b, prototype mask) is initialised again (`model.reset_head(seed)`;
+    `old_init`: with the rotation initialised as it used to be, U ≈ I)."""
+    clone = copy.deepcopy(model).reset_head(seed)  # the same draws as the hand-written loop it replaces
     if old_init:
+        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            clone.head.rotation.generator.normal_(0.0, OLD_ROTATION_STD)
+            g = clone.head.rotation.generator
+            g.copy_(torch.randn(g.shape, generator=generator, dtype=g.dtype).mul_(OLD_ROTATION_STD))
     return clone.eval()
 
 
