@@ -1,0 +1,122 @@
+"""Every backbone family from a folder laid out as its Hub repository (tests/hub_folders.py): taken apart the same way
+whether given as a model instance, a folder or a Hub id; and end to end — train.py → output folder → explain CLI →
+AutoModel / pipeline → the Space's loader → the card's snippet as written."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+
+import huggingface_hub.constants
+import pytest
+import torch
+from hub_folders import FAMILIES, HEAD_PREDICTS_DATA_CLASSES, NO_HEAD, hub_repo_id, install_in_hub_cache, write_hub_folder
+from PIL import Image
+from tiny_assets import CLASSES, train_args, write_imagefolder
+
+pytest.importorskip("timm")
+
+ID2LABEL = dict(enumerate(CLASSES))
+# Whose own classifier is one linear layer on the average-pooled explained map AND predicts the data's classes, so
+# the InfoDisent model keeps it (ConvNeXt's has a LayerNorm first; ViT's reads the CLS token; the others are ImageNet's).
+KEPT_HEAD = {"swin", "timm_cnn"}
+
+
+def _backbone_state(model) -> dict[str, torch.Tensor]:
+    # A classifier's base model has no pooler (ViT): the adapter's is freshly drawn and never used.
+    return {k: v for k, v in model.state_dict().items()
+            if k.startswith(("backbone.", "original_classifier.")) and not k.startswith("backbone.model.pooler.")}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_instance_folder_and_hub_id_take_one_path(family, tmp_path, monkeypatch):
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    from modeling_infodisent import InfoDisentForImageClassification
+
+    folder = write_hub_folder(tmp_path / "repo", family, CLASSES)
+    install_in_hub_cache(folder, tmp_path / "hub", hub_repo_id(family))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at each call
+    instance = (AutoModel if family in NO_HEAD else AutoModelForImageClassification).from_pretrained(str(folder))
+    models = [
+        InfoDisentForImageClassification.from_backbone(source, id2label=ID2LABEL)
+        for source in (instance, str(folder), hub_repo_id(family))
+    ]
+    reference = _backbone_state(models[0])
+    assert any(k.startswith("backbone.") for k in reference)
+    for model in models[1:]:
+        state = _backbone_state(model)
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference)
+    assert [m.config.original_head for m in models] == [family in KEPT_HEAD] * 3
+    # The backbone weights are those the folder loads to, bit for bit (not a fresh initialisation). transformers 5
+    # renames some tensors between file and model (ViT's q_proj), so the loaded instance is the reference.
+    loaded = instance.state_dict() if family.startswith("timm") else instance.base_model.state_dict()
+    adapter_state = {k: v for k, v in models[1].backbone.model.state_dict().items() if not k.startswith("pooler.")}
+    assert adapter_state.keys() <= loaded.keys() and len(adapter_state) > 0.9 * len(loaded)
+    assert all(torch.equal(tensor, loaded[key]) for key, tensor in adapter_state.items())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_imagefolder(tmp_path_factory.mktemp("data"), n_train=6, n_test=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys):
+    from transformers import AutoImageProcessor, AutoModel, pipeline
+
+    import training.train as train_script
+    from modeling_infodisent.explain import main as explain_main
+
+    repo_name = hub_repo_id(family).split("/")[1]
+    backbone = write_hub_folder(tmp_path / repo_name, family, CLASSES)
+    out = tmp_path / "runs" / f"infodisent-{family}"
+    results = train_script.main(train_args(data, backbone, out, tmp_path / "cache"))
+
+    # 1. A working image processor, whatever the family wrote (timm writes none: its config.json holds it).
+    image = Image.open(f"{data}/test/red/0.png").convert("RGB")
+    original = AutoImageProcessor.from_pretrained(str(backbone))
+    saved = AutoImageProcessor.from_pretrained(str(out))
+    assert type(saved) is type(original)
+    assert torch.equal(saved(image, return_tensors="pt")["pixel_values"], original(image, return_tensors="pt")["pixel_values"])
+
+    # 2. The backbone's own head: agreement measured, or the true reason it is not.
+    reason = results.get("agreement_missing_reason")
+    if family in HEAD_PREDICTS_DATA_CLASSES:
+        assert reason is None and 0.0 <= results["agreement"] <= 1.0 and results["backbone_head_accuracy"] is not None
+    elif family in NO_HEAD:
+        assert reason == "the backbone has no classifier head" and results["agreement"] is None
+    else:  # an ImageNet-1k classifier
+        assert reason == "the backbone's classifier head predicts 1000 classes, the dataset has 3"
+    card = (out / "README.md").read_text()
+    assert reason is None or reason in card
+    assert json.loads((out / "all_results.json").read_text()).get("agreement_missing_reason") == reason
+
+    # 3. The explain CLI.
+    assert explain_main(["--model", str(out), "--out", str(tmp_path / "explained"), f"{data}/test/red/0.png"]) == 0
+    assert (tmp_path / "explained" / "0.png").is_file() and (tmp_path / "explained" / "0.html").is_file()
+
+    # 4. AutoModel and pipeline (the package registers the model type).
+    importlib.import_module("modeling_infodisent")
+    model = AutoModel.from_pretrained(str(out))
+    assert model.config.id2label == ID2LABEL and model.config.original_head == (family in KEPT_HEAD)
+    predictions = pipeline("image-classification", model=str(out))(image)
+    assert {p["label"] for p in predictions} == set(CLASSES)
+
+    # 5. The Space's loader.
+    from spaces.explainer import Explainer
+
+    explainer = Explainer(str(out))
+    explanation, pixel_values = explainer.explain(image, None)
+    assert explanation.label in CLASSES and pixel_values.shape[-2:] == saved(image, return_tensors="pt")["pixel_values"].shape[-2:]
+    assert explainer.gallery is not None
+
+    # 6. The card's snippet, as written, from the folder's parent.
+    snippet = re.search(r"```python\n(.*?)\n```", card, re.S).group(1)
+    monkeypatch.chdir(out.parent)
+    capsys.readouterr()
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert {p["label"] for p in eval(capsys.readouterr().out.splitlines()[0])} == set(CLASSES)
