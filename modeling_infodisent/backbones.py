@@ -23,7 +23,9 @@ __all__ = [
     "has_classifier_head",
     "input_channels",
     "input_size",
+    "load_backbone_weights",
     "measure_num_features",
+    "model_labels",
     "resolve_backbone",
     "token_grid",
 ]
@@ -159,6 +161,25 @@ def token_grid(model: PreTrainedModel, height: int, width: int, num_tokens: int)
             f"than the {h}x{w} patch grid expected from its patch size {patch}."
         )
     return h, w
+
+
+def model_labels(bconfig, head_model, id2label: dict | None, label2id: dict | None) -> tuple[dict, dict]:
+    """(id2label, label2id) of a new model: the given ones, or the backbone head's labels."""
+    id2label = backbone_labels(bconfig, head_model) if id2label is None else id2label
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if label2id is not None and len(label2id) != len(id2label):
+        raise ValueError(f"id2label has {len(id2label)} classes but label2id has {len(label2id)}.")
+    # A name shared by two classes (ImageNet-1k has two "crane"s) maps to the first of them.
+    return id2label, label2id or {v: k for k, v in sorted(id2label.items(), reverse=True)}
+
+
+def load_backbone_weights(model: nn.Module, weights: dict) -> None:
+    """Load the pretrained backbone `weights` (a state dict) into the freshly built `model`, bit-identically. A
+    classifier's base model may lack the pooler that AutoModel builds (ViTForImageClassification has none);
+    InfoDisent never uses the pooler, so only its absence is tolerated."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(not key.startswith("pooler.") for key in missing):
+        raise ValueError(f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}.")
 
 
 def _dummy_size(bconfig: PretrainedConfig, default: int) -> tuple[int, int]:

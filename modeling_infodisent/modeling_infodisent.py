@@ -13,11 +13,11 @@ so that ``logit_k = b_k + sum_c W_kc pos_c - sum_c W_kc neg_c`` exactly: every c
 contributions of the prototypes (one prototype = one pole, + or -, of one rotated channel) plus a bias.
 ``explain()`` returns that decomposition as `Explanation` objects.
 
-This file holds the method. Its siblings hold what surrounds it: `explanation.py` (the explanation types and their
-assembly), `rotation.py` (how U is computed and trained), `backbones.py` (a Hub id or folder turned into a
-backbone and its own head), `checkpoint.py` (strict loading checks). They are imported relatively and import only
-torch, numpy and transformers, so `save_pretrained` copies them next to the weights and ``trust_remote_code=True``
-loading works without this package installed.
+This file holds the method; its siblings what surrounds it: `explanation.py` (the explanation types and their
+assembly), `rotation.py` (how U is computed and trained), `relaxation.py` (the train-mode pooling), `backbones.py`
+(backbone loading and heuristics), `checkpoint.py` (strict loading), `defaults.py`. They are imported relatively and
+import only torch, numpy and transformers, so `save_pretrained` copies them next to the weights and
+``trust_remote_code=True`` loading works without this package installed.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .backbones import (
-    backbone_labels,
     config_num_features,
     find_original_head,
     input_channels,
+    load_backbone_weights,
     measure_num_features,
+    model_labels,
     resolve_backbone,
     token_grid,
 )
@@ -184,14 +185,10 @@ class InfoDisentRotation(nn.Module):
       attached once: `rotation.attach(optimizer)` (the training script does it).
     * `"identity"`: no rotation (the ablation U = I).
 
-    (`torch.nn.utils.parametrizations.orthogonal` is not used: its check calls `.item()`, which fails when
-    transformers builds the model on the meta device.) For the generator parametrisations U is computed once in
-    eval mode and cached until G changes.
-
-    `matmul_dtype` (None: the tokens' dtype) is the dtype of the rotation GEMMs in train mode only: the training
-    script sets it to bfloat16 where the hardware multiplies bfloat16 natively and D is large enough for the GEMMs
-    to dominate the step. U itself is still computed in float64 and stays orthogonal; eval mode (predictions,
-    `explain`, the exact decomposition) always uses float32."""
+    For the generator parametrisations U is computed once in eval mode and cached until G changes
+    (`torch.nn.utils.parametrizations.orthogonal` is not used: its `.item()` check fails on the meta device).
+    `matmul_dtype` (None: the tokens' dtype) is the dtype of the rotation GEMMs in train mode only (the training
+    script may set bfloat16); U is still computed in float64, and eval mode always uses float32."""
 
     newton_schulz_max_angle = NEWTON_SCHULZ_MAX_ANGLE
     retraction_tolerance = RETRACTION_TOLERANCE
@@ -268,11 +265,8 @@ class InfoDisentPooling(nn.Module):
     """Sparse pooling: each channel keeps only its strongest positive and strongest negative activation.
 
     Eval: the exact max over positions of ReLU(J_c) and ReLU(-J_c), with the argmax location.
-    Train: a Gumbel-softmax relaxation over positions. For one pole with activations a (>= 0) over N positions, the
-    selection weights are softmax(a / (tau * max(a)) + g) with g ~ Gumbel(0, 1); the pooled value is sum(weights * a).
-    Activations are normalised by their (detached) max so tau means the same for every channel and scale; the noise is
-    outside the temperature so that the relaxation tends to the exact max as tau -> 0 (a hard max sends gradient to
-    one position only; the relaxation spreads it over the likely maxima).
+    Train: a Gumbel-softmax relaxation over positions (`relaxation.relaxed_max`): a hard max sends gradient to one
+    position only, the relaxation spreads it over the likely maxima, and tends to the exact max as tau -> 0.
     """
 
     def __init__(self, config: InfoDisentConfig):
@@ -281,9 +275,7 @@ class InfoDisentPooling(nn.Module):
         self.temperature = config.gumbel_temperature
         self.noise = config.gumbel_noise
         # Per-row seeds of the Gumbel noise (int64, one per row of the next train-mode batch), or None: the global
-        # RNG. The training script sets them from (seed, step, the row's place in the global batch), so the noise a
-        # row gets does not depend on how the global batch is split over processes: 1 and N processes train the
-        # same model, and a resumed run draws the same noise as an uninterrupted one.
+        # RNG. Set by the training script so that 1 and N processes, or a resumed run, draw the same noise.
         self.noise_seeds: torch.Tensor | None = None
 
     def forward(self, rotated: torch.Tensor):
@@ -633,23 +625,12 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         initialised.
         """
         bconfig, weights, head_model = resolve_backbone(backbone)
-        id2label = backbone_labels(bconfig, head_model) if id2label is None else id2label
-        id2label = {int(k): str(v) for k, v in id2label.items()}
-        if label2id is not None and len(label2id) != len(id2label):
-            raise ValueError(f"id2label has {len(id2label)} classes but label2id has {len(label2id)}.")
-        # A name shared by two classes (ImageNet-1k has two "crane"s) maps to the first of them.
-        label2id = label2id or {v: k for k, v in sorted(id2label.items(), reverse=True)}
+        id2label, label2id = model_labels(bconfig, head_model, id2label, label2id)
         bconfig = bconfig.__class__.from_dict(bconfig.to_dict())  # a private copy
         config = InfoDisentConfig(backbone_config=bconfig, id2label=id2label, label2id=label2id, **config_kwargs)
         backbone_adapter = InfoDisentBackbone(config)
         if weights is not None:
-            # A classifier's base model may lack the pooler that AutoModel builds (ViTForImageClassification has
-            # none); InfoDisent never uses the pooler, so only its absence is tolerated.
-            missing, unexpected = backbone_adapter.model.load_state_dict(weights, strict=False)
-            if unexpected or any(not key.startswith("pooler.") for key in missing):
-                raise ValueError(
-                    f"The backbone's weights do not fit its config: missing {missing}, unexpected {unexpected}."
-                )
+            load_backbone_weights(backbone_adapter.model, weights)
         config.num_features = measure_num_features(backbone_adapter, bconfig)
         head = None
         if keep_original_head is not False:
