@@ -235,3 +235,16 @@ def test_summarise_pairs_controls_on_their_own_seeds_and_picks_both_sides_best_r
     assert c["trained_vs_random_head:infodisent_prototype/peak_cell"]["all"]["mean"] == pytest.approx(proto.mean())
     d = decide(s)
     assert d["beats_random_head_by_10pt"]["met"] and d["as_often_as_best_posthoc"]["difference"]["low"] < 0.2
+
+
+def test_full_settings_are_the_preregistered_ones_and_quick_is_smaller():
+    from benchmarks import groundtruth_trust as gt
+
+    full, quick = gt.settings(False, full=True), gt.settings(True)
+    text = open(os.path.join(REPO_ROOT, "benchmarks", "groundtruth_preregistration.md")).read()
+    assert full["head_seeds"] == [0, 1, 2, 3, 4] and full["black_box_seeds"] == [0, 1] and full["test_seed"] == 2
+    assert f"first **{full['images']}** test images of seed {full['test_seed']}" in text
+    assert "head seeds 0–4" in text and f"{full['train_rows']:,} training images" in text
+    assert (gt.NON_INFERIORITY, gt.RANDOM_HEAD_GAP) == (-0.01, 0.10) and "≥ −1 pt" in text and "≥ +10 pt" in text
+    assert quick["images"] < full["images"] and len(quick["black_box_seeds"]) == 1 and quick["test_seed"] == 2
+    assert set(quick["audit_only"]) == {"garments", "cluttered", "part"} and quick["sets"] == ["marks", "stripes"]
