@@ -31,6 +31,23 @@ def _size_value(size: Any, key: str) -> int | None:
     return int(value) if value else None
 
 
+def _timm_geometry(image_processor: Any, width: int, height: int) -> tuple[float, float, int, int] | None:
+    """(resized width, height, crop width, height) of a timm processor's evaluation transform (transformers'
+    ``TimmWrapperImageProcessor``: timm's ``data_config``): resize to ``floor(size / crop_pct)`` — the shortest edge
+    when square (torchvision's rule, the long side truncated), else both sides — then a centre crop of ``size``."""
+    data_config = getattr(image_processor, "data_config", None)
+    if not isinstance(data_config, dict) or not data_config.get("input_size"):
+        return None
+    crop_h, crop_w = (int(v) for v in data_config["input_size"][-2:])
+    crop_pct = float(data_config.get("crop_pct") or 1.0)
+    scale_h, scale_w = math.floor(crop_h / crop_pct), math.floor(crop_w / crop_pct)
+    if data_config.get("crop_mode") == "squash" or scale_h != scale_w:
+        return float(scale_w), float(scale_h), crop_w, crop_h
+    if width <= height:
+        return float(scale_w), float(int(scale_w * height / width)), crop_w, crop_h
+    return float(int(scale_h * width / height)), float(scale_h), crop_w, crop_h
+
+
 def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The part of a source image of size ``(width, height)`` that the model input shows, as (left, top, right,
     bottom) in source pixels, following the image processor's geometry:
@@ -38,7 +55,8 @@ def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[
     * ``size={"height", "width"}`` resize (ViT, DeiT): the whole image, stretched;
     * ``size={"shortest_edge"}`` resize keeping the aspect ratio (ConvNeXt's ``crop_pct``: shortest edge
       ``int(s / crop_pct)`` then a centre crop ``s x s`` when ``s < 384``);
-    * then ``do_center_crop`` with ``crop_size``.
+    * then ``do_center_crop`` with ``crop_size``;
+    * a timm processor's resize and centre crop (see `_timm_geometry`).
 
     Anything else (no processor, no resize) is treated as the whole image.
     """
@@ -46,7 +64,10 @@ def visible_region(image_processor: Any, source_size: tuple[int, int]) -> tuple[
     resized_w, resized_h = float(width), float(height)
     size = getattr(image_processor, "size", None) if getattr(image_processor, "do_resize", True) else None
     crop_w = crop_h = None
-    if size is not None:
+    timm_geometry = _timm_geometry(image_processor, width, height)
+    if timm_geometry is not None:
+        resized_w, resized_h, crop_w, crop_h = timm_geometry
+    elif size is not None:
         h, w = _size_value(size, "height"), _size_value(size, "width")
         shortest = _size_value(size, "shortest_edge")
         crop_pct = getattr(image_processor, "crop_pct", None)

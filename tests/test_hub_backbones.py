@@ -120,3 +120,29 @@ def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     exec(compile(snippet, "README.md", "exec"), {})
     assert {p["label"] for p in eval(capsys.readouterr().out.splitlines()[0])} == set(CLASSES)
+
+
+@pytest.mark.parametrize("source_size", [(300, 200), (200, 333)])
+def test_timm_processor_visible_region_is_what_the_model_sees(source_size, tmp_path):
+    """The explanation's and gallery's geometry follows a timm processor's resize + centre crop: the source region
+    `visible_region` names, resized to the input, is the processor's output (a 8-pixel shift is not)."""
+    import numpy as np
+    from transformers import AutoImageProcessor
+
+    from modeling_infodisent.patches import visible_region
+
+    processor = AutoImageProcessor.from_pretrained(str(write_hub_folder(tmp_path / "timm", "timm_cnn", CLASSES)))
+    width, height = source_size
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = np.stack([127 + 120 * np.sin(xx / 17), 127 + 120 * np.cos(yy / 23), 127 + 120 * np.sin((xx + yy) / 31)], -1)
+    image = Image.fromarray(smooth.astype(np.uint8))
+    mean, std = (torch.tensor(processor.data_config[k]).view(3, 1, 1) for k in ("mean", "std"))
+    seen = ((processor(image)["pixel_values"][0] * std + mean) * 255).permute(1, 2, 0).numpy()
+    left, top, right, bottom = visible_region(processor, source_size)
+    size = seen.shape[1], seen.shape[0]
+
+    def error(shift: int) -> float:
+        crop = image.crop((round(left + shift), round(top), round(right + shift), round(bottom))).resize(size, Image.BICUBIC)
+        return float(np.abs(seen - np.asarray(crop, dtype=float)).mean())
+
+    assert error(0) < 3 and error(8) > 4 * error(0)
