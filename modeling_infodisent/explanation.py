@@ -130,6 +130,12 @@ class Explanation:
         """bias + all contributions (+ residual): equals `logit` up to float rounding."""
         return self.bias + sum(p.contribution for p in self.prototypes) + self.residual
 
+    @property
+    def heatmap(self) -> np.ndarray:
+        """(H, W) class evidence map at the input's resolution, as `Prototype.heatmap` is the prototype's: the same as
+        ``class_heatmap()`` (the method takes the `where` option)."""
+        return self.class_heatmap()
+
     def class_map(self, upsampled: bool = False, where: str = "maps") -> np.ndarray:
         """The class evidence map of `class_heatmap` at the feature grid's resolution (h, w) — the numbers the model
         computes, before any interpolation — or, with ``upsampled=True``, bilinearly upsampled to the input (H, W)

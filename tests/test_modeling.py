@@ -418,6 +418,7 @@ def test_class_heatmap_is_the_signed_weighted_sum_of_prototype_heatmaps():
     expected = sum(p.sign * p.weight * p.heatmap for p in explanation.prototypes)
     heat = explanation.class_heatmap()
     assert heat.shape == (64, 72)
+    assert np.array_equal(explanation.heatmap, heat)  # a property, as Prototype.heatmap is
     assert abs(heat - expected).max() < 1e-4 * max(1.0, abs(expected).max())
 
 
