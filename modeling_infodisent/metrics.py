@@ -541,7 +541,9 @@ def energy_in_region(heatmaps, regions) -> np.ndarray:
     region = np.asarray(regions, dtype=bool)
     if heat.shape != region.shape or heat.ndim != 3:
         raise ValueError(f"`heatmaps` and `regions` must both be (N, H, W); got {heat.shape} and {region.shape}.")
-    return np.array([energy_in_box(m, r) for m, r in zip(heat, region)])  # the one definition (Quantus's)
+    # The one definition (Quantus's), map by map; a map with a NaN or infinite value scores 0, as this batch version
+    # always did (energy_in_box itself refuses it).
+    return np.array([energy_in_box(m, r) if np.isfinite(m).all() else 0.0 for m, r in zip(heat, region)])
 
 
 def paired_bootstrap(a, b, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
