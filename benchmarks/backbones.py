@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", choices=[b for b in BACKBONES if b != "resnet"], required=True)
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--steps", type=int, default=None, help="AdamW steps (default: %s)" % DEFAULT_STEPS)
+    p.add_argument("--steps", type=int, default=None, help=f"AdamW steps (default: {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:

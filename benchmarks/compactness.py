@@ -32,10 +32,10 @@ def section_compactness(bench: Bench, cache: dict) -> dict:
         "explanation_size": "prototypes (channel poles) needed for 90% of the predicted class's positive evidence",
         "unused_poles": "share of the 2D poles in no test image's 90% explanation set (positive evidence); "
                         "'_any_sign' builds the sets on |contribution| so that evidence against a class counts too",
-        "rv_spatial": "mean over channel pairs of the RV coefficient between the channels' (N, h*w) feature maps over "
-                      "the test images; raw = backbone map I, rotated = J = U I",
-        "rv_pooled": "same on pooled per-channel scalars (= mean squared correlation): max(ReLU(x)) - max(ReLU(-x)) "
-                     "of each raw channel vs of each rotated channel (InfoDisent's v = pos - neg)",
+        "rv_spatial": "mean over channel pairs of the RV coefficient between the channels' (N, h*w) "
+                      "feature maps over the test images; raw = backbone map I, rotated = J = U I",
+        "rv_pooled": "same on pooled per-channel scalars (= mean squared correlation): "
+                     "max(ReLU(x)) - max(ReLU(-x)) of each raw channel vs of each rotated channel (InfoDisent's v = pos - neg)",
     }}
     seed = bench.args.seeds[0]
     n_rv = 1000

@@ -49,7 +49,8 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
             "score": "softmax probability of the target class",
             "steps": steps,
             "baseline": "the image processor's encoding of a black image (Fashion-MNIST's background)",
-            "infodisent_map": "signed class heatmap (Explanation.class_heatmap()): most positive evidence first, evidence against last",
+            "infodisent_map": "signed class heatmap (Explanation.class_heatmap()): most positive evidence first, "
+                "evidence against last",
             "grad_cam_map": "pytorch_grad_cam.GradCAM on the same InfoDisent model, target layer = the explained "
                             "feature map I (backbone parameters temporarily require grad); ties broken at random",
             "road_images": int(min(bench.args.road_images, len(x))),

@@ -13,11 +13,13 @@ NAMES = {
     "infodisent_after/peaks": "InfoDisent after: peak evidence map",
     "infodisent_before/top1_prototype": "InfoDisent before: top prototype's location",
     "infodisent_after/top1_prototype_cell": "InfoDisent after: top prototype's peak cell (readout before)",
-    "infodisent_after/top1_prototype_region": "InfoDisent after: top prototype's upsampled map, region centre (readout before)",
+    "infodisent_after/top1_prototype_region": "InfoDisent after: top prototype's upsampled map, region centre "
+        "(readout before)",
     "infodisent_after/top1_prototype": "InfoDisent after: top prototype's location (pixel relevance)",
     "infodisent_before/top3_prototypes": "InfoDisent before: top-3 prototypes' locations (share in box)",
     "infodisent_after/top3_prototypes_cell": "InfoDisent after: top-3 prototypes' peak cells (share in box)",
-    "infodisent_after/top3_prototypes_region": "InfoDisent after: top-3 prototypes' upsampled maps, region centres (share in box)",
+    "infodisent_after/top3_prototypes_region": "InfoDisent after: top-3 prototypes' upsampled maps, region centres "
+        "(share in box)",
     "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' locations (pixel relevance; share in box)",
     "infodisent_after/peaks_region": "InfoDisent after: peak evidence map, region centre",
     "grad_cam_infodisent": "Grad-CAM on the InfoDisent model",
@@ -122,7 +124,8 @@ def _variant(name: str, r: dict) -> list[str]:
     d = r.get("deletion")
     if d:
         base = ("black", "mean", "blur")
-        lines += [f"Deletion / insertion ({d['images']} images, {d['steps']} steps, predicted class, each map scored on "
+        lines += [f"Deletion / insertion ({d['images']} images, {d['steps']} steps, predicted class, each map "
+            "scored on "
                   "the model it explains; deletion lower is better, insertion and ROAD higher) with three baselines "
                   f"for removed pixels (black, the images' mean, a Gaussian blur σ = {d['sigma_blur_px']:.0f} px):", "",
                   "| model / map | " + " | ".join(f"deletion {b}" for b in base) + " | "

@@ -93,7 +93,8 @@ def goals_status(results: dict) -> dict:
 def markdown_table(results: dict) -> str:
     env = results["environment"]
     lines = [
-        f"Measured by `{env['command']}` on {env['device_name']} ({env['device']}, {env['torch_threads']} torch threads "
+        f"Measured by `{env['command']}` on {env['device_name']} ({env['device']}, {env['torch_threads']} torch "
+        "threads "
         f"[{results['settings'].get('threads_reason', '')}], "
         f"load average at start {', '.join(f'{x:.1f}' for x in env['load_average_at_start'] or [])}), "
         f"commit `{(env['git_commit'] or '?')[:10]}`, torch {env['versions']['torch']}, total "
@@ -121,7 +122,8 @@ def markdown_table(results: dict) -> str:
             "|---|---|---|---|",
         ]
         names = {
-            "infodisent": f"InfoDisent (training defaults: L1 {DEFAULT_POINT[0]:g}, ≤ {DEFAULT_POINT[1]} prototypes/class)",
+            "infodisent": f"InfoDisent (training defaults: L1 {DEFAULT_POINT[0]:g}, ≤ {DEFAULT_POINT[1]} "
+                "prototypes/class)",
             "infodisent_distilled": f"InfoDisent + distillation (weight {results['settings']['distill_weight']})",
             "infodisent_dense": "InfoDisent dense head (no sparsity)",
         }
@@ -253,7 +255,8 @@ def markdown_table(results: dict) -> str:
             "| measurement | seconds | ratio | goal |",
             "|---|---|---|---|",
             f"| backbone + avg-pool + linear head, forward | {fmed['backbone_linear_forward']:.3f} | 1 | |",
-            f"| InfoDisent forward | {fmed['infodisent_forward']:.3f} | {r['forward_vs_backbone_linear']:.3f} × baseline | "
+            f"| InfoDisent forward | {fmed['infodisent_forward']:.3f} | {r['forward_vs_backbone_linear']:.3f} × "
+            "baseline | "
             f"{_goal('forward_vs_backbone_linear', r['forward_vs_backbone_linear'])} |",
             f"| InfoDisent forward, in the explanation series (the reference of the next rows) | "
             f"{med['infodisent_forward']:.3f} | | |",
@@ -284,14 +287,16 @@ def markdown_table(results: dict) -> str:
             t = speed["training_step_resnet50"]
             lines.append(
                 f"| ResNet-50 size, per batch of {t['settings']['batch_size']}: backbone forward / head training step "
-                f"on cached maps | {t['seconds_median']['backbone_forward']:.1f} / {t['seconds_median']['head_step']:.1f} | "
+                f"on cached maps | {t['seconds_median']['backbone_forward']:.1f} / "
+                f"{t['seconds_median']['head_step']:.1f} | "
                 f"epoch ≈ {t['epoch_speedup_estimate']:.1f}× | |"
             )
         p = inf["explain_profile_seconds"]
         lines += [
             "",
             f"Where `explain` spends its time (s, batch {st['batch_size']}, total {p['explain_total']:.3f}): backbone "
-            f"{p['backbone']:.3f}, rotation {p['head_rotate']:.3f}, pooling + classifier {p['head_pool_classify']:.3f}, "
+            f"{p['backbone']:.3f}, rotation {p['head_rotate']:.3f}, pooling + classifier "
+            f"{p['head_pool_classify']:.3f}, "
             f"numpy conversions and {p['prototypes_per_image']:.0f} `Prototype` objects per image "
             f"{p['python_and_numpy']:.3f}; "
             f"class heatmaps for the batch: {p['class_heatmap']:.3f}.",

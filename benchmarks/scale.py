@@ -290,7 +290,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         "orthogonality_error": orthogonality,
         "eval_rows": eval_result["num_examples"],
         "rotation": model.config.rotation,
-        "training_step": default,  # the head_step variant the training script runs here ("cayley+bf16" at D >= 512 on AMX)
+        # the head_step variant the training script runs here ("cayley+bf16" at D >= 512 on AMX)
+        "training_step": default,
         "head_step": steps,
         "head_step_over_fixed_u": steps[default]["ratio_to_fixed_u"],
         "riemannian_step_over_fixed_u": steps["riemannian"]["ratio_to_fixed_u"],
@@ -422,11 +423,14 @@ def markdown_table(results: dict) -> str:
         p = r["projection_cub"]
         shape = "×".join(str(s) for s in r["feature_shape"])
         lines.append(
-            f"| {name} ({shape}) | `{r['training_step']}` | {r['backbone_seconds_per_image']:.3f} | {r['cache_gb_cub']:.2f} "
-            f"| {r['head_step'][r['training_step']]['ratio_to_fixed_u']:.2f}× / {r['riemannian_step_over_fixed_u']:.2f}× "
+            f"| {name} ({shape}) | `{r['training_step']}` | {r['backbone_seconds_per_image']:.3f} | "
+            f"{r['cache_gb_cub']:.2f} "
+            f"| {r['head_step'][r['training_step']]['ratio_to_fixed_u']:.2f}× / "
+            f"{r['riemannian_step_over_fixed_u']:.2f}× "
             f"| {r['head_step_over_identity']:.2f}× | {r['cached_epoch_speedup']:.1f}× "
             f"| {r['explain_over_forward']:.2f}× | {minutes(p['head_training_s_eval_every_epoch'])} / "
-            f"{minutes(p['head_training_s_eval_at_end'])} / {minutes(p['head_training_floor_s'])} | {minutes(p['total_s'])} |"
+            f"{minutes(p['head_training_s_eval_at_end'])} / {minutes(p['head_training_floor_s'])} | "
+            f"{minutes(p['total_s'])} |"
         )
     return "\n".join(lines)
 

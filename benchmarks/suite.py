@@ -1,7 +1,7 @@
 """The suite: datasets × backbones the training script's DEFAULT command must hold on (issue 11).
 
-    python benchmarks/run.py --suite                                   # every default combination, 3 seeds, 1 and 2 processes
-    python benchmarks/run.py --suite --suite_estimate_only             # the plan and its estimated time, nothing run
+    python benchmarks/run.py --suite                        # every default combination, 3 seeds, 1 and 2 processes
+    python benchmarks/run.py --suite --suite_estimate_only  # the plan and its estimated time, nothing run
     python benchmarks/run.py --suite --suite_seeds 0 --suite_combinations fm500-2c/resnet cluttered/resnet
 
 For every combination (``dataset/backbone``) and seed the suite runs, as a user would,
@@ -256,11 +256,13 @@ def _pm(stat: dict | None) -> str:
 def markdown(summary: list[dict], rows: list[dict], meta: dict) -> str:
     lines = [
         f"Default command only, seeds {meta['seeds']}, {meta['machine']}; suite wall time "
-        f"{meta['total_wall_s'] / 60:.1f} min (estimated {meta['estimated_s'] / 60:.1f} min); code {meta['git_commit']}. "
+        f"{meta['total_wall_s'] / 60:.1f} min (estimated {meta['estimated_s'] / 60:.1f} min); code "
+        f"{meta['git_commit']}. "
         "Accuracies in % (mean ± sample std over the seeds); gap = InfoDisent − linear probe in points; "
         "goals: gap ≥ −1 pt, |2 − 1 processes| ≤ 0.5 pt.",
         "",
-        "| combination | train / test, classes | InfoDisent, 1 proc | probe | gap, 1 proc | InfoDisent, 2 proc | gap, 2 proc "
+        "| combination | train / test, classes | InfoDisent, 1 proc | probe | gap, 1 proc | InfoDisent, 2 proc | "
+        "gap, 2 proc "
         "| 2 − 1 proc | goals |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -289,7 +291,8 @@ def markdown(summary: list[dict], rows: list[dict], meta: dict) -> str:
               "| combination | seed | processes | InfoDisent | probe | wall s |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "infodisent_top1" in r:
-            lines.append(f"| {r['combination']} | {r['seed']} | {r['num_processes']} | {100 * r['infodisent_top1']:.1f} "
+            lines.append(f"| {r['combination']} | {r['seed']} | {r['num_processes']} | "
+                f"{100 * r['infodisent_top1']:.1f} "
                          f"| {100 * r['linear_probe']:.1f} | {r['wall_s']:.0f} |")
         else:
             lines.append(f"| {r['combination']} | {r['seed']} | {r['num_processes']} | failed (rc {r['returncode']}) "
@@ -340,12 +343,14 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
     work = Path(work)
     rows, before = _previous(output, resume)
     done = {(r["combination"], r["seed"], r["num_processes"]) for r in rows}
-    runs = [r for r in plan(combos, seeds, processes) if (r["combination"].name, r["seed"], r["num_processes"]) not in done]
+    key = lambda r: (r["combination"].name, r["seed"], r["num_processes"])  # noqa: E731
+    runs = [r for r in plan(combos, seeds, processes) if key(r) not in done]
     estimated = sum(r["estimate_s"] for r in runs) + sum(_BUILD_BACKBONE_S[b] for b in {c.backbone for c in combos})
-    log(f"suite: {len(combos)} combinations x {len(seeds)} seeds x {len(processes)} process counts: {len(runs)} runs to "
-        f"do ({len(done)} kept from {output}), estimated {estimated / 60:.1f} min" if resume else
-        f"suite: {len(combos)} combinations x {len(seeds)} seeds x {len(processes)} process counts = {len(runs)} runs, "
-        f"estimated {estimated / 60:.1f} min")
+    size = f"suite: {len(combos)} combinations x {len(seeds)} seeds x {len(processes)} process counts"
+    if resume:
+        log(f"{size}: {len(runs)} runs to do ({len(done)} kept from {output}), estimated {estimated / 60:.1f} min")
+    else:
+        log(f"{size} = {len(runs)} runs, estimated {estimated / 60:.1f} min")
     t_start = time.time()
     meta = {"seeds": sorted(set(seeds) | set(before.get("seeds", []))),
             "processes": sorted(set(processes) | set(before.get("processes", []))),
@@ -410,7 +415,8 @@ def parse_args(argv=None):
                    "rewritten (default: %(default)s; none: no markdown).")
     p.add_argument("--suite_resume", action="store_true",
                    help="Keep the successful runs already in --suite_output and run only the missing ones.")
-    p.add_argument("--suite_estimate_only", action="store_true", help="Print the plan and its estimated time; run nothing.")
+    p.add_argument("--suite_estimate_only", action="store_true", help="Print the plan and its estimated time; run "
+        "nothing.")
     return p.parse_args(argv)
 
 

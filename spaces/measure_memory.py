@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
                     log.seek(0)
-                    raise SystemExit(f"the app did not start:\n{log.read()[-3000:]}")
+                    raise SystemExit(f"the app did not start:\n{log.read()[-3000:]}") from None
                 time.sleep(0.5)
         Client(url, verbose=False).predict(handle_file(str(small)), api_name="/explain")  # warm-up
         rss_before = _status_mib(server.pid, "VmRSS")

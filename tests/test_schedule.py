@@ -101,10 +101,10 @@ def test_epochs_and_steps_are_explicit_overrides():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--num_train_epochs", "0"], "argument --num_train_epochs: must be > 0, got 0"),
-        (["--max_train_steps", "-3"], "argument --max_train_steps: must be >= 1, got -3"),
+        (["--num_train_epochs", "0"], "argument --num_train_epochs: must be a finite number in (0, 1,000,000], got 0"),
+        (["--max_train_steps", "-3"], "argument --max_train_steps: must be an integer in [1, 1,000,000,000], got -3"),
         (["--train_batch_size", "ten"], "argument --train_batch_size: not an integer: 'ten'"),
-        (["--pruning_tolerance", "nan"], "argument --pruning_tolerance: must be >= 0, got nan"),
+        (["--pruning_tolerance", "nan"], "argument --pruning_tolerance: must be a finite number in [0, 1], got nan"),
     ],
 )
 def test_bad_schedule_arguments_are_refused_when_read(argv, message):
@@ -198,7 +198,8 @@ def test_a_run_that_does_not_recover_says_so(caplog):
     assert pruning["finetune_rounds"] == 2 and pruning["finetune_steps_run"] == 8 and result["global_step"] == 48
     assert pruning["accuracy_change"] == after - before
     assert pruning["warning"] == (
-        f"validation accuracy {after:.4f} after pruning and 8 fine-tuning steps is {before - after:.4f} below its value "
+        f"validation accuracy {after:.4f} after pruning and 8 fine-tuning steps is {before - after:.4f} below its "
+        "value "
         f"before pruning ({before:.4f}), more than the tolerance 0.02"
     )
     assert "after fine-tuning (NOT recovered within 0.02)" in caplog.text
@@ -365,7 +366,8 @@ def test_state_is_written_atomically(tmp_path, monkeypatch):
 
 def test_fewer_than_two_classes_is_an_error():
     one_class = Features(30, 0, num_labels=1)
-    with pytest.raises(ValueError, match=r"^The training split has examples of 1 class\(es\) \(label 0\); InfoDisent needs at least two classes\.$"):
+    with pytest.raises(ValueError, match=r"^The training split has examples of 1 class\(es\) \(label 0\); "
+        r"InfoDisent needs at least two classes\.$"):
         fit_head(tiny_model(), one_class, Features(30, 1), FitConfig(show_progress=False))
     assert np.unique(one_class.array("labels")).tolist() == [0]
 

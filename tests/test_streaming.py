@@ -29,7 +29,8 @@ N_SHARD, N_VAL, N_TEST = 12, 9, 7  # 2 training parquet files of 12 rows; valida
 
 
 def _write_parquet(root, seed=0):
-    """``root/{train/part-0,train/part-1,validation/part-0,test/part-0}.parquet`` of coloured noise (distinct images)."""
+    """``root/{train/part-0,train/part-1,validation/part-0,test/part-0}.parquet`` of coloured noise (distinct
+    images)."""
     rng = np.random.default_rng(seed)
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
     for path, n in (("train/part-0", N_SHARD), ("train/part-1", N_SHARD), ("validation/part-0", N_VAL), ("test/part-0", N_TEST)):

@@ -93,8 +93,10 @@ def test_test_split_name_picks_the_split(tmp_path):
     (["--test_dir", "{tmp}/nowhere"], "error: --test_dir: the folder '{tmp}/nowhere' does not exist."),
     (["--dataset_name", "{data}", "--test_dir", "{data}/test"],
      "error: --test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name."),
-    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop (= shift,zoom), or none (alone)."),
-    (["--test_split_name", "test"], "error: --test_split_name names a split of --dataset_name; with --train_dir use --test_dir."),
+    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
+        "(= shift,zoom), or none (alone)."),
+    (["--test_split_name", "test"], "error: --test_split_name names a split of --dataset_name; with --train_dir "
+        "use --test_dir."),
     (["--dataset_name", "{data}", "--test_split_name", "nope"],
      "error: test_split_name 'nope' is not a split of the dataset; its splits are ['train', 'test']."),
 ])

@@ -51,16 +51,16 @@ def _bad_input(case, assets, tmp):
         )
     if case == "zero_epochs":
         replace("--num_train_epochs", "0")
-        return args, "error: argument --num_train_epochs: must be > 0, got 0"
+        return args, "error: argument --num_train_epochs: must be a finite number in (0, 1,000,000], got 0"
     if case == "negative_gallery":
         replace("--gallery_top_k", "-1")
-        return args, "error: --gallery_top_k must be >= 0, got -1."
+        return args, "error: argument --gallery_top_k: must be an integer in [0, 10,000], got -1"
     if case == "output_dir_is_a_file":
         (tmp / "file.txt").write_text("not a folder")
         replace("--output_dir", tmp / "file.txt")
         return args, f"error: --output_dir: '{tmp / 'file.txt'}' is a file, not a folder."
     if case == "unknown_flag":
-        return args + ["--num_epochs", "3"], "error: unrecognized arguments: --num_epochs 3"
+        return args + ["--num_epochs", "3"], "error: unrecognized arguments: --num_epochs 3 (did you mean --num_train_epochs?)"
     if case == "resume_latest_without_output":
         return args + ["--resume_from_checkpoint", "latest"], (
             f"error: --resume_from_checkpoint latest: the output folder '{tmp / 'out'}' does not exist."
@@ -116,7 +116,8 @@ def _bad_input(case, assets, tmp):
     if case == "head_says_match_but_count_differs":
         replace("--backbone", write_backbone(tmp / "two_classes", labels=["cat", "dog"]))
         return args + ["--backbone_head_matches_labels"], (
-            "error: --backbone_head_matches_labels: the backbone's classifier head predicts 2 classes, the dataset has 3."
+            "error: --backbone_head_matches_labels: the backbone's classifier head predicts 2 classes, the dataset "
+            "has 3."
         )
     raise AssertionError(case)
 
