@@ -67,7 +67,9 @@ def test_readme_is_a_front_page():
 def test_relative_links_resolve(page):
     text = Path(REPO_ROOT, page).read_text()
     base = Path(REPO_ROOT, page).parent
-    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    targets = [
+        t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")
+    ]
     missing = [t for t in targets if t and not (base / t).exists()]
     assert not missing, missing
 
