@@ -35,13 +35,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/groundtruth_trust.py`
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import groundtruth_maps as gm  # noqa: E402
-from benchmarks.groundtruth_audit import TOLERANCE_PX, audit, hits  # noqa: E402
+from benchmarks import groundtruth_maps as gm
+from benchmarks.groundtruth_audit import TOLERANCE_PX, audit, hits
 
 logger = logging.getLogger("benchmarks")
 
