@@ -96,7 +96,7 @@ def test_figure_numbers_match_the_explanation(setup, top_k):
 def test_prototype_rows_outline_the_relevant_pixels_only_when_the_explanation_has_them(setup):
     model, processor, gallery, image, pixel_values = setup
     plain = model.explain(pixel_values)[0]
-    located = model.explain(pixel_values, relevance=1)[0]  # only the strongest positive prototype gets a map
+    located = model.explain(pixel_values, relevance_top_k=1)[0]  # only the strongest positive prototype gets a map
     assert located.positive[0].relevance is not None and located.positive[1].relevance is None
     kwargs = dict(max_prototypes=3, id2label=NAMES, image_processor=processor)
     a = np.asarray(render_explanation(plain, image, gallery, **kwargs)).astype(int)

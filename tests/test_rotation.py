@@ -156,8 +156,8 @@ def test_no_step_without_gradient_or_outside_the_optimizer():
 
 def trained_model(steps: int = 20):
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="riemannian")
-    initial = model.rotation.detach().clone()
+    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation_parametrization="riemannian")
+    initial = model.rotation_matrix().detach().clone()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
     model.head.rotation.attach(optimizer)
@@ -166,13 +166,13 @@ def trained_model(steps: int = 20):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert (model.rotation.detach() - initial).abs().max() > 1e-2
+    assert (model.rotation_matrix().detach() - initial).abs().max() > 1e-2
     return model.eval()
 
 
 def test_trained_model_round_trips_through_meta_device_loading(tmp_path):
     model = trained_model()
-    assert orthogonality_error(model.rotation) <= 1e-5
+    assert orthogonality_error(model.rotation_matrix()) <= 1e-5
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = model(x).logits
@@ -181,7 +181,7 @@ def test_trained_model_round_trips_through_meta_device_loading(tmp_path):
     assert "head.rotation.weight" in saved and not any("generator" in k for k in saved)
     loaded = InfoDisentForImageClassification.from_pretrained(tmp_path).eval()  # transformers builds on meta
     assert loaded.head.rotation.weight.device.type == "cpu"
-    assert torch.equal(loaded.rotation, model.rotation)
+    assert torch.equal(loaded.rotation_matrix(), model.rotation_matrix())
     with torch.no_grad():
         assert torch.equal(loaded(x).logits, expected)
 
@@ -201,17 +201,17 @@ def test_old_generator_checkpoint_still_loads(tmp_path):
     """A checkpoint of the earlier default (rotation="matrix_exp": a `generator` in the safetensors, as the first
     releases of the demo model) loads as saved: U = exp(G - Gᵀ), whatever the current default."""
     torch.manual_seed(0)
-    old = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation="matrix_exp")
+    old = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation_parametrization="matrix_exp")
     with torch.no_grad():
         old.head.rotation.generator.normal_(0.0, 0.1)
     old.save_pretrained(tmp_path)
     folder = str(tmp_path)
     generator = load_file(os.path.join(folder, "model.safetensors"))["head.rotation.generator"]
     model = InfoDisentForImageClassification.from_pretrained(folder).eval()
-    assert model.config.rotation == "matrix_exp" and model.head.rotation.weight is None
+    assert model.config.rotation_parametrization == "matrix_exp" and model.head.rotation.weight is None
     expected = torch.linalg.matrix_exp((generator - generator.T).double()).float()
-    assert torch.equal(model.rotation, expected)
-    assert orthogonality_error(model.rotation) <= 1e-5
+    assert torch.equal(model.rotation_matrix(), expected)
+    assert orthogonality_error(model.rotation_matrix()) <= 1e-5
 
 
 def test_new_models_start_from_the_same_rotation_as_before():
@@ -220,9 +220,9 @@ def test_new_models_start_from_the_same_rotation_as_before():
     for rotation in ("riemannian", "matrix_exp"):
         torch.manual_seed(3)
         models[rotation] = InfoDisentForImageClassification.from_backbone(
-            tiny_resnet_config(), id2label=NAMES, rotation=rotation
+            tiny_resnet_config(), id2label=NAMES, rotation_parametrization=rotation
         ).eval()
-    assert torch.equal(models["riemannian"].rotation, models["matrix_exp"].rotation)
+    assert torch.equal(models["riemannian"].rotation_matrix(), models["matrix_exp"].rotation_matrix())
     assert torch.equal(models["riemannian"].classifier_weight, models["matrix_exp"].classifier_weight)
 
 
@@ -346,7 +346,7 @@ def test_fit_head_with_bfloat16_rotation_trains_reports_and_leaves_a_float32_mod
     assert result["schedule"]["rotation_matmul_dtype"] == "bfloat16"
     assert model.head.rotation.matmul_dtype is None and not model.head.training
     assert result["accuracy"] >= 0.9  # the three classes are learnt (chance: 1/3; float32 reaches 0.9 here too)
-    assert orthogonality_error(model.rotation) < 1e-5
+    assert orthogonality_error(model.rotation_matrix()) < 1e-5
     # The default ("auto") keeps a 32-channel map in float32: below BF16_MIN_FEATURES the GEMMs are not the cost.
     default = fit_head(tiny_model(), Features(96, 0, shift=1.0), Features(30, 1, shift=1.0),
                        FitConfig(train_batch_size=32, max_train_steps=5, max_prototypes_per_class=0, show_progress=False))
