@@ -65,16 +65,20 @@ def data(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys):
+def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys, caplog):
     from transformers import AutoImageProcessor, AutoModel, pipeline
 
     import training.train as train_script
+    from training.publish import public_name
     from modeling_infodisent.explain import main as explain_main
 
     repo_name = hub_repo_id(family).split("/")[1]
     backbone = write_hub_folder(tmp_path / repo_name, family, CLASSES)
     out = tmp_path / "runs" / f"infodisent-{family}"
-    results = train_script.main(train_args(data, backbone, out, tmp_path / "cache"))
+    with caplog.at_level("INFO"):
+        results = train_script.main(train_args(data, backbone, out, tmp_path / "cache"))
+    # Named at start-up, with its source (as the card names paths: no path of this machine).
+    assert f"Backbone: {public_name(str(backbone))}, from a local folder" in caplog.text
 
     # 1. A working image processor, whatever the family wrote (timm writes none: its config.json holds it).
     image = Image.open(f"{data}/test/red/0.png").convert("RGB")
@@ -93,6 +97,8 @@ def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys):
         assert reason == "the backbone's classifier head predicts 1000 classes, the dataset has 3"
     card = (out / "README.md").read_text()
     assert reason is None or reason in card
+    # No test split here (validation only): the results and the card say so, and how to hold one out.
+    assert "--test_dir" in results["splits"]["no_test_split"] and "**No test split: every figure" in card
     assert json.loads((out / "all_results.json").read_text()).get("agreement_missing_reason") == reason
 
     # 3. The explain CLI.

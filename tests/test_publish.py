@@ -161,13 +161,14 @@ def test_kill_during_the_final_save_keeps_the_previous_model(published, tmp_path
     before = _snapshot(output_dir)
     assert {"model.safetensors", "prototype_gallery.json", "all_results.json", "README.md", "epoch_0/infodisent_state.json"} <= set(before)
 
-    killed = run_script(args + ["--seed", "1"], timeout=600, hooks={"kill_during_save": True})
+    # A folder holding a model is replaced only when asked (--overwrite_output_dir).
+    killed = run_script(args + ["--seed", "1", "--overwrite_output_dir"], timeout=600, hooks={"kill_during_save": True})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert _snapshot(output_dir) == before
     (staging,) = _siblings(output_dir)
     assert staging.startswith("model.tmp-") and os.path.exists(tmp_path / staging / "model.safetensors")
 
-    second = train_script.main(args + ["--seed", "1"])
+    second = train_script.main(args + ["--seed", "1", "--overwrite_output_dir"])
     assert _siblings(output_dir) == []  # the dead run's staging folder is gone
     assert second["eval_accuracy"] == json.load(open(output_dir / "all_results.json"))["eval_accuracy"]
     new = _snapshot(output_dir)

@@ -7,13 +7,27 @@ import re
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-__all__ = ["FASHION_MNIST_HUB_ID", "HUB_IGNORE_PATTERNS", "build_model_card", "is_hub_id", "push_folder_to_hub"]
+__all__ = [
+    "FASHION_MNIST_HUB_ID",
+    "HUB_IGNORE_PATTERNS",
+    "NO_TEST_SPLIT_NOTE",
+    "build_model_card",
+    "is_hub_id",
+    "push_folder_to_hub",
+]
 
 # Checkpoints (HF-example names step_N / epoch_N), tracker logs and temporary files never go to the Hub.
 HUB_IGNORE_PATTERNS = ["step_*", "epoch_*", "logs/*", "*.tmp"]
 
 # Local sources that have a Hub equivalent, for the card's metadata.
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
+
+# all_results.json's splits.no_test_split and the card's warning when a run has no test split.
+NO_TEST_SPLIT_NOTE = (
+    "every figure is on the validation split, which also took every schedule decision (early stopping, best state, "
+    "pruning recovery), so they are optimistic; hold out a test split to report: --test_dir (imagefolders) or "
+    "--test_split_name (a split of --dataset_name)"
+)
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -120,7 +134,7 @@ def build_model_card(
         *(
             ["", f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, evaluated once on "
                  "the final model; it took no decision (early stopping, best state and pruning used validation)."]
-            if has_test else []
+            if has_test else ["", f"**No test split: {NO_TEST_SPLIT_NOTE}**"]
         ),
         *(
             ["", f"**Control run: the training and validation labels were permuted** (seed "

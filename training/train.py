@@ -55,14 +55,16 @@ import modeling_infodisent  # noqa: F401  (registers the infodisent model type)
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from modeling_infodisent import InfoDisentForImageClassification
-from training.checks import UsageError, head_label_match, inspect_backbone, validate_args
+from training.checks import UsageError, check_against_data, head_label_match, inspect_backbone, validate_args
 from training.data import DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels
 from training.features import LiveImages, default_cache_dir, get_or_extract_features
 from training.evaluation import evaluate, live_featurizer, train_linear_probe
 from training.fit import FitConfig, fit_head
 from training.hardware import make_accelerator
 from training.model_card import push_folder_to_hub
+from training.model_card import NO_TEST_SPLIT_NOTE
 from training.model_folder import write_model_folder
+from training.run_defaults import backbone_source, check_output_dir
 from training.publish import (
     CARRIED_OVER,
     public_command,
@@ -129,6 +131,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     validate_args(args)
+    check_output_dir(args)  # another run's model is not replaced without --overwrite_output_dir
     backbone_config, image_processor = inspect_backbone(args.backbone)  # config + processor only: cheap
     command = public_command(argv)  # no path of this machine in the published folder
     output_existed = os.path.isdir(args.output_dir)
@@ -179,6 +182,7 @@ def _run(args, command, backbone_config, image_processor):
     if not accelerator.is_main_process:
         logging.getLogger("training").setLevel(logging.WARNING)
     logger.info(accelerator.state, main_process_only=False)
+    logger.info("Backbone: %s, from %s; output folder: %s", public_name(args.backbone), backbone_source(args), args.output_dir)
     import datasets
     import transformers
 
@@ -214,6 +218,8 @@ def _run(args, command, backbone_config, image_processor):
         split_rows["validation"], split_sources.get("validation", "validation"), split_rows.get("test", "no"),
         len(id2label), " (streamed)" if args.streaming else "",
     )
+    # What only the data can bound (the batch against the rows, the planned steps): before any extraction.
+    check_against_data(args, split_rows["train"], accelerator.num_processes)
 
     # ------------------------------------------------------------------------------------------------- backbone
     backbone, has_head = load_backbone_weights(args.backbone, backbone_config)
@@ -298,6 +304,7 @@ def _run(args, command, backbone_config, image_processor):
                                                "used_for": "evaluated once, on the final model; never used for a decision"},
             "keys": "eval_* and the unprefixed accuracy figures (linear_probe_accuracy, backbone_head_accuracy, "
                     "agreement, explanation_size_*) are on the validation split; test_* on the test split",
+            **({} if test is not None else {"no_test_split": NO_TEST_SPLIT_NOTE}),
         },
         "shuffled_labels": ({"seed": args.seed, "splits": ["train", "validation"]} if args.shuffle_labels else None),
         "augment": list(args.augment),
@@ -336,15 +343,16 @@ def _run(args, command, backbone_config, image_processor):
     if args.streaming:
         results.update(streaming.results_entries(train_data, split_rows["train"], args, accelerator))
     logger.info(
-        "validation: accuracy %.4f | linear probe %s | backbone head %s | agreement %s | explanation size median %s "
-        "p90 %s", results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
-        results["agreement"], results["explanation_size_median"], results["explanation_size_p90"],
+        "validation: accuracy %s | linear probe %s | backbone head %s | agreement %s | explanation size median %s "
+        "p90 %s",
+        *map(_shown, (results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
+                      results["agreement"], results["explanation_size_median"], results["explanation_size_p90"])),
     )
     if test is not None:
         logger.info(
-            "test (once, final model): accuracy %.4f | linear probe %s | backbone head %s | agreement %s",
-            results["test_accuracy"], results["test_linear_probe_accuracy"], results["test_backbone_head_accuracy"],
-            results["test_agreement"],
+            "test (once, final model): accuracy %s | linear probe %s | backbone head %s | agreement %s",
+            *map(_shown, (results["test_accuracy"], results["test_linear_probe_accuracy"],
+                          results["test_backbone_head_accuracy"], results["test_agreement"])),
         )
     if final["pruning"] is not None and not final["pruning"]["recovered"]:
         logger.warning("Pruning cost validation accuracy beyond the tolerance: %s", final["pruning"]["warning"])
@@ -376,6 +384,13 @@ def _run(args, command, backbone_config, image_processor):
 
 # Errors in the user's arguments, files or data: reported as one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _shown(value) -> str:
+    """A figure as the log shows it: 3 decimals (0.973, not 0.9733333333333334), whole numbers plain, "n/a" if missing."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) and not value.is_integer() else f"{value:g}"
 
 
 def cli(argv=None) -> int:
