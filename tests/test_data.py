@@ -248,3 +248,17 @@ def test_make_transform_and_collate():
     t = ds.with_transform(make_transform(proc, "image", "label"))
     ref = proc(to_rgb(ds[3]["image"]), return_tensors="pt")["pixel_values"][0]
     assert torch.equal(t[3]["pixel_values"], ref)
+
+
+def test_local_files_are_not_reported_as_a_download(tmp_path, monkeypatch, capfd):
+    # datasets shows its pass over >= 16 files as a progress bar; for files already on disk it must not say
+    # "Downloading". A fresh cache, so that the load really runs.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    for label in ("a", "b"):
+        (tmp_path / "data" / "train" / label).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "data" / "train" / label / f"{i}.png")
+    dataset, *_ = load_image_dataset(str(tmp_path / "data"), train_val_split=0.2)
+    assert len(dataset["train"]) + len(dataset["validation"]) == 20
+    err = capfd.readouterr().err
+    assert "Reading local files" in err and "Downloading" not in err

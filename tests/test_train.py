@@ -125,7 +125,7 @@ def test_output_folder_is_a_loadable_model(assets, pushed_run):
     assert saved["eval_num_examples"] == N_VAL and saved["test_num_examples"] == 3 * N_TEST
     assert saved["splits"]["validation"]["rows"] == N_VAL and saved["splits"]["train"]["rows"] == N_FIT
     assert saved["splits"]["validation"]["source"].startswith("held out from train (12 of 60 rows")
-    assert saved["splits"]["test"] == {"rows": 18, "source": "test", "used_for": "evaluated once, on the final model"}
+    assert saved["splits"]["test"] == {"rows": 18, "source": "test", "used_for": "evaluated once, on the final model; never used for a decision"}
     assert saved["feature_cache_reused"] is False
     assert saved["prototypes_per_class"] == [4, 4, 4] and saved["explanation_size_p90"] <= 4
     assert saved["global_step"] == TOTAL_STEPS
@@ -340,3 +340,15 @@ def test_clear_errors(assets, tmp_path, case, message):
     with pytest.raises(ValueError, match=message):
         train_script.main(args)
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_log_rounds_its_figures():
+    from training.train import _shown
+
+    assert [_shown(v) for v in (0.9733333333333334, 853.3333333333334, 8.0, 0, None)] == [
+        "0.973",
+        "853.333",
+        "8",
+        "0",
+        "n/a",
+    ]

@@ -237,6 +237,10 @@ def _load_local_folder(folder: str, extra_split: str | None = None):
 
 
 def _load_or_empty_error(load, *args, **kwargs):
+    import datasets
+
+    # Local files only come through here: datasets would label its pass over them "Downloading data".
+    kwargs.setdefault("download_config", datasets.DownloadConfig(download_desc="Reading local files"))
     try:
         return load(*args, **kwargs)
     except ValueError as e:  # datasets: 'Instruction "test" corresponds to no data!'
