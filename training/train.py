@@ -387,7 +387,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
 
 
 def _shown(value) -> str:
-    """A figure as the log shows it: 3 decimals (0.973, not 0.9733333333333334), whole numbers plain, "n/a" if missing."""
+    """A figure as the log shows it: 3 decimals (0.973, not 0.9733333333333334), integers plain, "n/a" if missing."""
     if value is None:
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) and not value.is_integer() else f"{value:g}"
