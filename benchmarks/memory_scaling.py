@@ -76,10 +76,10 @@ def measure(rows: int, work: Path, steps: int, gallery_top_k: int) -> dict:
     if not (data / "train-00000.parquet").exists():
         subprocess.run([sys.executable, str(ROOT / "training" / "build_fashion_mnist_subset.py"), "--out", str(data),
                         "--per_class_train", str(rows // 10), "--per_class_test", "50"], check=True,
-                       capture_output=True, cwd=ROOT)  # fmt: skip
+                       capture_output=True, cwd=ROOT)
     command = [sys.executable, str(ROOT / "training" / "train.py"), "--dataset_name", str(data),
                "--output_dir", str(work / f"out-{rows}"), "--overwrite_output_dir", "--cache_dir", str(work / f"cache-{rows}"),
-               "--max_train_steps", str(steps), "--gallery_top_k", str(gallery_top_k)]  # fmt: skip
+               "--max_train_steps", str(steps), "--gallery_top_k", str(gallery_top_k)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     record = {"train_rows": rows, "max_train_steps": steps, "gallery_top_k": gallery_top_k}
     record.update(run_measured(command, env, work / f"log-{rows}.txt"))
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             str(r["train_rows"]): {k: round(r[k] / smallest[k], 3) if smallest[k] else None
                                    for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
             for r in records[1:]
-        },  # fmt: skip
+        },
     }
     summary["meets_target"] = all(r["peak_rss_mb"] <= TARGET_RATIO * smallest["peak_rss_mb"] for r in records[1:])
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")

@@ -42,11 +42,12 @@ import datasets
 
 from modeling_infodisent.images import processor_num_channels, to_rgb
 
-_HERE = Path(__file__).resolve().parent
 #: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md) and black-box
 #: backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors): defined with the command line, which
 #: is read before this module (and datasets) is imported.
-from training.arguments import DEFAULT_BACKBONE, DEFAULT_DATASET  # noqa: E402
+from training.arguments import DEFAULT_BACKBONE, DEFAULT_DATASET
+
+_HERE = Path(__file__).resolve().parent
 
 __all__ = [
     "DEFAULT_DATASET",
