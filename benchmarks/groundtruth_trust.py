@@ -137,13 +137,15 @@ def _score(store: dict, key: str, maps, grid, size, refine, boxes) -> None:
         store.setdefault(f"{key}/{readout}", []).append(hits(pts, boxes, TOLERANCE_PX))
 
 
-def run_black_box(variant: str, folder: str, b: int, s: dict) -> dict:
+def run_black_box(variant: str, folder: str, b: int, s: dict, on_bench=None) -> dict:
     """Every head seed, control, map and readout on one black box; per-image arrays (seed-major)."""
     backbone = GT_MODELS / f"{variant}_resnet_seed{b}"
     if not backbone.is_dir():
         raise SystemExit(f"error: the black box {backbone} is missing; see benchmarks/gt_models/README.md")
     bench = _bench(folder, backbone, s)
     try:
+        if on_bench is not None:  # e.g. the linear probe of `groundtruth_dilate.py`, on the same feature caches
+            on_bench(bench)
         test = bench.dataset[bench.report_split]
         n = min(s["images"], len(test))
         boxes = np.asarray(test["box"][:n], dtype=float)

@@ -248,3 +248,20 @@ def test_full_settings_are_the_preregistered_ones_and_quick_is_smaller():
     assert (gt.NON_INFERIORITY, gt.RANDOM_HEAD_GAP) == (-0.01, 0.10) and "≥ −1 pt" in text and "≥ +10 pt" in text
     assert quick["images"] < full["images"] and len(quick["black_box_seeds"]) == 1 and quick["test_seed"] == 2
     assert set(quick["audit_only"]) == {"garments", "cluttered", "part"} and quick["sets"] == ["marks", "stripes"]
+
+
+def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
+    from benchmarks.groundtruth_dilate import dilate_last_stage
+    from benchmarks.groundtruth_maps import resnet_stages
+
+    original, _ = _tiny()
+    weights = {k: v.clone() for k, v in original.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = original.resnet(x).last_hidden_state.shape[-2:]
+        dilate_last_stage(original)
+        after = original.resnet(x).last_hidden_state.shape[-2:]
+    assert tuple(after) == (2 * before[0], 2 * before[1])
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in weights.items())
+    convs = [m for m in resnet_stages(original)[-1].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.stride == (1, 1) for c in convs) and any(c.dilation == (2, 2) for c in convs)
