@@ -137,5 +137,10 @@ class InfoDisentConfig(PretrainedConfig):
         warnings.warn("`config.rotation` is renamed `config.rotation_parametrization`.", FutureWarning, stacklevel=2)
         return self.rotation_parametrization
 
+    @rotation.setter
+    def rotation(self, value: str) -> None:
+        warnings.warn("`config.rotation` is renamed `config.rotation_parametrization`.", FutureWarning, stacklevel=2)
+        self.rotation_parametrization = value
+
 
 __all__ = ["InfoDisentConfig"]
