@@ -34,7 +34,6 @@ annealed, after M minutes (fewer epochs; the number actually run is recorded in 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -52,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from training.arguments import OneLineParser
 from training.build_fashion_mnist_subset import CLASS_NAMES, full_fashion_mnist_dataset
 from training.data import (
     DEFAULT_BACKBONE,
@@ -69,7 +69,7 @@ FMNIST_STD = 0.3530
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])  # errors: one line, "did you mean", exit 2 (cli)
     p.add_argument("--output_dir", default=DEFAULT_BACKBONE)
     p.add_argument("--dataset_name", default=None,
                    help="A parquet/imagefolder folder with train and test splits (e.g. from benchmarks/generate.py) "
@@ -161,7 +161,8 @@ def load_splits(args) -> tuple[dict, dict[str, str], dict | None]:
               "subset_test": subset["test"]}
     sources = {
         "train": f"Fashion-MNIST training set, {len(parts['train'])} of {len(full)} rows",
-        "validation": f"held out from the Fashion-MNIST training set ({len(parts['test'])} rows, stratified, seed {args.seed})",
+        "validation": f"held out from the Fashion-MNIST training set ({len(parts['test'])} rows, stratified, "
+        f"seed {args.seed})",
         "test": "the full Fashion-MNIST test set",
         "subset_test": "the bundled subset's test split (drawn from the Fashion-MNIST test set)",
     }
@@ -212,6 +213,21 @@ def write_model_card(out: Path, results: dict, config_dict: dict):
         ],
     )
     fm = results["feature_map_shape"]
+    sp = results["splits"]
+    rows = [  # the card's table: label, value (Markdown table rows cannot be wrapped, so they are built here)
+        (f"top-1 accuracy, **test**: full Fashion-MNIST test set ({sp['test']['rows']:,} images)",
+         f"**{100 * results['full_test_accuracy']:.2f}%**"),
+        (f"top-1 accuracy, **test**: bundled subset test split ({sp['subset_test']['rows']:,} images, "
+         "`training/embedded/fashion_mnist_subset`)", f"{100 * results['subset_test_accuracy']:.2f}%"),
+        (f"top-1 accuracy, **validation**: held out of the training set ({sp['validation']['rows']:,} images)",
+         f"{100 * results['validation_accuracy']:.2f}%"),
+        ("last feature map (`ResNetModel.last_hidden_state`, C×H×W)", f"{fm[0]}×{fm[1]}×{fm[2]}"),
+        (f"training wall time ({results['epochs']} epochs, 2-core CPU, shared machine)",
+         f"{results['train_runtime_s'] / 60:.1f} min"),
+    ]
+    table = "\n".join(f"| {label} | {value} |" for label, value in rows)
+    architecture = {k: config_dict[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type",
+                                                 "downsample_in_first_stage")}
     content = f"""---
 {data.to_yaml()}
 ---
@@ -222,17 +238,13 @@ A small Hugging Face `ResNetForImageClassification` (basic blocks, {len(config_d
 hidden sizes {config_dict['hidden_sizes']}, depths {config_dict['depths']}, embedding size
 {config_dict['embedding_size']}; {results['num_parameters']:,} parameters) trained from scratch on
 {results['splits']['train']['rows']:,} images of the Fashion-MNIST training set (the other
-{results['splits']['validation']['rows']:,} held out for validation). Grey 28×28 images are converted to RGB and preprocessed by the
-bundled `ViTImageProcessor` (resize to {results['image_size']}×{results['image_size']}, rescale, normalise
-with mean {FMNIST_MEAN} / std {FMNIST_STD}).
+{results['splits']['validation']['rows']:,} held out for validation). Grey 28×28 images are converted to RGB and
+preprocessed by the bundled `ViTImageProcessor` (resize to {results['image_size']}×{results['image_size']}, rescale,
+normalise with mean {FMNIST_MEAN} / std {FMNIST_STD}).
 
 | measure | value |
 |---|---|
-| top-1 accuracy, **test**: full Fashion-MNIST test set ({results['splits']['test']['rows']:,} images) | **{100 * results['full_test_accuracy']:.2f}%** |
-| top-1 accuracy, **test**: bundled subset test split ({results['splits']['subset_test']['rows']:,} images, `training/embedded/fashion_mnist_subset`) | {100 * results['subset_test_accuracy']:.2f}% |
-| top-1 accuracy, **validation**: held out of the training set ({results['splits']['validation']['rows']:,} images) | {100 * results['validation_accuracy']:.2f}% |
-| last feature map (`ResNetModel.last_hidden_state`, C×H×W) | {fm[0]}×{fm[1]}×{fm[2]} |
-| training wall time ({results['epochs']} epochs, 2-core CPU, shared machine) | {results['train_runtime_s'] / 60:.1f} min |
+{table}
 
 ## Use
 
@@ -258,7 +270,7 @@ seed {results['seed']}, {results['epochs']} epochs ({results.get('steps', '?')} 
 Data from the Debian package `dataset-fashion-mnist` read by `training/build_fashion_mnist_subset.py`;
 preprocessing by `training/data.py` (the same code as the InfoDisent training script).
 
-Config: `{json.dumps({k: config_dict[k] for k in ('embedding_size', 'hidden_sizes', 'depths', 'layer_type', 'downsample_in_first_stage')})}`
+Config: `{json.dumps(architecture)}`
 
 ## Licence and data
 
@@ -272,7 +284,7 @@ def write_dataset_model_card(out: Path, results: dict, config_dict: dict):
     """The card of a backbone trained on another dataset folder (the generated ground-truth sets)."""
     fm = results["feature_map_shape"]
     arch = {k: config_dict[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type")}
-    sp = results["splits"]
+    sp, size = results["splits"], results["image_size"]
     test = (f"{100 * results['test_accuracy']:.2f}% top-1 on its **test** split ({sp['test']['rows']:,} images: "
             f"{sp['test']['source']}, scored once after training)" if results.get("test_accuracy") is not None
             else "no test split (the figure below is validation, held out of train)")
@@ -286,7 +298,7 @@ pipeline_tag: image-classification
 A small `ResNetForImageClassification` (`{json.dumps(arch)}`, {results['num_parameters']:,} parameters) trained from
 scratch on the dataset folder `{Path(results['dataset_name']).name}` by `training/pretrain_backbone.py`:
 {test}; {100 * results['validation_accuracy']:.2f}% on its **validation** split ({sp['validation']['rows']:,} images:
-{sp['validation']['source']}); trained on {sp['train']['rows']:,} images. Input {results['image_size']}×{results['image_size']},
+{sp['validation']['source']}); trained on {sp['train']['rows']:,} images. Input {size}×{size},
 last feature map {fm[0]}×{fm[1]}×{fm[2]}; {results['epochs']} epochs in {results['train_runtime_s'] / 60:.1f} min
 (2-core CPU, shared); augmentation `{','.join(results['augment']) or 'none'}` ({describe_augment(results['augment'])}).
 
