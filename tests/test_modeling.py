@@ -422,31 +422,39 @@ def test_class_heatmap_is_the_signed_weighted_sum_of_prototype_heatmaps():
     assert abs(heat - expected).max() < 1e-4 * max(1.0, abs(expected).max())
 
 
-SYNC_SCRIPT = os.path.join(REPO_ROOT, "spaces", "sync_model_code.py")
+def sync_script():
+    """spaces/sync_model_code.py as a module (run in this process: transformers is already imported here)."""
+    import importlib.util
+
+    path = os.path.join(REPO_ROOT, "spaces", "sync_model_code.py")
+    spec = importlib.util.spec_from_file_location("sync_model_code", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_space_model_code_is_the_package_source():
+def test_space_model_code_is_the_package_source(capsys):
     """spaces/model/*.py is what `spaces/sync_model_code.py` writes: the package's modeling file and its relative
     imports, byte for byte, and no other code file."""
-    result = subprocess.run([sys.executable, SYNC_SCRIPT, "--check"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert sync_script().main(["--check"]) == 0, capsys.readouterr().err
     bundled = {f for f in os.listdir(os.path.join(REPO_ROOT, "spaces", "model")) if f.endswith(".py")}
     assert bundled == remote_code_files()
 
 
-def test_space_model_code_sync_repairs_a_stale_copy(tmp_path):
+def test_space_model_code_sync_repairs_a_stale_copy(tmp_path, capsys):
+    sync = sync_script()
     target = tmp_path / "model"
     target.mkdir()
     (target / "config.json").write_text("{}")  # not code: left alone
     (target / "modeling_infodisent.py").write_text("# an old copy\n")
     (target / "old_sibling.py").write_text("# no longer part of the model\n")
-    check = [sys.executable, SYNC_SCRIPT, "--check", "--target", str(target)]
-    result = subprocess.run(check, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "modeling_infodisent.py differs" in result.stderr and "old_sibling.py is not part" in result.stderr
-    assert "explanation.py differs" in result.stderr  # missing counts as differing
-    subprocess.run([sys.executable, SYNC_SCRIPT, "--target", str(target)], check=True, capture_output=True, timeout=120)
-    assert subprocess.run(check, capture_output=True, timeout=120).returncode == 0
+    assert sync.main(["--check", "--target", str(target)]) == 1
+    error = capsys.readouterr().err
+    assert "modeling_infodisent.py differs" in error and "old_sibling.py is not part" in error
+    assert "explanation.py differs" in error  # missing counts as differing
+    assert (target / "modeling_infodisent.py").read_text() == "# an old copy\n"  # --check changes nothing
+    assert sync.main(["--target", str(target)]) == 0
+    assert sync.main(["--check", "--target", str(target)]) == 0
     assert {f for f in os.listdir(target) if f.endswith(".py")} == remote_code_files()
     assert (target / "config.json").read_text() == "{}"
     package = Path(REPO_ROOT) / "modeling_infodisent"
