@@ -485,7 +485,8 @@ def test_old_names_still_work_with_a_future_warning(tmp_path):
     with pytest.warns(FutureWarning, match="relevance_top_k"):
         (old,) = loaded.explain(x, relevance=1)
     (new,) = loaded.explain(x, relevance_top_k=1)
-    assert old.positive[0].relevance is not None and np.array_equal(old.positive[0].relevance, new.positive[0].relevance)
+    assert old.positive[0].relevance is not None
+    assert np.array_equal(old.positive[0].relevance, new.positive[0].relevance)
 
 
 def test_output_hidden_states_returns_the_backbones_and_attentions_are_refused():
