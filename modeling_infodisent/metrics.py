@@ -315,7 +315,8 @@ def deletion_insertion_auc(
             with `seed`.
         targets: (B,) the class whose probability is tracked (e.g. the predicted class).
         mode: ``"deletion"`` (start from the image, replace the most relevant pixels by the baseline first; lower is
-            better) or ``"insertion"`` (start from the baseline, reveal the most relevant pixels first; higher is better).
+            better) or ``"insertion"`` (start from the baseline, reveal the most relevant pixels first; higher is
+            better).
         steps: the pixels are perturbed in `steps` equal chunks; the curve has `steps + 1` points (0% ... 100%).
         baseline: what a removed pixel becomes: a number, or a tensor broadcastable to (B, C, H, W) (e.g. a blurred
             copy of the images). All channels of a pixel are perturbed together.
@@ -457,7 +458,8 @@ def heatmap_peaks(heatmaps) -> np.ndarray:
 
 def subcell_peak(activation_map, location: tuple[int, int] | None = None) -> tuple[float, float]:
     """(row, col) of a (h, w) map's peak in grid units (cell (r, c)'s centre is (r, c); in pixels of an (H, W) input
-    that is ``x = (col + 0.5) W / w``, ``y = (row + 0.5) H / h``), refined along each axis by the vertex of the parabola through the peak cell and its two neighbours:
+    that is ``x = (col + 0.5) W / w``, ``y = (row + 0.5) H / h``), refined along each axis by the vertex of the
+    parabola through the peak cell and its two neighbours:
     ``offset = (left - right) / (2 (left - 2 peak + right))``, clipped to half a cell. A peak on the map's border, or a
     neighbourhood that is not strictly concave along an axis (a plateau), keeps that axis at the cell's centre.
 

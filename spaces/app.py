@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from modeling_infodisent import Explanation, render
+from modeling_infodisent.explain import did_you_mean
 from modeling_infodisent.images import to_rgb  # noqa: F401 (to_rgb: for callers)
 
 # The sibling modules. Imported as `spaces.app` (the installed project: the tests, the benchmarks) they are the
@@ -308,8 +309,8 @@ def build_demo(model_ref: str | None = None, explainer: Explainer | None = None)
             "# InfoDisent explorer\n"
             "Why does the classifier say what it says? InfoDisent "
             "([arXiv 2409.10329](https://arxiv.org/abs/2409.10329)) rewrites a frozen pretrained classifier so that "
-            "every class score is an **exact sum** of *prototypes*: directions of its last feature map that fire at one "
-            "place in the image. Upload a picture (or click an example), then change the class to ask "
+            "every class score is an **exact sum** of *prototypes*: directions of its last feature map that fire at "
+            "one place in the image. Upload a picture (or click an example), then change the class to ask "
             "“why not that one?”."
         )
         with gr.Tab("Explain an image"):
@@ -484,8 +485,15 @@ def launch(demo: gr.Blocks, **kwargs):
     return demo.launch(**{**LAUNCH_DEFAULTS, **kwargs})
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line ``error: ...`` (exit 2) with "did you mean --model?" instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {did_you_mean(message, list(self._option_string_actions))}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="InfoDisent explorer (Gradio).")
+    parser = _Parser(description="InfoDisent explorer (Gradio).")
     parser.add_argument(
         "--model", default=None, help="InfoDisent Hub id or folder (default: $INFODISENT_MODEL, else spaces/model)"
     )

@@ -29,7 +29,8 @@ def cached_featurizer(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def live_featurizer(model, head_model=None) -> Callable:
-    """Featurizer for LiveImages batches: runs the frozen backbone (and its own head, for distillation and agreement)."""
+    """Featurizer for LiveImages batches: runs the frozen backbone (and its own head, for distillation and
+    agreement)."""
 
     @torch.no_grad()
     def featurize(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -100,7 +101,8 @@ def evaluate(
     cat = {k: v[order] for k, v in cat.items()}
     if not np.array_equal(cat["index"], np.arange(len(data))):
         # Guards the multi-process bookkeeping: every example exactly once, none dropped, none duplicated.
-        raise RuntimeError(f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for a split of {len(data)}.")
+        raise RuntimeError(f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for "
+            f"a split of {len(data)}.")
     result = {
         "accuracy": float((cat["predictions"] == cat["labels"]).mean()),
         "num_examples": int(len(cat["labels"])),

@@ -99,7 +99,8 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
         try:
             raw = datasets.load_dataset(dataset_name, streaming=True)
         except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, offline, ...
-            raise ValueError(f"--dataset_name: cannot stream {dataset_name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            raise ValueError(f"--dataset_name: cannot stream {dataset_name!r}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}") from e
     splits = {_SPLIT_ALIASES.get(k.lower(), k.lower()): v for k, v in raw.items()}
     if builder is None:  # a Hub id: the row counts its card or info records, if any
         for name, split in splits.items():
@@ -143,9 +144,11 @@ def resolve_train_rows(num_rows: int | None, args, global_batch: int) -> int:
         )
     for flag in ("num_train_epochs", "finetune_epochs"):
         if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag} needs the number of training rows, unknown for this stream: use --max_train_steps / --finetune_steps.")
+            raise ValueError(f"--{flag} needs the number of training rows, unknown for this stream: use "
+                "--max_train_steps / --finetune_steps.")
     if args.checkpointing_steps == "epoch":
-        raise ValueError("--checkpointing_steps epoch needs the number of training rows, unknown for this stream: give a number of steps.")
+        raise ValueError("--checkpointing_steps epoch needs the number of training rows, unknown for this stream: "
+            "give a number of steps.")
     return args.max_train_steps * global_batch  # "an epoch" = the step budget
 
 
@@ -224,7 +227,8 @@ class StreamSplit:
                     yield batch
                     pending = []
             if count == 0:
-                raise ValueError(f"--streaming: process {rank} of {world} got no training rows (fewer rows than processes).")
+                raise ValueError(f"--streaming: process {rank} of {world} got no training rows (fewer rows than "
+                    "processes).")
             shard_length, epoch = count, epoch + 1
 
     def eval_batches(self, batch_size: int, accelerator=None):
