@@ -165,11 +165,11 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     assert repo_id == "me/tiny-infodisent"
     gallery = sorted(f for f in os.listdir(output_dir) if "gallery" in f)
     assert gallery, "the gallery module exists in this version: its files must be in the folder"
+    # The model's code: the modeling file and every sibling it imports (what trust_remote_code loading needs).
+    code = sorted(f for f in os.listdir(output_dir) if f.endswith(".py"))
+    assert {"modeling_infodisent.py", "configuration_infodisent.py", "explanation.py", "rotation.py"} <= set(code)
     assert sorted(uploaded) == sorted(
-        [
-            "README.md", "all_results.json", "config.json", "configuration_infodisent.py", "model.safetensors",
-            "modeling_infodisent.py", "preprocessor_config.json", *gallery,
-        ]
+        ["README.md", "all_results.json", "config.json", "model.safetensors", "preprocessor_config.json", *code, *gallery]
     )
     # "epoch" checkpoints: every steps_per_epoch (5) steps of the 25
     assert sorted(d for d in os.listdir(output_dir) if d.startswith("epoch_")) == [f"epoch_{i}" for i in range(5)]
