@@ -108,7 +108,9 @@ def random_head(model, seed: int):
 
 
 def cascade(model, stages: int, seed: int, head):
-    """A copy with its classifier (`head(copy)` returns the module) and its last `stages` backbone stages drawn again."""
+    """A copy with its classifier (`head(copy)` returns the module) and its last `stages` backbone stages drawn again.
+    Only modules with `reset_parameters` are drawn again: the original's linear classifier is, InfoDisent's head (U,
+    W) is not -- its cascade keeps the trained head, and the untrained head is its own control (`random_head`)."""
     clone = copy.deepcopy(model)
     gm.reinit_module(head(clone), seed)
     for k, stage in enumerate(reversed(gm.resnet_stages(clone)[-stages:])):
