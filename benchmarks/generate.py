@@ -40,110 +40,29 @@ import io
 import os
 import shlex
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from training.build_fashion_mnist_subset import (
-    CLASS_NAMES,
-    MIT_LICENSE,
-    FashionMNISTMissing,
-    load_fashion_mnist_idx,
+from benchmarks.canvas import (  # noqa: F401  (re-exported: generate.py is where these were always imported from)
+    DECOYS,
+    GLYPHS,
+    KNOWN_ANSWER,
+    PART_CLASSES,
+    SPLITS,
+    VARIANTS,
+    _garment,
+    _garments,
+    _paste_max,
+    _place_outside,
+    _resize,
+    _rng,
+    _stroke,
+    _tight_box,
 )
+from training.build_fashion_mnist_subset import CLASS_NAMES, MIT_LICENSE, FashionMNISTMissing
 
 _ROOT = Path(__file__).resolve().parent.parent
-
-VARIANTS = ("cluttered", "part", "garments", "marks", "stripes")
-# The known-answer sets of the ground-truth benchmark (`benchmarks/known_answer.py`, issue 22); "cluttered" and "part"
-# have shortcuts (a model-free readout finds their answer) and stay for the suite's cluttered dataset.
-KNOWN_ANSWER = ("garments", "marks", "stripes")
-SPLITS = ("train", "test")
-_SPLIT_CODE = {"train": 0, "test": 1}
-_VARIANT_CODE = {"cluttered": 0, "part": 1, "garments": 2, "marks": 3, "stripes": 4}
-
-
-def _glyphs() -> dict[str, np.ndarray]:
-    """7×7 binary marks. The first five are the classes of the ``part`` variant; the last two only appear as decoys."""
-    g = {}
-    z = lambda: np.zeros((7, 7), bool)  # noqa: E731
-    a = z(); a[3, :] = True; a[:, 3] = True; g["plus"] = a
-    a = z(); np.fill_diagonal(a, True); a[np.arange(7), 6 - np.arange(7)] = True; g["cross"] = a
-    a = z(); a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True; g["ring"] = a
-    a = z()
-    for r in range(7):
-        a[r, 3 - r // 2 : 4 + r // 2] = True
-    g["triangle"] = a
-    a = z(); a[:, 0] = a[:, -1] = True; a[3, :] = True; g["H"] = a
-    a = z(); a[1:6, 1:6] = True; g["block"] = a  # (decoy)
-    a = z(); a[0, :] = True; a[:, 0] = True; g["corner"] = a  # (decoy)
-    return g
-
-
-GLYPHS = _glyphs()
-PART_CLASSES = ["plus", "cross", "ring", "triangle", "H"]
-DECOYS = ["block", "corner"]
-
-
-@lru_cache(maxsize=2)
-def _garments(split: str, source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The Fashion-MNIST split the split's samples draw from: train samples from the 60k training images, test samples
-    from the 10k test images (so the ground-truth test set shares no garment with its training set)."""
-    return load_fashion_mnist_idx("train" if split == "train" else "test", source)
-
-
-def _rng(seed: int, split: str, index: int, variant: str) -> np.random.Generator:
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return np.random.default_rng([int(seed), _SPLIT_CODE[split], int(index), _VARIANT_CODE[variant]])
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-
-
-def _paste_max(canvas: np.ndarray, patch: np.ndarray, y: int, x: int) -> None:
-    """Overlay by maximum (what a bright object on a black background looks like when another lies under it)."""
-    h, w = patch.shape
-    region = canvas[y : y + h, x : x + w]
-    np.maximum(region, patch[: region.shape[0], : region.shape[1]], out=region)
-
-
-def _tight_box(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-
-
-def _stroke(canvas: np.ndarray, rng: np.random.Generator, avoid: list[int]) -> None:
-    """A thin straight noise stroke of random length/angle/brightness outside the ``avoid`` box."""
-    size = canvas.shape[0]
-    for _ in range(20):
-        y0, x0 = rng.uniform(0, size, 2)
-        angle, length = rng.uniform(0, np.pi), rng.uniform(6, 16)
-        t = np.linspace(0, length, int(length * 2))
-        ys, xs = (y0 + t * np.sin(angle)).astype(int), (x0 + t * np.cos(angle)).astype(int)
-        ok = (ys >= 0) & (ys < size) & (xs >= 0) & (xs < size)
-        ys, xs = ys[ok], xs[ok]
-        inside = (xs >= avoid[0]) & (xs < avoid[2]) & (ys >= avoid[1]) & (ys < avoid[3])
-        if len(ys) and not inside.any():
-            canvas[ys, xs] = np.maximum(canvas[ys, xs], int(rng.uniform(80, 200)))
-            return
-
-
-def _place_outside(rng, size: int, h: int, w: int, avoid: list[int]) -> tuple[int, int] | None:
-    for _ in range(30):
-        y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-        if x + w <= avoid[0] or x >= avoid[2] or y + h <= avoid[1] or y >= avoid[3]:
-            return y, x
-    return None
-
-
-def _garment(rng, split: str, source, size: int) -> tuple[np.ndarray, int, int]:
-    images, labels = _garments(split, source)
-    gid = int(rng.integers(0, len(images)))
-    return _resize(images[gid], size), int(labels[gid]), gid
 
 
 def _clutter(canvas, rng, split, source, avoid, crops: int, strokes: int) -> None:

@@ -45,7 +45,7 @@ def _level(rng) -> int:
 
 def _scaled_garment(rng, images: np.ndarray, index: int, size: int) -> np.ndarray:
     """Garment `index` resized to `size` and scaled so its brightest pixel is a draw of the shared distribution."""
-    from benchmarks.generate import _resize
+    from benchmarks.canvas import _resize
 
     g = _resize(images[index], size).astype(float)
     return (g * _level(rng) / max(g.max(), 1.0)).astype(np.uint8)
@@ -78,7 +78,7 @@ def _spots(rng, canvas: int, m: int, n: int, gap: int = 2) -> list[tuple[int, in
 
 def render_garments(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
     """One ``garments`` sample: ``(image, label, box, mask, source_id)``; label indexes `GARMENT_CLASSES`."""
-    from benchmarks.generate import _garments, _paste_max, _rng, _tight_box
+    from benchmarks.canvas import _garments, _paste_max, _rng, _tight_box
 
     rng = _rng(seed, split, index, "garments")
     images, labels = _garments(split, source)
@@ -113,7 +113,7 @@ DECOY_MARKS = ["block", "corner", "slash", "bar", "T", "grid", "E"]
 
 
 def _decoy_glyphs() -> dict[str, np.ndarray]:
-    from benchmarks.generate import GLYPHS
+    from benchmarks.canvas import GLYPHS
 
     g = {k: GLYPHS[k] for k in ("block", "corner")}
     z = lambda: np.zeros((7, 7), bool)  # noqa: E731
@@ -127,7 +127,7 @@ def _decoy_glyphs() -> dict[str, np.ndarray]:
 
 def render_marks(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
     """One ``marks`` sample: ``(image, label, box, mask, source_id)``; label indexes `generate.PART_CLASSES`."""
-    from benchmarks.generate import GLYPHS, PART_CLASSES, _garment, _paste_max, _rng
+    from benchmarks.canvas import GLYPHS, PART_CLASSES, _garment, _paste_max, _rng
 
     rng = _rng(seed, split, index, "marks")
     label = int(rng.integers(0, len(PART_CLASSES)))
@@ -180,7 +180,7 @@ def _patch(kind: str, rng, m: int, mean: float, contrast: float) -> np.ndarray:
 
 def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
     """One ``stripes`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
-    from benchmarks.generate import _garment, _paste_max, _rng
+    from benchmarks.canvas import _garment, _paste_max, _rng
 
     rng = _rng(seed, split, index, "stripes")
     label = int(rng.integers(0, len(STRIPE_CLASSES)))
@@ -210,7 +210,7 @@ RENDERERS = {"garments": render_garments, "marks": render_marks, "stripes": rend
 
 
 def class_names(variant: str) -> list[str]:
-    from benchmarks.generate import PART_CLASSES
+    from benchmarks.canvas import PART_CLASSES
     from training.build_fashion_mnist_subset import CLASS_NAMES
 
     if variant == "garments":
