@@ -11,8 +11,10 @@ Layout (one folder per split, named by a key that changes whenever anything that
     <cache_dir>/<key>/shard-00000-of-00002.labels.npy    # (n,) int64
     <cache_dir>/<key>/shard-00000-of-00002.logits.npy    # (n, K') the backbone's own head logits, when it has one
 
-* Plain ``.npy`` files (no pickle), written batch by batch through ``np.lib.format.open_memmap`` and read back
-  memory-mapped, so memory stays bounded whatever the dataset size.
+* Plain ``.npy`` files (no pickle), appended batch by batch with ordinary writes and read back row by row with
+  ``os.pread`` (`NpyRows`), so the process's memory grows with the batch, not the data: a memory map would be simpler
+  but every page it touches counts in the resident set, and an epoch in random order touches the whole cache
+  (issue 24: ``benchmarks/memory_scaling.py``).
 * Extraction is sharded: with N processes, rank r extracts the r-th contiguous block of the split and writes its own
   shard; the main process writes ``meta.json`` once every shard is there. Readers concatenate the shards in order,
   so the cache does not depend on how many processes wrote it. (Multi-node: ``cache_dir`` must be shared storage.)
@@ -46,6 +48,7 @@ CACHE_FORMAT_VERSION = 1
 __all__ = [
     "FeatureCache",
     "LiveImages",
+    "NpyRows",
     "backbone_fingerprint",
     "cache_key",
     "collate_batch",
@@ -110,6 +113,54 @@ def cache_key(
 
 
 # ------------------------------------------------------------------------------------------------- reading
+class NpyRows:
+    """Rows of a C-order ``.npy`` file read on demand with ``os.pread`` (the operating system's page cache still
+    serves repeated reads; nothing is mapped into this process). ``take(indices)`` reads a batch in index order."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran_order or dtype.hasobject:
+            raise ValueError(f"{path!r} is not a plain C-order numeric array.")
+        self.path, self.shape, self.dtype = path, tuple(shape), dtype
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __getstate__(self):  # DataLoader workers reopen the file
+        state = dict(self.__dict__)
+        state.pop("_fd", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) in one read."""
+        stop = len(self) if stop is None else stop
+        count = max(0, stop - start)
+        data = os.pread(self._fd, count * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((count,) + self.shape[1:])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices),) + self.shape[1:], dtype=self.dtype)
+        flat = out.reshape(len(indices), -1).view(np.uint8)
+        for position, row in enumerate(np.asarray(indices, dtype=np.int64)):
+            flat[position] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.offset + int(row) * self.row_bytes), np.uint8)
+        return out
+
+
 class FeatureCache(Dataset):
     """A complete cache folder read back memory-mapped. Items are dicts with ``features`` (D, h, w) float32 tensor
     (absent for a pooled-only cache), ``labels``, ``index`` (row in the split) and, when cached,
@@ -130,7 +181,7 @@ class FeatureCache(Dataset):
                 continue
             arrays = {}
             for name in self.meta["arrays"]:
-                arrays[name] = np.load(os.path.join(folder, f"{shard['name']}.{name}.npy"), mmap_mode="r")
+                arrays[name] = NpyRows(os.path.join(folder, f"{shard['name']}.{name}.npy"))
             self.shards.append(arrays)
         sizes = [len(s["labels"]) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -154,7 +205,7 @@ class FeatureCache(Dataset):
 
     def array(self, name: str) -> np.ndarray:
         """A whole (small) array, e.g. ``"labels"``, ``"pooled"`` or ``"logits"``, concatenated in split order."""
-        return np.concatenate([np.asarray(s[name]) for s in self.shards]) if self.shards else np.zeros(0)
+        return np.concatenate([s[name].read() for s in self.shards]) if self.shards else np.zeros(0)
 
     def _take(self, name: str, indices: np.ndarray) -> np.ndarray:
         shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
@@ -162,7 +213,7 @@ class FeatureCache(Dataset):
         out = np.empty((len(indices),) + first.shape[1:], dtype=first.dtype)
         for s in np.unique(shard_of):
             where = np.nonzero(shard_of == s)[0]
-            out[where] = self.shards[s][name][indices[where] - self.offsets[s]]
+            out[where] = self.shards[s][name].take(indices[where] - self.offsets[s])
         return out
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
@@ -256,12 +307,13 @@ def _shard_bounds(num_rows: int, rank: int, world: int) -> tuple[int, int]:
 
 
 class _ShardWriter:
-    """Writes one rank's block batch by batch into memory-mapped .npy files (created on the first batch, when the
-    shapes are known), then renames them into place."""
+    """Writes one rank's block batch by batch into .npy files (created on the first batch, when the shapes are
+    known: the header says the final row count, the rows are appended with ordinary writes, never mapped into
+    memory), then renames them into place."""
 
     def __init__(self, folder: str, name: str, num_rows: int, dtype: str):
         self.folder, self.name, self.num_rows, self.dtype = folder, name, num_rows, dtype
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, tuple] = {}  # key -> (open file, dtype)
         self.position = 0
 
     def _path(self, key: str, tmp: bool) -> str:
@@ -272,14 +324,19 @@ class _ShardWriter:
         for key, value in batch.items():
             if key not in self.arrays:
                 dtype = value.dtype if key == "labels" else np.dtype(self.dtype)
-                self.arrays[key] = np.lib.format.open_memmap(
-                    self._path(key, tmp=True), mode="w+", dtype=dtype, shape=(self.num_rows,) + value.shape[1:]
-                )
-            self.arrays[key][self.position : self.position + n] = value
+                f = open(self._path(key, tmp=True), "wb")
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                          "shape": (self.num_rows,) + tuple(value.shape[1:])}
+                np.lib.format.write_array_header_1_0(f, header)
+                self.arrays[key] = (f, dtype)
+            f, dtype = self.arrays[key]
+            f.write(np.ascontiguousarray(value, dtype=dtype).tobytes())
         self.position += n
 
     def abort(self) -> None:
         """Drop what this rank wrote (an extraction that failed leaves nothing behind)."""
+        for f, _ in self.arrays.values():
+            f.close()
         self.arrays.clear()
         for key in ("features", "pooled", "labels", "logits"):
             for tmp in (True, False):
@@ -289,9 +346,8 @@ class _ShardWriter:
     def close(self) -> dict:
         if self.position != self.num_rows:
             raise RuntimeError(f"Shard {self.name} got {self.position} rows, expected {self.num_rows}.")
-        for key, array in self.arrays.items():
-            array.flush()
-            del array
+        for key, (f, _) in self.arrays.items():
+            f.close()
             os.replace(self._path(key, tmp=True), self._path(key, tmp=False))
         info = {"name": self.name, "num_rows": self.num_rows, "arrays": sorted(self.arrays)}
         with open(os.path.join(self.folder, f"{self.name}.json"), "w") as f:
@@ -514,8 +570,9 @@ def get_or_extract_features(
         first = next(s for s in shards if s["num_rows"] > 0)
         # (D, h, w) of the feature maps, or (D,) for a pooled-only cache
         main_array = "features" if "features" in arrays else "pooled"
-        probe = np.load(os.path.join(staging, f"{first['name']}.{main_array}.npy"), mmap_mode="r")
+        probe = NpyRows(os.path.join(staging, f"{first['name']}.{main_array}.npy"))
         feature_shape = list(probe.shape[1:])
+        del probe
         meta = {
             "version": CACHE_FORMAT_VERSION,
             "split": split_name,

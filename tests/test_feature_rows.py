@@ -1,0 +1,59 @@
+"""The feature cache's file access (training/features.py): rows are appended and read with ordinary I/O, never
+memory-mapped, so that what a run holds grows with the batch, not the data (measured in
+benchmarks/memory_scaling.py); the files stay plain .npy."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from training.features import NpyRows, _ShardWriter
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_rows_read_as_numpy_reads_them(tmp_path, version):
+    array = np.random.default_rng(0).standard_normal((37, 4, 3, 2)).astype(np.float16)
+    path = tmp_path / "a.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, array, version=version)
+    rows = NpyRows(str(path))
+    assert rows.shape == array.shape and rows.dtype == array.dtype and len(rows) == 37
+    indices = np.array([36, 0, 5, 5, 17])
+    assert np.array_equal(rows.take(indices), array[indices])
+    assert np.array_equal(rows.read(), array) and np.array_equal(rows.read(3, 9), array[3:9])
+    assert rows.read(9, 9).shape == (0, 4, 3, 2)
+    again = pickle.loads(pickle.dumps(rows))  # DataLoader workers: the file is reopened
+    assert np.array_equal(again.take(indices), array[indices])
+
+
+def test_writer_appends_plain_npy_and_nothing_stays_mapped(tmp_path):
+    writer = _ShardWriter(str(tmp_path), "shard-00000-of-00001", num_rows=10, dtype="float16")
+    rng = np.random.default_rng(1)
+    batches = [{"labels": np.arange(i, i + 5), "features": rng.standard_normal((5, 8, 2, 2)).astype(np.float32)}
+               for i in (0, 5)]  # fmt: skip
+    for batch in batches:
+        writer.write(batch)
+    info = writer.close()
+    assert info["arrays"] == ["features", "labels"]
+    features = np.load(tmp_path / "shard-00000-of-00001.features.npy", allow_pickle=False)
+    assert features.dtype == np.float16 and features.shape == (10, 8, 2, 2)
+    expected = np.concatenate([b["features"] for b in batches]).astype(np.float16)
+    assert np.array_equal(features, expected)
+    assert np.array_equal(np.load(tmp_path / "shard-00000-of-00001.labels.npy"), np.arange(10))
+
+    rows = NpyRows(str(tmp_path / "shard-00000-of-00001.features.npy"))
+    assert np.array_equal(rows.take(np.array([9, 1])), expected[[9, 1]])
+    with open("/proc/self/maps") as maps:  # a memory map would list the file here (and count in the RSS)
+        assert str(tmp_path) not in maps.read()
+
+
+def test_a_short_shard_is_refused(tmp_path):
+    writer = _ShardWriter(str(tmp_path), "s", num_rows=3, dtype="float32")
+    writer.write({"labels": np.arange(2), "pooled": np.zeros((2, 4), np.float32)})
+    with pytest.raises(RuntimeError, match="got 2 rows, expected 3"):
+        writer.close()
+    writer.abort()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".npy")]
