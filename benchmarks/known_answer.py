@@ -142,7 +142,8 @@ def render_marks(split: str, index: int, seed: int = 0, canvas: int = 84, source
     decoys = _decoy_glyphs()
     spots = _spots(rng, canvas, m, 1 + int(rng.integers(6, 9)))
     mask = np.zeros((canvas, canvas), bool)
-    (my, mx), box = spots[0], [spots[0][1] + 1, spots[0][0] + 1, spots[0][1] + m - 1, spots[0][0] + m - 1]
+    my, mx = spots[0]
+    box = [mx + 1, my + 1, mx + m - 1, my + m - 1]
     for k, (y, x) in enumerate(spots):
         name = PART_CLASSES[label] if k == 0 else DECOY_MARKS[int(rng.integers(0, len(DECOY_MARKS)))]
         glyph = np.kron(GLYPHS[name] if k == 0 else decoys[name], np.ones((scale, scale), bool))

@@ -167,7 +167,7 @@ def run(
     model.to(device)
     baseline = linear_baseline(model, num_labels).to(device).eval()
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    model.rotation  # materialise the cached U (eval mode) before timing, as a deployed model would have it
+    model.rotation_matrix()  # materialise the cached U (eval mode) before timing, as a deployed model would have it
 
     def infodisent_forward():
         with torch.no_grad():
