@@ -46,7 +46,7 @@ def test_reset_head_redraws_every_head_tensor(tiny_model, tmp_path, reload):
     assert torch.equal(first["head.classifier.prototype_mask"], torch.ones_like(trained["head.classifier.prototype_mask"]))
     assert torch.equal(first["head.classifier.bias"], torch.zeros_like(trained["head.classifier.bias"]))
     assert (model.classifier_weight > 0).all()  # every (class, channel) pair is back
-    u = model.rotation
+    u = model.rotation_matrix()
     assert torch.allclose(u @ u.T, torch.eye(u.shape[0]), atol=1e-5)
     assert torch.equal(u, model.head.rotation.matrix())  # no stale cached U
     for k, v in model.state_dict().items():
@@ -63,7 +63,9 @@ def test_reset_head_redraws_every_head_tensor(tiny_model, tmp_path, reload):
 
 def test_reset_head_riemannian_redraws_u(tiny_backbone_config, tmp_path):
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_backbone_config, id2label={0: "a", 1: "b"}, rotation="riemannian")
+    model = InfoDisentForImageClassification.from_backbone(
+        tiny_backbone_config, id2label={0: "a", 1: "b"}, rotation_parametrization="riemannian"
+    )
     model.save_pretrained(tmp_path / "r")
     loaded = InfoDisentForImageClassification.from_pretrained(tmp_path / "r")
     before = loaded.head.rotation.weight.detach().clone()

@@ -77,7 +77,8 @@ def test_test_split_name_picks_the_split(tmp_path):
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / f"{split}-00000.parquet"))
     # "holdout" is no split name this module knows: named, it is the test split; unnamed, it is dropped.
     data, *_ = load_image_dataset(str(tmp_path), test_split_name="holdout")
-    assert sorted(data) == ["test", "train", "validation"] and data.split_sources["test"] == "the dataset's 'holdout' split"
+    assert sorted(data) == ["test", "train", "validation"]
+    assert data.split_sources["test"] == "the dataset's 'holdout' split"
     # The dataset's validation as the test split: validation is then held out from train, never from the test.
     (tmp_path / "holdout-00000.parquet").unlink()  # unnamed, a file of no known split would be read as train
     data, *_ = load_image_dataset(str(tmp_path), test_split_name="validation", train_val_split=0.5)

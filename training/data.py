@@ -164,8 +164,9 @@ def make_transform(
     converted with :func:`to_rgb` (then to grayscale "L" when the backbone takes ``num_channels=1``; ``None`` =
     what the processor normalises for, `processor_num_channels`), optionally augmented (``augment``: what
     :func:`parse_augment` takes — ``True`` is a random horizontal flip and a random affine translation ≤ 8% with zoom
-    0.9–1.1, ``"shift,zoom"`` the same without the flip; torchvision ``transforms.v2`` on the PIL image), then passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor
-    (resize, rescale, normalise). Other columns are dropped.
+    0.9–1.1, ``"shift,zoom"`` the same without the flip; torchvision ``transforms.v2`` on the PIL image), then
+    passed to ``image_processor(images, return_tensors="pt")`` — the model's own HF image processor (resize,
+    rescale, normalise). Other columns are dropped.
     """
     aug = _augmentation(parse_augment(augment)) if augment else None
     if num_channels is None:
@@ -322,7 +323,8 @@ def load_image_dataset(
     test_dir: str | None = None,
     test_split_name: str | None = None,
 ):
-    """Load an image-classification dataset as ``(DatasetDict(train=..., validation=...), image_col, label_col, id2label)``.
+    """Load an image-classification dataset as ``(DatasetDict(train=..., validation=...), image_col, label_col,
+    id2label)``.
 
     Sources (the argument names follow ``run_image_classification_no_trainer.py``):
 
@@ -401,7 +403,9 @@ def load_image_dataset(
         if test_split_name not in raw:  # a local folder's splits go by their canonical names (val -> validation)
             test_split_name = _SPLIT_ALIASES.get(test_split_name.lower(), test_split_name)
         if test_split_name not in raw:
-            raise ValueError(f"test_split_name {test_split_name!r} is not a split of the dataset; its splits are {list(raw.keys())}.")
+            raise ValueError(
+                f"test_split_name {test_split_name!r} is not a split of the dataset; its splits are {list(raw.keys())}."
+            )
         if _SPLIT_ALIASES.get(test_split_name.lower()) == "train":
             raise ValueError(f"test_split_name {test_split_name!r} is the training split; name another one.")
         named_test = raw[test_split_name]
@@ -521,6 +525,7 @@ def _check_two_classes(train, label_col: str, classlabel) -> None:
     if len(present) < 2:
         names = [f"{v} ({classlabel.names[v]!r})" if classlabel is not None and 0 <= v < len(classlabel.names) else str(v) for v in present]
         raise ValueError(
-            f"The training split has {len(train)} rows of {len(present)} class(es) only (label {', '.join(names) or 'none'}): "
+            f"The training split has {len(train)} rows of {len(present)} class(es) only (label "
+            f"{', '.join(names) or 'none'}): "
             f"InfoDisent needs at least two classes in the training split (column {label_col!r})."
         )
