@@ -18,7 +18,6 @@ Training goes through the training script's own functions (``training/fit.py``: 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from benchmarks.faithfulness import section_faithfulness
 from benchmarks.groundtruth_trust import section_groundtruth
 from benchmarks.report import goals_status, markdown_table, write_readme
 from benchmarks.speed_section import section_speed
+from training.arguments import ExitingParser
 
 logger = logging.getLogger("benchmarks")
 
@@ -46,7 +46,7 @@ SECTIONS = ("accuracy", "ablations", "tradeoff", "compactness", "faithfulness", 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ExitingParser(description=__doc__.split("\n\n")[0])  # errors: one line, "did you mean", exit 2
     p.add_argument("--quick", action="store_true", help="Short schedules and fewer images: ~31 min on a 2-core CPU "
                    "(the ground-truth benchmark on 10,000 images per set: 26 min; peak 17 GB).")
     p.add_argument("--output", default=str(_ROOT / "benchmarks" / "results.json"), help="Where the JSON goes.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import re
 import sys
@@ -40,7 +41,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as the project's one line ``error: ...`` (exit 2) instead of usage + message."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {did_you_mean(message, list(self._option_string_actions))} (see --help)\n")
+
+
+def did_you_mean(message: str, options: list[str]) -> str:
+    """`message` with "did you mean --top_k?" after a misspelt option (also the Space's command line). The training
+    script has its own copy (training.arguments.did_you_mean): it runs before torch is imported, which importing this
+    package does."""
+    if "unrecognized arguments" not in message:
+        return message
+    unknown = [u.split("=")[0] for u in re.findall(r"(?<![\w-])(--[\w-]+)", message.split(":", 1)[-1])]
+    names = {o[2:]: o for o in options if o[:2] == "--"}  # compared without the dashes, at 0.75 ("--colour" != "--out")
+    hints = {u: names[m[0]] for u in unknown if (m := difflib.get_close_matches(u[2:], list(names), 1, 0.75))}
+    if len(hints) == 1:
+        return f"{message} (did you mean {next(iter(hints.values()))}?)"
+    return f"{message} (did you mean: {', '.join(f'{u} -> {m}' for u, m in hints.items())}?)" if hints else message
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,6 +10,7 @@ import os
 
 __all__ = [
     "UsageError",
+    "check_against_data",
     "check_finite",
     "head_label_match",
     "inspect_backbone",
@@ -56,6 +57,18 @@ def _check_writable_folder(flag: str, path: str) -> None:
         raise UsageError(f"{flag}: {path!r} cannot be created: {existing!r} is a file.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{flag}: {path!r} cannot be written: no write permission on {existing!r}.")
+    # Permission bits do not tell everything (root passes os.access everywhere, yet /proc and /sys refuse new
+    # entries; read-only mounts): create and remove a folder where the run will create its own. The model folder
+    # is built beside --output_dir and renamed into place, so that is its parent (issue 26: /proc/x failed only
+    # after training, naming the staging path).
+    import tempfile
+
+    parent = existing if existing != full else os.path.dirname(full) or "."
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".infodisent-write-check-", dir=parent))
+    except OSError as error:
+        raise UsageError(f"{flag}: {path!r} cannot be written: creating a folder in {parent!r} fails "
+                         f"({error.strerror or error}).") from None
 
 
 def _at_least(args, flag: str, minimum: float, strictly: bool = False) -> None:
@@ -108,6 +121,33 @@ def validate_args(args) -> None:
     split = getattr(args, "train_val_split", None)
     if split is not None and not 0 < split < 1:
         raise UsageError(f"--train_val_split must be in (0, 1), got {split:g}.")
+
+
+MAX_PLANNED_STEPS = 10**9  # a plan longer than this is a typo, not a run (issue 26: 1.7e13 steps ran until killed)
+
+
+def check_against_data(args, train_rows: int | None, num_processes: int = 1) -> None:
+    """The checks that need the number of training rows, run right after the dataset is loaded and before any
+    feature is extracted: the global batch fits the data (or the reference batch of 256), and the planned steps of
+    --num_train_epochs / --finetune_epochs stay under `MAX_PLANNED_STEPS`. `train_rows` None (a stream of unknown
+    length) skips them."""
+    if not train_rows:
+        return
+    per_device = getattr(args, "per_device_train_batch_size", None)
+    flag = "--per_device_train_batch_size" if per_device else "--train_batch_size"
+    batch = per_device * num_processes if per_device else args.train_batch_size
+    # A batch larger than the data only repeats rows; up to the default (256) it is allowed for tiny datasets.
+    if batch > max(train_rows, 256):
+        total = f" x {num_processes} processes = {batch:,}" if per_device and num_processes > 1 else ""
+        raise UsageError(f"{flag} {getattr(args, flag[2:]):,}{total} is larger than the {train_rows:,} training rows; "
+                         f"use at most {max(train_rows, 256):,}.")
+    for epochs_flag in ("--num_train_epochs", "--finetune_epochs"):
+        epochs = getattr(args, epochs_flag[2:], None)
+        if epochs and epochs * train_rows / batch > MAX_PLANNED_STEPS:
+            raise UsageError(
+                f"{epochs_flag} {epochs:g} plans {epochs * train_rows / batch:.3g} steps of {batch:,} rows over "
+                f"{train_rows:,} training rows; at most {MAX_PLANNED_STEPS:,} steps "
+                f"({MAX_PLANNED_STEPS * batch / train_rows:.3g} epochs).")
 
 
 def _is_image_config(config) -> bool:
