@@ -1,7 +1,8 @@
 """Explanations that earn trust (issue 22): does InfoDisent's OWN prototype map point at what decided the class, as
 often as the best matched post-hoc readout on the original classifier, and does that depend on what the head learnt?
 
-    python benchmarks/groundtruth_trust.py --output benchmarks/results_groundtruth_trust.json --docs docs/faithfulness.md
+    python benchmarks/groundtruth_trust.py --output benchmarks/results_groundtruth_trust.json \\
+        --docs docs/faithfulness.md
 
 (the defaults are the pre-registered protocol: 300 test images per set, head seeds 0-4, black boxes 0 and 1).
 

@@ -60,7 +60,8 @@ def _set(variant: str, r: dict) -> list[str]:
     any_key = next(iter(s["table"].values()))["all"]
     lines = [
         f"**{variant}** ({any_key['images']} test images, {any_key['black_boxes']} black boxes × {any_key['seeds']} "
-        f"head seeds; feature grid {grid[0]}×{grid[1]}; black boxes {', '.join(f'{100 * a:.1f}%' for a in acc['original'])} "
+        f"head seeds; feature grid {grid[0]}×{grid[1]}; black boxes "
+        f"{', '.join(f'{100 * a:.1f}%' for a in acc['original'])} "
         f"top-1; InfoDisent {', '.join('/'.join(f'{100 * a:.1f}' for a in row) for row in acc['infodisent'])}% per "
         f"head seed; both correct on {100 * acc['both_correct_share']:.1f}% of image × seed pairs)",
         "",
@@ -82,7 +83,8 @@ def _set(variant: str, r: dict) -> list[str]:
     c, g = d["as_often_as_best_posthoc"], d["beats_random_head_by_10pt"]
     lines += [
         "",
-        f"Pre-registered comparison: InfoDisent's best own readout (**{_name(s['ours'])}**) − the best post-hoc readout "
+        f"Pre-registered comparison: InfoDisent's best own readout (**{_name(s['ours'])}**) − the best post-hoc "
+        "readout "
         f"on the original (**{_name(s['best_posthoc'])}**): {_diff(c['difference'])} pt, a {c['reading']}; goal "
         f"(lower bound ≥ −1 pt) **{'met' if c['met'] else 'not met'}**. Trained − untrained head on the same readout: "
         f"{_diff(g['difference'])} pt; goal (lower bound ≥ +10 pt) **{'met' if g['met'] else 'not met'}**.",

@@ -220,7 +220,8 @@ def class_names(variant: str) -> list[str]:
 
 
 WHAT = {
-    "garments": "One garment of a labelled class (trouser, pullover, shirt, bag, ankle boot) among 7-9 decoy garments of "
+    "garments": "One garment of a labelled class (trouser, pullover, shirt, bag, ankle boot) among 7-9 decoy "
+        "garments of "
     "the other Fashion-MNIST classes, all at one size range and intensity distribution, overlapping freely, with "
     "noise strokes. Label: the labelled garment's class. Ground truth: its box and silhouette.",
     "marks": "The class is the shape of one small mark (plus, cross, ring, triangle, H) among 6-8 decoy marks of "

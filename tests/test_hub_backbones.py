@@ -19,7 +19,8 @@ pytest.importorskip("timm")
 
 ID2LABEL = dict(enumerate(CLASSES))
 # Whose own classifier is one linear layer on the average-pooled explained map AND predicts the data's classes, so
-# the InfoDisent model keeps it (ConvNeXt's has a LayerNorm first; ViT's reads the CLS token; the others are ImageNet's).
+# the InfoDisent model keeps it (ConvNeXt's has a LayerNorm first; ViT's reads the CLS token; the others are
+# ImageNet's).
 KEPT_HEAD = {"swin", "timm_cnn"}
 
 

@@ -130,7 +130,8 @@ def test_unwritable_output_dir_names_the_flag_not_a_staging_path(tmp_path):
 @pytest.mark.parametrize("rows, batch, per_device, processes, epochs, message", [
     (600, 100_000, None, 1, None, "--train_batch_size 100,000 is larger than the 600 training rows; use at most 600."),
     (300, 256, 200, 2, None,
-     "--per_device_train_batch_size 200 x 2 processes = 400 is larger than the 300 training rows; use at most 300."),
+     "--per_device_train_batch_size 200 x 2 processes = 400 is larger than the 300 training rows; "
+     "use at most 300."),
     (1_000_000, 2, None, 1, 5000.0, "--num_train_epochs 5000 plans 2.5e+09 steps of 2 rows over 1,000,000 training "
                                     "rows; at most 1,000,000,000 steps (2e+03 epochs)."),
 ])

@@ -79,7 +79,8 @@ def float_in(low: float, high: float = math.inf, low_open: bool = False, high_op
         value = _number(float, text)
         bad = not math.isfinite(value) or value < low or value > high
         if bad or (low_open and value == low) or (high_open and value == high):
-            raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {_shown(value) if math.isfinite(value) else value}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got "
+                f"{_shown(value) if math.isfinite(value) else value}")
         return value
 
     return parse
@@ -156,7 +157,8 @@ def parse_args(argv=None):
     parser = OneLineParser(description="Train InfoDisent on a frozen pretrained backbone.")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", type=str, default=None,
-                      help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled Fashion-MNIST subset.")
+                      help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled "
+                          "Fashion-MNIST subset.")
     data.add_argument("--train_dir", type=str, default=None, help="An imagefolder with the training data.")
     data.add_argument("--validation_dir", type=str, default=None, help="An imagefolder with the validation data.")
     data.add_argument("--test_dir", type=str, default=None,
@@ -206,12 +208,14 @@ def parse_args(argv=None):
                        help="dtype of the rotation GEMMs while training (U itself stays float64 and orthogonal; "
                             "evaluation is float32): auto = bfloat16 when D >= 512 on hardware that multiplies it "
                             "natively (AMX / AVX512-BF16 CPUs, CUDA), ~5x faster products at D = 2048.")
-    model.add_argument("--feature_batch_size", type=batch_size, default=128, help="Batch size of the feature extraction.")
+    model.add_argument("--feature_batch_size", type=batch_size, default=128, help="Batch size of the feature "
+        "extraction.")
 
     train = parser.add_argument_group(
         "training", "The head trains in optimiser steps of a fixed GLOBAL batch (the same on 1 or N processes; no row "
         "is dropped): a main phase with a step budget, evaluated on the validation split every --eval_steps, stopped "
-        "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length instead.",
+        "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length "
+        "instead.",
     )
     train.add_argument("--train_batch_size", type=batch_size, default=256,
                        help="Global batch of an optimiser step, split over the processes.")
@@ -221,7 +225,8 @@ def parse_args(argv=None):
     train.add_argument("--learning_rate", type=positive, default=1e-2,
                        help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.")
     train.add_argument("--lr_scaling", choices=("sqrt", "linear", "none"), default="sqrt",
-                       help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given (none).")
+                       help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given "
+                           "(none).")
     train.add_argument("--weight_decay", type=nonnegative, default=0.0)
     train.add_argument("--num_train_epochs", type=epochs, default=None,
                        help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.")
@@ -230,7 +235,8 @@ def parse_args(argv=None):
     train.add_argument("--min_train_steps", type=step_count, default=300,
                        help="Floor of the main phase's step budget; no early stopping before it.")
     train.add_argument("--budget_epochs", type=epochs, default=10.0,
-                       help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps steps.")
+                       help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps "
+                           "steps.")
     train.add_argument("--max_budget_steps", type=step_count, default=3000)
     train.add_argument("--eval_steps", type=step_count, default=None,
                        help="Evaluate the validation split every N steps (default: the main budget / 15).")
@@ -279,7 +285,8 @@ def parse_args(argv=None):
     out.add_argument("--with_tracking", action="store_true", help="Log metrics with the trackers of --report_to.")
     out.add_argument("--report_to", type=str, default="all",
                      help='"tensorboard", "wandb", "comet_ml", "clearml", or "all" (every installed one).')
-    out.add_argument("--gallery_top_k", type=int_in(0, 10_000), default=5, help="Patches per prototype in the gallery (0 = none).")
+    out.add_argument("--gallery_top_k", type=int_in(0, 10_000), default=5, help="Patches per prototype in the "
+        "gallery (0 = none).")
     out.add_argument("--push_to_hub", action="store_true")
     out.add_argument("--hub_model_id", type=str, default=None, help="Default: the output folder's name.")
     out.add_argument("--hub_token", type=str, default=None)

@@ -460,7 +460,10 @@ def load_image_dataset(
                 f"Splitting {len(splits['train'])} training rows with train_val_split={train_val_split} left an "
                 "empty split."
             )
-        held_out = f"held out from train ({len(validation)} of {len(splits['train'])} rows, train_val_split={train_val_split}, seed {seed})"
+        held_out = (
+            f"held out from train ({len(validation)} of {len(splits['train'])} rows, "
+            f"train_val_split={train_val_split}, seed {seed})"
+        )
         sources = {"train": f"train (the other {len(train)} rows)", "validation": held_out}
     if test is not None:
         sources["test"] = (f"the dataset's {test_split_name!r} split" if test_split_name is not None

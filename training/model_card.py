@@ -59,8 +59,9 @@ def build_model_card(
 
     ``dataset`` is the dataset's name as shown (not a path); ``dataset_hub_id`` its Hub id when it has one (a Hub
     dataset, or a local copy of one), the only one that goes into the metadata's ``datasets``. ``backbone`` goes into
-    ``base_model`` only when it is a Hub id (local paths mean nothing there). ``image_size`` (width, height) sizes the stand-in image of the usage example,
-    which runs as written (from the folder's parent directory when ``model_name`` is the folder's name).
+    ``base_model`` only when it is a Hub id (local paths mean nothing there). ``image_size`` (width, height) sizes the
+    stand-in image of the usage example, which runs as written (from the folder's parent directory when
+    ``model_name`` is the folder's name).
     """
     dataset_id = dataset_hub_id
     base_model = backbone if is_hub_id(backbone) else None
@@ -128,11 +129,13 @@ def build_model_card(
         f"{results.get('distinct_channels_used')} |",
         f"| training time | {results.get('train_runtime_s', float('nan')):.0f} s |",
         "",
-        f"{split.capitalize()} examples: {results.get(f'{prefix}num_examples') if has_test else results.get('eval_num_examples')}"
+        f"{split.capitalize()} examples: "
+        f"{results.get(f'{prefix}num_examples') if has_test else results.get('eval_num_examples')}"
         f" (validation, which took the schedule's decisions: {results.get('eval_num_examples')} examples, accuracy "
         f"{_fmt(results.get('eval_accuracy'))}). All numbers are in `all_results.json`.",
         *(
-            ["", f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, evaluated once on "
+            ["", f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, "
+                "evaluated once on "
                  "the final model; it took no decision (early stopping, best state and pruning used validation)."]
             if has_test else ["", f"**No test split: {NO_TEST_SPLIT_NOTE}**"]
         ),
@@ -143,7 +146,8 @@ def build_model_card(
             if results.get("shuffled_labels") else []
         ),
         *(
-            ["", f"The backbone's own classifier is not compared with this model: {results['agreement_missing_reason']}."]
+            ["", "The backbone's own classifier is not compared with this model: "
+                f"{results['agreement_missing_reason']}."]
             if results.get("agreement_missing_reason")
             else []
         ),

@@ -17,8 +17,8 @@ the number of processes).
   would mostly select validation noise): the phase stops early once ``early_stopping_patience`` candidates in a row
   did not improve on the best validation accuracy, and the best candidate is restored at the end of the phase (with
   budget = floor, as for small datasets, that is the final, fully annealed state). ``num_train_epochs`` /
-  ``max_train_steps`` are explicit overrides: the main phase then runs exactly that long (no early stopping, the last state is kept), as in
-  transformers' example scripts.
+  ``max_train_steps`` are explicit overrides: the main phase then runs exactly that long (no early stopping, the last
+  state is kept), as in transformers' example scripts.
 * **Fine-tuning after pruning** runs in rounds of ``finetune_steps`` steps (each a cosine from the fine-tuning rate
   to 0), the validation split evaluated at the end of each. It stops once the best end-of-round accuracy is within
   ``pruning_tolerance`` of the accuracy before pruning, else runs another round, up to ``finetune_max_rounds``; the

@@ -1,6 +1,6 @@
 """Train an InfoDisent model on top of any pretrained Hugging Face vision backbone, with 🤗 Accelerate.
 
-    accelerate launch training/train.py                       # the embedded default: Fashion-MNIST subset + bundled ResNet
+    accelerate launch training/train.py  # the embedded default: Fashion-MNIST subset + bundled ResNet
     accelerate launch --config_file training/accelerate_config.yaml -q training/train.py   # same, quiet launcher
     accelerate launch training/train.py --dataset_name path/or/hub-id --backbone microsoft/resnet-50 \\
         --output_dir outputs/my-infodisent --push_to_hub --hub_model_id me/my-infodisent
@@ -115,7 +115,8 @@ def load_backbone_weights(name: str, config):
 
 
 def load_backbone(name: str):
-    """The frozen backbone (with its classifier head when it has one), its image processor, and whether it has a head."""
+    """The frozen backbone (with its classifier head when it has one), its image processor, and whether it has a
+    head."""
     config, image_processor = inspect_backbone(name)
     backbone, has_head = load_backbone_weights(name, config)
     return backbone, image_processor, has_head
