@@ -12,6 +12,13 @@ sampled every 50 ms): memory-mapped feature-cache pages count in the resident se
 can drop, anonymous memory cannot. The target: the 20,000-row peak at most 1.2x the 2,000-row peak.
 
 Writes a JSON file (default ``benchmarks/memory_scaling.json``) with one record per size and the ratios.
+
+``--mode cache`` measures the feature cache alone, in a fresh process per size and reader, in a minute: the cache of
+N rows of the bundled backbone's shape (128 x 7 x 7, float16) written batch by batch as extraction writes it, then
+read as the head's training reads it (3 epochs of shuffled batches of 256 through a DataLoader), one sequential
+evaluation pass, and the linear probe's whole pooled array. ``reader=pread`` is the project's cache
+(`training.features.NpyRows`, ordinary writes); ``reader=mmap`` is the same workload through ``np.lib.format``
+memory maps, as the cache worked before (issue 24).
 """
 
 from __future__ import annotations
@@ -71,6 +78,132 @@ def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
     }
 
 
+# --------------------------------------------------------------------------------------------- --mode cache
+FEATURE_SHAPE = (128, 7, 7)
+
+
+class _MappedRows:
+    """The cache's former reader: a read-only memory map (every page touched stays in the resident set)."""
+
+    def __init__(self, path: str):
+        import numpy as np
+
+        self.array = np.load(path, mmap_mode="r")
+        self.shape, self.dtype = self.array.shape, self.array.dtype
+
+    def __len__(self):
+        return len(self.array)
+
+    def read(self, start=0, stop=None):
+        import numpy as np
+
+        return np.asarray(self.array[start:stop])
+
+    def take(self, indices):
+        return self.array[indices]
+
+
+def _mapped_write(folder: Path, rows: int, batches) -> None:
+    """The cache's former writer: ``open_memmap`` files filled batch by batch."""
+    import numpy as np
+
+    arrays = {}
+    position = 0
+    for batch in batches:
+        for key, value in batch.items():
+            if key not in arrays:
+                arrays[key] = np.lib.format.open_memmap(folder / f"shard-00000-of-00001.{key}.npy", mode="w+",
+                                                        dtype=value.dtype, shape=(rows,) + value.shape[1:])  # fmt: skip
+            arrays[key][position : position + len(value)] = value
+        position += len(batch["labels"])
+    for array in arrays.values():
+        array.flush()
+
+
+def cache_worker(rows: int, reader: str, work: Path) -> dict:
+    """One process: write a cache of ``rows`` rows, train-read it, evaluate-read it, read the probe's arrays."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from training import features
+
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            for key, value in _status_kb(os.getpid()).items():
+                if key in peaks:
+                    peaks[key] = max(peaks[key], value)
+
+    threading.Thread(target=sample, daemon=True).start()
+    folder = work / f"cache-{reader}-{rows}"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batches():
+        for start in range(0, rows, 128):
+            n = min(128, rows - start)
+            maps = rng.standard_normal((n, *FEATURE_SHAPE), dtype=np.float32)
+            yield {"labels": rng.integers(0, 10, n), "pooled": maps.mean(axis=(2, 3)).astype(np.float16),
+                   "features": maps.astype(np.float16)}  # fmt: skip
+
+    start = time.time()
+    if reader == "mmap":
+        _mapped_write(folder, rows, batches())
+        features.NpyRows = _MappedRows  # the same FeatureCache, reading through memory maps
+    else:
+        writer = features._ShardWriter(str(folder), "shard-00000-of-00001", rows, "float16")
+        for batch in batches():
+            writer.write(batch)
+        writer.close()
+    shard = {"name": "shard-00000-of-00001", "num_rows": rows}
+    meta = {"version": features.CACHE_FORMAT_VERSION, "split": "train", "num_rows": rows, "dtype": "float16",
+            "arrays": ["features", "labels", "pooled"], "feature_shape": list(FEATURE_SHAPE), "shards": [shard]}  # fmt: skip
+    (folder / "meta.json").write_text(json.dumps(meta))
+    cache = features.FeatureCache(str(folder))
+    extracted = time.time()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # the head's epochs: shuffled batches, features converted to float32 as fit_head gets them
+        loader = DataLoader(cache, batch_size=256, shuffle=True, generator=generator, collate_fn=features.collate_batch)
+        for batch in loader:
+            batch["features"].sum()
+    for batch in DataLoader(cache, batch_size=256, shuffle=False, collate_fn=features.collate_batch):
+        batch["features"].sum()
+    pooled = torch.from_numpy(cache.array("pooled")).double()  # the linear probe's input (N x D, small)
+    labels = cache.array("labels")
+    assert len(pooled) == len(labels) == rows
+    done.set()
+    import resource
+
+    return {
+        "rows": rows, "reader": reader, "cache_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1),
+        "write_s": round(extracted - start, 1), "read_s": round(time.time() - extracted, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_anon_mb": round(peaks["RssAnon"] / 1024, 1), "peak_file_mb": round(peaks["RssFile"] / 1024, 1),
+    }  # fmt: skip
+
+
+def measure_cache(rows_list: list[int], work: Path) -> dict:
+    runs = []
+    for reader in ("mmap", "pread"):
+        for rows in rows_list:
+            done = subprocess.run([sys.executable, "-m", "benchmarks.memory_scaling", "--worker", reader, "--rows",
+                                   str(rows), "--work_dir", str(work)], cwd=ROOT, capture_output=True, text=True,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), flush=True)
+    ratios = {}
+    for reader in ("mmap", "pread"):
+        mine = [r for r in runs if r["reader"] == reader]
+        ratios[reader] = {k: round(mine[-1][k] / mine[0][k], 3) for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
+    return {"runs": runs, "ratios_largest_to_smallest": ratios,
+            "meets_target": ratios["pread"]["peak_rss_mb"] <= TARGET_RATIO}  # fmt: skip
+
+
 def measure(rows: int, work: Path, steps: int, gallery_top_k: int) -> dict:
     data = work / f"fashion-{rows}"
     if not (data / "train-00000.parquet").exists():
@@ -97,7 +230,21 @@ def main(argv=None) -> int:
     parser.add_argument("--gallery_top_k", type=int, default=0, help="0: extraction + head training only.")
     parser.add_argument("--work_dir", default=None, help="Default: a temporary folder (deleted).")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "memory_scaling.json"))
+    parser.add_argument("--mode", choices=("train", "cache"), default="train",
+                        help="train: whole train.py runs (slow); cache: the feature cache's workload alone (~1 min).")
+    parser.add_argument("--worker", choices=("mmap", "pread"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:  # one measured process of --mode cache
+        print(json.dumps(cache_worker(args.rows[0], args.worker, Path(args.work_dir))))
+        return 0
+    if args.mode == "cache":
+        with tempfile.TemporaryDirectory() as scratch:
+            result = measure_cache(args.rows, Path(args.work_dir or scratch))
+        result["command"] = "python -m benchmarks.memory_scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+        result["target"] = f"peak RSS at the largest size <= {TARGET_RATIO}x the smallest"
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["ratios_largest_to_smallest"]), "meets target:", result["meets_target"])
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work_dir or scratch)
         work.mkdir(parents=True, exist_ok=True)
