@@ -13,9 +13,11 @@ Public API
     Absolute path of the bundled black-box classifier (``ResNetForImageClassification`` trained on the
     full Fashion-MNIST training set, with its image processor), built by ``training/pretrain_backbone.py``.
 ``load_image_dataset(dataset_name=None, train_dir=None, validation_dir=None, train_val_split=0.15,
-image_column_name=None, label_column_name=None, seed=0) -> (DatasetDict, image_col, label_col, id2label)``
+image_column_name=None, label_column_name=None, seed=0, test_dir=None, test_split_name=None) -> (DatasetDict,
+image_col, label_col, id2label)``
     A ``DatasetDict`` with the splits ``"train"``, ``"validation"`` (for the training schedule's decisions; held out
-    from train when the data has none) and, when the data has one, ``"test"`` (never used for training decisions).
+    from train when the data has none) and, when the data has one (or ``test_dir`` / ``test_split_name`` names it),
+    ``"test"`` (never used for training decisions).
     Its ``split_sources`` attribute says where each split comes from.
 ``to_rgb(image) -> PIL.Image.Image``
     Any PIL mode (or a numpy array) to 8-bit RGB; transparency is composited on white.
