@@ -158,3 +158,23 @@ def test_from_backbone_takes_the_timm_folder_and_its_imagenet_head(real_folder, 
     assert type(reloaded).__name__ == "TimmWrapperImageProcessor"
     assert torch.equal(reloaded(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"], pixel_values)
     assert input_size(processor) == (224, 224)
+
+
+@needs_real
+@pytest.mark.slow
+def test_train_script_on_the_real_network(real_folder, tmp_path):
+    """train.py --backbone <the real timm folder> on a tiny imagefolder: the output folder carries the timm image
+    processor, says why agreement is missing (an ImageNet head on 3 classes), and the explain CLI reads it."""
+    from tiny_assets import train_args, write_imagefolder
+    from transformers import AutoImageProcessor
+
+    import training.train as train_script
+    from modeling_infodisent.explain import main as explain_main
+
+    data = write_imagefolder(tmp_path / "data", n_train=4, n_test=2)
+    out = tmp_path / "out"
+    results = train_script.main(train_args(data, real_folder, out, tmp_path / "cache"))
+    assert results["agreement_missing_reason"] == "the backbone's classifier head predicts 1000 classes, the dataset has 3"
+    assert type(AutoImageProcessor.from_pretrained(str(out))).__name__ == "TimmWrapperImageProcessor"
+    assert explain_main(["--model", str(out), "--out", str(tmp_path / "explained"), f"{data}/test/red/0.png"]) == 0
+    assert (tmp_path / "explained" / "0.png").is_file()
