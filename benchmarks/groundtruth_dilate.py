@@ -24,12 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/groundtruth_dilate.py`
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import groundtruth_maps as gm  # noqa: E402
+from benchmarks import groundtruth_maps as gm
 
 
 def dilate_last_stage(model) -> None:

@@ -113,7 +113,7 @@ def _mapped_write(folder: Path, rows: int, batches) -> None:
         for key, value in batch.items():
             if key not in arrays:
                 arrays[key] = np.lib.format.open_memmap(folder / f"shard-00000-of-00001.{key}.npy", mode="w+",
-                                                        dtype=value.dtype, shape=(rows,) + value.shape[1:])  # fmt: skip
+                                                        dtype=value.dtype, shape=(rows,) + value.shape[1:])
             arrays[key][position : position + len(value)] = value
         position += len(batch["labels"])
     for array in arrays.values():
@@ -147,7 +147,7 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
             n = min(128, rows - start)
             maps = rng.standard_normal((n, *FEATURE_SHAPE), dtype=np.float32)
             yield {"labels": rng.integers(0, 10, n), "pooled": maps.mean(axis=(2, 3)).astype(np.float16),
-                   "features": maps.astype(np.float16)}  # fmt: skip
+                   "features": maps.astype(np.float16)}
 
     start = time.time()
     if reader == "mmap":
@@ -160,7 +160,7 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
         writer.close()
     shard = {"name": "shard-00000-of-00001", "num_rows": rows}
     meta = {"version": features.CACHE_FORMAT_VERSION, "split": "train", "num_rows": rows, "dtype": "float16",
-            "arrays": ["features", "labels", "pooled"], "feature_shape": list(FEATURE_SHAPE), "shards": [shard]}  # fmt: skip
+            "arrays": ["features", "labels", "pooled"], "feature_shape": list(FEATURE_SHAPE), "shards": [shard]}
     (folder / "meta.json").write_text(json.dumps(meta))
     cache = features.FeatureCache(str(folder))
     extracted = time.time()
@@ -182,7 +182,7 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
         "write_s": round(extracted - start, 1), "read_s": round(time.time() - extracted, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_anon_mb": round(peaks["RssAnon"] / 1024, 1), "peak_file_mb": round(peaks["RssFile"] / 1024, 1),
-    }  # fmt: skip
+    }
 
 
 def measure_cache(rows_list: list[int], work: Path) -> dict:
@@ -191,7 +191,7 @@ def measure_cache(rows_list: list[int], work: Path) -> dict:
         for rows in rows_list:
             done = subprocess.run([sys.executable, "-m", "benchmarks.memory_scaling", "--worker", reader, "--rows",
                                    str(rows), "--work_dir", str(work)], cwd=ROOT, capture_output=True, text=True,
-                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-2000:])
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -201,7 +201,7 @@ def measure_cache(rows_list: list[int], work: Path) -> dict:
         mine = [r for r in runs if r["reader"] == reader]
         ratios[reader] = {k: round(mine[-1][k] / mine[0][k], 3) for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
     return {"runs": runs, "ratios_largest_to_smallest": ratios,
-            "meets_target": ratios["pread"]["peak_rss_mb"] <= TARGET_RATIO}  # fmt: skip
+            "meets_target": ratios["pread"]["peak_rss_mb"] <= TARGET_RATIO}
 
 
 def measure(rows: int, work: Path, steps: int, gallery_top_k: int) -> dict:
