@@ -11,8 +11,16 @@ import re
 import huggingface_hub.constants
 import pytest
 import torch
-from hub_folders import FAMILIES, HEAD_PREDICTS_DATA_CLASSES, NO_HEAD, hub_repo_id, install_in_hub_cache, write_hub_folder
 from PIL import Image
+
+from hub_folders import (
+    FAMILIES,
+    HEAD_PREDICTS_DATA_CLASSES,
+    NO_HEAD,
+    hub_repo_id,
+    install_in_hub_cache,
+    write_hub_folder,
+)
 from tiny_assets import CLASSES, train_args, write_imagefolder
 
 pytest.importorskip("timm")
@@ -70,8 +78,8 @@ def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys, caplog):
     from transformers import AutoImageProcessor, AutoModel, pipeline
 
     import training.train as train_script
-    from training.publish import public_name
     from modeling_infodisent.explain import main as explain_main
+    from training.publish import public_name
 
     repo_name = hub_repo_id(family).split("/")[1]
     backbone = write_hub_folder(tmp_path / repo_name, family, CLASSES)

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from training import real_backbone
 
 needs_real = pytest.mark.skipif(
@@ -165,11 +165,11 @@ def test_from_backbone_takes_the_timm_folder_and_its_imagenet_head(real_folder, 
 def test_train_script_on_the_real_network(real_folder, tmp_path):
     """train.py --backbone <the real timm folder> on a tiny imagefolder: the output folder carries the timm image
     processor, says why agreement is missing (an ImageNet head on 3 classes), and the explain CLI reads it."""
-    from tiny_assets import train_args, write_imagefolder
     from transformers import AutoImageProcessor
 
     import training.train as train_script
     from modeling_infodisent.explain import main as explain_main
+    from tiny_assets import train_args, write_imagefolder
 
     data = write_imagefolder(tmp_path / "data", n_train=4, n_test=2)
     out = tmp_path / "out"

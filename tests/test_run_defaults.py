@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from training import real_backbone
 from training.arguments import parse_args
 from training.checks import UsageError

