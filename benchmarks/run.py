@@ -1,6 +1,6 @@
 """InfoDisent benchmarks: accuracy, ablations, faithfulness against Grad-CAM, compactness, speed, sparsity trade-off.
 
-    python benchmarks/run.py --quick                    # ~31 min on 2 CPU cores (the ground truth on 10,000 images: 26)
+    python benchmarks/run.py --quick                    # the ground-truth section: 73 s of CPU, peak 2.1 GB
     python benchmarks/run.py                            # the full run (default training schedule, more images)
     python benchmarks/run.py --sections speed faithfulness --output /tmp/results.json
     python benchmarks/run.py --suite                    # the suite of datasets x backbones (benchmarks/suite.py)
@@ -47,8 +47,8 @@ SECTIONS = ("accuracy", "ablations", "tradeoff", "compactness", "faithfulness", 
 
 def parse_args(argv=None):
     p = ExitingParser(description=__doc__.split("\n\n")[0])  # errors: one line, "did you mean", exit 2
-    p.add_argument("--quick", action="store_true", help="Short schedules and fewer images: ~31 min on a 2-core CPU "
-                   "(the ground-truth benchmark on 10,000 images per set: 26 min; peak 17 GB).")
+    p.add_argument("--quick", action="store_true", help="Short schedules and fewer images (the ground-truth section: "
+                   "40 images per set, 73 s of CPU time, peak 2.1 GB; 8.3 min wall on 2 cores at load 10).")
     p.add_argument("--output", default=str(_ROOT / "benchmarks" / "results.json"), help="Where the JSON goes.")
     p.add_argument("--readme", default=str(_ROOT / "benchmarks" / "README.md"),
                    help="Markdown file whose table (between the benchmark markers) is rewritten; '' = none. "
