@@ -92,7 +92,10 @@ def find() -> Path | None:
     folder = default_folder()
     if _is_complete(folder):
         return folder
-    return ensure(folder) if is_available() else None
+    if not is_available():
+        return None
+    print(f"Building the ImageNet EfficientNet-Lite0 timm folder once, into {folder} ...", file=sys.stderr, flush=True)
+    return ensure(folder)
 
 
 def ensure(folder: str | os.PathLike | None = None) -> Path:
