@@ -5,6 +5,7 @@ recovery, and checkpoints that resume bit-identically, skip a broken state and r
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -325,6 +326,46 @@ def test_latest_skips_a_checkpoint_whose_state_does_not_parse(straight_run, tmp_
     broken = output / f"step_{last - 1}"
     with pytest.raises(ValueError, match=rf"^The checkpoint state '{broken / STATE_FILE}' does not parse"):
         fit_head(tiny_model(), train, val, _resume_config(output, resume_from_checkpoint=str(broken)))
+
+
+def _truncate(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _nan_weights(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    key = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(path))
+
+
+@pytest.mark.parametrize("damage, why", [(_truncate, "cannot be read (SafetensorError: "),
+                                         (_nan_weights, "holds 3 NaN or infinite values in")])
+def test_latest_skips_a_checkpoint_whose_weights_do_not_load(straight_run, tmp_path, caplog, damage, why):
+    """Issue 26: a truncated or NaN model.safetensors ended in a SafetensorError traceback, and `latest` chose it."""
+    folder, straight, weights, (train, val) = straight_run
+    last = straight["global_step"]
+    output = tmp_path / "out"
+    output.mkdir()
+    for step in (last - 2, last - 1):
+        shutil.copytree(folder / f"step_{step}", output / f"step_{step}")
+    broken = output / f"step_{last - 1}"
+    damage(broken / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
+        assert find_latest_checkpoint(str(output)) == str(output / f"step_{last - 2}")
+    assert f"Skipping the checkpoint {broken}: The checkpoint file '{broken / 'model.safetensors'}' {why}" in caplog.text
+    model = tiny_model(seed=1)
+    fit_head(model, train, val, _resume_config(output, resume_from_checkpoint="latest"))
+    assert all(torch.equal(t, weights[n]) for n, t in head_weights(model).items())  # the previous good one, resumed
+    # Named explicitly, the broken checkpoint is one ValueError naming the file (the script prints it as one line).
+    with pytest.raises(ValueError, match="^" + re.escape(f"The checkpoint file '{broken / 'model.safetensors'}' {why}")):
+        fit_head(tiny_model(), train, val, _resume_config(output, resume_from_checkpoint=str(broken)))
+    # No usable checkpoint at all: one line saying so.
+    damage(output / f"step_{last - 2}" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"no usable checkpoint .* \(2 skipped: see the warnings above\)\.$"):
+        find_latest_checkpoint(str(output))
 
 
 def test_resuming_with_other_arguments_is_refused(straight_run, tmp_path, caplog):

@@ -25,7 +25,8 @@ TENSORS_FILE = "infodisent_schedule.safetensors"
 _CHECKPOINT_NAME = re.compile(r"(step|epoch)_\d+")
 
 __all__ = [
-    "STATE_FILE", "TENSORS_FILE", "atomic_write", "config_differences", "find_latest_checkpoint", "read_state", "write_state",
+    "STATE_FILE", "TENSORS_FILE", "atomic_write", "check_weights", "error_line", "config_differences", "find_latest_checkpoint",
+    "read_state", "write_state",
 ]
 
 
@@ -68,17 +69,41 @@ def read_state(folder: str) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ValueError(f"The checkpoint state {path!r} does not parse ({error}); resume from another checkpoint.") from error
     if "phase" not in state:
         raise ValueError(f"The checkpoint {folder!r} was written by an older version of the training script; it cannot be resumed.")
-    tensors_path = os.path.join(folder, TENSORS_FILE)
-    try:
-        tensors = load_file(tensors_path)
-    except Exception as error:  # noqa: BLE001 - missing or truncated file
-        raise ValueError(f"The checkpoint file {tensors_path!r} cannot be read ({type(error).__name__}: {error}).") from error
-    return state, tensors
+    check_weights(folder)
+    return state, load_file(os.path.join(folder, TENSORS_FILE))  # just read by check_weights: it loads
+
+
+def error_line(error: Exception) -> str:
+    """``"SafetensorError: <first line of the message>"``: what a one-line error says about a library's error."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def check_weights(folder: str) -> None:
+    """ValueError naming the file when a weights file of the checkpoint (accelerate's ``model*.safetensors``, this
+    module's tensors) is missing, does not load (truncated, a kill mid-copy) or holds NaN / infinite values: resuming
+    from it would end in a traceback or train on garbage (issue 26)."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+    if TENSORS_FILE not in names:
+        raise ValueError(f"The checkpoint {folder!r} has no {TENSORS_FILE}; resume from another checkpoint.")
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            tensors = load_file(path)
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            raise ValueError(f"The checkpoint file {path!r} cannot be read ({error_line(error)}); resume from "
+                             "another checkpoint.") from None
+        for key, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(f"The checkpoint file {path!r} holds {bad} NaN or infinite values in {key!r}; "
+                                 "resume from another checkpoint.")
 
 
 def find_latest_checkpoint(output_dir: str) -> str:
-    """The checkpoint with the highest step in ``output_dir`` whose state parses; checkpoints whose state does not
-    (a 0-byte or truncated ``infodisent_state.json``) are skipped with a warning naming them."""
+    """The checkpoint with the highest step in ``output_dir`` whose state parses and whose weights load and are
+    finite; checkpoints that fail (a 0-byte or truncated ``infodisent_state.json``, a truncated or NaN
+    ``model.safetensors``) are skipped with a warning naming them and why."""
     candidates = []
     for name in sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []:
         path = os.path.join(output_dir, name)
@@ -90,9 +115,15 @@ def find_latest_checkpoint(output_dir: str) -> str:
                 candidates.append((int(json.load(f)["global_step"]), path))
         except (ValueError, KeyError, TypeError) as error:
             logger.warning("Skipping the checkpoint %s: its %s does not parse (%s).", path, STATE_FILE, error)
-    if not candidates:
-        raise ValueError(f"--resume_from_checkpoint latest: no usable checkpoint (step_N / epoch_N) in {output_dir!r}.")
-    return max(candidates)[1]
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            check_weights(path)
+        except ValueError as error:
+            logger.warning("Skipping the checkpoint %s: %s", path, error)
+            continue
+        return path
+    raise ValueError(f"--resume_from_checkpoint latest: no usable checkpoint (step_N / epoch_N) in {output_dir!r}"
+                     + (f" ({len(candidates)} skipped: see the warnings above)." if candidates else "."))
 
 
 def config_differences(saved: dict, current: dict, neutral: set[str]) -> list[str]:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from training.fit_config import RESUME_NEUTRAL, FitConfig
-from training.checkpoints import config_differences, find_latest_checkpoint, read_state, write_state
+from training.checkpoints import config_differences, error_line, find_latest_checkpoint, read_state, write_state
 from training.evaluation import cached_featurizer, evaluate
 from training.features import collate_batch
 from training.hardware import keep_freed_memory_for_reuse, make_accelerator, rotation_matmul_dtype
@@ -144,7 +144,11 @@ class _Fit:
                 f"Cannot resume from {path!r}: it was trained with other arguments: {'; '.join(differences)}. Resume "
                 "with the same arguments, or pass --ignore_config_change to continue with the new ones anyway."
             )
-        self.accelerator.load_state(path)  # head weights + prototype mask, optimiser, RNG states
+        try:  # head weights + prototype mask, optimiser, RNG states (the weights were checked by read_state)
+            self.accelerator.load_state(path)
+        except (OSError, RuntimeError, EOFError, KeyError) as error:  # e.g. a truncated optimizer.bin
+            raise ValueError(f"Cannot resume from {path!r}: accelerate cannot load its state ({error_line(error)}); "
+                             "resume from another checkpoint.") from None
         names = {f.name for f in fields(FitState)}
         for key, value in saved.items():
             if key in names:
