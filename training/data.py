@@ -43,6 +43,7 @@ from typing import Callable
 import datasets
 
 from modeling_infodisent.images import processor_num_channels, to_rgb
+from training.class_sets import check_image_folder, check_split_classes
 
 #: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md) and black-box
 #: backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors): defined with the command line, which
@@ -237,6 +238,7 @@ def _load_local_folder(folder: str, extra_split: str | None = None):
     )
     if not has_images:
         raise ValueError(f"The folder {folder!r} contains neither parquet files nor images (imagefolder layout).")
+    check_image_folder(folder, "--dataset_name", {*_SPLIT_ALIASES, *([extra_split.lower()] if extra_split else [])})
     return _load_or_empty_error(datasets.load_dataset, "imagefolder", data_dir=folder)
 
 
@@ -385,12 +387,15 @@ def load_image_dataset(
         if train_dir is None:
             raise ValueError("validation_dir was given without train_dir; pass train_dir (an imagefolder) too.")
         _check_dir(train_dir, "train_dir")
+        check_image_folder(train_dir, "--train_dir")  # images, >= 2 class folders, none empty (training/class_sets.py)
         data_files = {"train": os.path.join(train_dir, "**")}
         if validation_dir is not None:
             _check_dir(validation_dir, "validation_dir")
+            check_image_folder(validation_dir, "--validation_dir")
             data_files["validation"] = os.path.join(validation_dir, "**")
         if test_dir is not None:
             _check_dir(test_dir, "test_dir")
+            check_image_folder(test_dir, "--test_dir")
             data_files["test"] = os.path.join(test_dir, "**")
         # drop_labels=False: datasets infers class labels only when every file sits at the same folder depth, which
         # folders given separately (train/ and ../other/test/) need not.
@@ -475,6 +480,15 @@ def load_image_dataset(
             if split is not None and c not in split.column_names:
                 raise ValueError(f"Column {c!r} is missing from the {name} split, which has {split.column_names}.")
     _check_two_classes(train, label_col, label_feature if is_classlabel else None)
+    # Given validation / test splits (not one held out from train) must have train's classes (training/class_sets.py).
+    if dataset_name is None:
+        where = {"train": f"--train_dir {train_dir!r}", "validation": f"--validation_dir {validation_dir!r}",
+                 "test": f"--test_dir {test_dir!r}"}
+    else:
+        where = {k: f"the {k} split of {dataset_name!r}" for k in ("train", "validation", "test")}
+    given = {"validation": validation if "validation" in splits else None, "test": test}
+    check_split_classes(train, given, label_col, label_feature.names if is_classlabel else None, where,
+                        exact=dataset_name is None)
 
     if is_classlabel:
         id2label = {i: str(n) for i, n in enumerate(label_feature.names)}
