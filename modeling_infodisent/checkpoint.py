@@ -11,7 +11,7 @@ import os
 
 from transformers.utils import logging as transformers_logging
 
-__all__ = ["check_loading_info", "check_weight_files", "load_strictly"]
+__all__ = ["check_finite_weights", "check_loading_info", "check_weight_files", "load_strictly"]
 
 # The tensors whose shape is the class count: a mismatch of these only is "another number of classes".
 CLASSIFIER_KEYS = ("head.classifier.", "original_classifier.")
@@ -95,4 +95,24 @@ def load_strictly(load, pretrained_model_name_or_path, *args, **kwargs):
     finally:
         transformers_logging.set_verbosity(verbosity)
     check_loading_info(path, info, allow_mismatched=allow_mismatched)
+    check_finite_weights(path, model)
     return model, info
+
+
+def check_finite_weights(path: str, model) -> None:
+    """`OSError` naming the tensors when the loaded weights hold NaN or infinite values. A model folder with NaN
+    weights was explained as "predicted 'T-shirt/top' (nan%)" with exit 0 (issue 26); every loader (the explain CLI,
+    the Space, `from_pretrained`, `load_model_and_gallery`) comes through here, whatever the gallery says."""
+    import torch
+
+    bad = {}
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                count = int((~torch.isfinite(tensor)).sum())
+                if count:
+                    bad[key] = count
+    if bad:
+        first = ", ".join(f"{k} ({n} of {model.state_dict()[k].numel()})" for k, n in list(bad.items())[:3])
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise OSError(f"The weights of {path!r} hold NaN or infinite values, refusing to load them: {first}{more}.")
