@@ -80,7 +80,7 @@ def _fmnist_transform(bench: Bench):
 
 
 ABLATIONS = {
-    "rotation_identity": {"rotation": "identity"},
+    "rotation_identity": {"rotation_parametrization": "identity"},
     "pooling_avg": {"pooling": "avg"},
     "classifier_unconstrained": {"classifier_constraint": "none"},
 }

@@ -154,7 +154,7 @@ def explain_all(model, x: torch.Tensor, targets, relevance: int = 0) -> list:
     out = []
     for start in range(0, len(x), 64):
         out += model.explain(x[start : start + 64], target=[int(t) for t in targets[start : start + 64]],
-                             relevance=relevance)
+                             relevance_top_k=relevance)
     return out
 
 
@@ -182,7 +182,7 @@ def input_x_gradient(classifier, x: torch.Tensor, targets) -> np.ndarray:
 
 
 # Where a prototype is. "relevance": the weighted centre of the top 1% of its pixel relevance map (input × gradient
-# of its peak activation, `explain(..., relevance=k)`), the default: on the tuning split
+# of its peak activation, `explain(..., relevance_top_k=k)`), the default: on the tuning split
 # (`benchmarks/groundtruth_failures.py`) the top prototype read this way pointed at the decisive mark in 98.6% of the
 # images (Grad-CAM on the original 97.0%) and at the garment in 99.6% (98.9%); the top 5% gave 98.5% / 97.9% (a
 # large garment's relevance spreads), the maximum 98.6% / 99.3%. "region": the weighted centre of its upsampled

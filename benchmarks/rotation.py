@@ -41,7 +41,7 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
     torch.manual_seed(seed)
     variant, bf16, _ = variant.partition(BF16)
     rotation = "riemannian" if variant == "fixed_u" else variant
-    config = InfoDisentConfig(rotation=rotation, num_labels=num_labels)
+    config = InfoDisentConfig(rotation_parametrization=rotation, num_labels=num_labels)
     head = InfoDisentHead(config, dim).train()
     with torch.no_grad():
         if head.rotation.weight is not None:

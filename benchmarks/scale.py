@@ -248,7 +248,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     # explain() vs a plain forward, batch 1 (one image explained), interleaved
     model.eval()
     pixel_values = processor(images=[data["validation"][0]["image"]], return_tensors="pt")["pixel_values"].to(device)
-    model.rotation  # noqa: B018 - materialise U as a deployed model would have it
+    model.rotation_matrix()  # materialise U as a deployed model would have it
     times = speed._time_interleaved(
         {"forward": lambda: model(pixel_values), "explain": lambda: model.explain(pixel_values)},
         repeats=settings.explain_repeats, device=device,
@@ -277,7 +277,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     extraction_per_image = phases.records["extract"]["seconds"] / num_images
     eval_per_row = phases.records["evaluate"]["seconds"] / max(1, len(val_cache))
     suffix = "+bf16" if bf16 else ""
-    default = model.config.rotation + suffix  # the step the training script takes
+    default = model.config.rotation_parametrization + suffix  # the step the training script takes
     projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u" + suffix]["seconds"],
                              row_seconds, extraction_per_image, eval_per_row)
     return {
@@ -289,7 +289,7 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         "cache_dtype": settings.cache_dtype,
         "orthogonality_error": orthogonality,
         "eval_rows": eval_result["num_examples"],
-        "rotation": model.config.rotation,
+        "rotation": model.config.rotation_parametrization,
         # the head_step variant the training script runs here ("cayley+bf16" at D >= 512 on AMX)
         "training_step": default,
         "head_step": steps,

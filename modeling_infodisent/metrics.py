@@ -482,7 +482,7 @@ def subcell_peak(activation_map, location: tuple[int, int] | None = None) -> tup
     return float(r + dy), float(c + dx)
 
 
-# Where a prototype's part is, read off its pixel relevance map (`explain(..., relevance=k)`): the top 1% of the map.
+# Where a prototype's part is, read off its pixel relevance map (`explain(..., relevance_top_k=k)`): the top 1% of the map.
 # The renderer outlines that region and the ground-truth benchmark locates a prototype at its weighted centre
 # (chosen on the benchmark's tuning split; `benchmarks/groundtruth.py`).
 RELEVANCE_QUANTILE = 0.99

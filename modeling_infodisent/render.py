@@ -145,7 +145,7 @@ def _show_image(ax, view: np.ndarray, size: tuple[int, int], grey: bool = False)
 def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     """The prototype's heatmap on the image: colour from the map, opacity growing with the activation, so places
     where the prototype is silent show the image itself; the peak's feature cell is boxed. When the explanation
-    carries the prototype's pixel relevance (`explain(..., relevance=k)`), the pixels that make it fire at that peak
+    carries the prototype's pixel relevance (`explain(..., relevance_top_k=k)`), the pixels that make it fire at that peak
     (the top 1% of the map, where the ground-truth benchmark locates a prototype) are outlined: a feature cell sees
     far more than its box, and a small part on the border of two cells makes the neighbouring cell peak."""
     height, width = prototype.image_size

@@ -229,6 +229,7 @@ class _Fit:
             state.evals_since_best += 1
         if self.is_main:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+            shown["epoch"] = round(record["epoch"], 1)  # (the history keeps 3 decimals; a log line needs one)
             logger.info("step %d (%s): %s", step, phase, shown)
         if config.with_tracking:
             self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
