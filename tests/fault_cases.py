@@ -536,7 +536,9 @@ def _cli_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    return _image_cases() + _label_cases() + _pickle_cases() + _loading_cases() + _cli_cases()
+    from fault_cases_limits import limit_cases  # issue 26: arguments, output, checkpoints, data, weights, load
+
+    return _image_cases() + _label_cases() + _pickle_cases() + _loading_cases() + _cli_cases() + limit_cases()
 
 
 CASES = all_cases()

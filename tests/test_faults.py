@@ -37,7 +37,8 @@ def test_fault(case, ctx):
 
 def test_the_table_covers_every_category_and_entry_point():
     categories = {case.category for case in CASES}
-    assert categories == {"images", "labels", "pickles", "loading", "cli"}
+    assert categories == {"images", "labels", "pickles", "loading", "cli", "arguments", "output", "checkpoints", "data",
+                          "weights", "load"}
     names = " ".join(case.name for case in CASES)
     for entry in ("open_image", "CLI", "Space", "renderer", "from_pretrained", "load_model_and_gallery"):
         assert entry in names
