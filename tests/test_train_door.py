@@ -148,3 +148,32 @@ def test_tiny_datasets_keep_the_default_batch():
                            finetune_epochs=1.0)
     check_against_data(args, 24, 1)  # 24 rows, batch 256: allowed (the endless stream repeats rows)
     check_against_data(args, None, 1)  # a stream of unknown length: nothing to check
+
+
+def _exit_line(parse, argv, capsys):
+    with pytest.raises((SystemExit, UsageError)) as caught:
+        parse(argv)
+    if isinstance(caught.value, SystemExit):
+        assert caught.value.code == 2
+        return capsys.readouterr().err.strip()
+    return f"error: {caught.value}"
+
+
+def test_every_command_line_says_did_you_mean(capsys):
+    """The project's other command lines: the explain CLI, the backbone pretraining, the benchmarks, the Space."""
+    from modeling_infodisent.explain import parse_args as explain_args
+    from training.pretrain_backbone import parse_args as pretrain_args
+
+    assert _exit_line(explain_args, ["--model", "m", "--out", "o", "--topk", "3"], capsys) == (
+        "error: unrecognized arguments: --topk (did you mean --top_k?) (see --help)")  # (3: an IMAGE)
+    assert _exit_line(pretrain_args, ["--lerning_rate", "0.1", "--sed", "1"], capsys) == (
+        "error: unrecognized arguments: --lerning_rate 0.1 --sed 1 "
+        "(did you mean: --lerning_rate -> --learning_rate, --sed -> --seed?)")
+    from benchmarks.run import parse_args as benchmark_args
+
+    assert _exit_line(benchmark_args, ["--quikc"], capsys) == (
+        "error: unrecognized arguments: --quikc (did you mean --quick?)")
+    from spaces.app import main as space_main
+
+    assert _exit_line(space_main, ["--modle", "x"], capsys) == (
+        "error: unrecognized arguments: --modle x (did you mean --model?)")
