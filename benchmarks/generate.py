@@ -5,7 +5,10 @@ Fashion-MNIST (MIT, © 2017 Zalando SE; the Debian package ``dataset-fashion-mni
 its own random generator, seeded by ``(seed, split, index, variant)``, so a sample can be rendered again on its own
 and *changed by the generator* (not by masking pixels afterwards).
 
-Two variants:
+Five variants. ``garments``, ``marks`` and ``stripes`` are the known-answer sets of the ground-truth benchmark
+(`benchmarks/known_answer.py`, issue 22: no model-free shortcut, checked by `benchmarks/groundtruth_audit.py`). The
+two first ones below have shortcuts (the largest bright blob finds their answer; the audit rejects them) and stay for
+the suite's ``cluttered`` dataset and the first benchmark's record:
 
 - ``cluttered``: one garment at a random position and scale on a ``canvas``×``canvas`` black canvas, with distractor
   clutter (small crops of other garments and thin noise strokes, kept outside the garment's box so the garment stays

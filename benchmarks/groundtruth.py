@@ -1,4 +1,8 @@
-"""The ground-truth benchmark: explanations checked against a known answer (issue 14).
+"""The FIRST ground-truth benchmark (issue 14), superseded by `benchmarks/groundtruth_trust.py` (issue 22).
+
+Its sets have a model-free shortcut (`benchmarks/groundtruth_audit.py` rejects them) and it read InfoDisent through a
+post-hoc pixel attribution but Grad-CAM at its maximum; `benchmarks/run.py` no longer runs it. Kept importable for
+`benchmarks/groundtruth_failures.py` and the record of `benchmarks/results_groundtruth_*.json`.
 
 Data from `benchmarks/generate.py` (Fashion-MNIST garments on 84×84 canvases): ``cluttered`` (the garment's box is the
 answer) and ``part`` (the class is the shape of one small mark; its box is the answer, and the generator can render the

@@ -32,8 +32,11 @@ TOLERANCE_PX = 4  # half a cell of the black boxes' 11×11 grid on an 84-px canv
 
 
 def hits(points_xy: np.ndarray, boxes, tolerance_px: int = TOLERANCE_PX) -> np.ndarray:
-    """(N,) floats: point i (x, y) lies in box i grown by `tolerance_px`. One rule for every method and readout.
-    (`modeling_infodisent.localisation.pointing_hit` does the same per point once it lands.)"""
+    """(N,) floats: point i (x, y) lies in box i grown by `tolerance_px` on every side (a square tolerance, the
+    pre-registered rule). One rule for every method and readout; the test per point is
+    `modeling_infodisent.localisation.pointing_hit` with no tolerance on the grown box (through
+    `metrics.pointing_game`) -- its own `tolerance_px` measures a Euclidean distance instead, i.e. rounds the grown
+    box's corners, which is why it is not used here."""
     from modeling_infodisent.metrics import pointing_game
 
     grown = np.asarray(boxes, dtype=float) + np.array([-tolerance_px, -tolerance_px, tolerance_px, tolerance_px])

@@ -19,7 +19,7 @@ Three sets (84×84 grey canvases, black background, Fashion-MNIST garments: MIT,
   intensity from the shared distribution; a full-brightness garment and strokes of the same distribution lie under
   and around them. Truth: the decisive mark's box and pixels.
 - ``stripes``: 4 classes, the ORIENTATION (0, 45, 90, 135 degrees) of a small striped patch at a random place; 4-6
-  decoy patches (checkerboards and blurred noise) of the same size, the same mean intensity (the garment's own mean
+  decoy patches (checkerboards, blurred noise, 2×2 block noise) of the same size, the same mean intensity (the garment's own mean
   intensity) and the same RMS contrast. Truth: the striped patch's box.
 
 Every renderer takes ``without_part=True`` and renders the same sample without the decisive object (the truth) and

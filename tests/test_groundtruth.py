@@ -64,10 +64,12 @@ def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
 
     out = tmp_path / "gt"
     cmd = [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "generate.py"), "--variant", "part", "--out", str(out)]
-    subprocess.run([*cmd, "--train", "5", "--test", "3"], check=True, capture_output=True, cwd=REPO_ROOT)
+    # 40 training rows: every class is left in train once the loader holds part of it out (it refuses a test class
+    # that train lacks)
+    subprocess.run([*cmd, "--train", "40", "--test", "3"], check=True, capture_output=True, cwd=REPO_ROOT)
     ds, image_col, label_col, id2label = load_image_dataset(str(out))
     # train + test on disk: the loader holds part of train out for validation and keeps test for the final figure
-    assert (len(ds["train"]) + len(ds["validation"]), len(ds["test"]), image_col, label_col) == (5, 3, "image", "label")
+    assert (len(ds["train"]) + len(ds["validation"]), len(ds["test"]), image_col, label_col) == (40, 3, "image", "label")
     assert id2label == {0: "plus", 1: "cross", 2: "ring", 3: "triangle", 4: "H"}
     assert "benchmarks/generate.py --variant part" in (out / "README.md").read_text()
     bad = subprocess.run([*cmd, "--canvas", "20"], capture_output=True, text=True, cwd=REPO_ROOT)
