@@ -453,6 +453,12 @@ def main(argv=None) -> int:
                if not (GT_MODELS / f"{v}_resnet_seed{b}").is_dir()]
     if missing:
         p.exit(2, f"error: black boxes missing in {GT_MODELS}: {', '.join(missing)} (see its README.md)\n")
+    from training.build_fashion_mnist_subset import FashionMNISTMissing, load_fashion_mnist_idx
+
+    try:  # the generator draws every garment from these files: say so before anything runs
+        load_fashion_mnist_idx("test")
+    except FashionMNISTMissing as e:
+        p.exit(2, f"error: {e}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("training", "training.fit", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

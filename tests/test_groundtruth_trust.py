@@ -265,3 +265,11 @@ def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in weights.items())
     convs = [m for m in resnet_stages(original)[-1].modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.stride == (1, 1) for c in convs) and any(c.dilation == (2, 2) for c in convs)
+
+
+def test_trust_cli_without_fashion_mnist_is_one_line_exit_2():
+    env = {**os.environ, "FASHION_MNIST_DIR": "/nonexistent-fmnist", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "benchmarks/groundtruth_trust.py", "--sets", "marks", "--audit_only",
+                          "--images", "4"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Fashion-MNIST" in lines[0]
