@@ -9,7 +9,8 @@ dozen KB, and reads the server process's peak resident memory (``VmHWM`` in /pro
     python spaces/measure_memory.py --app /tmp/old/app.py   # another version of the app, for a before/after
 
 Prints one JSON object: rss_before_mib (after warm-up), peak_mib (VmHWM after the burst), peak_increase_mib, the
-per-call wall times, and how many uploaded files are left in Gradio's upload cache afterwards.
+per-call wall times, their outcomes, and how many uploaded files are left in Gradio's upload cache right afterwards
+(an API call's upload is deleted 120 s after its last arrival: spaces/uploads.py).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default=str(HERE / "model"))
     parser.add_argument("--n", type=int, default=8, help="parallel uploads (default 8)")
     parser.add_argument("--side", type=int, default=6000, help="image side in pixels (default 6000)")
+    parser.add_argument("--same", action="store_true",
+                        help="upload the same bytes N times (Gradio stores them at one path: issue 26's load)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     from gradio_client import Client, handle_file
@@ -72,13 +75,17 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="infodisent-mem-"))
     cache = work / "gradio_cache"
     images = []
-    for i in range(args.n):  # distinct files: Gradio would store identical uploads once
+    for i in range(args.n):  # distinct files unless --same: Gradio stores identical uploads at one path
         path = work / f"big_{i}.png"
+        if args.same and images:
+            images.append(images[0])  # the same file (name and bytes): one path in Gradio's cache for all N
+            continue
         big_png(path, args.side)
-        with Image.open(path) as im:
-            im.load()
-            im.putpixel((i, 0), (i, 0, 0))
-            im.save(path, optimize=True)
+        if not args.same:
+            with Image.open(path) as im:
+                im.load()
+                im.putpixel((i, 0), (i, 0, 0))
+                im.save(path, optimize=True)
         images.append(path)
     small = work / "small.png"
     Image.new("RGB", (28, 28), (128, 128, 128)).save(small)
@@ -121,6 +128,7 @@ def main(argv=None) -> dict:
         report = {
             "app": args.app,
             "uploads": args.n,
+            "same_bytes": args.same,
             "side": args.side,
             "png_bytes": images[0].stat().st_size,
             "rss_before_mib": round(rss_before, 1),
