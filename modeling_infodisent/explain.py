@@ -40,6 +40,12 @@ class InputError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as the project's one line ``error: ...`` (exit 2) instead of usage + message."""
 
+    def __init__(self, *args, **kwargs):
+        # No prefix matching: a typo such as --num_train_epoch must be refused with "did you mean", not silently
+        # taken as --num_train_epochs (or another flag it happens to abbreviate).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"error: {did_you_mean(message, list(self._option_string_actions))} (see --help)\n")
 

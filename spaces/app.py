@@ -488,6 +488,12 @@ def launch(demo: gr.Blocks, **kwargs):
 class _Parser(argparse.ArgumentParser):
     """One line ``error: ...`` (exit 2) with "did you mean --model?" instead of the usage block."""
 
+    def __init__(self, *args, **kwargs):
+        # No prefix matching: a typo such as --num_train_epoch must be refused with "did you mean", not silently
+        # taken as --num_train_epochs (or another flag it happens to abbreviate).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         self.exit(2, f"error: {did_you_mean(message, list(self._option_string_actions))}\n")
 

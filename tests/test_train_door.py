@@ -52,6 +52,8 @@ BAD_ARGUMENTS = [
     (["--seed", "1.5"], "argument --seed: not an integer: '1.5'"),
     (["--trian_dir", "x"], "unrecognized arguments: --trian_dir x (did you mean --train_dir?)"),
     (["--outptu_dir=/tmp/x"], "unrecognized arguments: --outptu_dir=/tmp/x (did you mean --output_dir?)"),
+    # a prefix of a flag is a typo, not an abbreviation (it once started a 30-minute run with the wrong flag)
+    (["--num_train_epoch", "3"], "unrecognized arguments: --num_train_epoch 3 (did you mean --num_train_epochs?)"),
 ]
 
 
@@ -177,3 +179,25 @@ def test_every_command_line_says_did_you_mean(capsys):
 
     assert _exit_line(space_main, ["--modle", "x"], capsys) == (
         "error: unrecognized arguments: --modle x (did you mean --model?)")
+
+
+@pytest.mark.parametrize("module", ["modeling_infodisent.explain", "spaces.app", "training.pretrain_backbone"])
+def test_no_cli_takes_a_prefix_of_an_option_for_the_option(module):
+    """argparse's default accepts any unambiguous prefix (--num_train_epoch for --num_train_epochs); every command
+    line of the project refuses it with a suggestion instead."""
+    import importlib
+    import inspect
+
+    source = inspect.getsource(importlib.import_module(module))
+    parser_classes = {"modeling_infodisent.explain": "_Parser", "spaces.app": "_Parser"}
+    if module in parser_classes:
+        parser = getattr(importlib.import_module(module), parser_classes[module])()
+    else:
+        assert "OneLineParser(" in source
+        from training.arguments import OneLineParser as parser_class
+
+        parser = parser_class()
+    parser.add_argument("--num_train_epochs", type=float)
+    assert parser.allow_abbrev is False
+    with pytest.raises((UsageError, SystemExit)):
+        parser.parse_args(["--num_train_epoch", "3"])

@@ -120,6 +120,12 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors (unknown flag, bad type, out of range) raise `UsageError` with one line naming the flag,
     plus "did you mean" for a misspelt option, instead of printing the usage block."""
 
+    def __init__(self, *args, **kwargs):
+        # No prefix matching: a typo such as --num_train_epoch must be refused with "did you mean", not silently
+        # taken as --num_train_epochs (or another flag it happens to abbreviate).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise UsageError(did_you_mean(message, list(self._option_string_actions)))
 
