@@ -52,12 +52,11 @@ def section_accuracy(bench: Bench, timer: Timer, cache: dict) -> dict:
 def section_full_fashion_mnist(bench: Bench, cache: dict) -> dict:
     """The models trained on the embedded default, evaluated on the full Fashion-MNIST test set (10 000 images)."""
     from training.build_fashion_mnist_subset import full_fashion_mnist_dataset
-    from training.features import get_or_extract_features
     from training.evaluation import evaluate
+    from training.features import get_or_extract_features
 
     test = full_fashion_mnist_dataset("test", FULL_FASHION_MNIST)
-    kwargs = dict(bench.cache_kwargs, image_column="image", label_column="label",
-                  transform=_fmnist_transform(bench))
+    kwargs = dict(bench.cache_kwargs, image_column="image", label_column="label", transform=_fmnist_transform(bench))
     any_model = next(iter(cache["models"].values()))
     full_cache = get_or_extract_features(any_model, test, split_name="fashion_mnist_test", **kwargs)
     results = {}
@@ -76,7 +75,6 @@ def _fmnist_transform(bench: Bench):
     from training.data import make_transform
 
     return make_transform(bench.image_processor, "image", "label")
-
 
 
 ABLATIONS = {
@@ -98,7 +96,9 @@ def section_ablations(bench: Bench, cache: dict) -> dict:
     jobs = [(name, recipe) for recipe in ("default", "dense") for name in ABLATIONS]
     for name, recipe in tqdm(jobs, desc="ablations"):
         model_kwargs = ABLATIONS[name]
-        runs = [bench.train(seed, fit=DENSE if recipe == "dense" else None, model_kwargs=model_kwargs)[1] for seed in seeds]
+        runs = [
+            bench.train(seed, fit=DENSE if recipe == "dense" else None, model_kwargs=model_kwargs)[1] for seed in seeds
+        ]
         out["variants"][f"{name}/{recipe}"] = {
             "ablation": name,
             "recipe": recipe,
@@ -117,8 +117,18 @@ def tradeoff_points(quick: bool) -> list[tuple[float, int]]:
     if quick:
         points = [(0.0, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20)]
     else:
-        points = [(0.0, 0), (1e-3, 0), (1e-2, 0), (1e-1, 0), (1.0, 0), (0.0, budget), (l1, 5), (l1, budget), (l1, 20),
-                  (10 * l1, budget)]
+        points = [
+            (0.0, 0),
+            (1e-3, 0),
+            (1e-2, 0),
+            (1e-1, 0),
+            (1.0, 0),
+            (0.0, budget),
+            (l1, 5),
+            (l1, budget),
+            (l1, 20),
+            (10 * l1, budget),
+        ]
     return list(dict.fromkeys(points))  # the default may coincide with a grid point
 
 
@@ -141,15 +151,17 @@ def section_tradeoff(bench: Bench, accuracy: dict | None) -> dict:
                 fit = {"sparsity_l1": l1, "max_prototypes_per_class": budget}
                 r = bench.train(seed, fit=fit)[1]
             runs.append(r)
-        rows.append({
-            "sparsity_l1": l1,
-            "max_prototypes_per_class": budget,
-            "default": (l1, budget) == DEFAULT_POINT,
-            "runs": runs,
-            "accuracy": _mean_spread([r["accuracy"] for r in runs]),
-            "explanation_size_median": _mean_spread([r["explanation_size_median"] for r in runs]),
-            "explanation_size_p90": _mean_spread([r["explanation_size_p90"] for r in runs]),
-            "max_prototypes_per_class_used": max(r["max_prototypes_per_class_used"] for r in runs),
-            "distinct_channels_used": _mean_spread([r["distinct_channels_used"] for r in runs]),
-        })
+        rows.append(
+            {
+                "sparsity_l1": l1,
+                "max_prototypes_per_class": budget,
+                "default": (l1, budget) == DEFAULT_POINT,
+                "runs": runs,
+                "accuracy": _mean_spread([r["accuracy"] for r in runs]),
+                "explanation_size_median": _mean_spread([r["explanation_size_median"] for r in runs]),
+                "explanation_size_p90": _mean_spread([r["explanation_size_p90"] for r in runs]),
+                "max_prototypes_per_class_used": max(r["max_prototypes_per_class_used"] for r in runs),
+                "distinct_channels_used": _mean_spread([r["distinct_channels_used"] for r in runs]),
+            }
+        )
     return {"seeds": seeds, "rows": rows}

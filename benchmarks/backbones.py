@@ -64,20 +64,41 @@ def build_model(name: str):
     import transformers as tf
 
     if name in ("vit", "vit_classifier"):
-        config = tf.ViTConfig(image_size=IMAGE_SIZE, patch_size=4, hidden_size=64, num_hidden_layers=4,
-                              num_attention_heads=4, intermediate_size=128, **_labels())
+        config = tf.ViTConfig(
+            image_size=IMAGE_SIZE,
+            patch_size=4,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            **_labels(),
+        )
         return tf.ViTForImageClassification(config)
     if name == "dinov2":
-        config = tf.Dinov2Config(image_size=IMAGE_SIZE, patch_size=4, hidden_size=64, num_hidden_layers=4,
-                                 num_attention_heads=4, mlp_ratio=2, **_labels())
+        config = tf.Dinov2Config(
+            image_size=IMAGE_SIZE,
+            patch_size=4,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            mlp_ratio=2,
+            **_labels(),
+        )
         return tf.Dinov2ForImageClassification(config)
     if name == "convnext":
-        config = tf.ConvNextConfig(patch_size=2, num_stages=2, hidden_sizes=[32, 64], depths=[2, 2],
-                                   image_size=IMAGE_SIZE, **_labels())
+        config = tf.ConvNextConfig(
+            patch_size=2, num_stages=2, hidden_sizes=[32, 64], depths=[2, 2], image_size=IMAGE_SIZE, **_labels()
+        )
         return tf.ConvNextForImageClassification(config)
     if name == "tiny":  # tests: a random 2-stage ResNet, 16 channels at 7×7
-        config = tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                                 downsample_in_first_stage=False, **_labels())
+        config = tf.ResNetConfig(
+            embedding_size=8,
+            hidden_sizes=[8, 16],
+            depths=[1, 1],
+            layer_type="basic",
+            downsample_in_first_stage=False,
+            **_labels(),
+        )
         return tf.ResNetForImageClassification(config)
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
 
@@ -85,8 +106,14 @@ def build_model(name: str):
 def image_processor():
     from transformers import ViTImageProcessor
 
-    return ViTImageProcessor(do_resize=True, size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_rescale=True,
-                             do_normalize=True, image_mean=[FMNIST_MEAN] * 3, image_std=[FMNIST_STD] * 3)
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[FMNIST_MEAN] * 3,
+        image_std=[FMNIST_STD] * 3,
+    )
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:
@@ -115,7 +142,9 @@ def train_briefly(model, steps: int, seed: int = 0, batch_size: int = 128, lr: f
     t0 = time.time()
     model.train()
     for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        scale = (
+            (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         idx = rng.integers(0, len(images), batch_size)
@@ -125,9 +154,14 @@ def train_briefly(model, steps: int, seed: int = 0, batch_size: int = 128, lr: f
         optimizer.zero_grad(set_to_none=True)
     seconds = time.time() - t0
     keep = np.random.default_rng(0).choice(len(test_images), 2000, replace=False)
-    return {"steps": steps, "batch_size": batch_size, "learning_rate": lr, "seed": seed,
-            "train_seconds": round(seconds, 1),
-            "test_accuracy_2000": round(_accuracy(model, test_images[keep], test_labels[keep]), 4)}
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "test_accuracy_2000": round(_accuracy(model, test_images[keep], test_labels[keep]), 4),
+    }
 
 
 def build_backbone(name: str, folder: str | os.PathLike | None = None, steps: int | None = None, seed: int = 0) -> str:

@@ -23,16 +23,32 @@ def _glyphs() -> dict[str, np.ndarray]:
     """7×7 binary marks. The first five are the classes of the ``part`` variant; the last two only appear as decoys."""
     g = {}
     z = lambda: np.zeros((7, 7), bool)  # noqa: E731
-    a = z(); a[3, :] = True; a[:, 3] = True; g["plus"] = a
-    a = z(); np.fill_diagonal(a, True); a[np.arange(7), 6 - np.arange(7)] = True; g["cross"] = a
-    a = z(); a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True; g["ring"] = a
+    a = z()
+    a[3, :] = True
+    a[:, 3] = True
+    g["plus"] = a
+    a = z()
+    np.fill_diagonal(a, True)
+    a[np.arange(7), 6 - np.arange(7)] = True
+    g["cross"] = a
+    a = z()
+    a[0, :] = a[-1, :] = a[:, 0] = a[:, -1] = True
+    g["ring"] = a
     a = z()
     for r in range(7):
         a[r, 3 - r // 2 : 4 + r // 2] = True
     g["triangle"] = a
-    a = z(); a[:, 0] = a[:, -1] = True; a[3, :] = True; g["H"] = a
-    a = z(); a[1:6, 1:6] = True; g["block"] = a  # (decoy)
-    a = z(); a[0, :] = True; a[:, 0] = True; g["corner"] = a  # (decoy)
+    a = z()
+    a[:, 0] = a[:, -1] = True
+    a[3, :] = True
+    g["H"] = a
+    a = z()
+    a[1:6, 1:6] = True
+    g["block"] = a  # (decoy)
+    a = z()
+    a[0, :] = True
+    a[:, 0] = True
+    g["corner"] = a  # (decoy)
     return g
 
 

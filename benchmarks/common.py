@@ -32,6 +32,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 logger = logging.getLogger("benchmarks")
 
+
 def _train_defaults() -> dict:
     """The training script's recipe defaults, read from its own argument parser (so the two cannot drift apart)."""
     from training.fit import FitConfig
@@ -62,9 +63,12 @@ def _version(package: str) -> str | None:
 
 def environment(args, device: torch.device) -> dict:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     cpu = platform.processor() or platform.machine()
@@ -155,11 +159,18 @@ class Bench:
             self.transform = make_transform(self.image_processor, self.image_column, self.label_column)
             probe_model = self.new_model(seed=0)
             self.cache_kwargs = dict(
-                image_processor=self.image_processor, image_column=self.image_column, label_column=self.label_column,
-                transform=self.transform, cache_dir=self.cache_dir, head_model=self.head_model, batch_size=128,
+                image_processor=self.image_processor,
+                image_column=self.image_column,
+                label_column=self.label_column,
+                transform=self.transform,
+                cache_dir=self.cache_dir,
+                head_model=self.head_model,
+                batch_size=128,
             )
             start = time.perf_counter()
-            self.train_cache = get_or_extract_features(probe_model, self.dataset["train"], split_name="train", **self.cache_kwargs)
+            self.train_cache = get_or_extract_features(
+                probe_model, self.dataset["train"], split_name="train", **self.cache_kwargs
+            )
             self.eval_cache = get_or_extract_features(
                 probe_model, self.dataset["validation"], split_name="validation", **self.cache_kwargs
             )
@@ -168,7 +179,8 @@ class Bench:
             self.report_split = "test" if "test" in self.dataset else "validation"
             self.test_cache = (
                 get_or_extract_features(probe_model, self.dataset["test"], split_name="test", **self.cache_kwargs)
-                if self.report_split == "test" else None
+                if self.report_split == "test"
+                else None
             )
             self.report_cache = self.test_cache if self.test_cache is not None else self.eval_cache
             self.cache_seconds = time.perf_counter() - start
@@ -179,7 +191,7 @@ class Bench:
             "validation_rows": len(self.dataset["validation"]),
             "eval_rows": len(self.dataset[self.report_split]),
             "eval_split": f"{self.report_split} (the schedule's decisions use the validation split: "
-                          f"{len(self.dataset['validation'])} rows)",
+            f"{len(self.dataset['validation'])} rows)",
             "backbone": self.backbone_name,
             "backbone_has_matching_head": self.head_model is not None,
             "feature_map": list(self.train_cache.feature_shape),
@@ -233,9 +245,20 @@ class Bench:
             "distinct_channels_used": result["sparsity"]["distinct_channels_used"],
             "train_seconds": round(seconds, 2),
             "fit_config": {
-                k: v for k, v in asdict(config).items()
-                if k in ("num_train_epochs", "finetune_epochs", "sparsity_l1", "max_prototypes_per_class",
-                         "distill_weight", "loss", "learning_rate", "train_batch_size", "seed")
+                k: v
+                for k, v in asdict(config).items()
+                if k
+                in (
+                    "num_train_epochs",
+                    "finetune_epochs",
+                    "sparsity_l1",
+                    "max_prototypes_per_class",
+                    "distill_weight",
+                    "loss",
+                    "learning_rate",
+                    "train_batch_size",
+                    "seed",
+                )
             },
             "model_config": {k: getattr(model.config, k) for k in ("rotation", "pooling", "classifier_constraint")},
         }

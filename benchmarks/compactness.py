@@ -28,22 +28,28 @@ def _head_outputs(model, data, batch_size: int = 256):
 
 def section_compactness(bench: Bench, cache: dict) -> dict:
     """Explanation size, unused poles and RV coefficients for the default model and the dense head (seed 0)."""
-    out = {"definitions": {
-        "explanation_size": "prototypes (channel poles) needed for 90% of the predicted class's positive evidence",
-        "unused_poles": "share of the 2D poles in no test image's 90% explanation set (positive evidence); "
-                        "'_any_sign' builds the sets on |contribution| so that evidence against a class counts too",
-        "rv_spatial": "mean over channel pairs of the RV coefficient between the channels' (N, h*w) "
-                      "feature maps over the test images; raw = backbone map I, rotated = J = U I",
-        "rv_pooled": "same on pooled per-channel scalars (= mean squared correlation): "
-                     "max(ReLU(x)) - max(ReLU(-x)) of each raw channel vs of each rotated channel (InfoDisent's v = pos - neg)",
-    }}
+    out = {
+        "definitions": {
+            "explanation_size": "prototypes (channel poles) needed for 90% of the predicted class's positive evidence",
+            "unused_poles": "share of the 2D poles in no test image's 90% explanation set (positive evidence); "
+            "'_any_sign' builds the sets on |contribution| so that evidence against a class counts too",
+            "rv_spatial": "mean over channel pairs of the RV coefficient between the channels' (N, h*w) "
+            "feature maps over the test images; raw = backbone map I, rotated = J = U I",
+            "rv_pooled": "same on pooled per-channel scalars (= mean squared correlation): "
+            "max(ReLU(x)) - max(ReLU(-x)) of each raw channel vs of each rotated channel (InfoDisent's v = pos - neg)",
+        }
+    }
     seed = bench.args.seeds[0]
     n_rv = 1000
-    features = torch.from_numpy(np.asarray(bench.report_cache.__getitems__(np.arange(min(n_rv, len(bench.report_cache))))["features"]))
+    features = torch.from_numpy(
+        np.asarray(bench.report_cache.__getitems__(np.arange(min(n_rv, len(bench.report_cache))))["features"])
+    )
     for kind in ("default", "dense"):
         model = cache.get("models", {}).get((kind, seed))
         if model is None:
-            model = bench.train(seed, fit=None if kind == "default" else {"sparsity_l1": 0.0, "max_prototypes_per_class": 0})[0]
+            model = bench.train(
+                seed, fit=None if kind == "default" else {"sparsity_l1": 0.0, "max_prototypes_per_class": 0}
+            )[0]
             cache.setdefault("models", {})[(kind, seed)] = model
         pos, neg, logits = _head_outputs(model, bench.report_cache)
         predictions = logits.argmax(-1)

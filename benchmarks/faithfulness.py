@@ -50,9 +50,9 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
             "steps": steps,
             "baseline": "the image processor's encoding of a black image (Fashion-MNIST's background)",
             "infodisent_map": "signed class heatmap (Explanation.class_heatmap()): most positive evidence first, "
-                "evidence against last",
+            "evidence against last",
             "grad_cam_map": "pytorch_grad_cam.GradCAM on the same InfoDisent model, target layer = the explained "
-                            "feature map I (backbone parameters temporarily require grad); ties broken at random",
+            "feature map I (backbone parameters temporarily require grad); ties broken at random",
             "road_images": int(min(bench.args.road_images, len(x))),
             "road_percentiles": [20, 50, 80] if bench.args.quick else [10, 20, 30, 40, 50, 60, 70, 80, 90],
         },
@@ -61,11 +61,15 @@ def section_faithfulness(bench: Bench, cache: dict) -> dict:
     for name, heat in maps.items():
         entry = {}
         for mode in ("deletion", "insertion"):
-            aucs = deletion_insertion_auc(logits_fn, x, heat, predictions, mode=mode, steps=steps, baseline=baseline, seed=seed)
+            aucs = deletion_insertion_auc(
+                logits_fn, x, heat, predictions, mode=mode, steps=steps, baseline=baseline, seed=seed
+            )
             entry[f"{mode}_auc"] = float(aucs.mean())
             entry[f"{mode}_auc_sem"] = float(aucs.std(ddof=1) / math.sqrt(len(aucs))) if len(aucs) > 1 else 0.0
         k = out["settings"]["road_images"]
-        road = road_scores(model, x[:k], heat[:k], predictions[:k], percentiles=out["settings"]["road_percentiles"], seed=seed)
+        road = road_scores(
+            model, x[:k], heat[:k], predictions[:k], percentiles=out["settings"]["road_percentiles"], seed=seed
+        )
         for key, values in road.items():
             entry[f"road_{key}"] = float(values.mean())
         out[name] = entry
@@ -92,6 +96,9 @@ def head_randomisation(model, x, targets, trained_maps, seeds: int = 3) -> dict:
             else:
                 rho.append(map_spearman(trained_maps, np.stack([e.class_heatmap() for e in again])))
         rho = np.stack(rho)
-        out[key] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho))),
-                    "per_seed": np.nanmean(rho, axis=1).tolist()}
+        out[key] = {
+            "spearman": float(np.nanmean(rho)),
+            "abs_spearman": float(np.nanmean(np.abs(rho))),
+            "per_seed": np.nanmean(rho, axis=1).tolist(),
+        }
     return out

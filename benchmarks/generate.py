@@ -233,8 +233,17 @@ def _what(variant: str) -> str:
     return {**WHAT, **KNOWN}[variant]
 
 
-def write(variant: str, out: str, train: int, test: int, seed: int = 0, canvas: int = 84, source=None,
-          command: str | None = None, test_seed: int | None = None) -> None:
+def write(
+    variant: str,
+    out: str,
+    train: int,
+    test: int,
+    seed: int = 0,
+    canvas: int = 84,
+    source=None,
+    command: str | None = None,
+    test_seed: int | None = None,
+) -> None:
     """Write the train / test splits; ``test_seed`` (default: ``seed``) draws the test split from another stream, so
     one training set can be measured on a tuning test set and on a separate, untouched reporting test set."""
     test_seed = seed if test_seed is None else test_seed
@@ -242,12 +251,23 @@ def write(variant: str, out: str, train: int, test: int, seed: int = 0, canvas: 
     for split, n, s in (("train", train, seed), ("test", test, test_seed)):
         if n:
             make(variant, split, n, s, canvas, source).to_parquet(os.path.join(out, f"{split}-00000.parquet"))
-    command = command or (f"python benchmarks/generate.py --variant {variant} --out {out} --train {train} --test "
+    command = command or (
+        f"python benchmarks/generate.py --variant {variant} --out {out} --train {train} --test "
         f"{test} "
-                          f"--seed {seed} --test_seed {test_seed} --canvas {canvas}")
+        f"--seed {seed} --test_seed {test_seed} --canvas {canvas}"
+    )
     Path(out, "README.md").write_text(
-        CARD.format(variant=variant, what=_what(variant), command=command, train=train, test=test, canvas=canvas,
-                    seed=seed, test_seed=test_seed, licence=MIT_LICENSE)
+        CARD.format(
+            variant=variant,
+            what=_what(variant),
+            command=command,
+            train=train,
+            test=test,
+            canvas=canvas,
+            seed=seed,
+            test_seed=test_seed,
+            licence=MIT_LICENSE,
+        )
     )
 
 
@@ -271,10 +291,21 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = "python benchmarks/generate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = "python benchmarks/generate.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     try:
-        write(args.variant, args.out, args.train, args.test, args.seed, args.canvas, args.source, command=command,
-              test_seed=args.test_seed)
+        write(
+            args.variant,
+            args.out,
+            args.train,
+            args.test,
+            args.seed,
+            args.canvas,
+            args.source,
+            command=command,
+            test_seed=args.test_seed,
+        )
     except FashionMNISTMissing as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -118,7 +118,9 @@ def last_stage(classifier) -> nn.Module:
     """The last stage of a `ResNetForImageClassification` (the layer InfoDisent explains)."""
     base = getattr(classifier, "resnet", None)
     if base is None:
-        raise ValueError(f"The ground-truth benchmark's post-hoc baselines expect a ResNet, got {type(classifier).__name__}.")
+        raise ValueError(
+            f"The ground-truth benchmark's post-hoc baselines expect a ResNet, got {type(classifier).__name__}."
+        )
     return base.encoder.stages[-1]
 
 
@@ -157,8 +159,9 @@ def explain_all(model, x: torch.Tensor, targets, relevance: int = 0) -> list:
     positive prototypes (`Prototype.relevance`, what the "relevance" locator reads)."""
     out = []
     for start in range(0, len(x), 64):
-        out += model.explain(x[start : start + 64], target=[int(t) for t in targets[start : start + 64]],
-                             relevance_top_k=relevance)
+        out += model.explain(
+            x[start : start + 64], target=[int(t) for t in targets[start : start + 64]], relevance_top_k=relevance
+        )
     return out
 
 
@@ -166,7 +169,9 @@ def predictions(model, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """(N,) predicted classes (on the CPU) of an InfoDisent model or an original classifier, in batches: one forward
     pass over 10,000 images would hold every layer's output at once."""
     with torch.no_grad():
-        return torch.cat([model(pixel_values=x[i : i + batch]).logits.argmax(-1).cpu() for i in range(0, len(x), batch)])
+        return torch.cat(
+            [model(pixel_values=x[i : i + batch]).logits.argmax(-1).cpu() for i in range(0, len(x), batch)]
+        )
 
 
 def input_x_gradient(classifier, x: torch.Tensor, targets) -> np.ndarray:
@@ -179,7 +184,9 @@ def input_x_gradient(classifier, x: torch.Tensor, targets) -> np.ndarray:
         chunk = x[start : start + 64].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             logits = model(chunk)
-            picked = logits.gather(1, torch.as_tensor(targets[start : start + 64], device=logits.device).long()[:, None])
+            picked = logits.gather(
+                1, torch.as_tensor(targets[start : start + 64], device=logits.device).long()[:, None]
+            )
             (grad,) = torch.autograd.grad(picked.sum(), chunk)
         out.append((grad * chunk).sum(1).clamp_min(0).detach().float().cpu().numpy())
     return np.concatenate(out)
@@ -207,8 +214,9 @@ def proto_points(explanations, k: int, locator: str = DEFAULT_LOCATOR) -> np.nda
         for j, p in enumerate(e.positive[:k]):
             if locator == "relevance":
                 if p.relevance is None:
-                    raise ValueError("the 'relevance' locator needs the prototypes' relevance maps: explain with "
-                                     f"relevance >= {k}")
+                    raise ValueError(
+                        f"the 'relevance' locator needs the prototypes' relevance maps: explain with relevance >= {k}"
+                    )
                 pts[i, j] = region_centre(p.relevance[None], RELEVANCE_QUANTILE)[0]
             elif locator == "region":
                 pts[i, j] = region_centre(p.heatmap[None])[0]
@@ -264,8 +272,12 @@ def _gt_bench(variant: str, args, device, timer, folder: str, s: dict) -> Bench:
     if not backbone.is_dir():
         raise SystemExit(f"error: the ground-truth backbone {backbone} is missing; see benchmarks/gt_models/README.md")
     ns = SimpleNamespace(
-        dataset_name=folder, backbone=str(backbone), cache_dir=None, quick=args.quick,
-        num_train_epochs=args.num_train_epochs, finetune_epochs=args.finetune_epochs,
+        dataset_name=folder,
+        backbone=str(backbone),
+        cache_dir=None,
+        quick=args.quick,
+        num_train_epochs=args.num_train_epochs,
+        finetune_epochs=args.finetune_epochs,
     )
     return Bench(ns, device, timer)
 
@@ -281,8 +293,11 @@ def train_variant(bench: Bench, seed: int, old_init: bool, fit: dict | None = No
     result = fit_head(model, bench.train_cache, bench.eval_cache, bench.fit_config(seed, **(fit or {})))
     model.eval()
     result = bench.report(model, result)
-    return model, {"accuracy": result["accuracy"], "agreement": result.get("agreement"),
-                   "explanation_size_median": result["explanation_size_median"]}
+    return model, {
+        "accuracy": result["accuracy"],
+        "agreement": result.get("agreement"),
+        "explanation_size_median": result["explanation_size_median"],
+    }
 
 
 def reinit_head(model, seed: int, old_init: bool = False):
@@ -313,8 +328,10 @@ def _localisation(maps: dict, points: dict, boxes, size: int, tol: int) -> dict:
     region = box_masks(boxes, (size, size))
     out = {}
     for name, m in maps.items():  # a costly baseline may cover only the first len(m) images
-        out[name] = {"pointing": pointing_game(heatmap_peaks(m) + 0.5, grown[: len(m)]).astype(float),
-                     "energy": energy_in_region(m, region[: len(m)])}
+        out[name] = {
+            "pointing": pointing_game(heatmap_peaks(m) + 0.5, grown[: len(m)]).astype(float),
+            "energy": energy_in_region(m, region[: len(m)]),
+        }
     for name, pts in points.items():  # (N, k, 2) prototype peaks: share of the k inside the truth
         hits = np.stack([pointing_game(pts[:, j], grown[: len(pts)]) for j in range(pts.shape[1])], 1).astype(float)
         hits[np.isnan(pts[..., 0])] = np.nan
@@ -409,7 +426,8 @@ def _deletion(model_fns: dict, groups: dict, x, preds: dict, baselines: dict, s:
             for base_name, base in baselines.items():
                 for mode in ("deletion", "insertion"):
                     entry[f"{mode}_{base_name}"] = deletion_insertion_auc(
-                        fn, x[:n], m[:n], t, mode=mode, steps=s["deletion_steps"], baseline=base[:n], seed=seed)
+                        fn, x[:n], m[:n], t, mode=mode, steps=s["deletion_steps"], baseline=base[:n], seed=seed
+                    )
             road = road_scores(fn, x[:n], m[:n], t, percentiles=s["road_percentiles"], seed=seed)
             entry["road_combined"] = road["combined"]
             out[f"{model_name}/{name}"] = entry
@@ -441,8 +459,18 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     original = bench.head_model.eval()
     orig_pred = predictions(original, x)
     n_costly, n_rand = min(s["costly_images"], len(x)), min(s["randomisation_images"], len(x))
-    models, results = {}, {"settings": {"variant": variant, "test_images": int(len(x)), "target": "the true class",
-                                        "pointing_tolerance_px": None, **s}}
+    models, results = (
+        {},
+        {
+            "settings": {
+                "variant": variant,
+                "test_images": int(len(x)),
+                "target": "the true class",
+                "pointing_tolerance_px": None,
+                **s,
+            }
+        },
+    )
     results["original_accuracy"] = float((orig_pred == labels).float().mean())
     results["models"] = {}
     for name, old in (("before", True), ("after", False)):
@@ -460,13 +488,21 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
         "infodisent_after/maps": np.stack([e.class_heatmap() for e in expl["after"]]),
         "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in expl["after"]]),
         # In chunks: one Grad-CAM call keeps the whole batch's backbone graph (10,000 images: tens of GB).
-        "grad_cam_infodisent": np.concatenate([grad_cam_maps(models["after"], x[i : i + 64], targets=labels[i : i + 64].tolist())
-                                               for i in range(0, len(x), 64)]),
+        "grad_cam_infodisent": np.concatenate(
+            [
+                grad_cam_maps(models["after"], x[i : i + 64], targets=labels[i : i + 64].tolist())
+                for i in range(0, len(x), 64)
+            ]
+        ),
         "input_x_gradient_original": input_x_gradient(original, x, labels.tolist()),
         **{f"{k}_original": v for k, v in posthoc_maps(original, x, labels.tolist(), ("grad_cam",)).items()},
         # ScoreCAM / AblationCAM: 64 masked forward passes per image, so only the first `costly_images`.
-        **{f"{k}_original": v for k, v in posthoc_maps(original, x[:n_costly], labels[:n_costly].tolist(),
-                                                     ("score_cam", "ablation_cam")).items()},
+        **{
+            f"{k}_original": v
+            for k, v in posthoc_maps(
+                original, x[:n_costly], labels[:n_costly].tolist(), ("score_cam", "ablation_cam")
+            ).items()
+        },
         "centre_prior": centre_gaussian(len(x), size),
         "brightness": raw,
         "random": np.random.default_rng(seed).random(raw.shape).astype(np.float32),
@@ -487,16 +523,23 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
     ours = [k for k in loc if k.startswith("infodisent")]
     results["comparisons"] = {  # paired on the images both were measured on (the costly baselines: the first ones)
         f"{a} vs {b}/{metric}": _paired(loc[a][metric], loc[b][metric], seed)
-        for a in ours for b in BASELINES for metric in ("pointing", "energy") if metric in loc[a] and metric in loc[b]
+        for a in ours
+        for b in BASELINES
+        for metric in ("pointing", "energy")
+        if metric in loc[a] and metric in loc[b]
     }
     logger.info("ground truth %s: correctness / completeness", variant)
     for k, e in expl.items():
         share = peak_share_inside(e, boxes)
         chance = cells_inside(boxes, grid, size)
         results.setdefault("completeness", {})[k] = {
-            "share_inside": float(share.mean()), "uniform_peaks": float(chance.mean()),
-            "vs_uniform": paired_bootstrap(share, chance, seed=seed)}
-        results.setdefault("correctness", {})[k] = _correctness(models[k], bench, variant, s, x, labels.tolist(), e, seed)
+            "share_inside": float(share.mean()),
+            "uniform_peaks": float(chance.mean()),
+            "vs_uniform": paired_bootstrap(share, chance, seed=seed),
+        }
+        results.setdefault("correctness", {})[k] = _correctness(
+            models[k], bench, variant, s, x, labels.tolist(), e, seed
+        )
     logger.info("ground truth %s: randomisation", variant)
     # Model randomisation: the trained maps vs maps of re-initialised heads / last backbone stage.
     rnd = {"images": n_rand}
@@ -505,30 +548,47 @@ def _run(variant: str, bench: Bench, s: dict, seed: int) -> dict:
         rho = {"maps": [], "peaks": []}
         for r in range(s["randomisation_seeds"]):
             e_r = explain_all(reinit_head(models[k], 1000 + r, old_init=k == "before"), xr, lr)
-            rho["maps"].append(map_spearman(maps[f"infodisent_{k}/maps"][:n_rand], np.stack([e.class_heatmap() for e in e_r])))
+            rho["maps"].append(
+                map_spearman(maps[f"infodisent_{k}/maps"][:n_rand], np.stack([e.class_heatmap() for e in e_r]))
+            )
             if k == "after":
                 peaks = np.stack([e.class_heatmap("peaks") for e in e_r])
                 rho["peaks"].append(map_spearman(maps["infodisent_after/peaks"][:n_rand], peaks))
         for kind, vals in rho.items():
             if vals:
                 v = np.stack(vals)
-                rnd[f"head/infodisent_{k}/{kind}"] = {"spearman": float(np.nanmean(v)), "abs_spearman": float(np.nanmean(np.abs(v)))}
+                rnd[f"head/infodisent_{k}/{kind}"] = {
+                    "spearman": float(np.nanmean(v)),
+                    "abs_spearman": float(np.nanmean(np.abs(v))),
+                }
     head_copy = copy.deepcopy(original)
     rho = []
     for r in range(s["randomisation_seeds"]):
         reinit_module(head_copy.classifier, 1000 + r)
-        rho.append(map_spearman(maps["grad_cam_original"][:n_rand], posthoc_maps(head_copy, xr, lr.tolist(), ("grad_cam",))["grad_cam"]))
+        rho.append(
+            map_spearman(
+                maps["grad_cam_original"][:n_rand], posthoc_maps(head_copy, xr, lr.tolist(), ("grad_cam",))["grad_cam"]
+            )
+        )
     rnd["head/grad_cam_original"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
     stage_orig = copy.deepcopy(original)
     reinit_module(last_stage(stage_orig), 2000)
-    rho = map_spearman(maps["grad_cam_original"][:n_rand], posthoc_maps(stage_orig, xr, lr.tolist(), ("grad_cam",))["grad_cam"])
-    rnd["last_stage/grad_cam_original"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
+    rho = map_spearman(
+        maps["grad_cam_original"][:n_rand], posthoc_maps(stage_orig, xr, lr.tolist(), ("grad_cam",))["grad_cam"]
+    )
+    rnd["last_stage/grad_cam_original"] = {
+        "spearman": float(np.nanmean(rho)),
+        "abs_spearman": float(np.nanmean(np.abs(rho))),
+    }
     for k in ("before", "after"):
         m = copy.deepcopy(models[k])
         reinit_module(m.backbone.model.encoder.stages[-1], 2000)
         e_r = explain_all(m.eval(), xr, lr)
         rho = map_spearman(maps[f"infodisent_{k}/maps"][:n_rand], np.stack([e.class_heatmap() for e in e_r]))
-        rnd[f"last_stage/infodisent_{k}/maps"] = {"spearman": float(np.nanmean(rho)), "abs_spearman": float(np.nanmean(np.abs(rho)))}
+        rnd[f"last_stage/infodisent_{k}/maps"] = {
+            "spearman": float(np.nanmean(rho)),
+            "abs_spearman": float(np.nanmean(np.abs(rho))),
+        }
     results["randomisation"] = rnd
     logger.info("ground truth %s: occlusion", variant)
     fill = x.mean(dim=(0, 2, 3))[:, None, None].expand_as(x[0])
@@ -549,24 +609,37 @@ def _deletion_section(models, original, maps, x, s, seed) -> dict:
     n = min(s["deletion_images"], len(x))
     xs = x[:n]
     with torch.no_grad():
-        preds = {"infodisent": models["after"](xs).logits.argmax(-1).cpu(),
-                 "infodisent_before": models["before"](xs).logits.argmax(-1).cpu(),
-                 "original": original(pixel_values=xs).logits.argmax(-1).cpu()}
+        preds = {
+            "infodisent": models["after"](xs).logits.argmax(-1).cpu(),
+            "infodisent_before": models["before"](xs).logits.argmax(-1).cpu(),
+            "original": original(pixel_values=xs).logits.argmax(-1).cpu(),
+        }
     e_after = explain_all(models["after"], xs, preds["infodisent"])
     e_before = explain_all(models["before"], xs, preds["infodisent_before"])
     size = xs.shape[-1]
-    priors = {"centre_prior": maps["centre_prior"][:n], "brightness": maps["brightness"][:n], "random": maps["random"][:n]}
-    groups = {
-        "infodisent": {"infodisent_after/maps": np.stack([e.class_heatmap() for e in e_after]),
-                       "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in e_after]),
-                       "grad_cam_infodisent": grad_cam_maps(models["after"], xs, targets=preds["infodisent"].tolist()),
-                       **priors},
-        "infodisent_before": {"infodisent_before/maps": np.stack([e.class_heatmap() for e in e_before])},
-        "original": {**{f"{k}_original": v for k, v in posthoc_maps(original, xs, preds["original"].tolist()).items()},
-                     **priors},
+    priors = {
+        "centre_prior": maps["centre_prior"][:n],
+        "brightness": maps["brightness"][:n],
+        "random": maps["random"][:n],
     }
-    fns = {"infodisent": lambda b: models["after"](b).logits, "infodisent_before": lambda b: models["before"](b).logits,
-           "original": lambda b: original(pixel_values=b).logits}
+    groups = {
+        "infodisent": {
+            "infodisent_after/maps": np.stack([e.class_heatmap() for e in e_after]),
+            "infodisent_after/peaks": np.stack([e.class_heatmap("peaks") for e in e_after]),
+            "grad_cam_infodisent": grad_cam_maps(models["after"], xs, targets=preds["infodisent"].tolist()),
+            **priors,
+        },
+        "infodisent_before": {"infodisent_before/maps": np.stack([e.class_heatmap() for e in e_before])},
+        "original": {
+            **{f"{k}_original": v for k, v in posthoc_maps(original, xs, preds["original"].tolist()).items()},
+            **priors,
+        },
+    }
+    fns = {
+        "infodisent": lambda b: models["after"](b).logits,
+        "infodisent_before": lambda b: models["before"](b).logits,
+        "original": lambda b: original(pixel_values=b).logits,
+    }
     sigma = size / 12
     baselines = {
         "black": torch.full_like(xs, float(xs.min())),  # the processor's encoding of black (the canvas background)
@@ -584,7 +657,11 @@ def _deletion_section(models, original, maps, x, s, seed) -> dict:
             for m, theirs in entry.items():
                 mine = scores[ours][m]
                 # Positive difference = ours better: deletion AUC is better lower, the others higher.
-                pair = paired_bootstrap(theirs, mine, seed=seed) if m.startswith("deletion") else paired_bootstrap(mine, theirs, seed=seed)
+                pair = (
+                    paired_bootstrap(theirs, mine, seed=seed)
+                    if m.startswith("deletion")
+                    else paired_bootstrap(mine, theirs, seed=seed)
+                )
                 out["comparisons"][f"{ours} vs {key}/{m}"] = pair
     return out
 

@@ -112,7 +112,10 @@ def audit_variant(variant: str, n: int, seed: int, tolerance_px: int = TOLERANCE
 
 
 def table(results: list[dict]) -> list[str]:
-    lines = ["| set | images | chance | " + " | ".join(READOUTS) + " | verdict |", "|---|---|---|" + "---|" * len(READOUTS) + "---|"]
+    lines = [
+        "| set | images | chance | " + " | ".join(READOUTS) + " | verdict |",
+        "|---|---|---|" + "---|" * len(READOUTS) + "---|",
+    ]
     for r in results:
         cells = " | ".join(f"{100 * r['scores'][k]:.1f}%" for k in READOUTS)
         verdict = "passes" if r["passes"] else f"REJECTED ({r['worst']} {100 * r['worst_minus_chance']:+.1f} pt)"

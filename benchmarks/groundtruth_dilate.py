@@ -70,8 +70,13 @@ def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: in
     s = dict(images=images, head_seeds=head_seeds, black_box_seeds=[b], chunk=50, costly=False, shuffled_seeds=0)
     train_module.load_backbone = loader
     try:
-        run = run_black_box(variant, folder, b, s, on_bench=lambda bench: probe.update(
-            train_linear_probe(bench.train_cache, bench.report_cache, seed=0)))
+        run = run_black_box(
+            variant,
+            folder,
+            b,
+            s,
+            on_bench=lambda bench: probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0)),
+        )
     finally:
         train_module.load_backbone = original_loader
     summary = summarise([run], reps=500)
@@ -106,8 +111,10 @@ def main(argv=None) -> int:
     out = _jsonable(out)
     for name in ("native", "dilated"):
         r = out[name]
-        print(f"{name}: grid {r['grid']}, original {100 * r['original_accuracy']:.1f}%, InfoDisent "
-              f"{100 * r['infodisent_accuracy']:.1f}%, probe {100 * (r['linear_probe_accuracy'] or np.nan):.1f}%")
+        print(
+            f"{name}: grid {r['grid']}, original {100 * r['original_accuracy']:.1f}%, InfoDisent "
+            f"{100 * r['infodisent_accuracy']:.1f}%, probe {100 * (r['linear_probe_accuracy'] or np.nan):.1f}%"
+        )
         for k, v in r["pointing"].items():
             print(f"  {k}: {100 * v['mean']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}]")
     if args.output:

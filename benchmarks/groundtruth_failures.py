@@ -91,14 +91,25 @@ def locate(p, grid, size, how: str) -> np.ndarray:
     raise ValueError(how)
 
 
-LOCATORS = ("cell", "subcell", "region", "upsampled", "stride", "subcell_stride", "relevance", "relevance_top5pct",
-            "relevance_max")
+LOCATORS = (
+    "cell",
+    "subcell",
+    "region",
+    "upsampled",
+    "stride",
+    "subcell_stride",
+    "relevance",
+    "relevance_top5pct",
+    "relevance_max",
+)
 
 
 def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed: int = TUNING_SEED) -> dict:
     if test_seed == TEST_SEED:
-        raise SystemExit(f"error: --test_seed {test_seed} is the reported test split's seed (groundtruth.TEST_SEED); "
-                         "analyse on another one (default: groundtruth.TUNING_SEED)")
+        raise SystemExit(
+            f"error: --test_seed {test_seed} is the reported test split's seed (groundtruth.TEST_SEED); "
+            "analyse on another one (default: groundtruth.TUNING_SEED)"
+        )
     s = {**settings(True, test_seed=test_seed), "test_rows": test_rows}
     folder = tempfile.mkdtemp(prefix="infodisent-gt-failures-")
     args = SimpleNamespace(quick=True, num_train_epochs=6, finetune_epochs=2)
@@ -127,31 +138,53 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
             hit[f"{k}_region_top1pct"] = pointing_game(region_centre(m, RELEVANCE_QUANTILE), grown[: len(m)])
             sub = grid_subcell_points(m, (11, 11), pixels=False)
             hit[f"{k}_subcell_stride"] = pointing_game(8 * sub + 0.5, grown[: len(m)])
-            hit[f"{k}_stride"] = pointing_game(8 * np.floor(grid_subcell_points(m, (11, 11), pixels=False) + 0.5) + 0.5,
-                                               grown[: len(m)])
+            hit[f"{k}_stride"] = pointing_game(
+                8 * np.floor(grid_subcell_points(m, (11, 11), pixels=False) + 0.5) + 0.5, grown[: len(m)]
+            )
         weight = model.classifier_weight.detach().cpu().numpy()
-        out = {"variant": variant, "test_seed": test_seed, "images": len(x), "model": summary,
-               "grad_cam_original": float(hit["grad_cam"].mean()),
-               "posthoc_readouts": {k: float(v.mean()) for k, v in hit.items()},
-               "score_cam_original_first": {"images": costly, "pointing": float(hit["score_cam"].mean())}}
+        out = {
+            "variant": variant,
+            "test_seed": test_seed,
+            "images": len(x),
+            "model": summary,
+            "grad_cam_original": float(hit["grad_cam"].mean()),
+            "posthoc_readouts": {k: float(v.mean()) for k, v in hit.items()},
+            "score_cam_original_first": {"images": costly, "pointing": float(hit["score_cam"].mean())},
+        }
         # Alternative locators for the top prototype, and the top-k by different rankings.
-        points = {how: np.array([locate(e.positive[0], grid, size, how) if e.positive else [np.nan, np.nan]
-                                 for e in expl]) for how in LOCATORS}
+        points = {
+            how: np.array([locate(e.positive[0], grid, size, how) if e.positive else [np.nan, np.nan] for e in expl])
+            for how in LOCATORS
+        }
         top_hit = {how: pointing_game(np.nan_to_num(p, nan=-99), grown) for how, p in points.items()}
         out["top1_pointing"] = {how: float(h.mean()) for how, h in top_hit.items()}
         out["top1_pointing_first_costly"] = {how: float(h[:costly].mean()) for how, h in top_hit.items()}
         out["top1_vs_grad_cam_original"] = {  # paired bootstrap, the benchmark's headline comparison
-            how: paired_bootstrap(top_hit[how].astype(float), hit["grad_cam"].astype(float)) for how in ("relevance", "region")}
+            how: paired_bootstrap(top_hit[how].astype(float), hit["grad_cam"].astype(float))
+            for how in ("relevance", "region")
+        }
         out["top1_relevance_vs_every_posthoc_readout"] = {  # on the images each map has (ScoreCAM: the costly ones)
-            k: paired_bootstrap(top_hit["relevance"][: len(v)].astype(float), v.astype(float)) for k, v in hit.items()}
+            k: paired_bootstrap(top_hit["relevance"][: len(v)].astype(float), v.astype(float)) for k, v in hit.items()
+        }
         # Would a better choice of the "top" prototype help? The best of the top-k (an oracle bound) and rankings.
         for k in (2, 3):
-            anyk = np.array([any(pointing_game(locate(p, grid, size, "cell")[None], grown[i : i + 1])[0]
-                                 for p in e.positive[:k]) for i, e in enumerate(expl)])
+            anyk = np.array(
+                [
+                    any(pointing_game(locate(p, grid, size, "cell")[None], grown[i : i + 1])[0] for p in e.positive[:k])
+                    for i, e in enumerate(expl)
+                ]
+            )
             out[f"any_of_top{k}_cell_hits (oracle)"] = float(anyk.mean())
-        by_act = np.array([pointing_game(locate(max(e.positive, key=lambda p: p.activation), grid, size, "cell")[None],
-                                         grown[i : i + 1])[0] if e.positive else False
-                           for i, e in enumerate(expl)])
+        by_act = np.array(
+            [
+                pointing_game(
+                    locate(max(e.positive, key=lambda p: p.activation), grid, size, "cell")[None], grown[i : i + 1]
+                )[0]
+                if e.positive
+                else False
+                for i, e in enumerate(expl)
+            ]
+        )
         out["top1_by_activation_cell"] = float(by_act.mean())
         # The misses, by category.
         cats = {}
@@ -183,17 +216,31 @@ def analyse(variant: str, test_rows: int, costly: int, seed: int = 0, test_seed:
                     cat = "on_clutter_or_garment"
                 cats.setdefault("mark_px_of_misses", []).append(int(boxes[i, 2] - boxes[i, 0]))
                 if len(examples) < 40:
-                    examples.append({"index": i, "category": cat, "grad_cam_hits": bool(hit["grad_cam"][i]),
-                                     "distance_px": float(max(dx, dy)), "label": int(labels[i]), "pred": int(pred[i]),
-                                     "subcell_hits": bool(top_hit["subcell"][i])})
+                    examples.append(
+                        {
+                            "index": i,
+                            "category": cat,
+                            "grad_cam_hits": bool(hit["grad_cam"][i]),
+                            "distance_px": float(max(dx, dy)),
+                            "label": int(labels[i]),
+                            "pred": int(pred[i]),
+                            "subcell_hits": bool(top_hit["subcell"][i]),
+                        }
+                    )
             key = "grad_cam_hits" if hit["grad_cam"][i] else "grad_cam_misses_too"
             cats.setdefault(cat, {"grad_cam_hits": 0, "grad_cam_misses_too": 0})[key] += 1
         out["top1_cell_misses"] = cats
         gc_miss = {}
         peaks = heatmap_peaks(cams["grad_cam"]) + 0.5
         for i in np.flatnonzero(~hit["grad_cam"]):
-            d = max(boxes[i, 0] - peaks[i, 0], 0, peaks[i, 0] - boxes[i, 2], boxes[i, 1] - peaks[i, 1], 0,
-                    peaks[i, 1] - boxes[i, 3])
+            d = max(
+                boxes[i, 0] - peaks[i, 0],
+                0,
+                peaks[i, 0] - boxes[i, 2],
+                boxes[i, 1] - peaks[i, 1],
+                0,
+                peaks[i, 1] - boxes[i, 3],
+            )
             cat = "adjacent_cell" if d <= size / grid[1] else "far"
             gc_miss[cat] = gc_miss.get(cat, 0) + 1
         out["grad_cam_original_misses"] = gc_miss

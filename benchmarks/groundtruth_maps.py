@@ -76,8 +76,12 @@ def infodisent_maps(model, x: torch.Tensor, targets: torch.Tensor) -> dict:
         rows = torch.arange(len(x), device=j.device)
         proto = j[rows, top].clamp_min(0)
         class_map = torch.einsum("bd,bdhw->bhw", w_t, j)
-    return {"infodisent_prototype": proto.float().cpu(), "infodisent_class": class_map.float().cpu(),
-            "prediction": logits.argmax(-1).cpu(), "top_channel": top.cpu()}
+    return {
+        "infodisent_prototype": proto.float().cpu(),
+        "infodisent_class": class_map.float().cpu(),
+        "prediction": logits.argmax(-1).cpu(),
+        "top_channel": top.cpu(),
+    }
 
 
 def predictions(model, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +130,11 @@ def readout_points(maps: torch.Tensor, grid: tuple[int, int], size: int, refine:
     n = len(maps)
     h, w = grid
     cells = maps if tuple(maps.shape[-2:]) == (h, w) else F.adaptive_avg_pool2d(maps[:, None], (h, w))[:, 0]
-    pixels = maps if maps.shape[-1] == size else F.interpolate(maps[:, None], size=(size, size), mode="bilinear",
-                                                               align_corners=False)[:, 0]
+    pixels = (
+        maps
+        if maps.shape[-1] == size
+        else F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    )
     flat = cells.reshape(n, -1).argmax(1)
     r, c = (flat // w).numpy(), (flat % w).numpy()
     out = {"peak_cell": np.stack(((c + 0.5) * size / w, (r + 0.5) * size / h), 1)}

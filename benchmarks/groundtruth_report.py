@@ -4,8 +4,17 @@ from __future__ import annotations
 
 # The baselines every InfoDisent explanation is compared with (paired bootstrap, `groundtruth.py`), one row each in
 # the comparison table below.
-BASELINES = ("centre_prior", "brightness", "random", "grad_cam_original", "grad_cam_original_region",
-             "score_cam_original", "ablation_cam_original", "input_x_gradient_original", "grad_cam_infodisent")
+BASELINES = (
+    "centre_prior",
+    "brightness",
+    "random",
+    "grad_cam_original",
+    "grad_cam_original_region",
+    "score_cam_original",
+    "ablation_cam_original",
+    "input_x_gradient_original",
+    "grad_cam_infodisent",
+)
 
 NAMES = {
     "infodisent_before/maps": "InfoDisent before: class heatmap (U ≈ I at init)",
@@ -14,12 +23,12 @@ NAMES = {
     "infodisent_before/top1_prototype": "InfoDisent before: top prototype's location",
     "infodisent_after/top1_prototype_cell": "InfoDisent after: top prototype's peak cell (readout before)",
     "infodisent_after/top1_prototype_region": "InfoDisent after: top prototype's upsampled map, region centre "
-        "(readout before)",
+    "(readout before)",
     "infodisent_after/top1_prototype": "InfoDisent after: top prototype's location (pixel relevance)",
     "infodisent_before/top3_prototypes": "InfoDisent before: top-3 prototypes' locations (share in box)",
     "infodisent_after/top3_prototypes_cell": "InfoDisent after: top-3 prototypes' peak cells (share in box)",
     "infodisent_after/top3_prototypes_region": "InfoDisent after: top-3 prototypes' upsampled maps, region centres "
-        "(share in box)",
+    "(share in box)",
     "infodisent_after/top3_prototypes": "InfoDisent after: top-3 prototypes' locations (pixel relevance; share in box)",
     "infodisent_after/peaks_region": "InfoDisent after: peak evidence map, region centre",
     "grad_cam_infodisent": "Grad-CAM on the InfoDisent model",
@@ -77,22 +86,29 @@ def _variant(name: str, r: dict) -> list[str]:
             f"{_ci(comps.get(f'{key} vs centre_prior/pointing')) if ours else ''} | "
             f"{_ci(comps.get(f'{key} vs grad_cam_original/pointing')) if ours else ''} |"
         )
-    lines += ["", "Paired bootstrap (95%) of the headline explanations against every baseline (Δ = ours − theirs; ✅ "
-              "ours better, ❌ ours worse, neither: not resolved):", "",
-              "| baseline | top prototype's location: pointing Δ | its upsampled map's region centre (readout before): "
-              "pointing Δ | "
-              "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Paired bootstrap (95%) of the headline explanations against every baseline (Δ = ours − theirs; ✅ "
+        "ours better, ❌ ours worse, neither: not resolved):",
+        "",
+        "| baseline | top prototype's location: pointing Δ | its upsampled map's region centre (readout before): "
+        "pointing Δ | "
+        "peak evidence map: pointing Δ | peak evidence map: energy Δ |",
+        "|---|---|---|---|---|",
+    ]
     for b in BASELINES:
         lines.append(
             f"| {NAMES[b]} | {_ci(comps.get(f'{HEADLINE[0]} vs {b}/pointing'))} | "
             f"{_ci(comps.get(f'{HEADLINE[0]}_region vs {b}/pointing'))} | "
             f"{_ci(comps.get(f'{HEADLINE[1]} vs {b}/pointing'))} | {_ci(comps.get(f'{HEADLINE[1]} vs {b}/energy'))} |"
         )
-    lines += ["", "| InfoDisent | correctness: top-3 prototypes' contribution lost when the generator removes "
-              f"{r['correctness']['after']['removed']} | other prototypes' | Δ [CI] | logit drop | same class after | "
-              "completeness: positive evidence peaking in the truth | uniform peaks would give | Δ [CI] |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| InfoDisent | correctness: top-3 prototypes' contribution lost when the generator removes "
+        f"{r['correctness']['after']['removed']} | other prototypes' | Δ [CI] | logit drop | same class after | "
+        "completeness: positive evidence peaking in the truth | uniform peaks would give | Δ [CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for k in ("before", "after"):
         c, comp = r["correctness"][k], r["completeness"][k]
         lines.append(
@@ -100,8 +116,12 @@ def _variant(name: str, r: dict) -> list[str]:
             f"{c['logit_drop_mean']:+.2f} | {100 * c['same_class_after_removal']:.1f}% | "
             f"{100 * comp['share_inside']:.1f}% | {100 * comp['uniform_peaks']:.1f}% | {_ci(comp['vs_uniform'])} |"
         )
-    lines += ["", "| InfoDisent | prototype occlusion: contribution lost, own reported cell (median) | another cell "
-              "(median) | Δ [CI] (means) | own cell is the most effective |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| InfoDisent | prototype occlusion: contribution lost, own reported cell (median) | another cell "
+        "(median) | Δ [CI] (means) | own cell is the most effective |",
+        "|---|---|---|---|---|",
+    ]
     for k in ("before", "after"):
         o = r["occlusion"][k]
         lines.append(
@@ -109,14 +129,21 @@ def _variant(name: str, r: dict) -> list[str]:
             f"{_ci(o['own_vs_other'])} | {100 * o['own_cell_is_most_effective']:.0f}% of {o['prototypes']} |"
         )
     rnd = r["randomisation"]
-    lines += ["", "Model-randomisation sanity check (Spearman between the trained model's maps and the maps after "
-              "re-initialising; lower is better, a map that survives randomisation does not depend on what was "
-              "learned):", "", "| map | head re-initialised: Spearman / mean abs | last backbone stage re-initialised |",
-              "|---|---|---|"]
-    for key, label in (("infodisent_before/maps", NAMES["infodisent_before/maps"]),
-                       ("infodisent_after/maps", NAMES["infodisent_after/maps"]),
-                       ("infodisent_after/peaks", NAMES["infodisent_after/peaks"]),
-                       ("grad_cam_original", NAMES["grad_cam_original"])):
+    lines += [
+        "",
+        "Model-randomisation sanity check (Spearman between the trained model's maps and the maps after "
+        "re-initialising; lower is better, a map that survives randomisation does not depend on what was "
+        "learned):",
+        "",
+        "| map | head re-initialised: Spearman / mean abs | last backbone stage re-initialised |",
+        "|---|---|---|",
+    ]
+    for key, label in (
+        ("infodisent_before/maps", NAMES["infodisent_before/maps"]),
+        ("infodisent_after/maps", NAMES["infodisent_after/maps"]),
+        ("infodisent_after/peaks", NAMES["infodisent_after/peaks"]),
+        ("grad_cam_original", NAMES["grad_cam_original"]),
+    ):
         h, s = rnd.get(f"head/{key}"), rnd.get(f"last_stage/{key}")
         cell = lambda v: "–" if v is None else f"{v['spearman']:+.3f} / {v['abs_spearman']:.3f}"  # noqa: E731
         lines.append(f"| {label} | {cell(h)} | {cell(s)} |")
@@ -124,20 +151,37 @@ def _variant(name: str, r: dict) -> list[str]:
     d = r.get("deletion")
     if d:
         base = ("black", "mean", "blur")
-        lines += [f"Deletion / insertion ({d['images']} images, {d['steps']} steps, predicted class, each map "
+        lines += [
+            f"Deletion / insertion ({d['images']} images, {d['steps']} steps, predicted class, each map "
             "scored on "
-                  "the model it explains; deletion lower is better, insertion and ROAD higher) with three baselines "
-                  f"for removed pixels (black, the images' mean, a Gaussian blur σ = {d['sigma_blur_px']:.0f} px):", "",
-                  "| model / map | " + " | ".join(f"deletion {b}" for b in base) + " | "
-                  + " | ".join(f"insertion {b}" for b in base) + " | ROAD combined |",
-                  "|---|" + "---|" * 7]
+            "the model it explains; deletion lower is better, insertion and ROAD higher) with three baselines "
+            f"for removed pixels (black, the images' mean, a Gaussian blur σ = {d['sigma_blur_px']:.0f} px):",
+            "",
+            "| model / map | "
+            + " | ".join(f"deletion {b}" for b in base)
+            + " | "
+            + " | ".join(f"insertion {b}" for b in base)
+            + " | ROAD combined |",
+            "|---|" + "---|" * 7,
+        ]
         for key, sc in d["scores"].items():
             model, _, name = key.partition("/")
             cells = [f"{sc[f'deletion_{b}']:.3f}" for b in base] + [f"{sc[f'insertion_{b}']:.3f}" for b in base]
-            lines.append(f"| {model} / {NAMES.get(name, name)} | " + " | ".join(cells) + f" | {sc['road_combined']:+.3f} |")
-        lines += ["", "Paired bootstrap of InfoDisent's peak evidence map against each row (✅ better, ❌ worse, · not "
-                  "resolved; columns as above):", "", "| vs | " + " | ".join(f"del. {b}" for b in base) + " | "
-                  + " | ".join(f"ins. {b}" for b in base) + " | ROAD |", "|---|" + "---|" * 7]
+            lines.append(
+                f"| {model} / {NAMES.get(name, name)} | " + " | ".join(cells) + f" | {sc['road_combined']:+.3f} |"
+            )
+        lines += [
+            "",
+            "Paired bootstrap of InfoDisent's peak evidence map against each row (✅ better, ❌ worse, · not "
+            "resolved; columns as above):",
+            "",
+            "| vs | "
+            + " | ".join(f"del. {b}" for b in base)
+            + " | "
+            + " | ".join(f"ins. {b}" for b in base)
+            + " | ROAD |",
+            "|---|" + "---|" * 7,
+        ]
         for key in d["scores"]:
             if key == "infodisent/infodisent_after/peaks":
                 continue
@@ -154,11 +198,16 @@ def _variant(name: str, r: dict) -> list[str]:
 def markdown(gt: dict) -> list[str]:
     if "skipped" in gt:
         return [f"**Ground truth**: skipped — {gt['skipped']}", ""]
-    lines = ["**Ground truth** (`benchmarks/groundtruth.py`: generated data with a known answer, black boxes "
-             "of `benchmarks/gt_models/`; InfoDisent trained with the training script's default recipe. *before* = U "
-             "initialised near the identity, *after* = U initialised as a random rotation (the current default))", ""]
-    for variant, title in (("cluttered", "Cluttered canvas — truth: the garment's box"),
-                           ("part", "Part-defined — truth: the decisive mark's box")):
+    lines = [
+        "**Ground truth** (`benchmarks/groundtruth.py`: generated data with a known answer, black boxes "
+        "of `benchmarks/gt_models/`; InfoDisent trained with the training script's default recipe. *before* = U "
+        "initialised near the identity, *after* = U initialised as a random rotation (the current default))",
+        "",
+    ]
+    for variant, title in (
+        ("cluttered", "Cluttered canvas — truth: the garment's box"),
+        ("part", "Part-defined — truth: the decisive mark's box"),
+    ):
         if variant in gt:
             lines += _variant(title, gt[variant])
     return lines

@@ -62,10 +62,22 @@ def settings(quick: bool, full: bool = False) -> dict:
     head seeds and one black box (a smoke run: the intervals are wide); neither: 200 images, 3 head seeds."""
     common = dict(test_seed=TEST_SEED, sets=list(SETS), audit_only=list(AUDIT_ONLY), costly=True, chunk=40)
     if full:
-        return dict(images=REPORTED_IMAGES, head_seeds=[0, 1, 2, 3, 4], black_box_seeds=[0, 1], train_rows=2000,
-                    shuffled_seeds=5, **common)
-    return dict(images=40 if quick else 200, head_seeds=[0, 1] if quick else [0, 1, 2], black_box_seeds=[0],
-                train_rows=1000 if quick else 1500, shuffled_seeds=1, **common)
+        return dict(
+            images=REPORTED_IMAGES,
+            head_seeds=[0, 1, 2, 3, 4],
+            black_box_seeds=[0, 1],
+            train_rows=2000,
+            shuffled_seeds=5,
+            **common,
+        )
+    return dict(
+        images=40 if quick else 200,
+        head_seeds=[0, 1] if quick else [0, 1, 2],
+        black_box_seeds=[0],
+        train_rows=1000 if quick else 1500,
+        shuffled_seeds=1,
+        **common,
+    )
 
 
 class ShuffledLabels:
@@ -130,8 +142,14 @@ def _infodisent_head(model):
 def _bench(folder: str, backbone: Path, s: dict):
     from benchmarks.common import Bench, Timer
 
-    ns = SimpleNamespace(dataset_name=folder, backbone=str(backbone), cache_dir=None, quick=True,
-                         num_train_epochs=s.get("num_train_epochs", 6), finetune_epochs=s.get("finetune_epochs", 2))
+    ns = SimpleNamespace(
+        dataset_name=folder,
+        backbone=str(backbone),
+        cache_dir=None,
+        quick=True,
+        num_train_epochs=s.get("num_train_epochs", 6),
+        finetune_epochs=s.get("finetune_epochs", 2),
+    )
     return Bench(ns, torch.device("cpu"), Timer())
 
 
@@ -162,22 +180,32 @@ def run_black_box(variant: str, folder: str, b: int, s: dict, on_bench=None) -> 
             heads[("trained", seed)], fits[f"trained/{seed}"] = bench.train(seed)
             if seed in s["head_seeds"][: s.get("shuffled_seeds", len(s["head_seeds"]))]:
                 model = bench.new_model(seed)
-                fit_head(model, ShuffledLabels(bench.train_cache, seed), ShuffledLabels(bench.eval_cache, seed + 1),
-                         bench.fit_config(seed))
+                fit_head(
+                    model,
+                    ShuffledLabels(bench.train_cache, seed),
+                    ShuffledLabels(bench.eval_cache, seed + 1),
+                    bench.fit_config(seed),
+                )
                 heads[("shuffled_head", seed)] = model.eval()
             heads[("random_head", seed)] = random_head(heads[("trained", seed)], 1000 + seed)
             heads[("cascade_last_stage", seed)] = cascade(heads[("trained", seed)], 1, 2000 + seed, _infodisent_head)
             heads[("cascade_two_stages", seed)] = cascade(heads[("trained", seed)], 2, 2000 + seed, _infodisent_head)
-        originals = {"trained": original,
-                     "random_head": random_head_original(original, 1000 + b),
-                     "cascade_last_stage": cascade(original, 1, 2000 + b, _original_head),
-                     "cascade_two_stages": cascade(original, 2, 2000 + b, _original_head)}
+        originals = {
+            "trained": original,
+            "random_head": random_head_original(original, 1000 + b),
+            "cascade_last_stage": cascade(original, 1, 2000 + b, _original_head),
+            "cascade_two_stages": cascade(original, 2, 2000 + b, _original_head),
+        }
         per_seed = {seed: {} for seed in s["head_seeds"]}
         orig: dict = {}
         correct_orig, correct_id = [], {seed: [] for seed in s["head_seeds"]}
         for start in range(0, n, s["chunk"]):
             logger.info("%s, black box %d: images %d-%d of %d", variant, b, start, min(start + s["chunk"], n), n)
-            xs, ts, bx = x[start : start + s["chunk"]], labels[start : start + s["chunk"]], boxes[start : start + s["chunk"]]
+            xs, ts, bx = (
+                x[start : start + s["chunk"]],
+                labels[start : start + s["chunk"]],
+                boxes[start : start + s["chunk"]],
+            )
             grid = _original_chunk(orig, originals, xs, ts, bx, size, s)
             with torch.no_grad():
                 correct_orig.append((gm.predictions(original, xs) == ts).numpy())
@@ -214,8 +242,10 @@ def _original_chunk(store, originals, xs, ts, bx, size, s) -> tuple[int, int]:
     with torch.no_grad():
         grid = tuple(trained.resnet(xs[:1]).last_hidden_state.shape[-2:])
     refine = gm.input_x_gradient(trained, xs, ts)
-    maps = {"grad_cam_original": gm.cam_maps(trained, layer, xs, ts, "grad_cam", grid),
-            "input_x_gradient_original": refine}
+    maps = {
+        "grad_cam_original": gm.cam_maps(trained, layer, xs, ts, "grad_cam", grid),
+        "input_x_gradient_original": refine,
+    }
     if s.get("costly", True):
         for kind in COSTLY:
             maps[f"{kind}_original"] = gm.cam_maps(trained, layer, xs, ts, kind, grid)
@@ -224,8 +254,10 @@ def _original_chunk(store, originals, xs, ts, bx, size, s) -> tuple[int, int]:
     for control in ("random_head", "cascade_last_stage", "cascade_two_stages"):
         model = originals[control]
         r_refine = gm.input_x_gradient(model, xs, ts)
-        r_maps = {"grad_cam_original": gm.cam_maps(model, gm.resnet_stages(model)[-1], xs, ts, "grad_cam", grid),
-                  "input_x_gradient_original": r_refine}
+        r_maps = {
+            "grad_cam_original": gm.cam_maps(model, gm.resnet_stages(model)[-1], xs, ts, "grad_cam", grid),
+            "input_x_gradient_original": r_refine,
+        }
         for key, m in r_maps.items():
             _score(store, f"{control}:{key}", m, grid, size, r_refine, bx)
             store.setdefault(f"rho/{control}:{key}", []).append(gm.spearman(maps[key], m))
@@ -276,8 +308,15 @@ def hierarchical_bootstrap(values, mask=None, reps: int = 1000, seed: int = 0, c
         means[r] = (vv * mm).sum() / max(mm.sum(), 1.0)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    return {"mean": float((v * m).sum() / m.sum()), "low": float(low), "high": float(high), "scored": int(m.sum()),
-            "black_boxes": b, "seeds": s, "images": n}
+    return {
+        "mean": float((v * m).sum() / m.sum()),
+        "low": float(low),
+        "high": float(high),
+        "scored": int(m.sum()),
+        "black_boxes": b,
+        "seeds": s,
+        "images": n,
+    }
 
 
 def _rows(runs: list[dict], key: str) -> list[int] | None:
@@ -308,12 +347,17 @@ def summarise(runs: list[dict], reps: int = 1000) -> dict:
     for key in runs[0]["hits"]:
         rows = _rows(runs, key)
         v, m = _stack(runs, "hits", key, rows), (both if rows is None else both[:, rows])
-        table[key] = {"all": hierarchical_bootstrap(v, reps=reps), "both_correct": hierarchical_bootstrap(v, m, reps=reps)}
+        table[key] = {
+            "all": hierarchical_bootstrap(v, reps=reps),
+            "both_correct": hierarchical_bootstrap(v, m, reps=reps),
+        }
     rho = {}
     for key in runs[0]["spearman"]:
-        v = _stack(runs, "spearman", key, _rows(runs, key[len("rho/"):]))
-        rho[key[len("rho/"):]] = {"signed": hierarchical_bootstrap(v, reps=reps),
-                                  "abs": hierarchical_bootstrap(np.abs(v), reps=reps)}
+        v = _stack(runs, "spearman", key, _rows(runs, key[len("rho/") :]))
+        rho[key[len("rho/") :]] = {
+            "signed": hierarchical_bootstrap(v, reps=reps),
+            "abs": hierarchical_bootstrap(np.abs(v), reps=reps),
+        }
     own = [f"infodisent_prototype/{r}" for r in ("peak_cell", "peak_pixel")]
     posthoc = [f"{m}/{r}" for m in gm.POSTHOC_ORIGINAL for r in gm.READOUTS if f"{m}/{r}" in table]
     ours = max(own, key=lambda k: table[k]["all"]["mean"])
@@ -333,8 +377,12 @@ def summarise(runs: list[dict], reps: int = 1000) -> dict:
             rows = _rows(runs, b) or _rows(runs, a)
             d = _stack(runs, "hits", a, rows) - _stack(runs, "hits", b, rows)
             m = both if rows is None else both[:, rows]
-            out["comparisons"][name] = {"a": a, "b": b, "all": hierarchical_bootstrap(d, reps=reps),
-                                        "both_correct": hierarchical_bootstrap(d, m, reps=reps)}
+            out["comparisons"][name] = {
+                "a": a,
+                "b": b,
+                "all": hierarchical_bootstrap(d, reps=reps),
+                "both_correct": hierarchical_bootstrap(d, m, reps=reps),
+            }
     return out
 
 
@@ -367,8 +415,13 @@ def run_set(variant: str, s: dict, audit_only: bool = False) -> dict:
 
         test = datasets.Dataset.from_parquet(str(Path(folder) / "test-00000.parquet"))
         images = np.stack([np.asarray(im) for im in test["image"]])
-        result = {"audit": {"variant": variant, "test_seed": s["test_seed"],
-                            **audit(images, test["box"], seed=s["test_seed"])}}
+        result = {
+            "audit": {
+                "variant": variant,
+                "test_seed": s["test_seed"],
+                **audit(images, test["box"], seed=s["test_seed"]),
+            }
+        }
         logger.info("audit %s: %s", variant, "passes" if result["audit"]["passes"] else "REJECTED")
         if not result["audit"]["passes"]:
             result["skipped"] = "rejected by the shortcut audit: no method is scored on this set"
@@ -385,7 +438,9 @@ def run_set(variant: str, s: dict, audit_only: bool = False) -> dict:
         result["accuracy"] = {
             "original": [float(r["correct_original"].mean()) for r in runs],
             "infodisent": [[float(v) for v in r["correct_infodisent"].mean(1)] for r in runs],
-            "both_correct_share": float(np.mean([(r["correct_infodisent"] & r["correct_original"]).mean() for r in runs])),
+            "both_correct_share": float(
+                np.mean([(r["correct_infodisent"] & r["correct_original"]).mean() for r in runs])
+            ),
         }
         result["grid"] = runs[0]["grid"]
         result["summary"] = summarise(runs, reps=s.get("bootstrap_reps", 1000))
@@ -428,29 +483,52 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
-    p.add_argument("--audit_only", nargs="*", choices=AUDIT_ONLY, default=list(AUDIT_ONLY),
-                   help="Sets that only get the shortcut audit.")
-    p.add_argument("--images", type=int, default=REPORTED_IMAGES,
-                   help="Test images per set (every method scores the same ones).")
+    p.add_argument(
+        "--audit_only",
+        nargs="*",
+        choices=AUDIT_ONLY,
+        default=list(AUDIT_ONLY),
+        help="Sets that only get the shortcut audit.",
+    )
+    p.add_argument(
+        "--images", type=int, default=REPORTED_IMAGES, help="Test images per set (every method scores the same ones)."
+    )
     p.add_argument("--head_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--black_box_seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--shuffled_seeds", type=int, default=5,
-                   help="The permuted-label head is trained for the first N head seeds (each is one more fit).")
+    p.add_argument(
+        "--shuffled_seeds",
+        type=int,
+        default=5,
+        help="The permuted-label head is trained for the first N head seeds (each is one more fit).",
+    )
     p.add_argument("--train_rows", type=int, default=2000, help="Training images for InfoDisent's head.")
-    p.add_argument("--test_seed", type=int, default=TEST_SEED, help=f"Generator seed of the test split ({TUNING_SEED}: "
-                   f"the tuning split; {TEST_SEED}: the reported one).")
+    p.add_argument(
+        "--test_seed",
+        type=int,
+        default=TEST_SEED,
+        help=f"Generator seed of the test split ({TUNING_SEED}: the tuning split; {TEST_SEED}: the reported one).",
+    )
     p.add_argument("--chunk", type=int, default=50, help="Images whose maps are held at once.")
     p.add_argument("--output", default=None, help="JSON results (default: print the tables only).")
     p.add_argument("--docs", default=None, help="Markdown file whose generated block is rewritten with the tables.")
-    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                   help="Only combine result files of runs on different sets (run side by side) into --output / --docs.")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="Only combine result files of runs on different sets (run side by side) into --output / --docs.",
+    )
     args = p.parse_args(argv)
     if args.merge:
         return _merge(args.merge, args.output, args.docs)
     if args.images < 2 or args.chunk < 1 or args.train_rows < 10:
         p.exit(2, "error: --images must be >= 2, --chunk >= 1 and --train_rows >= 10\n")
-    missing = [f"{v}_resnet_seed{b}" for v in args.sets for b in args.black_box_seeds
-               if not (GT_MODELS / f"{v}_resnet_seed{b}").is_dir()]
+    missing = [
+        f"{v}_resnet_seed{b}"
+        for v in args.sets
+        for b in args.black_box_seeds
+        if not (GT_MODELS / f"{v}_resnet_seed{b}").is_dir()
+    ]
     if missing:
         p.exit(2, f"error: black boxes missing in {GT_MODELS}: {', '.join(missing)} (see its README.md)\n")
     from training.build_fashion_mnist_subset import FashionMNISTMissing, load_fashion_mnist_idx
@@ -463,9 +541,18 @@ def main(argv=None) -> int:
     for noisy in ("training", "training.fit", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(1)
-    s = dict(images=args.images, head_seeds=args.head_seeds, black_box_seeds=args.black_box_seeds,
-             train_rows=args.train_rows, chunk=args.chunk, test_seed=args.test_seed, sets=args.sets,
-             audit_only=args.audit_only, costly=True, shuffled_seeds=args.shuffled_seeds)
+    s = dict(
+        images=args.images,
+        head_seeds=args.head_seeds,
+        black_box_seeds=args.black_box_seeds,
+        train_rows=args.train_rows,
+        chunk=args.chunk,
+        test_seed=args.test_seed,
+        sets=args.sets,
+        audit_only=args.audit_only,
+        costly=True,
+        shuffled_seeds=args.shuffled_seeds,
+    )
     results = _jsonable(run(s))
     results["command"] = "python benchmarks/groundtruth_trust.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(markdown(results))
@@ -487,8 +574,11 @@ def _merge(paths: list[str], output: str | None, docs: str | None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: cannot read a result file to merge: {e}", file=sys.stderr)
         return 2
-    merged = {"settings": dict(parts[0]["settings"]), "commands": [r.get("command") for r in parts],
-              "seconds": max(r.get("seconds", 0) for r in parts)}
+    merged = {
+        "settings": dict(parts[0]["settings"]),
+        "commands": [r.get("command") for r in parts],
+        "seconds": max(r.get("seconds", 0) for r in parts),
+    }
     merged["settings"]["sets"], merged["settings"]["audit_only"] = [], []
     for r in parts:
         for key in ("sets", "audit_only"):

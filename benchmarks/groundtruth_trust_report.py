@@ -69,8 +69,11 @@ def _set(variant: str, r: dict) -> list[str]:
         "boxes, head seeds and images]; all images / images both the InfoDisent model and the original classify "
         "correctly:",
         "",
-        "| map | " + " | ".join(f"{r.replace('_', ' ')}: all" for r in READOUTS) + " | "
-        + " | ".join(f"{r.replace('_', ' ')}: both correct" for r in READOUTS) + " |",
+        "| map | "
+        + " | ".join(f"{r.replace('_', ' ')}: all" for r in READOUTS)
+        + " | "
+        + " | ".join(f"{r.replace('_', ' ')}: both correct" for r in READOUTS)
+        + " |",
         "|---|" + "---|" * (2 * len(READOUTS)),
     ]
     for method, label in METHODS.items():
@@ -105,8 +108,11 @@ def _set(variant: str, r: dict) -> list[str]:
                 continue
             rho = s["spearman"].get(f"{control}:{method}")
             rho_text = f"{rho['signed']['mean']:+.2f} / {rho['abs']['mean']:.2f}" if rho else "–"
-            lines.append(f"| {METHODS[method]}, {label} | " + " | ".join(_diff(comps[k]["all"]) for k in keys)
-                         + f" | {rho_text} |")
+            lines.append(
+                f"| {METHODS[method]}, {label} | "
+                + " | ".join(_diff(comps[k]["all"]) for k in keys)
+                + f" | {rho_text} |"
+            )
     lines.append("")
     return lines
 
@@ -119,7 +125,8 @@ def markdown(results: dict) -> list[str]:
     lines = [
         f"Known-answer benchmark (`benchmarks/groundtruth_trust.py`, issue 22): test split seed {st['test_seed']}, "
         f"pointing tolerance {st['tolerance_px']} px, {results.get('seconds', 0):.0f} s"
-        + (f"; command: `{results['command']}`" if results.get("command") else "") + ".",
+        + (f"; command: `{results['command']}`" if results.get("command") else "")
+        + ".",
         "",
         "SHORTCUT AUDIT (model-free readouts on the same test images; a set is scored only if each is within 10 pt of "
         "chance):",

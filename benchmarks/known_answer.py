@@ -19,8 +19,8 @@ Three sets (84×84 grey canvases, black background, Fashion-MNIST garments: MIT,
   intensity from the shared distribution; a full-brightness garment and strokes of the same distribution lie under
   and around them. Truth: the decisive mark's box and pixels.
 - ``stripes``: 4 classes, the ORIENTATION (0, 45, 90, 135 degrees) of a small striped patch at a random place; 4-6
-  decoy patches (checkerboards, blurred noise, 2×2 block noise) of the same size, the same mean intensity (the garment's own mean
-  intensity) and the same RMS contrast. Truth: the striped patch's box.
+  decoy patches (checkerboards, blurred noise, 2×2 block noise) of the same size, the same mean intensity (the
+  garment's own mean intensity) and the same RMS contrast. Truth: the striped patch's box.
 
 Every renderer takes ``without_part=True`` and renders the same sample without the decisive object (the truth) and
 nothing else changed.
@@ -117,11 +117,25 @@ def _decoy_glyphs() -> dict[str, np.ndarray]:
 
     g = {k: GLYPHS[k] for k in ("block", "corner")}
     z = lambda: np.zeros((7, 7), bool)  # noqa: E731
-    a = z(); np.fill_diagonal(a, True); g["slash"] = a
-    a = z(); a[3, :] = True; a[2, :] = True; g["bar"] = a
-    a = z(); a[0, :] = True; a[:, 3] = True; g["T"] = a
-    a = z(); a[::3, :] = True; a[:, ::3] = True; g["grid"] = a
-    a = z(); a[::3, :] = True; a[:, 0] = True; g["E"] = a
+    a = z()
+    np.fill_diagonal(a, True)
+    g["slash"] = a
+    a = z()
+    a[3, :] = True
+    a[2, :] = True
+    g["bar"] = a
+    a = z()
+    a[0, :] = True
+    a[:, 3] = True
+    g["T"] = a
+    a = z()
+    a[::3, :] = True
+    a[:, ::3] = True
+    g["grid"] = a
+    a = z()
+    a[::3, :] = True
+    a[:, 0] = True
+    g["E"] = a
     return g
 
 
@@ -221,7 +235,7 @@ def class_names(variant: str) -> list[str]:
 
 WHAT = {
     "garments": "One garment of a labelled class (trouser, pullover, shirt, bag, ankle boot) among 7-9 decoy "
-        "garments of "
+    "garments of "
     "the other Fashion-MNIST classes, all at one size range and intensity distribution, overlapping freely, with "
     "noise strokes. Label: the labelled garment's class. Ground truth: its box and silhouette.",
     "marks": "The class is the shape of one small mark (plus, cross, ring, triangle, H) among 6-8 decoy marks of "

@@ -85,13 +85,26 @@ def main(argv=None) -> list[dict]:
         images, labels, split = test_split(spec)
         measured = accuracy(folder, images, labels)
         stated = json.loads((folder / "training_results.json").read_text()).get(key)
-        rows.append({"model": str(folder.relative_to(_ROOT)), "stated_key": key, "stated": stated,
-                     "measured": round(measured, 4), "test_split": split, "rows": len(labels),
-                     "matches": stated is not None and abs(stated - measured) < 5e-5})
-        print(f"{rows[-1]['model']} {key}: stated {stated}, measured {measured:.4f} on the {split} "
-              f"({len(labels)} images, {time.time() - t0:.0f} s)", flush=True)
+        rows.append(
+            {
+                "model": str(folder.relative_to(_ROOT)),
+                "stated_key": key,
+                "stated": stated,
+                "measured": round(measured, 4),
+                "test_split": split,
+                "rows": len(labels),
+                "matches": stated is not None and abs(stated - measured) < 5e-5,
+            }
+        )
+        print(
+            f"{rows[-1]['model']} {key}: stated {stated}, measured {measured:.4f} on the {split} "
+            f"({len(labels)} images, {time.time() - t0:.0f} s)",
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": "python benchmarks/measure_backbones.py", "rows": rows}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"command": "python benchmarks/measure_backbones.py", "rows": rows}, indent=2) + "\n"
+        )
     return rows
 
 

@@ -112,8 +112,12 @@ def _mapped_write(folder: Path, rows: int, batches) -> None:
     for batch in batches:
         for key, value in batch.items():
             if key not in arrays:
-                arrays[key] = np.lib.format.open_memmap(folder / f"shard-00000-of-00001.{key}.npy", mode="w+",
-                                                        dtype=value.dtype, shape=(rows,) + value.shape[1:])
+                arrays[key] = np.lib.format.open_memmap(
+                    folder / f"shard-00000-of-00001.{key}.npy",
+                    mode="w+",
+                    dtype=value.dtype,
+                    shape=(rows,) + value.shape[1:],
+                )
             arrays[key][position : position + len(value)] = value
         position += len(batch["labels"])
     for array in arrays.values():
@@ -146,8 +150,11 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
         for start in range(0, rows, 128):
             n = min(128, rows - start)
             maps = rng.standard_normal((n, *FEATURE_SHAPE), dtype=np.float32)
-            yield {"labels": rng.integers(0, 10, n), "pooled": maps.mean(axis=(2, 3)).astype(np.float16),
-                   "features": maps.astype(np.float16)}
+            yield {
+                "labels": rng.integers(0, 10, n),
+                "pooled": maps.mean(axis=(2, 3)).astype(np.float16),
+                "features": maps.astype(np.float16),
+            }
 
     start = time.time()
     if reader == "mmap":
@@ -159,8 +166,15 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
             writer.write(batch)
         writer.close()
     shard = {"name": "shard-00000-of-00001", "num_rows": rows}
-    meta = {"version": features.CACHE_FORMAT_VERSION, "split": "train", "num_rows": rows, "dtype": "float16",
-            "arrays": ["features", "labels", "pooled"], "feature_shape": list(FEATURE_SHAPE), "shards": [shard]}
+    meta = {
+        "version": features.CACHE_FORMAT_VERSION,
+        "split": "train",
+        "num_rows": rows,
+        "dtype": "float16",
+        "arrays": ["features", "labels", "pooled"],
+        "feature_shape": list(FEATURE_SHAPE),
+        "shards": [shard],
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     cache = features.FeatureCache(str(folder))
     extracted = time.time()
@@ -178,10 +192,14 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
     import resource
 
     return {
-        "rows": rows, "reader": reader, "cache_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1),
-        "write_s": round(extracted - start, 1), "read_s": round(time.time() - extracted, 1),
+        "rows": rows,
+        "reader": reader,
+        "cache_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 2**20, 1),
+        "write_s": round(extracted - start, 1),
+        "read_s": round(time.time() - extracted, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_anon_mb": round(peaks["RssAnon"] / 1024, 1), "peak_file_mb": round(peaks["RssFile"] / 1024, 1),
+        "peak_anon_mb": round(peaks["RssAnon"] / 1024, 1),
+        "peak_file_mb": round(peaks["RssFile"] / 1024, 1),
     }
 
 
@@ -189,9 +207,23 @@ def measure_cache(rows_list: list[int], work: Path) -> dict:
     runs = []
     for reader in ("mmap", "pread"):
         for rows in rows_list:
-            done = subprocess.run([sys.executable, "-m", "benchmarks.memory_scaling", "--worker", reader, "--rows",
-                                   str(rows), "--work_dir", str(work)], cwd=ROOT, capture_output=True, text=True,
-                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.memory_scaling",
+                    "--worker",
+                    reader,
+                    "--rows",
+                    str(rows),
+                    "--work_dir",
+                    str(work),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            )
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-2000:])
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -199,20 +231,49 @@ def measure_cache(rows_list: list[int], work: Path) -> dict:
     ratios = {}
     for reader in ("mmap", "pread"):
         mine = [r for r in runs if r["reader"] == reader]
-        ratios[reader] = {k: round(mine[-1][k] / mine[0][k], 3) for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
-    return {"runs": runs, "ratios_largest_to_smallest": ratios,
-            "meets_target": ratios["pread"]["peak_rss_mb"] <= TARGET_RATIO}
+        ratios[reader] = {
+            k: round(mine[-1][k] / mine[0][k], 3) for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")
+        }
+    return {
+        "runs": runs,
+        "ratios_largest_to_smallest": ratios,
+        "meets_target": ratios["pread"]["peak_rss_mb"] <= TARGET_RATIO,
+    }
 
 
 def measure(rows: int, work: Path, steps: int, gallery_top_k: int) -> dict:
     data = work / f"fashion-{rows}"
     if not (data / "train-00000.parquet").exists():
-        subprocess.run([sys.executable, str(ROOT / "training" / "build_fashion_mnist_subset.py"), "--out", str(data),
-                        "--per_class_train", str(rows // 10), "--per_class_test", "50"], check=True,
-                       capture_output=True, cwd=ROOT)
-    command = [sys.executable, str(ROOT / "training" / "train.py"), "--dataset_name", str(data),
-               "--output_dir", str(work / f"out-{rows}"), "--overwrite_output_dir", "--cache_dir", str(work / f"cache-{rows}"),
-               "--max_train_steps", str(steps), "--gallery_top_k", str(gallery_top_k)]
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "training" / "build_fashion_mnist_subset.py"),
+                "--out",
+                str(data),
+                "--per_class_train",
+                str(rows // 10),
+                "--per_class_test",
+                "50",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
+    command = [
+        sys.executable,
+        str(ROOT / "training" / "train.py"),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(work / f"out-{rows}"),
+        "--overwrite_output_dir",
+        "--cache_dir",
+        str(work / f"cache-{rows}"),
+        "--max_train_steps",
+        str(steps),
+        "--gallery_top_k",
+        str(gallery_top_k),
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     record = {"train_rows": rows, "max_train_steps": steps, "gallery_top_k": gallery_top_k}
     record.update(run_measured(command, env, work / f"log-{rows}.txt"))
@@ -230,8 +291,12 @@ def main(argv=None) -> int:
     parser.add_argument("--gallery_top_k", type=int, default=0, help="0: extraction + head training only.")
     parser.add_argument("--work_dir", default=None, help="Default: a temporary folder (deleted).")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "memory_scaling.json"))
-    parser.add_argument("--mode", choices=("train", "cache"), default="train",
-                        help="train: whole train.py runs (slow); cache: the feature cache's workload alone (~1 min).")
+    parser.add_argument(
+        "--mode",
+        choices=("train", "cache"),
+        default="train",
+        help="train: whole train.py runs (slow); cache: the feature cache's workload alone (~1 min).",
+    )
     parser.add_argument("--worker", choices=("mmap", "pread"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # one measured process of --mode cache
@@ -240,7 +305,9 @@ def main(argv=None) -> int:
     if args.mode == "cache":
         with tempfile.TemporaryDirectory() as scratch:
             result = measure_cache(args.rows, Path(args.work_dir or scratch))
-        result["command"] = "python -m benchmarks.memory_scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+        result["command"] = "python -m benchmarks.memory_scaling " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
         result["target"] = f"peak RSS at the largest size <= {TARGET_RATIO}x the smallest"
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["ratios_largest_to_smallest"]), "meets target:", result["meets_target"])
@@ -259,8 +326,10 @@ def main(argv=None) -> int:
         "target": f"peak RSS at the largest size <= {TARGET_RATIO}x the smallest",
         "runs": records,
         "ratios": {
-            str(r["train_rows"]): {k: round(r[k] / smallest[k], 3) if smallest[k] else None
-                                   for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
+            str(r["train_rows"]): {
+                k: round(r[k] / smallest[k], 3) if smallest[k] else None
+                for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")
+            }
             for r in records[1:]
         },
     }

@@ -60,8 +60,13 @@ def goals_status(results: dict) -> dict:
     status = {}
     speed = results.get("speed", {})
     ratios = speed.get("inference", {}).get("ratios", {})
-    for key in ("forward_vs_backbone_linear", "explain_vs_forward", "explain_heatmap_pruned_10_vs_forward",
-                "grad_cam_vs_explain_heatmap", "grad_cam_vs_explain_heatmap_pruned_10"):
+    for key in (
+        "forward_vs_backbone_linear",
+        "explain_vs_forward",
+        "explain_heatmap_pruned_10_vs_forward",
+        "grad_cam_vs_explain_heatmap",
+        "grad_cam_vs_explain_heatmap_pruned_10",
+    ):
         if key in ratios:
             status[key] = ratios[key]
     if "training_epoch" in speed:
@@ -115,15 +120,18 @@ def markdown_table(results: dict) -> str:
         ep = acc["runs"]["infodisent"][0]["fit_config"]
         lines += [
             f"**Accuracy** (top-1 %, mean ± std over {seeds} seed(s); "
-            + (f"{ep['num_train_epochs']} epochs + {ep.get('finetune_epochs') or 0} fine-tune epochs after pruning)"
-               if ep.get("num_train_epochs") else "the training script's step budget with early stopping)"),
+            + (
+                f"{ep['num_train_epochs']} epochs + {ep.get('finetune_epochs') or 0} fine-tune epochs after pruning)"
+                if ep.get("num_train_epochs")
+                else "the training script's step budget with early stopping)"
+            ),
             "",
             "| model | top-1 | agreement with backbone head | explanation size median / p90 |",
             "|---|---|---|---|",
         ]
         names = {
             "infodisent": f"InfoDisent (training defaults: L1 {DEFAULT_POINT[0]:g}, ≤ {DEFAULT_POINT[1]} "
-                "prototypes/class)",
+            "prototypes/class)",
             "infodisent_distilled": f"InfoDisent + distillation (weight {results['settings']['distill_weight']})",
             "infodisent_dense": "InfoDisent dense head (no sparsity)",
         }
@@ -138,8 +146,11 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| backbone's own head | {_fmt(100 * acc['backbone_head_accuracy'], 1)} | 100 | – |")
         full = results.get("full_fashion_mnist")
         if full:
-            lines += ["", f"On the full Fashion-MNIST test set ({full['test_rows']} images; {full['note']}): " + ", ".join(
-                f"{k} {_pm(v['accuracy'])}" for k, v in full["summary"].items())]
+            lines += [
+                "",
+                f"On the full Fashion-MNIST test set ({full['test_rows']} images; {full['note']}): "
+                + ", ".join(f"{k} {_pm(v['accuracy'])}" for k, v in full["summary"].items()),
+            ]
         lines.append("")
     abl = results.get("ablations")
     if abl:
@@ -155,8 +166,10 @@ def markdown_table(results: dict) -> str:
         def cells(stat):
             if stat is None:
                 return "– | –"
-            return (f"{_pm(stat['accuracy'])} | {stat['explanation_size_median']['mean']:.1f} / "
-                    f"{stat['explanation_size_p90']['mean']:.1f}")
+            return (
+                f"{_pm(stat['accuracy'])} | {stat['explanation_size_median']['mean']:.1f} / "
+                f"{stat['explanation_size_p90']['mean']:.1f}"
+            )
 
         if s_acc:
             lines.append(
@@ -221,7 +234,11 @@ def markdown_table(results: dict) -> str:
             "| heatmap | deletion AUC | insertion AUC | ROAD MoRF | ROAD LeRF | ROAD combined |",
             "|---|---|---|---|---|---|",
         ]
-        for name, label in (("infodisent", "InfoDisent class heatmap"), ("grad_cam", "Grad-CAM (same model)"), ("random", "random order")):
+        for name, label in (
+            ("infodisent", "InfoDisent class heatmap"),
+            ("grad_cam", "Grad-CAM (same model)"),
+            ("random", "random order"),
+        ):
             e = faith[name]
             lines.append(
                 f"| {label} | {e['deletion_auc']:.3f} ± {e['deletion_auc_sem']:.3f} | "
@@ -231,10 +248,13 @@ def markdown_table(results: dict) -> str:
         rnd = faith.get("randomisation")
         if rnd:
             cell = lambda k: f"{rnd[k]['spearman']:+.3f} (mean abs {rnd[k]['abs_spearman']:.3f})"  # noqa: E731
-            lines += ["", "Model-randomisation sanity check (head re-initialised, 3 initialisations; Spearman between "
-                      "the trained model's map and the re-initialised one's, lower is better): class heatmap "
-                      f"{cell('head/class_heatmap')}; with the former initialisation U ≈ I "
-                      f"{cell('head/class_heatmap_old_init')}; peak evidence map {cell('head/peak_map')}."]
+            lines += [
+                "",
+                "Model-randomisation sanity check (head re-initialised, 3 initialisations; Spearman between "
+                "the trained model's map and the re-initialised one's, lower is better): class heatmap "
+                f"{cell('head/class_heatmap')}; with the former initialisation U ≈ I "
+                f"{cell('head/class_heatmap_old_init')}; peak evidence map {cell('head/peak_map')}.",
+            ]
         lines.append("")
     if results.get("groundtruth"):
         from benchmarks.groundtruth_trust_report import markdown as groundtruth_markdown

@@ -30,8 +30,16 @@ VARIANTS = ("fixed_u", "identity", "riemannian", "cayley", "matrix_exp")
 BF16 = "+bf16"
 
 
-def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 200, lr: float = 1e-2, seed: int = 0,
-              device: torch.device | str = "cpu"):
+def make_step(
+    variant: str,
+    dim: int,
+    grid: int,
+    batch: int,
+    num_labels: int = 200,
+    lr: float = 1e-2,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+):
     """A closure running one training step of the head (forward, loss, backward, AdamW step) on fixed features."""
     device = torch.device(device)
     if device.type == "cpu":  # as training/fit.py does before training on the CPU
@@ -72,8 +80,16 @@ def make_step(variant: str, dim: int, grid: int, batch: int, num_labels: int = 2
     return step, head
 
 
-def step_ratios(shapes=SHAPES, batches=(256, 64), variants=VARIANTS, repeats: int = 3, skip=(), device="cpu",
-                log=None, warmup: int = 3) -> dict:
+def step_ratios(
+    shapes=SHAPES,
+    batches=(256, 64),
+    variants=VARIANTS,
+    repeats: int = 3,
+    skip=(),
+    device="cpu",
+    log=None,
+    warmup: int = 3,
+) -> dict:
     """Median seconds per step and median per-round ratio to the floor for every (shape, batch, variant).
     `skip`: (shape name, variant) pairs not measured (float64 matrix_exp at D = 2048 takes ~45 s a step)."""
     results = {}
@@ -92,6 +108,7 @@ def step_ratios(shapes=SHAPES, batches=(256, 64), variants=VARIANTS, repeats: in
                     times[v].append(time.perf_counter() - start)
                     if log:
                         log(f"{name} batch {batch} {v}: {times[v][-1]:.3f} s")
+
             def floor(v: str) -> list[float]:  # the fixed-U step with the same GEMM dtype
                 return times["fixed_u" + BF16] if v.endswith(BF16) and "fixed_u" + BF16 in times else times["fixed_u"]
 
@@ -107,8 +124,9 @@ def step_ratios(shapes=SHAPES, batches=(256, 64), variants=VARIANTS, repeats: in
     return results
 
 
-def orthogonality(variants=("riemannian", "cayley"), dim: int = 768, grid: int = 7, batch: int = 32, steps: int = 30,
-                  lr: float = 0.1) -> dict:
+def orthogonality(
+    variants=("riemannian", "cayley"), dim: int = 768, grid: int = 7, batch: int = 32, steps: int = 30, lr: float = 0.1
+) -> dict:
     """max |UᵀU - I| (float64) after `steps` AdamW steps at learning rate `lr` (10x the default)."""
     out = {}
     for variant in variants:
@@ -121,7 +139,9 @@ def orthogonality(variants=("riemannian", "cayley"), dim: int = 768, grid: int =
     return out
 
 
-def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048, grid: int = 7, batch: int = 64) -> dict:
+def step_memory_mb(
+    variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048, grid: int = 7, batch: int = 64
+) -> dict:
     """Peak resident memory (MB) of one step of each variant above the memory held before it (features, weights and
     optimiser state already allocated; sampled every 20 ms)."""
     out = {}
@@ -137,10 +157,15 @@ def step_memory_mb(variants=("fixed_u", "riemannian", "cayley"), dim: int = 2048
 
 
 README_MARKERS = ("<!-- rotation-table:start -->", "<!-- rotation-table:end -->")
-LABELS = {"riemannian": "`riemannian`", "cayley": "`cayley` (float64, default)", "matrix_exp": "`matrix_exp` (float64)",
-          "identity": "`identity` (U = I, no rotation)", "fixed_u": "fixed U (the floor)",
-          "cayley+bf16": "`cayley`, bfloat16 GEMMs (default at D ≥ 512 on AMX / CUDA)",
-          "fixed_u+bf16": "fixed U, bfloat16 GEMMs (its floor)"}
+LABELS = {
+    "riemannian": "`riemannian`",
+    "cayley": "`cayley` (float64, default)",
+    "matrix_exp": "`matrix_exp` (float64)",
+    "identity": "`identity` (U = I, no rotation)",
+    "fixed_u": "fixed U (the floor)",
+    "cayley+bf16": "`cayley`, bfloat16 GEMMs (default at D ≥ 512 on AMX / CUDA)",
+    "fixed_u+bf16": "fixed U, bfloat16 GEMMs (its floor)",
+}
 
 
 def markdown_table(result: dict) -> str:
@@ -148,15 +173,18 @@ def markdown_table(result: dict) -> str:
     steps = result["steps"]
     columns = list(steps)
     variants = [v for v in (*VARIANTS, "fixed_u" + BF16, "cayley" + BF16) if any(v in steps[c] for c in columns)]
-    header = "| rotation | " + " | ".join(c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ")
-                                          for c in columns)
+    header = "| rotation | " + " | ".join(
+        c.rsplit("_", 2)[-2] + ", " + c.rsplit("_", 1)[-1].replace("batch", "batch ") for c in columns
+    )
     memory = result.get("step_memory_mb_D2048_batch64")
     header += " | max abs(UᵀU − I) |" + (" extra memory of a step, D = 2048, batch 64 |" if memory else "")
     lines = [header, "|" + "---|" * (len(columns) + 2 + bool(memory))]
     ortho = result.get("orthogonality_after_30_steps_lr0.1_D768", {})
     for v in variants:
-        cells = [f"{steps[c][v]['ratio_to_fixed_u']:.2f}× ({steps[c][v]['seconds']:.2f} s)" if v in steps[c] else "–"
-                 for c in columns]
+        cells = [
+            f"{steps[c][v]['ratio_to_fixed_u']:.2f}× ({steps[c][v]['seconds']:.2f} s)" if v in steps[c] else "–"
+            for c in columns
+        ]
         o = f"{ortho[v]:.1e}" if v in ortho else "–"
         m = (f" {memory[v]:.0f} MB |" if v in memory else " – |") if memory else ""
         lines.append(f"| {LABELS[v]} | " + " | ".join(cells) + f" | {o} |{m}")
@@ -171,17 +199,30 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Head step per rotation parametrisation / fixed-U step.")
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
     parser.add_argument("--batches", nargs="+", type=int, default=[256, 64])
-    parser.add_argument("--variants", nargs="+", choices=(*VARIANTS, *(v + BF16 for v in VARIANTS)),
-                        default=["fixed_u", "identity", "riemannian", "cayley"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=(*VARIANTS, *(v + BF16 for v in VARIANTS)),
+        default=["fixed_u", "identity", "riemannian", "cayley"],
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--orthogonality", action="store_true", help="Also max |UᵀU - I| after 30 steps at lr 0.1.")
     parser.add_argument("--memory", action="store_true", help="Also the peak memory of a step (D = 2048, batch 64).")
-    parser.add_argument("--output", default=None, help="Also write the JSON here (e.g. benchmarks/rotation_results.json).")
+    parser.add_argument(
+        "--output", default=None, help="Also write the JSON here (e.g. benchmarks/rotation_results.json)."
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"steps": step_ratios({k: SHAPES[k] for k in args.shapes}, args.batches, args.variants, args.repeats,
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))}
+    result = {
+        "steps": step_ratios(
+            {k: SHAPES[k] for k in args.shapes},
+            args.batches,
+            args.variants,
+            args.repeats,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+    }
     if args.orthogonality:
         result["orthogonality_after_30_steps_lr0.1_D768"] = orthogonality()
     if args.memory:

@@ -32,7 +32,7 @@ from benchmarks.accuracy import (
     section_full_fashion_mnist,
     section_tradeoff,
 )
-from benchmarks.common import FULL_FASHION_MNIST, TRAIN_DEFAULTS, Bench, Timer, _jsonable, _ROOT, environment
+from benchmarks.common import _ROOT, FULL_FASHION_MNIST, TRAIN_DEFAULTS, Bench, Timer, _jsonable, environment
 from benchmarks.compactness import section_compactness
 from benchmarks.faithfulness import section_faithfulness
 from benchmarks.groundtruth_trust import section_groundtruth
@@ -47,36 +47,74 @@ SECTIONS = ("accuracy", "ablations", "tradeoff", "compactness", "faithfulness", 
 
 def parse_args(argv=None):
     p = ExitingParser(description=__doc__.split("\n\n")[0])  # errors: one line, "did you mean", exit 2
-    p.add_argument("--quick", action="store_true", help="Short schedules and fewer images (the ground-truth section: "
-                   "40 images per set, 73 s of CPU time, peak 2.1 GB; 8.3 min wall on 2 cores at load 10).")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="Short schedules and fewer images (the ground-truth section: "
+        "40 images per set, 73 s of CPU time, peak 2.1 GB; 8.3 min wall on 2 cores at load 10).",
+    )
     p.add_argument("--output", default=str(_ROOT / "benchmarks" / "results.json"), help="Where the JSON goes.")
-    p.add_argument("--readme", default=str(_ROOT / "benchmarks" / "README.md"),
-                   help="Markdown file whose table (between the benchmark markers) is rewritten; '' = none. "
-                   "The default also rewrites the copy of the block in docs/benchmarks.md.")
+    p.add_argument(
+        "--readme",
+        default=str(_ROOT / "benchmarks" / "README.md"),
+        help="Markdown file whose table (between the benchmark markers) is rewritten; '' = none. "
+        "The default also rewrites the copy of the block in docs/benchmarks.md.",
+    )
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--dataset_name", default=None, help="Default: the embedded Fashion-MNIST subset.")
     p.add_argument("--backbone", default=None, help="Default: the embedded Fashion-MNIST ResNet.")
-    p.add_argument("--full_fashion_mnist", choices=("auto", "yes", "no"), default="auto",
-                   help="Also evaluate on the full Fashion-MNIST test set (Debian files in "
-                        f"{FULL_FASHION_MNIST}); 'auto' = when the files exist and not --quick.")
+    p.add_argument(
+        "--full_fashion_mnist",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="Also evaluate on the full Fashion-MNIST test set (Debian files in "
+        f"{FULL_FASHION_MNIST}); 'auto' = when the files exist and not --quick.",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: the CPU cores minus one, or 1 when the machine is already busy).")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the CPU cores minus one, or 1 when the machine is already busy).",
+    )
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu' or 'cuda'.")
     p.add_argument("--cache_dir", default=None, help="Feature cache folder to reuse (default: a fresh temporary one).")
-    p.add_argument("--num_train_epochs", type=int, default=None, help="Main epochs of every fit (default: the training script's; quick: at most 6).")
-    p.add_argument("--finetune_epochs", type=int, default=None, help="Epochs after pruning (default: the training script's; quick: at most 2).")
-    p.add_argument("--distill_weight", type=float, default=0.5, help="Distillation weight of the 'with distillation' runs.")
-    p.add_argument("--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 64).")
+    p.add_argument(
+        "--num_train_epochs",
+        type=int,
+        default=None,
+        help="Main epochs of every fit (default: the training script's; quick: at most 6).",
+    )
+    p.add_argument(
+        "--finetune_epochs",
+        type=int,
+        default=None,
+        help="Epochs after pruning (default: the training script's; quick: at most 2).",
+    )
+    p.add_argument(
+        "--distill_weight", type=float, default=0.5, help="Distillation weight of the 'with distillation' runs."
+    )
+    p.add_argument(
+        "--faithfulness_images", type=int, default=None, help="Test images for deletion/insertion (500; quick 64)."
+    )
     p.add_argument("--road_images", type=int, default=None, help="Test images for ROAD (100; quick 32).")
     p.add_argument("--speed_repeats", type=int, default=None, help="Interleaved timing rounds (9; quick 5).")
-    p.add_argument("--groundtruth_full", action="store_true",
-                   help="The ground-truth section with the reported protocol of benchmarks/groundtruth_preregistration.md "
-                   "(5 head seeds x 2 black boxes, 400 images per set; tens of minutes on 2 cores). Without it, "
-                   "--quick runs the same protocol on 60 images, 2 head seeds, 1 black box.")
-    p.add_argument("--scale", action="store_true", help="Only the real-scale pipeline (benchmarks/scale.py: ResNet-50, "
-                   "ConvNeXt-T, ViT-B/16, Swin-T at 224², 200 classes; ≤ 15 min on a 2-core CPU).")
-    p.add_argument("--smoke", action="store_true", help="With --scale: tiny configs at 64 px, seconds (the tests' path).")
+    p.add_argument(
+        "--groundtruth_full",
+        action="store_true",
+        help="The ground-truth section with the reported protocol of benchmarks/groundtruth_preregistration.md "
+        "(5 head seeds x 2 black boxes, 400 images per set; tens of minutes on 2 cores). Without it, "
+        "--quick runs the same protocol on 60 images, 2 head seeds, 1 black box.",
+    )
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="Only the real-scale pipeline (benchmarks/scale.py: ResNet-50, "
+        "ConvNeXt-T, ViT-B/16, Swin-T at 224², 200 classes; ≤ 15 min on a 2-core CPU).",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="With --scale: tiny configs at 64 px, seconds (the tests' path)."
+    )
     args = p.parse_args(argv)
     quick = args.quick
     defaults = dict(
@@ -119,7 +157,9 @@ def main(argv=None):
         from benchmarks import scale
 
         return scale.main_from_run(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     for noisy in ("training", "accelerate", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import datasets
@@ -129,8 +169,11 @@ def main(argv=None):
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     timer = Timer()
     results = {
         "environment": environment(args, device),
@@ -188,7 +231,9 @@ def main(argv=None):
             # docs/benchmarks.md shows the same block (tests/test_readme.py checks that the two are identical).
             write_readme(str(_ROOT / "docs" / "benchmarks.md"), table)
     print(table)
-    logger.info("Wrote %s%s in %.0f s", args.output, f" and {args.readme}" if args.readme else "", results["run_seconds"])
+    logger.info(
+        "Wrote %s%s in %.0f s", args.output, f" and {args.readme}" if args.readme else "", results["run_seconds"]
+    )
     return results
 
 

@@ -50,18 +50,36 @@ def backbone_configs(smoke: bool = False) -> dict:
     labels["label2id"] = {v: k for k, v in labels["id2label"].items()}
     if smoke:
         return {
-            "resnet50": ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="bottleneck", **labels),
+            "resnet50": ResNetConfig(
+                embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="bottleneck", **labels
+            ),
             "convnext_tiny": ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_stages=4, **labels),
-            "vit_b16": ViTConfig(image_size=SMOKE_SIZE, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=64, **labels),
-            "swin_tiny": SwinConfig(image_size=SMOKE_SIZE, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-                                    window_size=2, **labels),
+            "vit_b16": ViTConfig(
+                image_size=SMOKE_SIZE,
+                patch_size=16,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                **labels,
+            ),
+            "swin_tiny": SwinConfig(
+                image_size=SMOKE_SIZE,
+                patch_size=4,
+                embed_dim=8,
+                depths=[1, 1, 1, 1],
+                num_heads=[1, 1, 2, 2],
+                window_size=2,
+                **labels,
+            ),
         }
     return {
         "resnet50": ResNetConfig(**labels),  # transformers' defaults are ResNet-50's
         "convnext_tiny": ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], **labels),
         "vit_b16": ViTConfig(image_size=224, patch_size=16, **labels),  # defaults: ViT-B (768, 12 layers, 12 heads)
-        "swin_tiny": SwinConfig(image_size=224, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, **labels),
+        "swin_tiny": SwinConfig(
+            image_size=224, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, **labels
+        ),
     }
 
 
@@ -146,21 +164,42 @@ class Settings:
     mixed_precision: str = "no"  # of the backbone (extraction, gallery); "bf16" on a GPU. The head stays float32.
 
     @classmethod
-    def for_mode(cls, smoke: bool, device: str, mixed_precision: str | None = None) -> "Settings":
+    def for_mode(cls, smoke: bool, device: str, mixed_precision: str | None = None) -> Settings:
         precision = mixed_precision or ("bf16" if device == "cuda" else "no")
         if smoke:
-            return cls(smoke=True, device=device, num_train=16, num_val=8, gallery_images=8, feature_batch_size=8,
-                       step_repeats=1, step_warmup=1, explain_repeats=1, train_batch_size=8, mixed_precision=precision)
+            return cls(
+                smoke=True,
+                device=device,
+                num_train=16,
+                num_val=8,
+                gallery_images=8,
+                feature_batch_size=8,
+                step_repeats=1,
+                step_warmup=1,
+                explain_repeats=1,
+                train_batch_size=8,
+                mixed_precision=precision,
+            )
         if device == "cuda":  # a GPU does the CPU's work ~50x faster: more images, same 5-minute budget
-            return cls(device=device, num_train=1024, num_val=256, gallery_images=256, feature_batch_size=128,
-                       step_repeats=5, explain_repeats=5, mixed_precision=precision)
+            return cls(
+                device=device,
+                num_train=1024,
+                num_val=256,
+                gallery_images=256,
+                feature_batch_size=128,
+                step_repeats=5,
+                explain_repeats=5,
+                mixed_precision=precision,
+            )
         return cls(device=device, mixed_precision=precision)
 
 
 def _image_processor(size: int):
     from transformers import ViTImageProcessor
 
-    return ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
 
 
 def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_defaults) -> dict:
@@ -171,8 +210,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     from modeling_infodisent import InfoDisentForImageClassification
     from modeling_infodisent.gallery import compute_gallery
     from training.data import make_transform
-    from training.features import get_or_extract_features
     from training.evaluation import evaluate
+    from training.features import get_or_extract_features
     from training.fit import FitConfig, fit_head
     from training.hardware import make_accelerator
     from training.model_card import build_model_card
@@ -200,9 +239,17 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     def extract():
         # Under accelerate's autocast on a GPU the backbone runs in bf16; the cache stores what it produces.
         with backbone_accelerator.autocast():
-            kwargs = dict(image_processor=processor, image_column="image", label_column="label", transform=transform,
-                          cache_dir=cache_dir, head_model=backbone, batch_size=settings.feature_batch_size,
-                          accelerator=accelerator, dtype=settings.cache_dtype)
+            kwargs = dict(
+                image_processor=processor,
+                image_column="image",
+                label_column="label",
+                transform=transform,
+                cache_dir=cache_dir,
+                head_model=backbone,
+                batch_size=settings.feature_batch_size,
+                accelerator=accelerator,
+                dtype=settings.cache_dtype,
+            )
             train = get_or_extract_features(model, data["train"], split_name="train", **kwargs)
             val = get_or_extract_features(model, data["validation"], split_name="validation", **kwargs)
         return train, val
@@ -214,13 +261,22 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     cache_mb = _folder_mb(cache_dir)
 
     batch = settings.train_batch_size or fit_defaults.train_batch_size  # the global batch
-    fit_config = FitConfig(num_train_epochs=1, finetune_epochs=1, train_batch_size=min(batch, len(train_cache)),
-                           per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size, show_progress=False)
-    final = phases.run("train_and_prune", lambda: fit_head(model, train_cache, val_cache, fit_config, accelerator=accelerator))
+    fit_config = FitConfig(
+        num_train_epochs=1,
+        finetune_epochs=1,
+        train_batch_size=min(batch, len(train_cache)),
+        per_device_eval_batch_size=fit_defaults.per_device_eval_batch_size,
+        show_progress=False,
+    )
+    final = phases.run(
+        "train_and_prune", lambda: fit_head(model, train_cache, val_cache, fit_config, accelerator=accelerator)
+    )
     phases.run("prune_again", lambda: prune_to_budget(model, fit_defaults.max_prototypes_per_class))
     u = model.rotation.detach().double()
     orthogonality = float((u.T @ u - torch.eye(dim, dtype=torch.float64, device=u.device)).abs().max())
-    eval_result = phases.run("evaluate", lambda: evaluate(model, val_cache, fit_defaults.per_device_eval_batch_size, accelerator))
+    eval_result = phases.run(
+        "evaluate", lambda: evaluate(model, val_cache, fit_defaults.per_device_eval_batch_size, accelerator)
+    )
 
     out_dir = os.path.join(workdir, "model")
 
@@ -228,18 +284,30 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
         model.set_gumbel_temperature(fit_defaults.gumbel_temperature_end)
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
-        results = {"eval_accuracy": final["accuracy"], "eval_num_examples": final["num_examples"],
-                   "explanation_size_median": final["explanation_size_median"],
-                   "explanation_size_p90": final["explanation_size_p90"], **final["sparsity"]}
-        card = build_model_card(results, model_name=f"infodisent-scale-{name}", backbone=f"random {name}",
-                                dataset="generated", command="python benchmarks/run.py --scale",
-                                id2label=config.id2label, has_gallery=True)
+        results = {
+            "eval_accuracy": final["accuracy"],
+            "eval_num_examples": final["num_examples"],
+            "explanation_size_median": final["explanation_size_median"],
+            "explanation_size_p90": final["explanation_size_p90"],
+            **final["sparsity"],
+        }
+        card = build_model_card(
+            results,
+            model_name=f"infodisent-scale-{name}",
+            backbone=f"random {name}",
+            dataset="generated",
+            command="python benchmarks/run.py --scale",
+            id2label=config.id2label,
+            has_gallery=True,
+        )
         card.save(os.path.join(out_dir, "README.md"))
 
     def gallery():
         subset = data["train"].select(range(min(settings.gallery_images, len(data["train"]))))
         with backbone_accelerator.autocast():
-            result = compute_gallery(model, subset, processor, top_k=5, batch_size=settings.feature_batch_size, progress=False)
+            result = compute_gallery(
+                model, subset, processor, top_k=5, batch_size=settings.feature_batch_size, progress=False
+            )
         result.save(out_dir)
 
     phases.run("save_and_card", save_and_card)
@@ -251,7 +319,8 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     model.rotation_matrix()  # materialise U as a deployed model would have it
     times = speed._time_interleaved(
         {"forward": lambda: model(pixel_values), "explain": lambda: model.explain(pixel_values)},
-        repeats=settings.explain_repeats, device=device,
+        repeats=settings.explain_repeats,
+        device=device,
     )
     explain_ratio = statistics.median(e / f for e, f in zip(times["explain"], times["forward"]))
     forward_seconds = statistics.median(times["forward"])
@@ -270,16 +339,26 @@ def run_backbone(name: str, config, data, settings: Settings, workdir: str, fit_
     bf16 = final["schedule"]["rotation_matmul_dtype"] == "bfloat16"
     variants = ("fixed_u", "identity", "cayley", "riemannian") + (("fixed_u+bf16", "cayley+bf16") if bf16 else ())
     steps = rotation.step_ratios(
-        shapes={name: (dim, grid[0])}, batches=(batch,), variants=variants,
-        repeats=settings.step_repeats, device=device, warmup=settings.step_warmup,
+        shapes={name: (dim, grid[0])},
+        batches=(batch,),
+        variants=variants,
+        repeats=settings.step_repeats,
+        device=device,
+        warmup=settings.step_warmup,
     )[f"{name}_batch{batch}"]
     row_seconds = _cache_read_seconds_per_row(train_cache, batch)
     extraction_per_image = phases.records["extract"]["seconds"] / num_images
     eval_per_row = phases.records["evaluate"]["seconds"] / max(1, len(val_cache))
     suffix = "+bf16" if bf16 else ""
     default = model.config.rotation_parametrization + suffix  # the step the training script takes
-    projection = project_cub(fit_defaults, steps[default]["seconds"], steps["fixed_u" + suffix]["seconds"],
-                             row_seconds, extraction_per_image, eval_per_row)
+    projection = project_cub(
+        fit_defaults,
+        steps[default]["seconds"],
+        steps["fixed_u" + suffix]["seconds"],
+        row_seconds,
+        extraction_per_image,
+        eval_per_row,
+    )
     return {
         "feature_shape": list(feature_shape),
         "phases": phases.records,
@@ -319,7 +398,9 @@ def _cache_read_seconds_per_row(cache, batch: int) -> float:
     return (time.perf_counter() - start) / rows
 
 
-def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, image_s: float, eval_row_s: float) -> dict:
+def project_cub(
+    fit_defaults, step_s: float, floor_step_s: float, row_s: float, image_s: float, eval_row_s: float
+) -> dict:
     """Projected seconds for CUB-200 with the training script's default schedule (`training.schedule.plan_schedule`),
     from measured per-unit costs. CUB has train + test only, so the script holds 15% of train out for validation:
     extraction of all images, then the main phase's step budget (no early stop assumed: the upper bound) and one
@@ -339,7 +420,7 @@ def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, 
     cached_epoch = plan.steps_per_epoch * step_cost
     return {
         "schedule": f"{plan.main_steps} main steps (step budget, eval every {plan.eval_steps}) + "
-                    f"{plan.finetune_steps} fine-tuning steps (one round), global batch {batch}",
+        f"{plan.finetune_steps} fine-tuning steps (one round), global batch {batch}",
         "train_rows": plan.num_rows,
         "validation_rows": validation,
         "steps": steps,
@@ -356,8 +437,15 @@ def project_cub(fit_defaults, step_s: float, floor_step_s: float, row_s: float, 
 
 
 # ----------------------------------------------------------------------------------------------------- driver
-def run(smoke: bool = False, device: str = "cpu", backbones: list[str] | None = None, threads: int | None = None,
-        settings: Settings | None = None, mixed_precision: str | None = None, partial_output: str | None = None) -> dict:
+def run(
+    smoke: bool = False,
+    device: str = "cpu",
+    backbones: list[str] | None = None,
+    threads: int | None = None,
+    settings: Settings | None = None,
+    mixed_precision: str | None = None,
+    partial_output: str | None = None,
+) -> dict:
     """All backbones, one after another. With `partial_output`, the results so far are written there after each
     backbone (`"complete": false` until the last), so a run stopped at a time limit still leaves its figures."""
     import datasets
@@ -393,7 +481,9 @@ def run(smoke: bool = False, device: str = "cpu", backbones: list[str] | None = 
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if partial_output:
-            _write_json(partial_output, {**results, "complete": False, "seconds_so_far": round(time.perf_counter() - start, 1)})
+            _write_json(
+                partial_output, {**results, "complete": False, "seconds_so_far": round(time.perf_counter() - start, 1)}
+            )
     results["complete"] = True
     results["run_seconds"] = round(time.perf_counter() - start, 1)
     results["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -435,10 +525,24 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(smoke: bool = False, device: str = "cpu", output: str | None = None, threads: int | None = None,
-         backbones: list[str] | None = None, mixed_precision: str | None = None, settings: Settings | None = None) -> dict:
-    results = run(smoke=smoke, device=device, backbones=backbones, threads=threads, mixed_precision=mixed_precision,
-                  settings=settings, partial_output=output)
+def main(
+    smoke: bool = False,
+    device: str = "cpu",
+    output: str | None = None,
+    threads: int | None = None,
+    backbones: list[str] | None = None,
+    mixed_precision: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    results = run(
+        smoke=smoke,
+        device=device,
+        backbones=backbones,
+        threads=threads,
+        mixed_precision=mixed_precision,
+        settings=settings,
+        partial_output=output,
+    )
     table = markdown_table(results)
     results["table"] = table
     if output:
@@ -465,8 +569,10 @@ def write_readme_table(readme: str, table: str, results: dict) -> bool:
     start, end = README_MARKERS
     if start not in text or end not in text:
         return False
-    note = (f"\n\n{results['device']}, {results['threads']} torch threads, run {results['run_seconds']:.0f} s "
-            f"(load average at the end {', '.join(f'{v:.1f}' for v in results['load_average_at_end'] or [])}).")
+    note = (
+        f"\n\n{results['device']}, {results['threads']} torch threads, run {results['run_seconds']:.0f} s "
+        f"(load average at the end {', '.join(f'{v:.1f}' for v in results['load_average_at_end'] or [])})."
+    )
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     Path(readme).write_text(f"{head}{start}\n{table}{note}\n{end}{tail}")
@@ -478,13 +584,17 @@ def main_from_run(args) -> dict:
     benchmarks/scale_results.json (or --output when given) and the table into docs/scale.md (not with --smoke)."""
     import logging
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     for noisy in ("training", "accelerate", "datasets", "transformers", "modeling_infodisent"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     output = args.output
     if Path(output).resolve() == (_ROOT / "benchmarks" / "results.json").resolve():
-        output = str(_ROOT / "benchmarks" / ("scale_smoke_results.json" if args.smoke else f"scale_results_{device}.json"))
+        output = str(
+            _ROOT / "benchmarks" / ("scale_smoke_results.json" if args.smoke else f"scale_results_{device}.json")
+        )
     results = main(smoke=args.smoke, device=device, output=output, threads=args.threads)
     if not args.smoke and args.readme:
         readme = str(_ROOT / "docs" / "scale.md")
@@ -502,8 +612,12 @@ if __name__ == "__main__":
     parser.add_argument("--output", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backbones", nargs="+", default=None)
-    parser.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
-                        help="Of the backbone (default: bf16 on cuda, no on cpu); the head is always float32.")
+    parser.add_argument(
+        "--mixed_precision",
+        choices=("no", "bf16", "fp16"),
+        default=None,
+        help="Of the backbone (default: bf16 on cuda, no on cpu); the head is always float32.",
+    )
     for name in ("num_train", "num_val", "gallery_images", "step_repeats", "step_warmup"):
         parser.add_argument(f"--{name}", type=int, default=None, help="Overrides the mode's setting.")
     a = parser.parse_args()

@@ -267,8 +267,15 @@ def run(
     }
 
 
-def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int = 224, num_labels: int = 1000,
-                     backbone_config=None, repeats: int = 2, seed: int = 0) -> dict:
+def train_step_ratio(
+    device: torch.device,
+    batch_size: int = 32,
+    image_size: int = 224,
+    num_labels: int = 1000,
+    backbone_config=None,
+    repeats: int = 2,
+    seed: int = 0,
+) -> dict:
     """ResNet-50-sized training cost per batch: one optimiser step of the head on cached feature maps vs the backbone
     forward that a live-backbone step needs on top of it. The epoch ratio live / cached is
     ``(backbone + head_step) / head_step`` (data loading aside)."""
@@ -301,8 +308,13 @@ def train_step_ratio(device: torch.device, batch_size: int = 32, image_size: int
     times = _time_interleaved({"backbone_forward": backbone, "head_step": head_step}, repeats, device, warmup=1)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "settings": {"batch_size": batch_size, "image_size": image_size, "num_labels": num_labels,
-                     "backbone": "ResNetConfig() (ResNet-50), random weights", "repeats": repeats},
+        "settings": {
+            "batch_size": batch_size,
+            "image_size": image_size,
+            "num_labels": num_labels,
+            "backbone": "ResNetConfig() (ResNet-50), random weights",
+            "repeats": repeats,
+        },
         "seconds_median": med,
         "seconds_all": times,
         "epoch_speedup_estimate": statistics.median(

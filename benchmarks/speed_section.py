@@ -28,8 +28,8 @@ def training_epoch_speed(bench: Bench) -> dict:
     backbone forward), same data, same recipe; evaluation is on a 128-row slice so that it does not dominate."""
     from torch.utils.data import Subset
 
-    from training.features import LiveImages
     from training.evaluation import live_featurizer
+    from training.features import LiveImages
     from training.fit import fit_head
 
     small = range(min(128, len(bench.report_cache)))
@@ -43,7 +43,11 @@ def training_epoch_speed(bench: Bench) -> dict:
         for kind in ("cached", "live"):
             model = bench.new_model(0)
             if kind == "cached":
-                train_data, eval_data, featurizer = Subset(bench.train_cache, rows), Subset(bench.report_cache, small), None
+                train_data, eval_data, featurizer = (
+                    Subset(bench.train_cache, rows),
+                    Subset(bench.report_cache, small),
+                    None,
+                )
             else:
                 train_data = Subset(LiveImages(bench.dataset["train"], bench.transform), rows)
                 eval_data = Subset(LiveImages(bench.dataset[bench.report_split], bench.transform), small)

@@ -81,12 +81,30 @@ DEFAULT_COMBINATIONS = (
 # The step-based schedule (issue 11) makes the training part nearly independent of the dataset's size (≥ 300 steps).
 _LAUNCH_S = {1: 20.0, 2: 30.0}
 _FIXED_S = 85.0
-_PER_TRAIN_IMAGE_S = {"resnet": 0.004, "vit": 0.004, "dinov2": 0.004, "convnext": 0.004, "vit_classifier": 0.004,
-                      "tiny": 0.004}
-_EXTRACT_PER_IMAGE_S = {"resnet": 0.003, "vit": 0.003, "dinov2": 0.003, "convnext": 0.003, "vit_classifier": 0.003,
-                        "tiny": 0.003}
-_BUILD_BACKBONE_S = {"resnet": 0.0, "vit": 820.0, "dinov2": 830.0, "convnext": 770.0, "vit_classifier": 820.0,
-                     "tiny": 2.0}
+_PER_TRAIN_IMAGE_S = {
+    "resnet": 0.004,
+    "vit": 0.004,
+    "dinov2": 0.004,
+    "convnext": 0.004,
+    "vit_classifier": 0.004,
+    "tiny": 0.004,
+}
+_EXTRACT_PER_IMAGE_S = {
+    "resnet": 0.003,
+    "vit": 0.003,
+    "dinov2": 0.003,
+    "convnext": 0.003,
+    "vit_classifier": 0.003,
+    "tiny": 0.003,
+}
+_BUILD_BACKBONE_S = {
+    "resnet": 0.0,
+    "vit": 820.0,
+    "dinov2": 830.0,
+    "convnext": 770.0,
+    "vit_classifier": 820.0,
+    "tiny": 2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +125,10 @@ class Combination:
 def parse_combination(text: str) -> Combination:
     dataset, _, backbone = text.partition("/")
     if dataset not in DATASETS or backbone not in BACKBONES:
-        raise ValueError(f"unknown combination {text!r}: use DATASET/BACKBONE with DATASET in {sorted(DATASETS)} "
-                         f"and BACKBONE in {list(BACKBONES)}")
+        raise ValueError(
+            f"unknown combination {text!r}: use DATASET/BACKBONE with DATASET in {sorted(DATASETS)} "
+            f"and BACKBONE in {list(BACKBONES)}"
+        )
     return Combination(dataset, backbone)
 
 
@@ -127,8 +147,14 @@ def plan(combos: list[Combination], seeds: list[int], processes: list[int]) -> l
     for combo in combos:
         for seed in seeds:
             for n in processes:
-                runs.append({"combination": combo, "seed": seed, "num_processes": n,
-                             "estimate_s": estimate_run_s(combo, n, first=combo.name not in seen)})
+                runs.append(
+                    {
+                        "combination": combo,
+                        "seed": seed,
+                        "num_processes": n,
+                        "estimate_s": estimate_run_s(combo, n, first=combo.name not in seen),
+                    }
+                )
                 seen.add(combo.name)
     return runs
 
@@ -150,8 +176,16 @@ def launch_command(num_processes: int) -> list[str]:
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if num_processes > 1:
         command += ["--multi_gpu", "--main_process_port", str(_free_port())]
-    return command + ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
-                      "--dynamo_backend", "no"]
+    return command + [
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
 
 
 def train_command(data_args: list[str], backbone: str | None, output_dir: str, seed: int) -> list[str]:
@@ -171,27 +205,57 @@ def read_metrics(results: dict) -> dict:
         split, top1, probe = "eval", results["eval_accuracy"], results.get("linear_probe_accuracy")
     if probe is None:
         probe = results["linear_probe_accuracy"]
-    return {"split": split, "infodisent_top1": float(top1), "linear_probe": float(probe),
-            "gap_pt": round(100 * (float(top1) - float(probe)), 2)}
+    return {
+        "split": split,
+        "infodisent_top1": float(top1),
+        "linear_probe": float(probe),
+        "gap_pt": round(100 * (float(top1) - float(probe)), 2),
+    }
 
 
-def run_one(combo: Combination, seed: int, num_processes: int, data: dict, backbone: str | None, work: Path,
-            timeout_s: float = 1800) -> dict:
+def run_one(
+    combo: Combination,
+    seed: int,
+    num_processes: int,
+    data: dict,
+    backbone: str | None,
+    work: Path,
+    timeout_s: float = 1800,
+) -> dict:
     """One default training run as a subprocess; the row of the suite's JSON."""
     out = work / "runs" / f"{combo.dataset}-{combo.backbone}-seed{seed}-p{num_processes}"
     train = train_command(data["train_args"], backbone, str(out), seed)
-    env = dict(os.environ, INFODISENT_CACHE=str(work / "features"), HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        INFODISENT_CACHE=str(work / "features"),
+        HF_HUB_OFFLINE="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.time()
-    done = subprocess.run(launch_command(num_processes) + train, cwd=_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+    done = subprocess.run(
+        launch_command(num_processes) + train, cwd=_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
     wall = time.time() - t0
-    row = {"combination": combo.name, "dataset": combo.dataset, "backbone": combo.backbone, "seed": seed,
-           "num_processes": num_processes, "wall_s": round(wall, 1), "load_average_before": load,
-           "returncode": done.returncode,
-           "command": shlex.join(["accelerate", "launch", *(["--multi_gpu", "--num_processes", str(num_processes)]
-                                                           if num_processes > 1 else []), *train])}
+    row = {
+        "combination": combo.name,
+        "dataset": combo.dataset,
+        "backbone": combo.backbone,
+        "seed": seed,
+        "num_processes": num_processes,
+        "wall_s": round(wall, 1),
+        "load_average_before": load,
+        "returncode": done.returncode,
+        "command": shlex.join(
+            [
+                "accelerate",
+                "launch",
+                *(["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else []),
+                *train,
+            ]
+        ),
+    }
     results_file = out / "all_results.json"
     if done.returncode != 0 or not results_file.is_file():
         row["error"] = (done.stderr or done.stdout)[-3000:]
@@ -207,8 +271,11 @@ def run_one(combo: Combination, seed: int, num_processes: int, data: dict, backb
 
 # ---------------------------------------------------------------------------------------------------- summaries
 def _stats(values: list[float]) -> dict:
-    return {"mean": round(statistics.fmean(values), 2), "std": round(statistics.stdev(values), 2) if len(values) > 1
-            else 0.0, "values": [round(v, 2) for v in values]}
+    return {
+        "mean": round(statistics.fmean(values), 2),
+        "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+        "values": [round(v, 2) for v in values],
+    }
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -217,10 +284,17 @@ def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for name in dict.fromkeys(r["combination"] for r in rows):
         mine = [r for r in rows if r["combination"] == name]
-        entry = {"combination": name, "dataset": mine[0]["dataset"], "backbone": mine[0]["backbone"], "by_processes": {},
-                 "failed_runs": sum("infodisent_top1" not in r for r in mine)}
+        entry = {
+            "combination": name,
+            "dataset": mine[0]["dataset"],
+            "backbone": mine[0]["backbone"],
+            "by_processes": {},
+            "failed_runs": sum("infodisent_top1" not in r for r in mine),
+        }
         for n in sorted({r["num_processes"] for r in mine}):
-            ok = sorted((r for r in mine if r["num_processes"] == n and "infodisent_top1" in r), key=lambda r: r["seed"])
+            ok = sorted(
+                (r for r in mine if r["num_processes"] == n and "infodisent_top1" in r), key=lambda r: r["seed"]
+            )
             if not ok:
                 continue
             entry["by_processes"][str(n)] = {
@@ -234,8 +308,14 @@ def summarize(rows: list[dict]) -> list[dict]:
         if "1" in by and "2" in by:
             # Over the seeds both process counts ran (a partial suite may have more seeds on one side).
             paired = sorted(set(by["1"]["seeds"]) & set(by["2"]["seeds"]))
-            top1 = {n: {r["seed"]: 100 * r["infodisent_top1"] for r in mine if r["num_processes"] == int(n)
-                        and "infodisent_top1" in r} for n in ("1", "2")}
+            top1 = {
+                n: {
+                    r["seed"]: 100 * r["infodisent_top1"]
+                    for r in mine
+                    if r["num_processes"] == int(n) and "infodisent_top1" in r
+                }
+                for n in ("1", "2")
+            }
             if paired:
                 entry["process_diff_seeds"] = paired
                 entry["process_diff_pt"] = round(statistics.fmean(top1["2"][s] - top1["1"][s] for s in paired), 2)
@@ -286,17 +366,26 @@ def markdown(summary: list[dict], rows: list[dict], meta: dict) -> str:
             f"| {_pm(one and one['gap_pt'])} | {_pm(two and two['infodisent_top1_pt'])} | {_pm(two and two['gap_pt'])} "
             f"| {'–' if diff is None else f'{diff:+.1f}'} | {', '.join(goals)} |"
         )
-    lines += ["", "Wall time of every run (seconds, the whole `accelerate launch` command; the first run of a "
-              "dataset/backbone pair extracts the features):", "",
-              "| combination | seed | processes | InfoDisent | probe | wall s |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Wall time of every run (seconds, the whole `accelerate launch` command; the first run of a "
+        "dataset/backbone pair extracts the features):",
+        "",
+        "| combination | seed | processes | InfoDisent | probe | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "infodisent_top1" in r:
-            lines.append(f"| {r['combination']} | {r['seed']} | {r['num_processes']} | "
+            lines.append(
+                f"| {r['combination']} | {r['seed']} | {r['num_processes']} | "
                 f"{100 * r['infodisent_top1']:.1f} "
-                         f"| {100 * r['linear_probe']:.1f} | {r['wall_s']:.0f} |")
+                f"| {100 * r['linear_probe']:.1f} | {r['wall_s']:.0f} |"
+            )
         else:
-            lines.append(f"| {r['combination']} | {r['seed']} | {r['num_processes']} | failed (rc {r['returncode']}) "
-                         f"| | {r['wall_s']:.0f} |")
+            lines.append(
+                f"| {r['combination']} | {r['seed']} | {r['num_processes']} | failed (rc {r['returncode']}) "
+                f"| | {r['wall_s']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +394,10 @@ def write_readme(path: str | os.PathLike, table: str) -> None:
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if README_START not in text or README_END not in text:
-        text = text.rstrip() + f"\n\n## Suite: the defaults on other data and backbones (`--suite`)\n\n{README_START}\n{README_END}\n"
+        text = (
+            text.rstrip()
+            + f"\n\n## Suite: the defaults on other data and backbones (`--suite`)\n\n{README_START}\n{README_END}\n"
+        )
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
     path.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
@@ -314,8 +406,9 @@ def write_readme(path: str | os.PathLike, table: str) -> None:
 # ------------------------------------------------------------------------------------------------------- runner
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -333,9 +426,16 @@ def _previous(output, resume: bool) -> tuple[list[dict], dict]:
     return [r for r in saved.get("runs", []) if "infodisent_top1" in r], saved.get("meta", {})
 
 
-def run_suite(combos: list[Combination], seeds: list[int], processes: list[int], work: Path,
-              output: str | os.PathLike | None = RESULTS, readme: str | os.PathLike | list | None = README,
-              log=print, resume: bool = False) -> dict:
+def run_suite(
+    combos: list[Combination],
+    seeds: list[int],
+    processes: list[int],
+    work: Path,
+    output: str | os.PathLike | None = RESULTS,
+    readme: str | os.PathLike | list | None = README,
+    log=print,
+    resume: bool = False,
+) -> dict:
     """Build what the combinations need, run every (combination, seed, process count), write JSON + markdown.
 
     ``resume``: the successful runs already in ``output`` are kept (with the combinations they cover) and not rerun,
@@ -352,23 +452,31 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
     else:
         log(f"{size} = {len(runs)} runs, estimated {estimated / 60:.1f} min")
     t_start = time.time()
-    meta = {"seeds": sorted(set(seeds) | set(before.get("seeds", []))),
-            "processes": sorted(set(processes) | set(before.get("processes", []))),
-            "estimated_s": round(estimated) + before.get("estimated_s", 0),
-            "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}), shared",
-            "git_commit": _git_commit(), "python": platform.python_version(),
-            "combinations": list(before.get("combinations", [])), "build_s": dict(before.get("build_s", {}))}
+    meta = {
+        "seeds": sorted(set(seeds) | set(before.get("seeds", []))),
+        "processes": sorted(set(processes) | set(before.get("processes", []))),
+        "estimated_s": round(estimated) + before.get("estimated_s", 0),
+        "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}), shared",
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "combinations": list(before.get("combinations", [])),
+        "build_s": dict(before.get("build_s", {})),
+    }
     previous_wall = before.get("total_wall_s", 0.0)
     meta["total_wall_s"] = previous_wall
     data, backbones = {}, {}
     for combo in combos:
         n_train, n_test, k = combo.sizes
         if combo.name not in {c["combination"] for c in meta["combinations"]}:
-            meta["combinations"].append({"combination": combo.name, "n_train": n_train, "n_test": n_test, "num_classes": k})
+            meta["combinations"].append(
+                {"combination": combo.name, "n_train": n_train, "n_test": n_test, "num_classes": k}
+            )
         if combo.dataset not in data:
             t0 = time.time()
             spec = DATASETS[combo.dataset]
-            data[combo.dataset] = {"train_args": []} if spec is None else build_dataset(spec, work / "data" / combo.dataset)
+            data[combo.dataset] = (
+                {"train_args": []} if spec is None else build_dataset(spec, work / "data" / combo.dataset)
+            )
             meta["build_s"][f"data:{combo.dataset}"] = round(time.time() - t0, 1)
         if combo.backbone not in backbones:
             t0 = time.time()
@@ -390,10 +498,15 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
         row = run_one(combo, run["seed"], run["num_processes"], data[combo.dataset], backbones[combo.backbone], work)
         row["estimate_s"] = round(run["estimate_s"])
         rows.append(row)
-        status = (f"InfoDisent {100 * row['infodisent_top1']:.1f} probe {100 * row['linear_probe']:.1f}"
-                  if "infodisent_top1" in row else f"FAILED rc {row['returncode']}: {row['error'][-300:]}")
-        log(f"[{i + 1}/{len(runs)}] {combo.name} seed {run['seed']} p{run['num_processes']}: {status}; "
-            f"{row['wall_s']:.0f} s (estimate {run['estimate_s']:.0f} s); {(time.time() - t_start) / 60:.1f} min so far")
+        status = (
+            f"InfoDisent {100 * row['infodisent_top1']:.1f} probe {100 * row['linear_probe']:.1f}"
+            if "infodisent_top1" in row
+            else f"FAILED rc {row['returncode']}: {row['error'][-300:]}"
+        )
+        log(
+            f"[{i + 1}/{len(runs)}] {combo.name} seed {run['seed']} p{run['num_processes']}: {status}; "
+            f"{row['wall_s']:.0f} s (estimate {run['estimate_s']:.0f} s); {(time.time() - t_start) / 60:.1f} min so far"
+        )
         result = save()  # after every run: nothing measured is lost
     for path in [readme] if isinstance(readme, (str, os.PathLike)) else readme or []:
         write_readme(path, markdown(result["summary"], rows, meta))
@@ -402,21 +515,40 @@ def run_suite(combos: list[Combination], seeds: list[int], processes: list[int],
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="benchmarks/run.py --suite", description=__doc__.split("\n\n")[0])
-    p.add_argument("--suite_combinations", nargs="+", default=list(DEFAULT_COMBINATIONS),
-                   help="DATASET/BACKBONE pairs (default: %(default)s). Datasets: " + ", ".join(DATASETS)
-                   + "; backbones: " + ", ".join(BACKBONES) + ".")
+    p.add_argument(
+        "--suite_combinations",
+        nargs="+",
+        default=list(DEFAULT_COMBINATIONS),
+        help="DATASET/BACKBONE pairs (default: %(default)s). Datasets: "
+        + ", ".join(DATASETS)
+        + "; backbones: "
+        + ", ".join(BACKBONES)
+        + ".",
+    )
     p.add_argument("--suite_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--suite_processes", type=int, nargs="+", default=[1, 2], choices=[1, 2])
-    p.add_argument("--suite_dir", default=None, help="Built datasets, backbones, feature cache and run folders "
-                   "(default: $INFODISENT_CACHE/suite or ~/.cache/infodisent/suite).")
+    p.add_argument(
+        "--suite_dir",
+        default=None,
+        help="Built datasets, backbones, feature cache and run folders "
+        "(default: $INFODISENT_CACHE/suite or ~/.cache/infodisent/suite).",
+    )
     p.add_argument("--suite_output", default=str(RESULTS), help="JSON results (default: %(default)s).")
-    p.add_argument("--suite_readme", nargs="*", default=[str(README), str(DOCS_PAGE)],
-                   help="Markdown files whose suite section (between the suite markers; appended when absent) is "
-                   "rewritten (default: %(default)s; none: no markdown).")
-    p.add_argument("--suite_resume", action="store_true",
-                   help="Keep the successful runs already in --suite_output and run only the missing ones.")
-    p.add_argument("--suite_estimate_only", action="store_true", help="Print the plan and its estimated time; run "
-        "nothing.")
+    p.add_argument(
+        "--suite_readme",
+        nargs="*",
+        default=[str(README), str(DOCS_PAGE)],
+        help="Markdown files whose suite section (between the suite markers; appended when absent) is "
+        "rewritten (default: %(default)s; none: no markdown).",
+    )
+    p.add_argument(
+        "--suite_resume",
+        action="store_true",
+        help="Keep the successful runs already in --suite_output and run only the missing ones.",
+    )
+    p.add_argument(
+        "--suite_estimate_only", action="store_true", help="Print the plan and its estimated time; run nothing."
+    )
     return p.parse_args(argv)
 
 
@@ -433,11 +565,20 @@ def main(argv=None) -> int:
     if args.suite_estimate_only:
         for run in plan(combos, args.suite_seeds, args.suite_processes):
             print(f"{run['combination'].name} seed {run['seed']} p{run['num_processes']}: ~{run['estimate_s']:.0f} s")
-        print(f"estimated total: {estimate_total_s(combos, args.suite_seeds, args.suite_processes) / 60:.1f} min "
-              "(shared 2-core CPU; backbone builds included)")
+        print(
+            f"estimated total: {estimate_total_s(combos, args.suite_seeds, args.suite_processes) / 60:.1f} min "
+            "(shared 2-core CPU; backbone builds included)"
+        )
         return 0
-    result = run_suite(combos, args.suite_seeds, args.suite_processes, Path(args.suite_dir or default_suite_dir()),
-                       args.suite_output or None, args.suite_readme, resume=args.suite_resume)
+    result = run_suite(
+        combos,
+        args.suite_seeds,
+        args.suite_processes,
+        Path(args.suite_dir or default_suite_dir()),
+        args.suite_output or None,
+        args.suite_readme,
+        resume=args.suite_resume,
+    )
     print(markdown(result["summary"], result["runs"], result["meta"]))
     return 1 if any(s["failed_runs"] for s in result["summary"]) else 0
 

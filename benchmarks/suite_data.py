@@ -62,8 +62,10 @@ class DataSpec:
         if len(self.classes) < 2:
             raise ValueError(f"a classification dataset needs at least 2 classes, got {list(self.classes)}")
         if self.n_train < len(self.classes) or self.n_test < len(self.classes):
-            raise ValueError(f"n_train and n_test must be at least one image per class ({len(self.classes)}), "
-                             f"got {self.n_train} / {self.n_test}")
+            raise ValueError(
+                f"n_train and n_test must be at least one image per class ({len(self.classes)}), "
+                f"got {self.n_train} / {self.n_test}"
+            )
         if self.kind == "cluttered" and (self.layout != "parquet" or tuple(self.classes) != tuple(range(10))):
             raise ValueError("the cluttered variant has the ten Fashion-MNIST classes and is written as parquet")
 
@@ -112,8 +114,11 @@ def _write_parquet(folder: Path, split: str, images, labels, ids, names: list[st
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "id": datasets.Value("int64")}
     )
     ds = datasets.Dataset.from_dict(
-        {"image": [{"bytes": _png(im), "path": None} for im in images], "label": [int(y) for y in labels],
-         "id": [int(i) for i in ids]},
+        {
+            "image": [{"bytes": _png(im), "path": None} for im in images],
+            "label": [int(y) for y in labels],
+            "id": [int(i) for i in ids],
+        },
         features=feats,
     )
     ds.to_parquet(str(folder / f"{split}-00000.parquet"))
@@ -165,8 +170,13 @@ def build_dataset(spec: DataSpec, folder: str | os.PathLike) -> dict:
                 write(tmp, split, *_fmnist_split(spec, split, n), _class_names(spec.classes))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         tmp.rename(folder)  # complete or absent: an interrupted build is never taken for a finished one
-    return {"folder": str(folder), "train_args": train_args(spec, folder), "n_train": spec.n_train,
-            "n_test": spec.n_test, "num_classes": len(spec.classes)}
+    return {
+        "folder": str(folder),
+        "train_args": train_args(spec, folder),
+        "n_train": spec.n_train,
+        "n_test": spec.n_test,
+        "num_classes": len(spec.classes),
+    }
 
 
 def main(argv=None) -> int:

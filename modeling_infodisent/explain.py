@@ -75,22 +75,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="A saved InfoDisent model folder, or a Hugging Face Hub id.")
     parser.add_argument("--out", required=True, help="Output folder (created if needed).")
     parser.add_argument("--target", default=None, help="Class to explain (id or name); default the predicted one.")
-    parser.add_argument("--contrast", default=None, help="Also explain why --target (or the prediction) and not "
-                        "this class (id or name).")
-    parser.add_argument("--top_k", type=int, default=SHOWN_PROTOTYPES, help="Prototype rows of evidence for the "
-                        "class in the figure (evidence against gets half as many; the HTML table lists all); the API's "
-                        f"model.explain(x, relevance_top_k=N) gives the same rows' pixel maps. Default {SHOWN_PROTOTYPES}.")
-    parser.add_argument("--global", dest="global_sheets", action="store_true",
-                        help="Write one class sheet per class (its prototypes by weight with gallery patches).")
+    parser.add_argument(
+        "--contrast",
+        default=None,
+        help="Also explain why --target (or the prediction) and not this class (id or name).",
+    )
+    parser.add_argument(
+        "--top_k",
+        type=int,
+        default=SHOWN_PROTOTYPES,
+        help="Prototype rows of evidence for the "
+        "class in the figure (evidence against gets half as many; the HTML table lists all); the API's "
+        f"model.explain(x, relevance_top_k=N) gives the same rows' pixel maps. Default {SHOWN_PROTOTYPES}.",
+    )
+    parser.add_argument(
+        "--global",
+        dest="global_sheets",
+        action="store_true",
+        help="Write one class sheet per class (its prototypes by weight with gallery patches).",
+    )
     parser.add_argument("--max_patches", type=int, default=5, help="Gallery patches per prototype (default 5).")
-    parser.add_argument("--no_relevance", action="store_true", help="Do not outline the pixels that make each shown "
-                        "prototype fire (one backward pass through the backbone per row of evidence for the class).")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help=f"Refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}).")
-    parser.add_argument("--dpi", type=int, default=100, help="Resolution of the figures (default 100; 70-80 "
-                        "gives smaller files, e.g. for a README).")
-    parser.add_argument("--compact", action="store_true", help="Write 256-colour PNGs (about 4x smaller, slight "
-                        "banding in the heatmaps), e.g. for a README.")
+    parser.add_argument(
+        "--no_relevance",
+        action="store_true",
+        help="Do not outline the pixels that make each shown "
+        "prototype fire (one backward pass through the backbone per row of evidence for the class).",
+    )
+    parser.add_argument(
+        "--max_pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"Refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,}).",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=int,
+        default=100,
+        help="Resolution of the figures (default 100; 70-80 gives smaller files, e.g. for a README).",
+    )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="Write 256-colour PNGs (about 4x smaller, slight banding in the heatmaps), e.g. for a README.",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     args = parser.parse_args(argv)
     if not args.images and not args.global_sheets:
@@ -287,10 +314,9 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. The model, its image processor and gallery.
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from .loading import load_model_and_gallery
-
-    from transformers.utils import logging as transformers_logging
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
@@ -305,12 +331,17 @@ def run(args: argparse.Namespace) -> int:
         contrast = resolve_class(args.contrast, id2label, "--contrast")
     except InputError as error:
         return _fail([str(error)])
-    print(f"Loaded {args.model} in {time.perf_counter() - start:.1f} s "
-          f"({len(id2label)} classes, {model.config.num_features} channels, "
-          + (f"gallery of top-{gallery.top_k} patches)" if gallery is not None else "no prototype gallery)"))
+    print(
+        f"Loaded {args.model} in {time.perf_counter() - start:.1f} s "
+        f"({len(id2label)} classes, {model.config.num_features} channels, "
+        + (f"gallery of top-{gallery.top_k} patches)" if gallery is not None else "no prototype gallery)")
+    )
     if gallery is not None and gallery.weights_fingerprint is None:
-        print("note: the prototype gallery has no weights fingerprint (written by an older version), so it cannot "
-              "be checked against the weights", file=sys.stderr)
+        print(
+            "note: the prototype gallery has no weights fingerprint (written by an older version), so it cannot "
+            "be checked against the weights",
+            file=sys.stderr,
+        )
     try:
         _write(lambda: out.mkdir(parents=True, exist_ok=True), args.out)
         return _explain_all(args, out, images, model, image_processor, gallery, id2label, target, contrast)
@@ -338,7 +369,9 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
     for path, image in images:
         start = time.perf_counter()
         pixel_values = pixel_values_for(image, image_processor).to(device)
-        explanation = model.explain(pixel_values, target=target, relevance_top_k=0 if args.no_relevance else args.top_k)[0]
+        explanation = model.explain(
+            pixel_values, target=target, relevance_top_k=0 if args.no_relevance else args.top_k
+        )[0]
         other = None
         if contrast is not None:
             if contrast == explanation.target:
@@ -346,16 +379,40 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
             else:
                 other = model.explain(pixel_values, target=contrast)[0]
         explain_s = time.perf_counter() - start
-        figure = render_explanation(explanation, image, gallery, args.top_k, id2label,
-                                    max_patches=args.max_patches, image_processor=image_processor, dpi=args.dpi)
+        figure = render_explanation(
+            explanation,
+            image,
+            gallery,
+            args.top_k,
+            id2label,
+            max_patches=args.max_patches,
+            image_processor=image_processor,
+            dpi=args.dpi,
+        )
         contrast_figure = None
         if other is not None:
-            contrast_figure = render_contrast(explanation, other, image, gallery, id2label=id2label,
-                                              max_patches=args.max_patches, image_processor=image_processor,
-                                              dpi=args.dpi)
-        page = explanation_html(explanation, image, gallery, args.top_k, id2label, contrast=other,
-                                image_processor=image_processor, figure=figure, contrast_figure=contrast_figure,
-                                title=f"{Path(path).name}: why “{explanation.label}”?")
+            contrast_figure = render_contrast(
+                explanation,
+                other,
+                image,
+                gallery,
+                id2label=id2label,
+                max_patches=args.max_patches,
+                image_processor=image_processor,
+                dpi=args.dpi,
+            )
+        page = explanation_html(
+            explanation,
+            image,
+            gallery,
+            args.top_k,
+            id2label,
+            contrast=other,
+            image_processor=image_processor,
+            figure=figure,
+            contrast_figure=contrast_figure,
+            title=f"{Path(path).name}: why “{explanation.label}”?",
+        )
         stem = Path(path).stem
         files = [(out / f"{stem}.png", _png_bytes(figure, args.compact)), (out / f"{stem}.html", page.encode("utf-8"))]
         if contrast_figure is not None:
@@ -366,11 +423,15 @@ def _explain_all(args, out: Path, images, model, image_processor, gallery, id2la
         probabilities = np.asarray(explanation.probabilities)
         predicted = int(probabilities.argmax())
         top5 = np.argsort(-probabilities, kind="stable")[:5]
-        print(f"{path}: predicted {id2label[predicted]!r} ({100 * probabilities[predicted]:.1f}%)"
-              + (f", explaining {explanation.label!r}" if explanation.target != predicted else ""))
+        print(
+            f"{path}: predicted {id2label[predicted]!r} ({100 * probabilities[predicted]:.1f}%)"
+            + (f", explaining {explanation.label!r}" if explanation.target != predicted else "")
+        )
         print("  top-5: " + " | ".join(f"{id2label[int(k)]} {100 * probabilities[k]:.1f}%" for k in top5))
-        print(f"  logit {explanation.logit:.3f} = bias {explanation.bias:+.3f} + {len(explanation.prototypes)} "
-              f"prototype contributions; explained in {explain_s:.2f} s, rendered in {total_s - explain_s:.2f} s")
+        print(
+            f"  logit {explanation.logit:.3f} = bias {explanation.bias:+.3f} + {len(explanation.prototypes)} "
+            f"prototype contributions; explained in {explain_s:.2f} s, rendered in {total_s - explain_s:.2f} s"
+        )
         print("  wrote " + ", ".join(str(p) for p in written))
 
     # 4. Class sheets.

@@ -17,8 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "Prototype", "build_explanations", "cell_box_px", "cell_center_px", "resolve_targets", "upsample_map"]
-
+__all__ = [
+    "Explanation",
+    "Prototype",
+    "build_explanations",
+    "cell_box_px",
+    "cell_center_px",
+    "resolve_targets",
+    "upsample_map",
+]
 
 
 def upsample_map(activation_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["contrast_table", "explanation_table", "original_classifier_line", "prototype_usage", "sum_terms"]
 

@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ from PIL import Image
 
 from .fingerprint import weights_fingerprint
 from .images import pixel_values_for, to_rgb
+
 # The patch rule's geometry lives in `patches` (re-exported here, where it has always been imported from).
 from .patches import box_from_map, crop_patch, input_box_to_source, model_view, square_box, visible_region
 
@@ -257,7 +259,7 @@ class PrototypeGallery:
             os.replace(tmp, path)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> "PrototypeGallery | None":
+    def load(cls, folder: str | os.PathLike) -> PrototypeGallery | None:
         """The gallery saved in `folder`, or None when the folder has none. Reads JSON and safetensors only."""
         index_path = os.path.join(folder, GALLERY_INDEX_NAME)
         weights_path = os.path.join(folder, GALLERY_WEIGHTS_NAME)
@@ -288,7 +290,7 @@ class PrototypeGallery:
             raise ValueError(f"{index_path} is not a valid gallery index ({type(error).__name__}: {error})") from error
 
     @classmethod
-    def _from_index(cls, index: dict, patches, index_path: str, weights_path: str) -> "PrototypeGallery":
+    def _from_index(cls, index: dict, patches, index_path: str, weights_path: str) -> PrototypeGallery:
         patch_size = int(index["patch_size"])
         if patches is None or patches.dtype != np.uint8 or patches.shape[1:] != (patch_size, patch_size, 3):
             raise ValueError(
@@ -513,6 +515,13 @@ def compute_gallery(
         "skip_unused": bool(skip_unused),
     }
     return PrototypeGallery(
-        num_channels, top_k, patch_size, rule, num_images, poles, patch_array, skipped.tolist(),
+        num_channels,
+        top_k,
+        patch_size,
+        rule,
+        num_images,
+        poles,
+        patch_array,
+        skipped.tolist(),
         weights_fingerprint=weights_fingerprint(model),
     )

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "UnreadableImage", "open_image", "pixel_values_for", "processor_num_channels", "to_rgb"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "UnreadableImage",
+    "open_image",
+    "pixel_values_for",
+    "processor_num_channels",
+    "to_rgb",
+]
 
 #: Decompression-bomb guard: images with more pixels than this (read from the header) are refused before decoding.
 DEFAULT_MAX_PIXELS = 50_000_000

@@ -35,7 +35,9 @@ def region_mask(box_or_mask, shape: tuple[int, int]) -> np.ndarray:
         if x1 < x0 or y1 < y0:
             raise ValueError(f"A box is [x0, y0, x1, y1) with x0 <= x1 and y0 <= y1; got {list(box_or_mask)}.")
         mask = np.zeros(shape, dtype=bool)
-        mask[max(int(np.ceil(y0)), 0) : max(int(np.ceil(y1)), 0), max(int(np.ceil(x0)), 0) : max(int(np.ceil(x1)), 0)] = True
+        mask[
+            max(int(np.ceil(y0)), 0) : max(int(np.ceil(y1)), 0), max(int(np.ceil(x0)), 0) : max(int(np.ceil(x1)), 0)
+        ] = True
         return mask
     mask = np.asarray(box_or_mask).astype(bool)
     if mask.shape != tuple(shape):
@@ -92,7 +94,9 @@ def pointing_hit(point_yx, box_or_mask, tolerance_px: float = 0) -> bool:
     if not _is_box(box_or_mask) and not np.asarray(box_or_mask).astype(bool).any():
         raise ValueError("The region (mask) is empty: a pointing game needs a region to point at.")
     for y, x in candidates:
-        if _point_inside(y, x, box_or_mask) or (tolerance_px > 0 and _distance_to_region(y, x, box_or_mask) <= tolerance_px):
+        if _point_inside(y, x, box_or_mask) or (
+            tolerance_px > 0 and _distance_to_region(y, x, box_or_mask) <= tolerance_px
+        ):
             return True
     return False
 

@@ -211,7 +211,9 @@ def rv_coefficient(X, Y) -> float:
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(f"X and Y must be (n, p) and (n, q) matrices, got shapes {x.shape} and {y.shape}.")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"X and Y must have the same number of rows (observations), got {x.shape[0]} and {y.shape[0]}.")
+        raise ValueError(
+            f"X and Y must have the same number of rows (observations), got {x.shape[0]} and {y.shape[0]}."
+        )
     if x.shape[0] < 2:
         raise ValueError("The RV coefficient needs at least 2 observations.")
     x = x - x.mean(axis=0)
@@ -423,7 +425,6 @@ def road_scores(
     return {"morf": morf, "lerf": lerf, "combined": (lerf - morf) / 2}
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Against a known answer: localisation, paired confidence intervals, randomisation
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,7 +443,10 @@ def box_masks(boxes, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
     return (
-        (xs >= b[:, 0, None, None]) & (xs < b[:, 2, None, None]) & (ys >= b[:, 1, None, None]) & (ys < b[:, 3, None, None])
+        (xs >= b[:, 0, None, None])
+        & (xs < b[:, 2, None, None])
+        & (ys >= b[:, 1, None, None])
+        & (ys < b[:, 3, None, None])
     )
 
 
@@ -482,7 +486,8 @@ def subcell_peak(activation_map, location: tuple[int, int] | None = None) -> tup
     return float(r + dy), float(c + dx)
 
 
-# Where a prototype's part is, read off its pixel relevance map (`explain(..., relevance_top_k=k)`): the top 1% of the map.
+# Where a prototype's part is, read off its pixel relevance map (`explain(..., relevance_top_k=k)`): the top 1% of
+# the map.
 # The renderer outlines that region and the ground-truth benchmark locates a prototype at its weighted centre
 # (chosen on the benchmark's tuning split; `benchmarks/groundtruth.py`).
 RELEVANCE_QUANTILE = 0.99

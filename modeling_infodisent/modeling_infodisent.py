@@ -340,11 +340,15 @@ class InfoDisentHead(nn.Module):
         rotated = self.rotation(feature_map.flatten(2).transpose(1, 2))
         return self._pool_and_classify(rotated, (h, w), labels)
 
-    def forward_rotated(self, rotated: torch.Tensor, labels: torch.Tensor | None = None) -> InfoDisentImageClassifierOutput:
+    def forward_rotated(
+        self, rotated: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> InfoDisentImageClassifierOutput:
         """Pooling and classifier on an already rotated map J (B, D, h, w)."""
         return self._pool_and_classify(rotated.flatten(2).transpose(1, 2), tuple(rotated.shape[-2:]), labels)
 
-    def _pool_and_classify(self, rotated: torch.Tensor, grid: tuple[int, int], labels) -> InfoDisentImageClassifierOutput:
+    def _pool_and_classify(
+        self, rotated: torch.Tensor, grid: tuple[int, int], labels
+    ) -> InfoDisentImageClassifierOutput:
         w = grid[1]
         pos, neg, pos_index, neg_index = self.pooling(rotated)
         logits = self.classifier(pos - neg)
@@ -472,7 +476,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         self.config.gumbel_temperature = float(temperature)
 
     @torch.no_grad()
-    def reset_head(self, seed: int) -> "InfoDisentForImageClassification":
+    def reset_head(self, seed: int) -> InfoDisentForImageClassification:
         """Re-initialise the head as a new model draws it — the rotation U (its generator, or the "riemannian" U
         itself), the classifier W and the bias b — and reset the pruning mask to all ones, deterministically for
         `seed` (the same seed gives the same tensors; the caller's random state is left as it was). The backbone and
@@ -482,7 +486,11 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         `_init_weights` alone is not enough after `from_pretrained`: transformers flags every loaded tensor
         `_is_hf_initialized`, and its `init.*` functions then leave it as it is (the trained pruning mask stayed)."""
         head = self.head
-        tensors = [t for m in (head.rotation, head.classifier) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))]
+        tensors = [
+            t
+            for m in (head.rotation, head.classifier)
+            for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+        ]
         for t in tensors:
             if hasattr(t, "_is_hf_initialized"):
                 del t._is_hf_initialized
@@ -605,7 +613,7 @@ class InfoDisentForImageClassification(InfoDisentPreTrainedModel):
         label2id: dict[str, int] | None = None,
         keep_original_head: bool | None = None,
         **config_kwargs,
-    ) -> "InfoDisentForImageClassification":
+    ) -> InfoDisentForImageClassification:
         """A fresh InfoDisent model on top of a pretrained backbone.
 
         Args:

@@ -7,7 +7,8 @@ Geometry only (numpy, torch, PIL); `compute_gallery` applies it, the renderer us
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

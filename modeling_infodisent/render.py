@@ -23,7 +23,8 @@ not change the user's pyplot backend.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps, rc_context
@@ -34,8 +35,15 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from .explanation_text import (  # noqa: F401  (re-exported: the numbers are part of this module's API)
-    _class_name, _num, _split, _sum_line, contrast_table, explanation_table, original_classifier_line,
-    prototype_usage, sum_terms,
+    _class_name,
+    _num,
+    _split,
+    _sum_line,
+    contrast_table,
+    explanation_table,
+    original_classifier_line,
+    prototype_usage,
+    sum_terms,
 )
 from .gallery import PrototypeGallery, model_view, to_rgb
 from .metrics import relevance_pixels
@@ -145,9 +153,9 @@ def _show_image(ax, view: np.ndarray, size: tuple[int, int], grey: bool = False)
 def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
     """The prototype's heatmap on the image: colour from the map, opacity growing with the activation, so places
     where the prototype is silent show the image itself; the peak's feature cell is boxed. When the explanation
-    carries the prototype's pixel relevance (`explain(..., relevance_top_k=k)`), the pixels that make it fire at that peak
-    (the top 1% of the map, where the ground-truth benchmark locates a prototype) are outlined: a feature cell sees
-    far more than its box, and a small part on the border of two cells makes the neighbouring cell peak."""
+    carries the prototype's pixel relevance (`explain(..., relevance_top_k=k)`), the pixels that make it fire at that
+    peak (the top 1% of the map, where the ground-truth benchmark locates a prototype) are outlined: a feature cell
+    sees far more than its box, and a small part on the border of two cells makes the neighbouring cell peak."""
     height, width = prototype.image_size
     _show_image(ax, view, (height, width), grey=True)
     heat = np.asarray(prototype.heatmap, dtype=np.float32)
@@ -172,17 +180,40 @@ def _overlay_prototype(ax, view: np.ndarray, prototype, colour: str) -> None:
         spine.set_linewidth(2.0)
 
 
-def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, sign: int, count: int,
-                  size: float, gap: float, header: str | None = None) -> None:
+def _draw_patches(
+    canvas: _Canvas,
+    x: float,
+    y: float,
+    gallery,
+    channel: int,
+    sign: int,
+    count: int,
+    size: float,
+    gap: float,
+    header: str | None = None,
+) -> None:
     """A pole's gallery patches in a row starting at (x, y) inches, each captioned 'class · activation'."""
     if gallery is None:
-        canvas.text(x, y + size / 2 - 0.1, "no prototype gallery saved with this model", record=False,
-                    fontsize=8, color=NEUTRAL_COLOUR, style="italic")
+        canvas.text(
+            x,
+            y + size / 2 - 0.1,
+            "no prototype gallery saved with this model",
+            record=False,
+            fontsize=8,
+            color=NEUTRAL_COLOUR,
+            style="italic",
+        )
         return
     if gallery.is_dead(channel, sign):
-        canvas.text(x, y + size / 2 - 0.1, f"pole {channel}{'+' if sign > 0 else '-'} never fired on the "
-                    f"{gallery.num_images} gallery images", record=False, fontsize=8, color=NEUTRAL_COLOUR,
-                    style="italic")
+        canvas.text(
+            x,
+            y + size / 2 - 0.1,
+            f"pole {channel}{'+' if sign > 0 else '-'} never fired on the {gallery.num_images} gallery images",
+            record=False,
+            fontsize=8,
+            color=NEUTRAL_COLOUR,
+            style="italic",
+        )
         return
     if header:
         canvas.text(x, y - 0.17, header, record=False, fontsize=7.5, color="#444444")
@@ -203,8 +234,16 @@ def _draw_patches(canvas: _Canvas, x: float, y: float, gallery, channel: int, si
     _clean(ax)
     for i, entry in enumerate(entries):
         label = entry.label_name if len(entry.label_name) <= 14 else entry.label_name[:13] + "…"
-        canvas.text(x + i * (size + gap) + size / 2, y + size + 0.03, f"{label}\n{entry.activation:.3g}",
-                    record=False, fontsize=7.5, ha="center", color="#333333", linespacing=1.1)
+        canvas.text(
+            x + i * (size + gap) + size / 2,
+            y + size + 0.03,
+            f"{label}\n{entry.activation:.3g}",
+            record=False,
+            fontsize=7.5,
+            ha="center",
+            color="#333333",
+            linespacing=1.1,
+        )
 
 
 def _short(name: str, limit: int = 32) -> str:
@@ -212,14 +251,23 @@ def _short(name: str, limit: int = 32) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def _evidence_map(ax, canvas: _Canvas, view, heat: np.ndarray, size, title: str, bar_label: str,
-                  cbar_rect: tuple[float, float, float, float]) -> None:
+def _evidence_map(
+    ax,
+    canvas: _Canvas,
+    view,
+    heat: np.ndarray,
+    size,
+    title: str,
+    bar_label: str,
+    cbar_rect: tuple[float, float, float, float],
+) -> None:
     height, width = size
     _show_image(ax, view, size, grey=True)
     bound = float(np.abs(heat).max()) or 1.0
     norm = TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
-    shown = ax.imshow(heat, cmap=EVIDENCE_CMAP, norm=norm, alpha=0.72, extent=(0, width, height, 0),
-                      interpolation="bilinear")
+    shown = ax.imshow(
+        heat, cmap=EVIDENCE_CMAP, norm=norm, alpha=0.72, extent=(0, width, height, 0), interpolation="bilinear"
+    )
     ax.set_title(title, fontsize=9.5)
     cax = canvas.axes(*cbar_rect)
     bar = canvas.figure.colorbar(shown, cax=cax)
@@ -227,8 +275,9 @@ def _evidence_map(ax, canvas: _Canvas, view, heat: np.ndarray, size, title: str,
     bar.ax.tick_params(labelsize=7.5)
 
 
-def _header_images(canvas: _Canvas, view, size, heat, title: str, bar_label: str, x: float, top: float,
-                   panel: float) -> float:
+def _header_images(
+    canvas: _Canvas, view, size, heat, title: str, bar_label: str, x: float, top: float, panel: float
+) -> float:
     """The input and an evidence map with its colour bar, side by side; returns where the next panel may start."""
     ax = canvas.axes(x, top, panel, panel)
     _show_image(ax, view, size)
@@ -251,8 +300,14 @@ def _bars(ax, labels: list[str], values: list[float], colours: list[str], title:
     span = (hi - lo) or 1.0
     ax.set_xlim(lo - 0.3 * span, hi + 0.3 * span)
     for i, v in enumerate(values):
-        ax.text(v + (0.02 * span if v >= 0 else -0.02 * span), i, _num(v), va="center",
-                ha="left" if v >= 0 else "right", fontsize=7.5)
+        ax.text(
+            v + (0.02 * span if v >= 0 else -0.02 * span),
+            i,
+            _num(v),
+            va="center",
+            ha="left" if v >= 0 else "right",
+            fontsize=7.5,
+        )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
@@ -260,8 +315,10 @@ def _bars(ax, labels: list[str], values: list[float], colours: list[str], title:
 def _probabilities(ax, explanation, id2label, highlight: Sequence[int]) -> None:
     probabilities = np.asarray(explanation.probabilities, dtype=np.float64)
     top = np.argsort(-probabilities, kind="stable")[:5]
-    names = [_short(_class_name(int(k), id2label, explanation.label if int(k) == explanation.target else None), 20)
-             for k in top]
+    names = [
+        _short(_class_name(int(k), id2label, explanation.label if int(k) == explanation.target else None), 20)
+        for k in top
+    ]
     colours = ["#555555" if int(k) in highlight else "#bbbbbb" for k in top]
     y = np.arange(len(top))
     ax.barh(y, probabilities[top], color=colours, height=0.68)
@@ -330,9 +387,8 @@ def render_explanation(
     canvas = _Canvas(width, height, dpi)
     predicted = int(np.argmax(explanation.probabilities))
     predicted_name = _short(_class_name(predicted, id2label, name if predicted == explanation.target else None))
-    verdict = (
-        f"Predicted: {predicted_name} ({100 * float(explanation.probabilities[predicted]):.1f}%)"
-        + (f"   ·   explaining class: {name}" if predicted != explanation.target else "")
+    verdict = f"Predicted: {predicted_name} ({100 * float(explanation.probabilities[predicted]):.1f}%)" + (
+        f"   ·   explaining class: {name}" if predicted != explanation.target else ""
     )
     canvas.text(margin, 0.18, f"Why '{name}'?  InfoDisent explanation", fontsize=14, weight="bold")
     original = original_classifier_line(explanation, id2label)
@@ -341,8 +397,17 @@ def render_explanation(
 
     # Header panels.
     top, panel = 0.95, 2.0
-    bar_x = _header_images(canvas, view, size, explanation.class_heatmap(), f"Evidence map for '{name}'",
-                           "← against · for →", margin, top, panel)
+    bar_x = _header_images(
+        canvas,
+        view,
+        size,
+        explanation.class_heatmap(),
+        f"Evidence map for '{name}'",
+        "← against · for →",
+        margin,
+        top,
+        panel,
+    )
     ax = canvas.axes(bar_x, top, 2.5, panel)
     labels = [p.name for p in shown]
     values = [p.contribution for p in shown]
@@ -370,25 +435,58 @@ def render_explanation(
             continue
         canvas.text(margin, y + 0.06, title, fontsize=11, weight="bold", color=colour, record=False)
         if patches:
-            canvas.text(margin + cell + 0.2 + text_w, y + 0.38, "its most activating training patches "
-                        "(class · activation on that image)", fontsize=8, color="#555555", record=False)
+            canvas.text(
+                margin + cell + 0.2 + text_w,
+                y + 0.38,
+                "its most activating training patches (class · activation on that image)",
+                fontsize=8,
+                color="#555555",
+                record=False,
+            )
         y += section_h
         for p in group:
             ax = canvas.axes(margin, y + 0.05, cell, cell)
             _overlay_prototype(ax, view, p, colour)
             pole = "positive" if p.sign > 0 else "negative"
-            canvas.text(margin + cell + 0.2, y + 0.08, f"prototype {p.name}", fontsize=10.5, weight="bold",
-                        color=colour, record=False)
-            canvas.text(margin + cell + 0.2, y + 0.34, f"{p.name} contribution {_num(p.contribution)}",
-                        fontsize=9.5, record=True)
-            canvas.text(margin + cell + 0.2, y + 0.58,
-                        f"= weight {p.weight:.3f} × activation {p.activation:.3f}\n"
-                        f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}"
-                        + ("\noutlined: the pixels that make it fire" if p.relevance is not None else ""),
-                        fontsize=8, color="#444444", record=False, linespacing=1.35)
+            canvas.text(
+                margin + cell + 0.2,
+                y + 0.08,
+                f"prototype {p.name}",
+                fontsize=10.5,
+                weight="bold",
+                color=colour,
+                record=False,
+            )
+            canvas.text(
+                margin + cell + 0.2,
+                y + 0.34,
+                f"{p.name} contribution {_num(p.contribution)}",
+                fontsize=9.5,
+                record=True,
+            )
+            canvas.text(
+                margin + cell + 0.2,
+                y + 0.58,
+                f"= weight {p.weight:.3f} × activation {p.activation:.3f}\n"
+                f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}"
+                + ("\noutlined: the pixels that make it fire" if p.relevance is not None else ""),
+                fontsize=8,
+                color="#444444",
+                record=False,
+                linespacing=1.35,
+            )
             if patches or gallery is None:
-                _draw_patches(canvas, margin + cell + 0.2 + text_w, y + 0.05, gallery, p.channel, p.sign,
-                              patches, patch_size, patch_gap)
+                _draw_patches(
+                    canvas,
+                    margin + cell + 0.2 + text_w,
+                    y + 0.05,
+                    gallery,
+                    p.channel,
+                    p.sign,
+                    patches,
+                    patch_size,
+                    patch_gap,
+                )
             y += row_h
     if not shown:
         canvas.text(margin, y + 0.05, "No prototype contributes to this logit: it is the bias alone.", fontsize=10)
@@ -400,11 +498,15 @@ def render_explanation(
     canvas.text(margin, y, "bias + Σ contributions = logit:", fontsize=9.5, weight="bold", record=False)
     canvas.text(margin, y + 0.24, line, fontsize=9, family="monospace", wrap=True)
     canvas.text(
-        margin, y + 0.6,
+        margin,
+        y + 0.6,
         "Heatmaps: where the prototype fires on this image (dark = silent, bright = its peak), box = its strongest "
         "feature cell. Red = evidence for, blue = evidence against.\nContribution = class weight × activation "
         "(the prototype's peak value); a prototype is one pole (+/−) of one rotated channel of the frozen backbone.",
-        fontsize=8, color="#555555", record=False, linespacing=1.4,
+        fontsize=8,
+        color="#555555",
+        record=False,
+        linespacing=1.4,
     )
     return canvas.to_image()
 
@@ -448,14 +550,28 @@ def render_contrast(
     canvas = _Canvas(width, height, dpi)
     gap = expl_a.logit - expl_b.logit
     canvas.text(margin, 0.18, f"Why '{name_a}' and not '{name_b}'?", fontsize=14, weight="bold")
-    canvas.text(margin, 0.5, f"logit '{name_a}' {_num(expl_a.logit, False)}  −  logit '{name_b}' "
-                f"{_num(expl_b.logit, False)}  =  {_num(gap)}   ·   probabilities {100 * expl_a.probability:.1f}% vs "
-                f"{100 * expl_b.probability:.1f}%", fontsize=10)
+    canvas.text(
+        margin,
+        0.5,
+        f"logit '{name_a}' {_num(expl_a.logit, False)}  −  logit '{name_b}' "
+        f"{_num(expl_b.logit, False)}  =  {_num(gap)}   ·   probabilities {100 * expl_a.probability:.1f}% vs "
+        f"{100 * expl_b.probability:.1f}%",
+        fontsize=10,
+    )
     canvas.lines.append(f"difference {_num(gap)}")
 
     top, panel = 0.95, 2.0
-    bar_x = _header_images(canvas, view, size, expl_a.class_heatmap() - expl_b.class_heatmap(),
-                           f"'{name_a}' minus '{name_b}' evidence", f"← {name_b} · {name_a} →", margin, top, panel)
+    bar_x = _header_images(
+        canvas,
+        view,
+        size,
+        expl_a.class_heatmap() - expl_b.class_heatmap(),
+        f"'{name_a}' minus '{name_b}' evidence",
+        f"← {name_b} · {name_a} →",
+        margin,
+        top,
+        panel,
+    )
     ax = canvas.axes(bar_x, top, width - bar_x - margin - 0.5, panel)
     top_rows = rows[:10]
     labels = [r["prototype"] for r in top_rows]
@@ -483,24 +599,56 @@ def render_contrast(
             p = r["_proto"]
             ax = canvas.axes(margin, y + 0.05, cell, cell)
             _overlay_prototype(ax, view, p, colour)
-            canvas.text(margin + cell + 0.2, y + 0.08, f"prototype {p.name}", fontsize=10.5, weight="bold",
-                        color=colour, record=False)
+            canvas.text(
+                margin + cell + 0.2,
+                y + 0.08,
+                f"prototype {p.name}",
+                fontsize=10.5,
+                weight="bold",
+                color=colour,
+                record=False,
+            )
             canvas.text(margin + cell + 0.2, y + 0.34, f"{p.name} difference {_num(r['difference'])}", fontsize=9.5)
-            canvas.text(margin + cell + 0.2, y + 0.58, f"to '{name_a}': {_num(r['a'])}\nto '{name_b}': {_num(r['b'])}",
-                        fontsize=8, color="#444444", record=False, linespacing=1.35)
+            canvas.text(
+                margin + cell + 0.2,
+                y + 0.58,
+                f"to '{name_a}': {_num(r['a'])}\nto '{name_b}': {_num(r['b'])}",
+                fontsize=8,
+                color="#444444",
+                record=False,
+                linespacing=1.35,
+            )
             if patches or gallery is None:
-                _draw_patches(canvas, margin + cell + 0.2 + text_w, y + 0.05, gallery, p.channel, p.sign, patches,
-                              patch_size, patch_gap)
+                _draw_patches(
+                    canvas,
+                    margin + cell + 0.2 + text_w,
+                    y + 0.05,
+                    gallery,
+                    p.channel,
+                    p.sign,
+                    patches,
+                    patch_size,
+                    patch_gap,
+                )
             y += row_h
     y += 0.12
     shown_sum = sum(r["difference"] for r in shown)
     others = gap - bias_gap - shown_sum
-    line = (f"{_num(bias_gap, False)} (bias A − B) {_num(shown_sum)} ({len(shown)} shown) {_num(others)} "
-            f"({len(rows) - len(shown)} others) = {_num(gap)} (logit '{name_a}' − logit '{name_b}')")
+    line = (
+        f"{_num(bias_gap, False)} (bias A − B) {_num(shown_sum)} ({len(shown)} shown) {_num(others)} "
+        f"({len(rows) - len(shown)} others) = {_num(gap)} (logit '{name_a}' − logit '{name_b}')"
+    )
     canvas.text(margin, y, "Difference of the logits, term by term:", fontsize=9.5, weight="bold", record=False)
     canvas.text(margin, y + 0.24, line, fontsize=9, family="monospace")
-    canvas.text(margin, y + 0.6, "A prototype favours A when it adds more to A's logit than to B's (its weight for A "
-                "is larger, or it is a negative pole weighing more on B).", fontsize=8, color="#555555", record=False)
+    canvas.text(
+        margin,
+        y + 0.6,
+        "A prototype favours A when it adds more to A's logit than to B's (its weight for A "
+        "is larger, or it is a negative pole weighing more on B).",
+        fontsize=8,
+        color="#555555",
+        record=False,
+    )
     return canvas.to_image()
 
 
@@ -544,14 +692,35 @@ def render_class_sheet(
     canvas.text(margin, 0.18, f"Class '{name}': its prototypes by weight", fontsize=14, weight="bold")
     total = float(row.sum())
     shown_share = float(row[channels].sum()) / total if total else 0.0
-    canvas.text(margin, 0.52, f"{len(channels)} of the {used} channels it uses ({100 * shown_share:.0f}% of its "
-                f"total weight; {weight.shape[1] - used} pruned)   ·   bias {_num(bias)}", fontsize=10)
+    canvas.text(
+        margin,
+        0.52,
+        f"{len(channels)} of the {used} channels it uses ({100 * shown_share:.0f}% of its "
+        f"total weight; {weight.shape[1] - used} pruned)   ·   bias {_num(bias)}",
+        fontsize=10,
+    )
     for_x = margin + text_w
     against_x = for_x + group_w + 0.45
-    canvas.text(for_x, 0.88, f"positive pole (+)\nwhen it fires: evidence FOR '{name}'", fontsize=9,
-                weight="bold", color=FOR_COLOUR, record=False, linespacing=1.3)
-    canvas.text(against_x, 0.88, f"negative pole (−)\nwhen it fires: evidence AGAINST '{name}'", fontsize=9,
-                weight="bold", color=AGAINST_COLOUR, record=False, linespacing=1.3)
+    canvas.text(
+        for_x,
+        0.88,
+        f"positive pole (+)\nwhen it fires: evidence FOR '{name}'",
+        fontsize=9,
+        weight="bold",
+        color=FOR_COLOUR,
+        record=False,
+        linespacing=1.3,
+    )
+    canvas.text(
+        against_x,
+        0.88,
+        f"negative pole (−)\nwhen it fires: evidence AGAINST '{name}'",
+        fontsize=9,
+        weight="bold",
+        color=AGAINST_COLOUR,
+        record=False,
+        linespacing=1.3,
+    )
     y = 1.5
     for rank, c in enumerate(channels):
         w = float(row[c])
@@ -561,12 +730,27 @@ def render_class_sheet(
             user_text += f" (+{len(users) - 3})"
         canvas.text(margin, y + 0.05, f"#{rank + 1}  ·  channel {c}", fontsize=10.5, weight="bold", record=False)
         canvas.text(margin, y + 0.3, f"channel {c} weight {w:.3f}", fontsize=9.5)
-        canvas.text(margin, y + 0.55, "also used by:\n" + (user_text or "no other class"), fontsize=8,
-                    color="#444444", record=False, wrap=True, linespacing=1.3)
+        canvas.text(
+            margin,
+            y + 0.55,
+            "also used by:\n" + (user_text or "no other class"),
+            fontsize=8,
+            color="#444444",
+            record=False,
+            wrap=True,
+            linespacing=1.3,
+        )
         _draw_patches(canvas, for_x, y, gallery, c, 1, patches, patch_size, patch_gap)
         _draw_patches(canvas, against_x, y, gallery, c, -1, patches, patch_size, patch_gap)
         y += row_h
-    canvas.text(margin, y + 0.05, "Patches: the training images where the pole fires most (class · activation). A "
-                "channel's contribution to the logit is weight × (positive pole activation − negative pole "
-                "activation).", fontsize=8, color="#555555", record=False)
+    canvas.text(
+        margin,
+        y + 0.05,
+        "Patches: the training images where the pole fires most (class · activation). A "
+        "channel's contribution to the logit is weight × (positive pole activation − negative pole "
+        "activation).",
+        fontsize=8,
+        color="#555555",
+        record=False,
+    )
     return canvas.to_image()

@@ -46,8 +46,17 @@ from modeling_infodisent.images import to_rgb  # noqa: F401 (to_rgb: for callers
 # package's; run as a script (`python spaces/app.py`, or app.py at the root of a Hugging Face Space) they are
 # top-level modules next to this file, whose folder is then sys.path[0].
 if __package__:
-    from .explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image
-    from .explainer import DISPLAY_SIZE, MAX_SIDE  # (for callers of the app module)
+    from .explainer import (  # (for callers of the app module)
+        DEFAULT_MODEL,
+        DISPLAY_SIZE,
+        MAX_FILE_MB,
+        MAX_SIDE,
+        PREDICTED,
+        BadInput,
+        Explainer,
+        explanation_json,
+        read_image,
+    )
     from .uploads import UploadLeases
     from .views import (  # (the page's pictures and HTML; the tests call them through this module)
         NUM_BARS,
@@ -62,8 +71,17 @@ if __package__:
         status_markdown,
     )
 else:
-    from explainer import DEFAULT_MODEL, MAX_FILE_MB, PREDICTED, BadInput, Explainer, explanation_json, read_image
-    from explainer import DISPLAY_SIZE, MAX_SIDE  # noqa: F401  (for callers of the app module)
+    from explainer import (  # noqa: F401  (for callers of the app module)
+        DEFAULT_MODEL,
+        DISPLAY_SIZE,
+        MAX_FILE_MB,
+        MAX_SIDE,
+        PREDICTED,
+        BadInput,
+        Explainer,
+        explanation_json,
+        read_image,
+    )
     from uploads import UploadLeases
     from views import (  # noqa: F401  (the page's pictures and HTML; the tests call them through this module)
         NUM_BARS,
@@ -108,6 +126,8 @@ def _return_freed_memory_to_the_os() -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20))  # -3 = M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
 # Uploads are deleted from Gradio's cache this many seconds after they arrive (checked every DELETE_EVERY_S): the page
 # re-reads an upload when the class changes, so it is kept for a while; an API call's upload is deleted sooner, once
 # nobody may still need it (uploads.UploadLeases: identical uploads share one path).
@@ -128,6 +148,7 @@ def explain_upload(
     explanation, pixel_values = explainer.explain(image, explainer.class_id(class_choice), relevance=relevance)
     probabilities = {explainer.class_choices[k]: float(p) for k, p in enumerate(explanation.probabilities)}
     return explanation, pixel_values, probabilities
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The page

@@ -81,8 +81,7 @@ def _upload_message(name: str, error: UnreadableImage) -> str:
         return f"“{name}” is an empty file (0 bytes), not an image."
     if error.reason == "not_image":
         return (
-            f"“{name}” is not an image this app can read. "
-            "Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+            f"“{name}” is not an image this app can read. Please upload a picture (PNG, JPEG, WebP, BMP, GIF or TIFF)."
         )
     if error.reason == "bomb":
         return f"“{name}” is far too large (PIL refused it as a possible decompression bomb); {limit}."
@@ -142,9 +141,13 @@ def explanation_json(explanation: Explanation, id2label: dict[int, str], model_r
         "feature_grid": [int(v) for v in explanation.feature_grid],
         "image_size": [int(v) for v in explanation.image_size],
         "equation": "logit = bias + sum(prototypes[].contribution) + residual",
-        "original_classifier": None if explanation.original_prediction is None else {
-            "id": int(explanation.original_prediction), "label": id2label[int(explanation.original_prediction)],
-            "agrees": bool(explanation.agrees)},
+        "original_classifier": None
+        if explanation.original_prediction is None
+        else {
+            "id": int(explanation.original_prediction),
+            "label": id2label[int(explanation.original_prediction)],
+            "agrees": bool(explanation.agrees),
+        },
     }
 
 

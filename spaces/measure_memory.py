@@ -66,8 +66,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default=str(HERE / "model"))
     parser.add_argument("--n", type=int, default=8, help="parallel uploads (default 8)")
     parser.add_argument("--side", type=int, default=6000, help="image side in pixels (default 6000)")
-    parser.add_argument("--same", action="store_true",
-                        help="upload the same bytes N times (Gradio stores them at one path: issue 26's load)")
+    parser.add_argument(
+        "--same",
+        action="store_true",
+        help="upload the same bytes N times (Gradio stores them at one path: issue 26's load)",
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     from gradio_client import Client, handle_file
@@ -90,8 +93,15 @@ def main(argv=None) -> dict:
     small = work / "small.png"
     Image.new("RGB", (28, 28), (128, 128, 128)).save(small)
     port = _free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), INFODISENT_MODEL=args.model, HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(cache), OMP_WAIT_POLICY="PASSIVE")
+    env = dict(
+        os.environ,
+        GRADIO_SERVER_PORT=str(port),
+        INFODISENT_MODEL=args.model,
+        HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(cache),
+        OMP_WAIT_POLICY="PASSIVE",
+    )
     log = open(work / "server.log", "w+")
     server = subprocess.Popen([sys.executable, args.app], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

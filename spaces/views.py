@@ -33,9 +33,7 @@ def md_text(text) -> str:
     """`text` (a class name, a file name: data) to show literally inside Markdown: every ASCII punctuation
     character becomes an HTML character reference, so none can open an element (``<img src=...>``), a link or
     image (``![](url)``), emphasis, code, a table or math (``$$``); newlines become spaces."""
-    return "".join(
-        f"&#{ord(c)};" if c in string.punctuation else (" " if c in "\r\n" else c) for c in str(text)
-    )
+    return "".join(f"&#{ord(c)};" if c in string.punctuation else (" " if c in "\r\n" else c) for c in str(text))
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
@@ -140,7 +138,7 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
             f'<td style="text-align:right">{rest_sum:+.3f}</td></tr>'
         )
     rows.append(
-        f'<tr><td></td><td>bias</td><td>{signed_bar(explanation.bias, scale)}</td>'
+        f"<tr><td></td><td>bias</td><td>{signed_bar(explanation.bias, scale)}</td>"
         f'<td style="text-align:right">{explanation.bias:+.3f}</td></tr>'
     )
     rows.append(
@@ -157,8 +155,10 @@ def contribution_chart(explanation: Explanation, limit: int = NUM_BARS) -> str:
 def status_markdown(explanation: Explanation, id2label: dict[int, str], seconds: float) -> str:
     """The status line above the results (class names escaped: they are data, not Markdown)."""
     predicted = int(np.argmax(explanation.probabilities))
-    which = "the predicted class" if explanation.target == predicted else (
-        f"not the predicted class ({md_text(id2label[predicted])}): why not?"
+    which = (
+        "the predicted class"
+        if explanation.target == predicted
+        else (f"not the predicted class ({md_text(id2label[predicted])}): why not?")
     )
     status = (
         f"Explaining **{md_text(explanation.label)}**, {which} — "
@@ -166,8 +166,11 @@ def status_markdown(explanation: Explanation, id2label: dict[int, str], seconds:
     )
     if explanation.original_prediction is not None:  # what the explained black box itself decides
         original = md_text(id2label[explanation.original_prediction])
-        status += (f" The original classifier also says **{original}**." if explanation.agrees else
-                   f" ⚠️ **The original classifier says {original}**: this explains InfoDisent's score, not its decision.")
+        status += (
+            f" The original classifier also says **{original}**."
+            if explanation.agrees
+            else f" ⚠️ **The original classifier says {original}**: this explains InfoDisent's score, not its decision."
+        )
     return status
 
 

@@ -10,8 +10,8 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -30,7 +30,6 @@ from fault_kit import (
     run_cli,
     space_main,
 )
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Category: images (the corpus) against open_image / to_rgb, the command line and the Space
@@ -56,15 +55,27 @@ def _first_frame(path: Path) -> Image.Image:
 # name -> (expected size after decoding or None for an error, error fragments for open_image / CLI, Space fragment)
 IMAGE_CASES = {
     "zero-byte.png": (None, "is empty (0 bytes)", "is an empty file (0 bytes)"),
-    "truncated.png": (None, "looks like a PNG file but is damaged or truncated",
-                      "looks like a PNG file but is damaged or truncated"),
-    "truncated.jpg": (None, "looks like a JPEG file but is damaged or truncated",
-                      "looks like a JPEG file but is damaged or truncated"),
+    "truncated.png": (
+        None,
+        "looks like a PNG file but is damaged or truncated",
+        "looks like a PNG file but is damaged or truncated",
+    ),
+    "truncated.jpg": (
+        None,
+        "looks like a JPEG file but is damaged or truncated",
+        "looks like a JPEG file but is damaged or truncated",
+    ),
     "text-named.png": (None, "is not an image file", "is not an image this app can read"),
-    "bomb.png": (None, "refused as a possible decompression bomb",
-                 "is far too large (PIL refused it as a possible decompression bomb)"),
-    "oversized.png": (None, "is 9000x8000 = 72,000,000 pixels, over the limit of 50,000,000",
-                      "is 9000×8000 pixels (72 megapixels); this demo accepts images up to 36 megapixels"),
+    "bomb.png": (
+        None,
+        "refused as a possible decompression bomb",
+        "is far too large (PIL refused it as a possible decompression bomb)",
+    ),
+    "oversized.png": (
+        None,
+        "is 9000x8000 = 72,000,000 pixels, over the limit of 50,000,000",
+        "is 9000×8000 pixels (72 megapixels); this demo accepts images up to 36 megapixels",
+    ),
     "one-pixel.png": ((1, 1), "", ""),
     "deep-i16.png": ((34, 30), "", ""),
     "alpha-rgba.png": ((48, 40), "", ""),
@@ -91,13 +102,22 @@ def _image_cases() -> list[Case]:
             reference = to_rgb(_first_frame(ctx.corpus[name]))  # the one conversion, on PIL's own decoding
             assert np.array_equal(np.asarray(image), np.asarray(reference))
 
-        cases.append(Case("images", f"open_image {name}", expect, decode, (message,) if message else (),
-                          check_decoded if size else None))
+        cases.append(
+            Case(
+                "images",
+                f"open_image {name}",
+                expect,
+                decode,
+                (message,) if message else (),
+                check_decoded if size else None,
+            )
+        )
 
         def cli(ctx, name=name):
             ctx.last_out = ctx.fresh("cli") / "out"
-            return run_cli(["--model", str(ctx.model_dir), str(ctx.corpus[name]), "--out", str(ctx.last_out),
-                            *CLI_FAST])
+            return run_cli(
+                ["--model", str(ctx.model_dir), str(ctx.corpus[name]), "--out", str(ctx.last_out), *CLI_FAST]
+            )
 
         def check_cli(ctx, outcome, name=name, size=size):
             stem = Path(name).stem
@@ -111,8 +131,7 @@ def _image_cases() -> list[Case]:
             logits = _reference_logits(ctx, ctx.model_dir, _first_frame(ctx.corpus[name]))
             assert f"predicted '{NAMES[int(np.argmax(logits))]}'" in outcome.message, outcome.message
 
-        cases.append(Case("images", f"CLI {name}", expect, cli, (f"{name}: {message}",) if message else (),
-                          check_cli))
+        cases.append(Case("images", f"CLI {name}", expect, cli, (f"{name}: {message}",) if message else (), check_cli))
 
         def space(ctx, name=name):
             app = ctx.app
@@ -127,8 +146,16 @@ def _image_cases() -> list[Case]:
             assert explanation.target == int(np.argmax(logits))
             assert explanation.logit == pytest.approx(logits.max(), abs=1e-4)
 
-        cases.append(Case("images", f"Space {name}", expect, space,
-                          (f"“{name}” {space_message}",) if space_message else (), check_space if size else None))
+        cases.append(
+            Case(
+                "images",
+                f"Space {name}",
+                expect,
+                space,
+                (f"“{name}” {space_message}",) if space_message else (),
+                check_space if size else None,
+            )
+        )
 
     def huge(ctx):
         app = ctx.app
@@ -206,8 +233,19 @@ def _label_cases() -> list[Case]:
 
     def cli_global(ctx):
         ctx.last_out = ctx.fresh("cli-labels") / "out"
-        return run_cli(["--model", str(ctx.hostile_dir), str(ctx.corpus["alpha-rgba.png"]), "--global",
-                        "--contrast", "1", "--out", str(ctx.last_out), *CLI_FAST])
+        return run_cli(
+            [
+                "--model",
+                str(ctx.hostile_dir),
+                str(ctx.corpus["alpha-rgba.png"]),
+                "--global",
+                "--contrast",
+                "1",
+                "--out",
+                str(ctx.last_out),
+                *CLI_FAST,
+            ]
+        )
 
     def check_cli_global(ctx, outcome):
         written = sorted(os.listdir(ctx.last_out))
@@ -219,8 +257,9 @@ def _label_cases() -> list[Case]:
             assert "<" not in label or label not in page, label
         assert html.escape(HOSTILE[1]) in page or html.escape(HOSTILE[1], quote=False) in page
 
-    cases.append(Case("labels", "CLI --global --contrast with hostile names", "result", cli_global, (),
-                      check_cli_global))
+    cases.append(
+        Case("labels", "CLI --global --contrast with hostile names", "result", cli_global, (), check_cli_global)
+    )
     return cases
 
 
@@ -271,16 +310,25 @@ def _pickle_cases() -> list[Case]:
             if entry == "load_model_and_gallery":
                 return expect_error(lambda: load_model_and_gallery(folder), OSError)
             if entry == "CLI":
-                return run_cli(["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out",
-                                str(folder.parent / "out")])
+                return run_cli(
+                    ["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out", str(folder.parent / "out")]
+                )
             return space_main(ctx, folder)
 
         return act
 
     cases = []
     for entry in ("from_pretrained", "AutoModelForImageClassification", "load_model_and_gallery", "CLI", "Space"):
-        cases.append(Case("pickles", f"{entry}: gallery .safetensors + pickle pytorch_model.bin", "error",
-                          loader(entry), (no_weights, "pytorch_model.bin is not read"), never_unpickled))
+        cases.append(
+            Case(
+                "pickles",
+                f"{entry}: gallery .safetensors + pickle pytorch_model.bin",
+                "error",
+                loader(entry),
+                (no_weights, "pytorch_model.bin is not read"),
+                never_unpickled,
+            )
+        )
 
     def beside(ctx):
         folder, ctx.last_marker = _pickle_folder(ctx, keep_safetensors=True)
@@ -342,27 +390,40 @@ def _loading_cases() -> list[Case]:
         (folder / "prototype_gallery.json").write_text(json.dumps(index))
 
     faults = {
-        "backbone tensor missing (fault 3)": (lambda f: _edit_weights(f, drop), ("missing from the checkpoint",
-                                                                                  BACKBONE_KEY)),
-        "unexpected tensor": (lambda f: _edit_weights(f, extra), ("in the checkpoint but not in the model",
-                                                                 "head.extra.weight")),
+        "backbone tensor missing (fault 3)": (
+            lambda f: _edit_weights(f, drop),
+            ("missing from the checkpoint", BACKBONE_KEY),
+        ),
+        "unexpected tensor": (
+            lambda f: _edit_weights(f, extra),
+            ("in the checkpoint but not in the model", "head.extra.weight"),
+        ),
         "tensor of the wrong shape": (lambda f: _edit_weights(f, reshape), ("wrong shape", BACKBONE_KEY, "(3,)")),
         "gallery of other weights (fault 1)": (_retrained_head, ("was computed with other weights",)),
         "gallery of another channel count": (other_channels, ("channels but the model has 32",)),
         "0-byte model.safetensors": (empty("model.safetensors"), ("not a readable safetensors file",)),
         "0-byte prototype_gallery.json": (empty("prototype_gallery.json"), ("prototype_gallery.json is not a valid",)),
-        "truncated prototype_gallery.safetensors": (truncate("prototype_gallery.safetensors", 100),
-                                                   ("prototype_gallery.safetensors is not a readable",)),
+        "truncated prototype_gallery.safetensors": (
+            truncate("prototype_gallery.safetensors", 100),
+            ("prototype_gallery.safetensors is not a readable",),
+        ),
         "config.json not JSON": (lambda f: (f / "config.json").write_text("{oops"), ("config.json",)),
-        "preprocessor_config.json not an object": (lambda f: (f / "preprocessor_config.json").write_text("[1]"),
-                                                   ("preprocessor_config.json is not a valid image processor",)),
-        "no preprocessor_config.json": (lambda f: (f / "preprocessor_config.json").unlink(),
-                                        ("has no image processor",)),
+        "preprocessor_config.json not an object": (
+            lambda f: (f / "preprocessor_config.json").write_text("[1]"),
+            ("preprocessor_config.json is not a valid image processor",),
+        ),
+        "no preprocessor_config.json": (
+            lambda f: (f / "preprocessor_config.json").unlink(),
+            ("has no image processor",),
+        ),
     }
     cases = []
     for name, (break_it, fragments) in faults.items():
-        weights_only = name.split(" (")[0] in ("backbone tensor missing", "unexpected tensor",
-                                                "tensor of the wrong shape")
+        weights_only = name.split(" (")[0] in (
+            "backbone tensor missing",
+            "unexpected tensor",
+            "tensor of the wrong shape",
+        )
 
         def broken(ctx, break_it=break_it, name=name):
             folder = ctx.copy_model(name.split()[0])
@@ -380,34 +441,60 @@ def _loading_cases() -> list[Case]:
                 raise DataLost(f"an error left {sorted(os.listdir(out))} in --out")
 
         if weights_only:
-            cases.append(Case("loading", f"from_pretrained: {name}", "error",
-                              lambda ctx, broken=broken: expect_error(
-                                  lambda: InfoDisentForImageClassification.from_pretrained(broken(ctx)), OSError),
-                              fragments, untouched))
-        cases.append(Case("loading", f"load_model_and_gallery: {name}", "error",
-                          lambda ctx, broken=broken: expect_error(lambda: load_model_and_gallery(broken(ctx)),
-                                                                  OSError, ValueError),
-                          fragments, untouched))
+            cases.append(
+                Case(
+                    "loading",
+                    f"from_pretrained: {name}",
+                    "error",
+                    lambda ctx, broken=broken: expect_error(
+                        lambda: InfoDisentForImageClassification.from_pretrained(broken(ctx)), OSError
+                    ),
+                    fragments,
+                    untouched,
+                )
+            )
+        cases.append(
+            Case(
+                "loading",
+                f"load_model_and_gallery: {name}",
+                "error",
+                lambda ctx, broken=broken: expect_error(
+                    lambda: load_model_and_gallery(broken(ctx)), OSError, ValueError
+                ),
+                fragments,
+                untouched,
+            )
+        )
 
         def cli(ctx, broken=broken):
             folder = broken(ctx)
-            return run_cli(["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out",
-                            str(folder.parent / "out")])
+            return run_cli(
+                ["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out", str(folder.parent / "out")]
+            )
 
         cases.append(Case("loading", f"CLI: {name}", "error", cli, ("error: --model",) + fragments, untouched))
-        cases.append(Case("loading", f"Space: {name}", "error", lambda ctx, broken=broken: space_main(ctx, broken(ctx)),
-                          ("error: cannot load the model",) + fragments, untouched))
+        cases.append(
+            Case(
+                "loading",
+                f"Space: {name}",
+                "error",
+                lambda ctx, broken=broken: space_main(ctx, broken(ctx)),
+                ("error: cannot load the model",) + fragments,
+                untouched,
+            )
+        )
 
     for target in ("CLI", "Space"):
+
         def missing(ctx, target=target):
             folder = ctx.fresh("missing") / "no_model"
             if target == "CLI":
-                return run_cli(["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out",
-                                str(folder.parent / "out")])
+                return run_cli(
+                    ["--model", str(folder), str(ctx.corpus["one-pixel.png"]), "--out", str(folder.parent / "out")]
+                )
             return space_main(ctx, folder)
 
-        cases.append(Case("loading", f"{target}: a model folder that does not exist", "error", missing,
-                          ("no_model",)))
+        cases.append(Case("loading", f"{target}: a model folder that does not exist", "error", missing, ("no_model",)))
 
     def intact(ctx):
         return expect_error(lambda: load_model_and_gallery(ctx.model_dir), OSError, ValueError)
@@ -418,8 +505,9 @@ def _loading_cases() -> list[Case]:
 
         assert gallery.weights_fingerprint == weights_fingerprint(model)
 
-    cases.append(Case("loading", "an intact folder loads, its gallery fingerprint matching", "result", intact, (),
-                      check_intact))
+    cases.append(
+        Case("loading", "an intact folder loads, its gallery fingerprint matching", "result", intact, (), check_intact)
+    )
     return cases
 
 
@@ -444,19 +532,55 @@ def _cli_cases() -> list[Case]:
 
     cases = [
         Case("cli", "--top_k 0", "error", args("--top_k", "0"), ("error: --top_k must be >= 1",), nothing_written),
-        Case("cli", "--dpi 5000", "error", args("--dpi", "5000"), ("error: --dpi must be between 30 and 400",),
-             nothing_written),
-        Case("cli", "unknown option", "error", args("--colour", "red"), ("error: unrecognized arguments: --colour",),
-             nothing_written),
+        Case(
+            "cli",
+            "--dpi 5000",
+            "error",
+            args("--dpi", "5000"),
+            ("error: --dpi must be between 30 and 400",),
+            nothing_written,
+        ),
+        Case(
+            "cli",
+            "unknown option",
+            "error",
+            args("--colour", "red"),
+            ("error: unrecognized arguments: --colour",),
+            nothing_written,
+        ),
         Case("cli", "no --out", "error", args(out=False), ("error: the following arguments are required: --out",)),
-        Case("cli", "no image and no --global", "error", args(image=None),
-             ("error: give at least one IMAGE, or --global",), nothing_written),
-        Case("cli", "--device nonsense", "error", args("--device", "gpu9000"), ("error: --device 'gpu9000'",),
-             nothing_written),
-        Case("cli", "--target not a class", "error", args("--target", "zebra"),
-             ("error: --target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"), nothing_written),
-        Case("cli", "--max_pixels 0", "error", args("--max_pixels", "0"), ("error: --max_pixels must be >= 1",),
-             nothing_written),
+        Case(
+            "cli",
+            "no image and no --global",
+            "error",
+            args(image=None),
+            ("error: give at least one IMAGE, or --global",),
+            nothing_written,
+        ),
+        Case(
+            "cli",
+            "--device nonsense",
+            "error",
+            args("--device", "gpu9000"),
+            ("error: --device 'gpu9000'",),
+            nothing_written,
+        ),
+        Case(
+            "cli",
+            "--target not a class",
+            "error",
+            args("--target", "zebra"),
+            ("error: --target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"),
+            nothing_written,
+        ),
+        Case(
+            "cli",
+            "--max_pixels 0",
+            "error",
+            args("--max_pixels", "0"),
+            ("error: --max_pixels must be >= 1",),
+            nothing_written,
+        ),
     ]
 
     def same_stem(ctx):
@@ -464,11 +588,15 @@ def _cli_cases() -> list[Case]:
         folder = ctx.last_out.parent
         Image.new("RGB", (9, 9)).save(folder / "a.png")
         Image.new("RGB", (9, 9)).save(folder / "a.jpg")
-        return run_cli(["--model", str(ctx.model_dir), str(folder / "a.png"), str(folder / "a.jpg"), "--out",
-                        str(ctx.last_out)])
+        return run_cli(
+            ["--model", str(ctx.model_dir), str(folder / "a.png"), str(folder / "a.jpg"), "--out", str(ctx.last_out)]
+        )
 
-    cases.append(Case("cli", "two images with the same stem", "error", same_stem, ("would write the same a.png",),
-                      nothing_written))
+    cases.append(
+        Case(
+            "cli", "two images with the same stem", "error", same_stem, ("would write the same a.png",), nothing_written
+        )
+    )
 
     def out_is_file(ctx):
         ctx.last_out = ctx.fresh("outfile") / "results.txt"
@@ -490,8 +618,16 @@ def _cli_cases() -> list[Case]:
         ctx.last_out = Path("/sys/infodisent-fault-suite/out")
         return run_cli(["--model", str(ctx.model_dir), str(ctx.corpus["one-pixel.png"]), "--out", str(ctx.last_out)])
 
-    cases.append(Case("cli", "unwritable --out (fault 11)", "error", unwritable,
-                      ("error: --out /sys/infodisent-fault-suite/out: cannot write there",), nothing_written))
+    cases.append(
+        Case(
+            "cli",
+            "unwritable --out (fault 11)",
+            "error",
+            unwritable,
+            ("error: --out /sys/infodisent-fault-suite/out: cannot write there",),
+            nothing_written,
+        )
+    )
 
     def write_error(ctx):
         """Fault 11: the disk fills up while writing b.html; a.* and the previous b.* must survive intact."""
@@ -512,8 +648,17 @@ def _cli_cases() -> list[Case]:
 
         explain.open = full_disk_open
         try:
-            return run_cli(["--model", str(ctx.model_dir), str(folder / "a.png"), str(folder / "b.png"), "--out",
-                            str(ctx.last_out), *CLI_FAST])
+            return run_cli(
+                [
+                    "--model",
+                    str(ctx.model_dir),
+                    str(folder / "a.png"),
+                    str(folder / "b.png"),
+                    "--out",
+                    str(ctx.last_out),
+                    *CLI_FAST,
+                ]
+            )
         finally:
             del explain.open
 
@@ -530,8 +675,16 @@ def _cli_cases() -> list[Case]:
             assert figure.width > 100
         assert "<html" in (out / "a.html").read_text(encoding="utf-8")
 
-    cases.append(Case("cli", "disk full while writing the 2nd image (fault 11)", "error", write_error,
-                      ("cannot write", "b.html: No space left on device"), pairs_intact))
+    cases.append(
+        Case(
+            "cli",
+            "disk full while writing the 2nd image (fault 11)",
+            "error",
+            write_error,
+            ("cannot write", "b.html: No space left on device"),
+            pairs_intact,
+        )
+    )
     return cases
 
 

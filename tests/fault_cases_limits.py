@@ -19,7 +19,6 @@ from PIL import Image
 
 from fault_kit import Case, Context, DataLost, Outcome, expect_error, run_cli, space_main
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Category: arguments (training/train.py's door: one line naming the flag and its range, exit 2, <= 2 s, no torch)
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,27 +62,34 @@ ARGUMENT_CASES = {
 
 
 def _argument_cases() -> list[Case]:
-    cases = [Case("arguments", f"train.py {argv}", "error", lambda ctx, argv=argv: run_door(argv.split()), fragments)
-             for argv, fragments in ARGUMENT_CASES.items()]
+    cases = [
+        Case("arguments", f"train.py {argv}", "error", lambda ctx, argv=argv: run_door(argv.split()), fragments)
+        for argv, fragments in ARGUMENT_CASES.items()
+    ]
 
     def no_torch(ctx, outcome):  # the door itself imports nothing heavy (checked in a fresh process by the tests)
         import training.arguments as arguments
 
         assert "torch" not in arguments.__dict__ and outcome.value <= 2.0
 
-    cases.append(Case("arguments", "train.py defaults pass the door", "result", lambda ctx: run_door([]), (),
-                      no_torch))
+    cases.append(Case("arguments", "train.py defaults pass the door", "result", lambda ctx: run_door([]), (), no_torch))
 
     def too_big_for_the_data(ctx):
-        from training.checks import check_against_data
         from training.arguments import parse_args
+        from training.checks import check_against_data
 
         args = parse_args(["--train_batch_size", "100000"])
         return expect_error(lambda: check_against_data(args, 4250, 1), ValueError)
 
-    cases.append(Case("arguments", "batch larger than the training rows (after loading, before extraction)",
-                      "error", too_big_for_the_data,
-                      ("--train_batch_size 100,000 is larger than the 4,250 training rows",)))
+    cases.append(
+        Case(
+            "arguments",
+            "batch larger than the training rows (after loading, before extraction)",
+            "error",
+            too_big_for_the_data,
+            ("--train_batch_size 100,000 is larger than the 4,250 training rows",),
+        )
+    )
     return cases
 
 
@@ -107,14 +113,27 @@ def _output_cases() -> list[Case]:
         return run_door(["--output_dir", "/proc/infodisent-fault-suite"])
 
     def explain(ctx):
-        return run_cli(["--model", str(ctx.model_dir), str(ctx.corpus["one-pixel.png"]), "--out",
-                        "/proc/infodisent-fault-suite"])
+        return run_cli(
+            ["--model", str(ctx.model_dir), str(ctx.corpus["one-pixel.png"]), "--out", "/proc/infodisent-fault-suite"]
+        )
 
     return [
-        Case("output", "train.py --output_dir /proc/x (at the door, not after training)", "error", train,
-             ("error: --output_dir: '/proc/infodisent-fault-suite' cannot be written",), nothing_made),
-        Case("output", "explain CLI --out /proc/x", "error", explain,
-             ("error: --out /proc/infodisent-fault-suite",), nothing_made),
+        Case(
+            "output",
+            "train.py --output_dir /proc/x (at the door, not after training)",
+            "error",
+            train,
+            ("error: --output_dir: '/proc/infodisent-fault-suite' cannot be written",),
+            nothing_made,
+        ),
+        Case(
+            "output",
+            "explain CLI --out /proc/x",
+            "error",
+            explain,
+            ("error: --out /proc/infodisent-fault-suite",),
+            nothing_made,
+        ),
     ]
 
 
@@ -161,8 +180,11 @@ def _checkpoint_cases() -> list[Case]:
             raise DataLost("a checkpoint was changed or removed")
 
     cases = []
-    for name, damage, why in (("truncated", _truncate, "cannot be read (SafetensorError"),
-                              ("NaN", _nan, "holds 12 NaN or infinite values in 'head.weight'")):
+    for name, damage, why in (
+        ("truncated", _truncate, "cannot be read (SafetensorError"),
+        ("NaN", _nan, "holds 12 NaN or infinite values in 'head.weight'"),
+    ):
+
         def latest(ctx, damage=damage):
             out = _checkpoints(ctx, damage)
             records = []
@@ -181,15 +203,24 @@ def _checkpoint_cases() -> list[Case]:
             assert f"Skipping the checkpoint {ctx.last_out / 'step_20'}" in outcome.message and why in outcome.message
             untouched(ctx, outcome)
 
-        cases.append(Case("checkpoints", f"latest skips a {name} model.safetensors", "result", latest, (),
-                          resumed_the_previous))
+        cases.append(
+            Case("checkpoints", f"latest skips a {name} model.safetensors", "result", latest, (), resumed_the_previous)
+        )
 
         def named(ctx, damage=damage):
             out = _checkpoints(ctx, damage)
             return expect_error(lambda: read_state(str(out / "step_20")), ValueError)
 
-        cases.append(Case("checkpoints", f"a named checkpoint with a {name} model.safetensors", "error", named,
-                          ("step_20/model.safetensors", why), untouched))
+        cases.append(
+            Case(
+                "checkpoints",
+                f"a named checkpoint with a {name} model.safetensors",
+                "error",
+                named,
+                ("step_20/model.safetensors", why),
+                untouched,
+            )
+        )
     return cases
 
 
@@ -233,14 +264,34 @@ def _data_cases() -> list[Case]:
         return load(train_dir=_folder(root / "train", "abc"), test_dir=_folder(root / "test", "ab"))
 
     return [
-        Case("data", "validation folder with a class train lacks", "error", extra_val_class,
-             ("The classes of --train_dir", "--validation_dir", "only in --validation_dir", "'d'")),
-        Case("data", "test folder missing a class", "error", test_lacks_class,
-             ("The classes of --train_dir", "--test_dir", "only in --train_dir", "'c'")),
-        Case("data", "one class folder", "error", one_class, ("/train' has one class folder ('a')",
-                                                             "needs at least two classes")),
-        Case("data", "a folder of CSV files", "error", csv_only, ("/train' holds no images (found 1 other files (.csv))",
-                                                                  "expected one sub-folder of images per class")),
+        Case(
+            "data",
+            "validation folder with a class train lacks",
+            "error",
+            extra_val_class,
+            ("The classes of --train_dir", "--validation_dir", "only in --validation_dir", "'d'"),
+        ),
+        Case(
+            "data",
+            "test folder missing a class",
+            "error",
+            test_lacks_class,
+            ("The classes of --train_dir", "--test_dir", "only in --train_dir", "'c'"),
+        ),
+        Case(
+            "data",
+            "one class folder",
+            "error",
+            one_class,
+            ("/train' has one class folder ('a')", "needs at least two classes"),
+        ),
+        Case(
+            "data",
+            "a folder of CSV files",
+            "error",
+            csv_only,
+            ("/train' holds no images (found 1 other files (.csv))", "expected one sub-folder of images per class"),
+        ),
         Case("data", "empty class folders", "error", empty_classes, ("the class folder(s) 'b', 'c' hold no images",)),
     ]
 
@@ -252,7 +303,6 @@ def _data_cases() -> list[Case]:
 
 def _weight_cases() -> list[Case]:
     from fault_cases import _edit_weights
-
     from modeling_infodisent import InfoDisentForImageClassification
     from modeling_infodisent.loading import load_model_and_gallery
 
@@ -265,10 +315,18 @@ def _weight_cases() -> list[Case]:
     fragment = "hold NaN or infinite values, refusing to load them: head.classifier.bias (3 of 3)"
     entries = {
         "from_pretrained": lambda ctx: expect_error(
-            lambda: InfoDisentForImageClassification.from_pretrained(nan_folder(ctx)), OSError),
+            lambda: InfoDisentForImageClassification.from_pretrained(nan_folder(ctx)), OSError
+        ),
         "load_model_and_gallery": lambda ctx: expect_error(lambda: load_model_and_gallery(nan_folder(ctx)), OSError),
-        "CLI": lambda ctx: run_cli(["--model", str(nan_folder(ctx)), str(ctx.corpus["one-pixel.png"]), "--out",
-                                    str(ctx.last_folder.parent / "out")]),
+        "CLI": lambda ctx: run_cli(
+            [
+                "--model",
+                str(nan_folder(ctx)),
+                str(ctx.corpus["one-pixel.png"]),
+                "--out",
+                str(ctx.last_folder.parent / "out"),
+            ]
+        ),
         "Space": lambda ctx: space_main(ctx, nan_folder(ctx)),
     }
 
@@ -276,8 +334,10 @@ def _weight_cases() -> list[Case]:
         if (ctx.last_folder.parent / "out").exists():
             raise DataLost("an explanation of a NaN model was written")
 
-    return [Case("weights", f"{entry}: NaN weights with a gallery", "error", act, (fragment,), nothing_written)
-            for entry, act in entries.items()]
+    return [
+        Case("weights", f"{entry}: NaN weights with a gallery", "error", act, (fragment,), nothing_written)
+        for entry, act in entries.items()
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,10 +378,10 @@ def _load_cases() -> list[Case]:
         demo.upload_leases.sweep(now=time.time() + 3600)
         assert not ctx.last_upload.exists()  # and afterwards it is deleted
 
-    return [Case("load", "Space API: 16 concurrent calls on one cached upload", "result", same_upload, (),
-                 all_explained)]
+    return [
+        Case("load", "Space API: 16 concurrent calls on one cached upload", "result", same_upload, (), all_explained)
+    ]
 
 
 def limit_cases() -> list[Case]:
-    return (_argument_cases() + _output_cases() + _checkpoint_cases() + _data_cases() + _weight_cases()
-            + _load_cases())
+    return _argument_cases() + _output_cases() + _checkpoint_cases() + _data_cases() + _weight_cases() + _load_cases()

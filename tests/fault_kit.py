@@ -10,9 +10,10 @@ import shutil
 import struct
 import traceback
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,9 +55,9 @@ class Case:
     category: str
     name: str
     expect: str  # "result" or "error"
-    act: Callable[["Context"], Outcome]
+    act: Callable[[Context], Outcome]
     fragments: tuple[str, ...] = ()  # what the error message must say (names the problem / file)
-    verify: Callable[["Context", Outcome], None] | None = None  # result checks; raise DataLost for lost data
+    verify: Callable[[Context, Outcome], None] | None = None  # result checks; raise DataLost for lost data
 
     @property
     def id(self) -> str:
@@ -66,7 +67,7 @@ class Case:
 VERDICTS = ("right result", "clear error", "traceback", "wrong result", "data lost")
 
 
-def judge(case: Case, ctx: "Context") -> tuple[str, str]:
+def judge(case: Case, ctx: Context) -> tuple[str, str]:
     """(verdict, detail) of one case: one of `VERDICTS`."""
     try:
         outcome = case.act(ctx)
@@ -110,8 +111,10 @@ def _build_model(folder: Path, id2label: dict, seed: int = 0, gallery: bool = Tr
     processor.save_pretrained(folder)
     if gallery:
         rng = np.random.default_rng(seed)
-        data = [{"image": Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)),
-                 "label": i % len(id2label)} for i in range(2 * len(id2label))]
+        data = [
+            {"image": Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)), "label": i % len(id2label)}
+            for i in range(2 * len(id2label))
+        ]
         compute_gallery(model, data, processor, top_k=1, patch_size=8, progress=False).save(folder)
     return folder
 

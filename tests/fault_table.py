@@ -44,8 +44,15 @@ def main(argv=None) -> int:
                 if type(error).__name__ != "Skipped":
                     raise
                 verdict, detail = "skipped", str(error)
-            rows.append({"category": case.category, "case": case.name, "expected": case.expect,
-                         "verdict": verdict, "detail": detail})
+            rows.append(
+                {
+                    "category": case.category,
+                    "case": case.name,
+                    "expected": case.expect,
+                    "verdict": verdict,
+                    "detail": detail,
+                }
+            )
             if args.verbose:
                 print(f"{verdict:>13}  {case.id}  {detail[:200]}", file=sys.stderr)
     categories = sorted({r["category"] for r in rows}, key=[c.category for c in fault_cases.CASES].index)
@@ -60,8 +67,10 @@ def main(argv=None) -> int:
         print(f"| {name} | " + " | ".join(cells) + " |")
         if category == "all":
             total = counts
-    print(f"\n{len(rows)} cases in {time.perf_counter() - started:.0f} s"
-          + (f"; {total['skipped']} skipped" if total.get("skipped") else ""))
+    print(
+        f"\n{len(rows)} cases in {time.perf_counter() - started:.0f} s"
+        + (f"; {total['skipped']} skipped" if total.get("skipped") else "")
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"cases": rows}, indent=1, ensure_ascii=False) + "\n")
     bad = sum(total.get(v, 0) for v in ("traceback", "wrong result", "data lost"))

@@ -34,21 +34,46 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 # The published preprocessor files (sizes shrunk to 64 px where the repository says 224).
 CONVNEXT_STYLE_PROCESSOR = {  # microsoft/resnet-50 and facebook/convnext-tiny-224 publish this one
-    "crop_pct": 0.875, "do_normalize": True, "do_resize": True, "feature_extractor_type": "ConvNextFeatureExtractor",
-    "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "resample": 3, "size": 64,
+    "crop_pct": 0.875,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "ConvNextFeatureExtractor",
+    "image_mean": IMAGENET_MEAN,
+    "image_std": IMAGENET_STD,
+    "resample": 3,
+    "size": 64,
 }
 VIT_PROCESSOR = {  # google/vit-base-patch16-224
-    "do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
-    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 2, "size": 64,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "ViTFeatureExtractor",
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "resample": 2,
+    "size": 64,
 }
 SWIN_PROCESSOR = {  # microsoft/swin-tiny-patch4-window7-224
-    "do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
-    "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "resample": 3, "size": 64,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "ViTFeatureExtractor",
+    "image_mean": IMAGENET_MEAN,
+    "image_std": IMAGENET_STD,
+    "resample": 3,
+    "size": 64,
 }
 DINOV2_PROCESSOR = {  # facebook/dinov2-with-registers-small (BitImageProcessor: shortest edge 256, crop 224)
-    "crop_size": {"height": 64, "width": 64}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
-    "do_rescale": True, "do_resize": True, "image_mean": IMAGENET_MEAN, "image_processor_type": "BitImageProcessor",
-    "image_std": IMAGENET_STD, "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 73},
+    "crop_size": {"height": 64, "width": 64},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": IMAGENET_MEAN,
+    "image_processor_type": "BitImageProcessor",
+    "image_std": IMAGENET_STD,
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 73},
 }
 
 
@@ -70,47 +95,129 @@ def published_config(family: str, classes: list[str]) -> dict:
     """config.json of the family's repository (published keys, tiny sizes)."""
     own = {str(i): name for i, name in enumerate(classes)}
     if family == "resnet":
-        return {"architectures": ["ResNetForImageClassification"], "depths": [1, 1, 1, 1],
-                "downsample_in_first_stage": False, "embedding_size": 8, "hidden_act": "relu",
-                "hidden_sizes": [16, 32, 48, 64], **_labels(imagenet_labels()), "layer_type": "bottleneck",
-                "model_type": "resnet", "num_channels": 3, "torch_dtype": "float32",
-                "transformers_version": "4.18.0.dev0"}
+        return {
+            "architectures": ["ResNetForImageClassification"],
+            "depths": [1, 1, 1, 1],
+            "downsample_in_first_stage": False,
+            "embedding_size": 8,
+            "hidden_act": "relu",
+            "hidden_sizes": [16, 32, 48, 64],
+            **_labels(imagenet_labels()),
+            "layer_type": "bottleneck",
+            "model_type": "resnet",
+            "num_channels": 3,
+            "torch_dtype": "float32",
+            "transformers_version": "4.18.0.dev0",
+        }
     if family == "convnext":
-        return {"architectures": ["ConvNextForImageClassification"], "depths": [1, 1, 1, 1], "drop_path_rate": 0.0,
-                "hidden_act": "gelu", "hidden_sizes": [8, 16, 32, 64], **_labels(own), "image_size": 64,
-                "initializer_range": 0.02, "layer_norm_eps": 1e-12, "layer_scale_init_value": 1e-06,
-                "model_type": "convnext", "num_channels": 3, "num_stages": 4, "patch_size": 4, "torch_dtype": "float32",
-                "transformers_version": "4.15.0.dev0"}
+        return {
+            "architectures": ["ConvNextForImageClassification"],
+            "depths": [1, 1, 1, 1],
+            "drop_path_rate": 0.0,
+            "hidden_act": "gelu",
+            "hidden_sizes": [8, 16, 32, 64],
+            **_labels(own),
+            "image_size": 64,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12,
+            "layer_scale_init_value": 1e-06,
+            "model_type": "convnext",
+            "num_channels": 3,
+            "num_stages": 4,
+            "patch_size": 4,
+            "torch_dtype": "float32",
+            "transformers_version": "4.15.0.dev0",
+        }
     if family == "vit":
-        return {"_name_or_path": "google/vit-base-patch16-224", "architectures": ["ViTForImageClassification"],
-                "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-                "hidden_size": 32, **_labels(imagenet_labels()), "image_size": 64, "initializer_range": 0.02,
-                "intermediate_size": 64, "layer_norm_eps": 1e-12, "model_type": "vit", "num_attention_heads": 2,
-                "num_channels": 3, "num_hidden_layers": 2, "patch_size": 8, "qkv_bias": True,
-                "transformers_version": "4.13.0.dev0"}
+        return {
+            "_name_or_path": "google/vit-base-patch16-224",
+            "architectures": ["ViTForImageClassification"],
+            "attention_probs_dropout_prob": 0.0,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 32,
+            **_labels(imagenet_labels()),
+            "image_size": 64,
+            "initializer_range": 0.02,
+            "intermediate_size": 64,
+            "layer_norm_eps": 1e-12,
+            "model_type": "vit",
+            "num_attention_heads": 2,
+            "num_channels": 3,
+            "num_hidden_layers": 2,
+            "patch_size": 8,
+            "qkv_bias": True,
+            "transformers_version": "4.13.0.dev0",
+        }
     if family == "dinov2":
-        return {"apply_layernorm": True, "architectures": ["Dinov2WithRegistersModel"],
-                "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0, "hidden_act": "gelu",
-                "hidden_dropout_prob": 0.0, "hidden_size": 16, "image_size": 64, "initializer_range": 0.02,
-                "interpolate_antialias": True, "interpolate_offset": 0.0, "layer_norm_eps": 1e-06,
-                "layerscale_value": 1.0, "mlp_ratio": 4, "model_type": "dinov2_with_registers",
-                "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2, "num_register_tokens": 4,
-                "out_features": ["stage2"], "out_indices": [2], "patch_size": 8, "qkv_bias": True,
-                "reshape_hidden_states": True, "stage_names": ["stem", "stage1", "stage2"], "torch_dtype": "float32",
-                "transformers_version": "4.48.0.dev0", "use_swiglu_ffn": False}
+        return {
+            "apply_layernorm": True,
+            "architectures": ["Dinov2WithRegistersModel"],
+            "attention_probs_dropout_prob": 0.0,
+            "drop_path_rate": 0.0,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 16,
+            "image_size": 64,
+            "initializer_range": 0.02,
+            "interpolate_antialias": True,
+            "interpolate_offset": 0.0,
+            "layer_norm_eps": 1e-06,
+            "layerscale_value": 1.0,
+            "mlp_ratio": 4,
+            "model_type": "dinov2_with_registers",
+            "num_attention_heads": 2,
+            "num_channels": 3,
+            "num_hidden_layers": 2,
+            "num_register_tokens": 4,
+            "out_features": ["stage2"],
+            "out_indices": [2],
+            "patch_size": 8,
+            "qkv_bias": True,
+            "reshape_hidden_states": True,
+            "stage_names": ["stem", "stage1", "stage2"],
+            "torch_dtype": "float32",
+            "transformers_version": "4.48.0.dev0",
+            "use_swiglu_ffn": False,
+        }
     if family == "swin":
-        return {"architectures": ["SwinForImageClassification"], "attention_probs_dropout_prob": 0.0,
-                "depths": [1, 1, 1, 1], "drop_path_rate": 0.1, "embed_dim": 8, "encoder_stride": 32,
-                "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 64, **_labels(own),
-                "image_size": 64, "initializer_range": 0.02, "layer_norm_eps": 1e-05, "mlp_ratio": 4.0,
-                "model_type": "swin", "num_channels": 3, "num_heads": [1, 1, 2, 2], "num_layers": 4,
-                "patch_size": 4, "path_norm": True, "qkv_bias": True, "torch_dtype": "float32",
-                "transformers_version": "4.19.0.dev0", "use_absolute_embeddings": False, "window_size": 2}
+        return {
+            "architectures": ["SwinForImageClassification"],
+            "attention_probs_dropout_prob": 0.0,
+            "depths": [1, 1, 1, 1],
+            "drop_path_rate": 0.1,
+            "embed_dim": 8,
+            "encoder_stride": 32,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "hidden_size": 64,
+            **_labels(own),
+            "image_size": 64,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-05,
+            "mlp_ratio": 4.0,
+            "model_type": "swin",
+            "num_channels": 3,
+            "num_heads": [1, 1, 2, 2],
+            "num_layers": 4,
+            "patch_size": 4,
+            "path_norm": True,
+            "qkv_bias": True,
+            "torch_dtype": "float32",
+            "transformers_version": "4.19.0.dev0",
+            "use_absolute_embeddings": False,
+            "window_size": 2,
+        }
     raise ValueError(family)
 
 
-PROCESSORS = {"resnet": CONVNEXT_STYLE_PROCESSOR, "convnext": CONVNEXT_STYLE_PROCESSOR, "vit": VIT_PROCESSOR,
-              "dinov2": DINOV2_PROCESSOR, "swin": SWIN_PROCESSOR}
+PROCESSORS = {
+    "resnet": CONVNEXT_STYLE_PROCESSOR,
+    "convnext": CONVNEXT_STYLE_PROCESSOR,
+    "vit": VIT_PROCESSOR,
+    "dinov2": DINOV2_PROCESSOR,
+    "swin": SWIN_PROCESSOR,
+}
 TIMM_ARCHITECTURES = {"timm_cnn": "test_resnet", "timm_vit": "test_vit"}
 FAMILIES = ["resnet", "convnext", "vit", "dinov2", "swin", "timm_cnn", "timm_vit"]
 # Whose own classifier predicts the test data's classes (agreement is measured), and whose does not and why.
@@ -142,7 +249,9 @@ def _write_timm(folder: Path, family: str, classes: list[str], seed: int) -> Non
 
     torch.manual_seed(seed)
     fine_tuned = family in HEAD_PREDICTS_DATA_CLASSES
-    model = timm.create_model(TIMM_ARCHITECTURES[family], pretrained=False, num_classes=len(classes) if fine_tuned else 1000)
+    model = timm.create_model(
+        TIMM_ARCHITECTURES[family], pretrained=False, num_classes=len(classes) if fine_tuned else 1000
+    )
     extra = {"label_names": list(classes)} if fine_tuned else None
     timm.models.save_for_hf(model, folder, model_config=extra, safe_serialization=True)  # no processor file
     exported = json.loads((folder / "config.json").read_text())
@@ -160,10 +269,15 @@ def write_hub_folder(folder, family: str, classes: list[str], seed: int = 0) -> 
 
 
 def hub_repo_id(family: str) -> str:
-    return {"resnet": "microsoft/resnet-50", "convnext": "facebook/convnext-tiny-224",
-            "vit": "google/vit-base-patch16-224", "dinov2": "facebook/dinov2-with-registers-small",
-            "swin": "microsoft/swin-tiny-patch4-window7-224", "timm_cnn": "timm/test_resnet.r160_in1k",
-            "timm_vit": "timm/test_vit.r160_in1k"}[family]
+    return {
+        "resnet": "microsoft/resnet-50",
+        "convnext": "facebook/convnext-tiny-224",
+        "vit": "google/vit-base-patch16-224",
+        "dinov2": "facebook/dinov2-with-registers-small",
+        "swin": "microsoft/swin-tiny-patch4-window7-224",
+        "timm_cnn": "timm/test_resnet.r160_in1k",
+        "timm_vit": "timm/test_vit.r160_in1k",
+    }[family]
 
 
 def install_in_hub_cache(folder, cache: Path, repo_id: str, commit: str = "0" * 40) -> None:

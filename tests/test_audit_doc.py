@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("pytorch_grad_cam")
@@ -24,7 +25,9 @@ def test_audit_doc_runs_as_written(tmp_path):
     script = tmp_path / "audit.py"
     script.write_text("\n\n".join(blocks))
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     header = (

@@ -35,8 +35,9 @@ def test_a_test_folder_missing_a_class_is_refused(tmp_path):
     train = _imagefolder(tmp_path / "train", ["cat", "dog", "owl"])
     test = _imagefolder(tmp_path / "test", ["cat", "dog"])
     message = _refused(train_dir=train, test_dir=test)
-    assert message.startswith(f"The classes of --train_dir {train!r} and --test_dir {test!r} differ (only in "
-                              f"--train_dir {train!r}: 'owl');")
+    assert message.startswith(
+        f"The classes of --train_dir {train!r} and --test_dir {test!r} differ (only in --train_dir {train!r}: 'owl');"
+    )
 
 
 def test_matching_folders_load(tmp_path):
@@ -57,7 +58,8 @@ def test_one_class_folder_needs_two_classes(tmp_path):
     _imagefolder(data / "test", ["cat", "dog"])
     assert _refused(dataset_name=str(data)).startswith(
         f"--dataset_name {str(data)!r}, split folder 'train' has one class folder ('cat'): InfoDisent needs at least "
-        "two classes;")
+        "two classes;"
+    )
 
 
 def test_a_folder_of_other_files_or_empty_class_folders_is_named(tmp_path):
@@ -71,4 +73,5 @@ def test_a_folder_of_other_files_or_empty_class_folders_is_named(tmp_path):
     )
     train = _imagefolder(tmp_path / "train", ["cat", "dog", "owl", "yak"], empty=("owl", "yak"))
     assert _refused(train_dir=train).startswith(
-        f"--train_dir {train!r}: the class folder(s) 'owl', 'yak' hold no images; expected one sub-folder")
+        f"--train_dir {train!r}: the class folder(s) 'owl', 'yak' hold no images; expected one sub-folder"
+    )

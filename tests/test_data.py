@@ -124,8 +124,7 @@ def test_parquet_train_only_is_split_stratified(tmp_path):
 
 
 def test_integer_labels_and_column_detection_by_name(tmp_path):
-    ds = _ds(6, label_feature=datasets.Value("int64"), labels=[0, 1, 2, 0, 1, 2], image_name="img",
-             label_name="labels")
+    ds = _ds(6, label_feature=datasets.Value("int64"), labels=[0, 1, 2, 0, 1, 2], image_name="img", label_name="labels")
     ds.to_parquet(str(tmp_path / "train.parquet"))
     dd, img, lbl, id2label = load_image_dataset(str(tmp_path), train_val_split=0.5)
     assert (img, lbl) == ("img", "labels")
@@ -158,9 +157,10 @@ def test_error_missing_column_lists_columns(tmp_path):
         load_image_dataset(str(tmp_path), image_column_name="pixels")
     with pytest.raises(ValueError, match=r"columns \['image', 'label'\]"):
         load_image_dataset(str(tmp_path), label_column_name="target")
-    nolabel = datasets.Dataset.from_dict({"image": [{"bytes": _png(1), "path": None}] * 3, "caption": ["x"] * 3},
-                                         features=datasets.Features({"image": datasets.Image(),
-                                                                     "caption": datasets.Value("string")}))
+    nolabel = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(1), "path": None}] * 3, "caption": ["x"] * 3},
+        features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}),
+    )
     (tmp_path / "nl").mkdir()
     nolabel.to_parquet(str(tmp_path / "nl" / "train.parquet"))
     with pytest.raises(ValueError, match=r"No label column.*\['image', 'caption'\]"):
@@ -169,7 +169,8 @@ def test_error_missing_column_lists_columns(tmp_path):
 
 def test_error_float_label(tmp_path):
     _ds(4, label_feature=datasets.Value("float32"), labels=[0.0, 1.0, 0.5, 1.0]).to_parquet(
-        str(tmp_path / "train.parquet"))
+        str(tmp_path / "train.parquet")
+    )
     with pytest.raises(ValueError, match="float32"):
         load_image_dataset(str(tmp_path))
 
@@ -192,7 +193,11 @@ def test_error_corrupt_image_names_the_file(tmp_path, cut):
     bad = train / "dog" / "1.png"
     bad.write_bytes(bad.read_bytes()[:cut])
     dd, img, lbl, _ = load_image_dataset(train_dir=str(train), validation_dir=str(_imagefolder(tmp_path / "va")))
-    index = next(i for i, row in enumerate(dd["train"].cast_column(img, datasets.Image(decode=False))[img]) if row["path"] == str(bad))
+    index = next(
+        i
+        for i, row in enumerate(dd["train"].cast_column(img, datasets.Image(decode=False))[img])
+        if row["path"] == str(bad)
+    )
     transformed = dd["train"].with_transform(make_transform(_processor(), img, lbl))
     with pytest.raises(ValueError, match=rf"^Cannot read the image file '{bad}': .*\. Remove or replace it\.$"):
         transformed[[index]]
@@ -217,16 +222,24 @@ def test_make_transform_gives_a_grayscale_backbone_one_channel():
     """A processor normalising one channel (a num_channels=1 backbone's) gets grayscale images, whatever their mode;
     a processor that contradicts the backbone's channel count is refused."""
     rgba = Image.new("RGBA", (8, 8), (200, 100, 0, 255))
-    ds = datasets.Dataset.from_dict({"image": [rgba, Image.new("L", (8, 8), 77)], "label": [0, 1]},
-                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))
+    ds = datasets.Dataset.from_dict(
+        {"image": [rgba, Image.new("L", (8, 8), 77)], "label": [0, 1]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
     gray = ds.with_transform(make_transform(_processor(1), "image", "label"))[[0, 1]]["pixel_values"]
     assert [tuple(p.shape) for p in gray] == [(1, 16, 16), (1, 16, 16)]
     expected = (np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)[0, 0] / 255 - 0.5) / 0.5
     assert float(gray[0][0, 0, 0]) == pytest.approx(float(expected), abs=1e-6)
     assert float(gray[1][0, 0, 0]) == pytest.approx((77 / 255 - 0.5) / 0.5, abs=1e-6)
-    with pytest.raises(ValueError, match=r"^The backbone takes 1-channel images but its image processor normalises 3 channels"):
+    with pytest.raises(
+        ValueError, match=r"^The backbone takes 1-channel images but its image processor normalises 3 channels"
+    ):
         make_transform(_processor(3), "image", "label", num_channels=1)
-    assert tuple(ds.with_transform(make_transform(_processor(3), "image", "label"))[[1]]["pixel_values"][0].shape) == (3, 16, 16)
+    assert tuple(ds.with_transform(make_transform(_processor(3), "image", "label"))[[1]]["pixel_values"][0].shape) == (
+        3,
+        16,
+        16,
+    )
     with pytest.raises(ValueError, match="4-channel"):
         make_transform(_processor(), "image", "label", num_channels=4)
 

@@ -23,14 +23,14 @@ from training.data import (  # noqa: E402
     make_transform,
 )
 
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 BUILDER = os.path.join(REPO_ROOT, "training", "build_fashion_mnist_subset.py")
 
 
 def _folder_bytes(path):
-    return sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-               if os.path.isfile(f))
+    return sum(
+        os.path.getsize(f) for f in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(f)
+    )
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -57,8 +57,10 @@ def test_subset_loads_with_load_image_dataset():
 
 
 def test_subset_loads_with_plain_datasets():
-    files = {"train": os.path.join(DEFAULT_DATASET, "train-00000.parquet"),
-             "test": os.path.join(DEFAULT_DATASET, "test-00000.parquet")}
+    files = {
+        "train": os.path.join(DEFAULT_DATASET, "train-00000.parquet"),
+        "test": os.path.join(DEFAULT_DATASET, "test-00000.parquet"),
+    }
     dd = datasets.load_dataset("parquet", data_files=files)
     assert set(dd) == {"train", "test"}
     assert {"image", "label"} <= set(dd["train"].column_names)
@@ -71,7 +73,10 @@ def test_subset_loads_with_plain_datasets():
 def test_builder_missing_source_names_the_apt_package(tmp_path):
     r = subprocess.run(
         [sys.executable, BUILDER, "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert r.returncode != 0
     assert "dataset-fashion-mnist" in r.stderr
@@ -83,14 +88,16 @@ def test_builder_is_deterministic_small(tmp_path):
     pytest.importorskip("numpy")
     from training.build_fashion_mnist_subset import DEFAULT_SOURCE, build_subset
 
-    if not os.path.isfile(os.path.join(os.environ.get("FASHION_MNIST_DIR", DEFAULT_SOURCE),
-                                       "t10k-images-idx3-ubyte.gz")):
+    if not os.path.isfile(
+        os.path.join(os.environ.get("FASHION_MNIST_DIR", DEFAULT_SOURCE), "t10k-images-idx3-ubyte.gz")
+    ):
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     counts = build_subset(tmp_path, per_class_train=2, per_class_test=1, seed=0)
     assert counts == {"train": 20, "test": 10}
     dd = datasets.load_dataset("parquet", data_files={"train": str(tmp_path / "train-00000.parquet")})
-    bundled = datasets.load_dataset("parquet", data_files={"train": os.path.join(DEFAULT_DATASET,
-                                                                                  "train-00000.parquet")})
+    bundled = datasets.load_dataset(
+        "parquet", data_files={"train": os.path.join(DEFAULT_DATASET, "train-00000.parquet")}
+    )
     assert set(dd["train"]["id"]) <= set(range(60000))
     assert len(bundled["train"]) == 5000
 
@@ -112,8 +119,14 @@ def backbone():
 def test_backbone_folder(backbone):
     model, processor, results = backbone
     assert _folder_bytes(DEFAULT_BACKBONE) < 8 * 2**20
-    for key in ("full_test_accuracy", "subset_test_accuracy", "feature_map_shape", "train_runtime_s", "epochs",
-                "command"):
+    for key in (
+        "full_test_accuracy",
+        "subset_test_accuracy",
+        "feature_map_shape",
+        "train_runtime_s",
+        "epochs",
+        "command",
+    ):
         assert key in results
     assert model.config.id2label == dict(enumerate(CLASS_NAMES))
     assert os.path.isfile(os.path.join(DEFAULT_BACKBONE, "README.md"))

@@ -30,8 +30,9 @@ def model_dir(tmp_path_factory):
         model.head.rotation.generator.normal_(0.0, 0.5)
     processor = ViTImageProcessor(size={"height": 64, "width": 64})
     rng = np.random.default_rng(0)
-    data = [{"image": Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)), "label": i % 3}
-            for i in range(6)]
+    data = [
+        {"image": Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)), "label": i % 3} for i in range(6)
+    ]
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     compute_gallery(model, data, processor, top_k=2, progress=False).save(folder)
@@ -60,9 +61,23 @@ def images(tmp_path_factory):
 
 def test_cli_writes_png_and_html_for_every_mode(model_dir, images, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "modeling_infodisent.explain", "--model", str(model_dir),
-               *map(str, images.values()), "--out", str(out), "--contrast", "dog", "--global",
-               "--top_k", "2", "--max_patches", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "modeling_infodisent.explain",
+        "--model",
+        str(model_dir),
+        *map(str, images.values()),
+        "--out",
+        str(out),
+        "--contrast",
+        "dog",
+        "--global",
+        "--top_k",
+        "2",
+        "--max_patches",
+        "2",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -109,22 +124,40 @@ def test_cli_rejects_bad_files_before_writing(model_dir, images, tmp_path, capsy
     missing = tmp_path / "missing.jpg"
     good = str(images["RGB"])
     model = ["--model", str(model_dir)]
-    _fails_cleanly([*model, good, str(corrupt)], tmp_path, capsys,
-                   [f"{corrupt}: looks like a PNG file but is damaged or truncated"])
+    _fails_cleanly(
+        [*model, good, str(corrupt)],
+        tmp_path,
+        capsys,
+        [f"{corrupt}: looks like a PNG file but is damaged or truncated"],
+    )
     _fails_cleanly([*model, good, str(text)], tmp_path, capsys, [f"{text}: is not an image file"])
     _fails_cleanly([*model, good, str(missing)], tmp_path, capsys, [f"{missing}: no such file"])
     # All problems are reported at once.
     err = _fails_cleanly([*model, str(missing), str(text), good], tmp_path, capsys, ["no such file", "not an image"])
     assert len(err.splitlines()) == 2
     _fails_cleanly([*model, str(tmp_path)], tmp_path, capsys, ["is a folder, not an image file"])
-    _fails_cleanly([*model, good, "--max_pixels", "100"], tmp_path, capsys,
-                   [f"{good}: is 44x36 = 1,584 pixels, over the limit of 100 (a decompression-bomb guard); "
-                    "raise it with --max_pixels"])
+    _fails_cleanly(
+        [*model, good, "--max_pixels", "100"],
+        tmp_path,
+        capsys,
+        [
+            f"{good}: is 44x36 = 1,584 pixels, over the limit of 100 (a decompression-bomb guard); "
+            "raise it with --max_pixels"
+        ],
+    )
     _fails_cleanly([*model, good, str(images["RGB"])], tmp_path, capsys, ["would write the same colour.png"])
-    _fails_cleanly([*model, good, "--target", "zebra"], tmp_path, capsys,
-                   ["--target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"])
-    _fails_cleanly(["--model", str(tmp_path / "no_model"), good], tmp_path, capsys,
-                   [f"error: --model {tmp_path / 'no_model'}: no such model folder"])
+    _fails_cleanly(
+        [*model, good, "--target", "zebra"],
+        tmp_path,
+        capsys,
+        ["--target 'zebra' is not a class of this model", "0=cat, 1=dog, 2=bird"],
+    )
+    _fails_cleanly(
+        ["--model", str(tmp_path / "no_model"), good],
+        tmp_path,
+        capsys,
+        [f"error: --model {tmp_path / 'no_model'}: no such model folder"],
+    )
 
 
 def test_cli_target_by_name_and_id(model_dir, images, tmp_path, capsys):
@@ -132,8 +165,23 @@ def test_cli_target_by_name_and_id(model_dir, images, tmp_path, capsys):
     assert main(["--model", str(model_dir), str(images["L"]), "--out", str(out), "--target", "BIRD"]) == 0
     with Image.open(out / "grey.png") as figure:
         assert "(logit of 'bird')" in figure.text[TEXT_KEY]
-    assert main(["--model", str(model_dir), str(images["L"]), "--out", str(out), "--target", "1", "--top_k", "2",
-                 "--compact"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(model_dir),
+                str(images["L"]),
+                "--out",
+                str(out),
+                "--target",
+                "1",
+                "--top_k",
+                "2",
+                "--compact",
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "grey.png") as figure:
         text = figure.text[TEXT_KEY]
         assert figure.mode == "P"  # --compact: a 256-colour palette, the numbers still stored
@@ -158,9 +206,20 @@ def test_cli_outlines_the_relevant_pixels_unless_told_not_to(model_dir, images, 
 def test_cli_subprocess_error_exit_code(model_dir, tmp_path):
     missing = tmp_path / "nope.png"
     result = subprocess.run(
-        [sys.executable, "-m", "modeling_infodisent.explain", "--model", str(model_dir), str(missing),
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT),
+        [
+            sys.executable,
+            "-m",
+            "modeling_infodisent.explain",
+            "--model",
+            str(model_dir),
+            str(missing),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT),
         timeout=300,
     )
     assert result.returncode == 2

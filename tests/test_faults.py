@@ -18,7 +18,6 @@ import pytest
 from fault_cases import CASES
 from fault_kit import Context, judge
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # The tests
 # ----------------------------------------------------------------------------------------------------------------
@@ -37,8 +36,19 @@ def test_fault(case, ctx):
 
 def test_the_table_covers_every_category_and_entry_point():
     categories = {case.category for case in CASES}
-    assert categories == {"images", "labels", "pickles", "loading", "cli", "arguments", "output", "checkpoints", "data",
-                          "weights", "load"}
+    assert categories == {
+        "images",
+        "labels",
+        "pickles",
+        "loading",
+        "cli",
+        "arguments",
+        "output",
+        "checkpoints",
+        "data",
+        "weights",
+        "load",
+    }
     names = " ".join(case.name for case in CASES)
     for entry in ("open_image", "CLI", "Space", "renderer", "from_pretrained", "load_model_and_gallery"):
         assert entry in names

@@ -32,8 +32,10 @@ def test_rows_read_as_numpy_reads_them(tmp_path, version):
 def test_writer_appends_plain_npy_and_nothing_stays_mapped(tmp_path):
     writer = _ShardWriter(str(tmp_path), "shard-00000-of-00001", num_rows=10, dtype="float16")
     rng = np.random.default_rng(1)
-    batches = [{"labels": np.arange(i, i + 5), "features": rng.standard_normal((5, 8, 2, 2)).astype(np.float32)}
-               for i in (0, 5)]
+    batches = [
+        {"labels": np.arange(i, i + 5), "features": rng.standard_normal((5, 8, 2, 2)).astype(np.float32)}
+        for i in (0, 5)
+    ]
     for batch in batches:
         writer.write(batch)
     info = writer.close()

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from conftest import tiny_resnet_config
 
 datasets = pytest.importorskip("datasets")
@@ -17,8 +18,8 @@ import training.features as features_module  # noqa: E402
 from modeling_infodisent import InfoDisentForImageClassification  # noqa: E402
 from modeling_infodisent.metrics import explanation_size  # noqa: E402
 from training.data import make_transform, to_rgb  # noqa: E402
-from training.features import _shard_bounds, get_or_extract_features  # noqa: E402
 from training.evaluation import evaluate, train_linear_probe  # noqa: E402
+from training.features import _shard_bounds, get_or_extract_features  # noqa: E402
 
 LABELS = {0: "red", 1: "green", 2: "blue"}
 
@@ -40,7 +41,9 @@ def make_images(n_per_class: int, seed: int, size: int = 24):
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    head_model = ResNetForImageClassification(tiny_resnet_config(num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})).eval()
+    head_model = ResNetForImageClassification(
+        tiny_resnet_config(num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    ).eval()
     model = InfoDisentForImageClassification.from_backbone(head_model, id2label=LABELS).eval()
     processor = ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     dataset = make_images(7, seed=1)
@@ -52,8 +55,16 @@ def extract(setup, cache_dir, dataset=None, processor=None, head=True, **kwargs)
     processor = processor or default_processor
     dataset = dataset if dataset is not None else default_dataset
     return get_or_extract_features(
-        model, dataset, processor, "image", "label", make_transform(processor, "image", "label"),
-        cache_dir=str(cache_dir), head_model=head_model if head else None, batch_size=8, **kwargs,
+        model,
+        dataset,
+        processor,
+        "image",
+        "label",
+        make_transform(processor, "image", "label"),
+        cache_dir=str(cache_dir),
+        head_model=head_model if head else None,
+        batch_size=8,
+        **kwargs,
     )
 
 
@@ -273,7 +284,10 @@ def test_non_finite_head_logits_are_refused(setup, tmp_path, monkeypatch):
         return features, (logits * float("nan") if len(calls) == 3 else logits)  # the third batch: rows 16-20
 
     monkeypatch.setattr(features_module, "_one_pass", poisoned)
-    with pytest.raises(ValueError, match=r"^The classifier head of the backbone '\S+' gives non-finite logits \(rows "
-                       r"16-20 of the validation split\): 15 of 15 values are NaN or infinite; nothing was cached\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The classifier head of the backbone '\S+' gives non-finite logits \(rows "
+        r"16-20 of the validation split\): 15 of 15 values are NaN or infinite; nothing was cached\.$",
+    ):
         extract(setup, tmp_path, split_name="validation")
     assert os.listdir(tmp_path) == []

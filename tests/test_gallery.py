@@ -206,8 +206,11 @@ def test_box_rule_on_constructed_maps():
         ),
         (
             CLIPImageProcessor(
-                size={"shortest_edge": 40}, crop_size={"height": 24, "width": 32}, do_rescale=False,
-                do_normalize=False, do_convert_rgb=True,
+                size={"shortest_edge": 40},
+                crop_size={"height": 24, "width": 32},
+                do_rescale=False,
+                do_normalize=False,
+                do_convert_rgb=True,
             ),
             (60, 90),
         ),

@@ -69,7 +69,12 @@ def test_cli_writes_loadable_parquet_and_rejects_bad_canvas(tmp_path):
     subprocess.run([*cmd, "--train", "40", "--test", "3"], check=True, capture_output=True, cwd=REPO_ROOT)
     ds, image_col, label_col, id2label = load_image_dataset(str(out))
     # train + test on disk: the loader holds part of train out for validation and keeps test for the final figure
-    assert (len(ds["train"]) + len(ds["validation"]), len(ds["test"]), image_col, label_col) == (40, 3, "image", "label")
+    assert (len(ds["train"]) + len(ds["validation"]), len(ds["test"]), image_col, label_col) == (
+        40,
+        3,
+        "image",
+        "label",
+    )
     assert id2label == {0: "plus", 1: "cross", 2: "ring", 3: "triangle", 4: "H"}
     assert "benchmarks/generate.py --variant part" in (out / "README.md").read_text()
     bad = subprocess.run([*cmd, "--canvas", "20"], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -163,12 +168,22 @@ def test_no_original_head_for_other_labels_or_a_head_that_is_not_avgpool_linear(
     # ConvNeXt's head normalises the pooled map before its linear layer: not reproducible from the map alone.
     torch.manual_seed(0)
     convnext = ConvNextForImageClassification(
-        ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+        ConvNextConfig(
+            hidden_sizes=[8, 16],
+            depths=[1, 1],
+            num_stages=2,
+            num_labels=3,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+        )
     ).eval()
     assert InfoDisentForImageClassification.from_backbone(convnext, id2label=LABELS).config.original_head is False
-    assert InfoDisentForImageClassification.from_backbone(
-        convnext, id2label=LABELS, keep_original_head=True
-    ).config.original_head is False  # vouching for the labels does not make a LayerNorm head avg-pool + linear
+    assert (
+        InfoDisentForImageClassification.from_backbone(
+            convnext, id2label=LABELS, keep_original_head=True
+        ).config.original_head
+        is False
+    )  # vouching for the labels does not make a LayerNorm head avg-pool + linear
 
 
 def test_original_head_with_generic_labels_only_when_the_caller_vouches_for_them():
@@ -188,7 +203,12 @@ def test_original_head_with_generic_labels_only_when_the_caller_vouches_for_them
     with torch.no_grad():
         torch.testing.assert_close(vouched(x).original_logits, generic(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
     named = _tiny_classifier()
-    assert InfoDisentForImageClassification.from_backbone(named, id2label=LABELS, keep_original_head=False).config.original_head is False
+    assert (
+        InfoDisentForImageClassification.from_backbone(
+            named, id2label=LABELS, keep_original_head=False
+        ).config.original_head
+        is False
+    )
 
 
 def test_peak_evidence_map_puts_each_contribution_on_its_peak_cell():
@@ -216,7 +236,9 @@ def test_rotation_starts_far_from_the_identity():
     from modeling_infodisent import InfoDisentForImageClassification
 
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(hidden_sizes=[8, 16, 24, 64]), id2label=LABELS)
+    model = InfoDisentForImageClassification.from_backbone(
+        tiny_resnet_config(hidden_sizes=[8, 16, 24, 64]), id2label=LABELS
+    )
     u = model.rotation.double()
     torch.testing.assert_close(u.T @ u, torch.eye(64, dtype=torch.float64), atol=1e-5, rtol=0)
     # Near I (the old initialisation) the diagonal is ~1; a random rotation's diagonal averages ~0.
@@ -238,7 +260,12 @@ def test_uniform_peak_reference_and_centre_prior():
     # 11×11 grid on 84 px: a box holding exactly one cell centre, and the whole canvas.
     np.testing.assert_allclose(gt.cells_inside([[0, 0, 7, 7], [0, 0, 84, 84]], (11, 11), 84), [1 / 121, 1.0])
     centre = gt.centre_gaussian(2, 84)
-    assert centre.shape == (2, 84, 84) and np.unravel_index(centre[0].argmax(), (84, 84)) in {(41, 41), (41, 42), (42, 41), (42, 42)}
+    assert centre.shape == (2, 84, 84) and np.unravel_index(centre[0].argmax(), (84, 84)) in {
+        (41, 41),
+        (41, 42),
+        (42, 41),
+        (42, 42),
+    }
 
 
 def test_prototype_points_cell_centre_and_region_centre():
@@ -251,12 +278,22 @@ def test_prototype_points_cell_centre_and_region_centre():
     low[4, 7], low[4, 8] = 1.0, 0.8  # peak cell (4, 7) with a strong neighbour to its right
 
     def proto(contribution, location, activation_map):
-        return Prototype(channel=0, sign=1, activation=1.0, weight=contribution, contribution=contribution,
-                         location=location, activation_map=activation_map, image_size=(84, 84))
+        return Prototype(
+            channel=0,
+            sign=1,
+            activation=1.0,
+            weight=contribution,
+            contribution=contribution,
+            location=location,
+            activation_map=activation_map,
+            image_size=(84, 84),
+        )
 
     other = np.zeros((11, 11), np.float32)
     other[1, 1] = 1.0
-    e = SimpleNamespace(feature_grid=(11, 11), image_size=(84, 84), positive=[proto(2.0, (4, 7), low), proto(1.0, (1, 1), other)])
+    e = SimpleNamespace(
+        feature_grid=(11, 11), image_size=(84, 84), positive=[proto(2.0, (4, 7), low), proto(1.0, (1, 1), other)]
+    )
     cell = gt.proto_points([e], 3, "cell")
     np.testing.assert_allclose(cell[0, :2], [[7.5 * 84 / 11, 4.5 * 84 / 11], [1.5 * 84 / 11, 1.5 * 84 / 11]])
     assert np.isnan(cell[0, 2]).all()  # fewer than k positive prototypes

@@ -86,8 +86,12 @@ def test_audit_pointing_rule_and_chance():
 
 
 def test_audit_cli_bad_input_is_one_line_exit_2():
-    out = subprocess.run([sys.executable, "benchmarks/groundtruth_audit.py", "--images", "0"], cwd=REPO_ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "benchmarks/groundtruth_audit.py", "--images", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and out.stderr.strip().splitlines() == ["error: --images must be >= 1, got 0"]
 
 
@@ -156,8 +160,9 @@ def test_posthoc_maps_come_at_the_feature_grid_and_controls_change_the_weights()
     assert not any(p.requires_grad for p in original.parameters())  # cam_maps puts the frozen flags back
     r = random_head(model, 7)
     assert not torch.equal(r.classifier_weight, model.classifier_weight)
-    assert torch.equal(r.backbone.model.embedder.embedder.convolution.weight,
-                       model.backbone.model.embedder.embedder.convolution.weight)
+    assert torch.equal(
+        r.backbone.model.embedder.embedder.convolution.weight, model.backbone.model.embedder.embedder.convolution.weight
+    )
     c = cascade(original, 1, 3, lambda m: m.classifier)
     last, first = gm.resnet_stages(c), gm.resnet_stages(original)
     assert not torch.equal(next(last[-1].parameters()), next(first[-1].parameters()))
@@ -218,18 +223,27 @@ def test_summarise_pairs_controls_on_their_own_seeds_and_picks_both_sides_best_r
 
     n, rng = 300, np.random.default_rng(1)
     proto = np.stack([rng.random(n) < 0.9, rng.random(n) < 0.5])  # two head seeds: 0.9 and 0.5 hit rates
-    hits = {"infodisent_prototype/peak_cell": proto.astype(float),
-            "infodisent_prototype/peak_pixel": np.zeros((2, n)),
-            "grad_cam_original/peak_cell": (rng.random((1, n)) < 0.6).astype(float),  # one row: the original
-            "grad_cam_original/peak_pixel": np.zeros((1, n)),
-            "random_head:infodisent_prototype/peak_cell": np.zeros((2, n)),
-            "shuffled_head:infodisent_prototype/peak_cell": np.zeros((1, n))}  # only the first head seed
-    run = {"hits": hits, "spearman": {}, "seed_rows": {"shuffled_head:infodisent_prototype/peak_cell": [0]},
-           "correct_infodisent": np.ones((2, n), bool), "correct_original": np.ones((1, n), bool)}
+    hits = {
+        "infodisent_prototype/peak_cell": proto.astype(float),
+        "infodisent_prototype/peak_pixel": np.zeros((2, n)),
+        "grad_cam_original/peak_cell": (rng.random((1, n)) < 0.6).astype(float),  # one row: the original
+        "grad_cam_original/peak_pixel": np.zeros((1, n)),
+        "random_head:infodisent_prototype/peak_cell": np.zeros((2, n)),
+        "shuffled_head:infodisent_prototype/peak_cell": np.zeros((1, n)),
+    }  # only the first head seed
+    run = {
+        "hits": hits,
+        "spearman": {},
+        "seed_rows": {"shuffled_head:infodisent_prototype/peak_cell": [0]},
+        "correct_infodisent": np.ones((2, n), bool),
+        "correct_original": np.ones((1, n), bool),
+    }
     s = summarise([run], reps=200)
     assert s["ours"] == "infodisent_prototype/peak_cell" and s["best_posthoc"] == "grad_cam_original/peak_cell"
     c = s["comparisons"]
-    assert c["ours_vs_best_posthoc"]["all"]["mean"] == pytest.approx(proto.mean() - hits["grad_cam_original/peak_cell"].mean())
+    assert c["ours_vs_best_posthoc"]["all"]["mean"] == pytest.approx(
+        proto.mean() - hits["grad_cam_original/peak_cell"].mean()
+    )
     # The permuted-label head exists for seed 0 only: compared with seed 0's trained head, not with both seeds'.
     assert c["trained_vs_shuffled_head:infodisent_prototype/peak_cell"]["all"]["mean"] == pytest.approx(proto[0].mean())
     assert c["trained_vs_random_head:infodisent_prototype/peak_cell"]["all"]["mean"] == pytest.approx(proto.mean())

@@ -34,8 +34,11 @@ KEPT_HEAD = {"swin", "timm_cnn"}
 
 def _backbone_state(model) -> dict[str, torch.Tensor]:
     # A classifier's base model has no pooler (ViT): the adapter's is freshly drawn and never used.
-    return {k: v for k, v in model.state_dict().items()
-            if k.startswith(("backbone.", "original_classifier.")) and not k.startswith("backbone.model.pooler.")}
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if k.startswith(("backbone.", "original_classifier.")) and not k.startswith("backbone.model.pooler.")
+    }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -94,7 +97,9 @@ def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys, caplog):
     original = AutoImageProcessor.from_pretrained(str(backbone))
     saved = AutoImageProcessor.from_pretrained(str(out))
     assert type(saved) is type(original)
-    assert torch.equal(saved(image, return_tensors="pt")["pixel_values"], original(image, return_tensors="pt")["pixel_values"])
+    assert torch.equal(
+        saved(image, return_tensors="pt")["pixel_values"], original(image, return_tensors="pt")["pixel_values"]
+    )
 
     # 2. The backbone's own head: agreement measured, or the true reason it is not.
     reason = results.get("agreement_missing_reason")
@@ -126,7 +131,10 @@ def test_family_end_to_end(family, data, tmp_path, monkeypatch, capsys, caplog):
 
     explainer = Explainer(str(out))
     explanation, pixel_values = explainer.explain(image, None)
-    assert explanation.label in CLASSES and pixel_values.shape[-2:] == saved(image, return_tensors="pt")["pixel_values"].shape[-2:]
+    assert (
+        explanation.label in CLASSES
+        and pixel_values.shape[-2:] == saved(image, return_tensors="pt")["pixel_values"].shape[-2:]
+    )
     assert explainer.gallery is not None
 
     # 6. The card's snippet, as written, from the folder's parent.
@@ -149,7 +157,9 @@ def test_timm_processor_visible_region_is_what_the_model_sees(source_size, tmp_p
     processor = AutoImageProcessor.from_pretrained(str(write_hub_folder(tmp_path / "timm", "timm_cnn", CLASSES)))
     width, height = source_size
     yy, xx = np.mgrid[0:height, 0:width]
-    smooth = np.stack([127 + 120 * np.sin(xx / 17), 127 + 120 * np.cos(yy / 23), 127 + 120 * np.sin((xx + yy) / 31)], -1)
+    smooth = np.stack(
+        [127 + 120 * np.sin(xx / 17), 127 + 120 * np.cos(yy / 23), 127 + 120 * np.sin((xx + yy) / 31)], -1
+    )
     image = Image.fromarray(smooth.astype(np.uint8))
     mean, std = (torch.tensor(processor.data_config[k]).view(3, 1, 1) for k in ("mean", "std"))
     seen = ((processor(image)["pixel_values"][0] * std + mean) * 255).permute(1, 2, 0).numpy()
@@ -157,7 +167,9 @@ def test_timm_processor_visible_region_is_what_the_model_sees(source_size, tmp_p
     size = seen.shape[1], seen.shape[0]
 
     def error(shift: int) -> float:
-        crop = image.crop((round(left + shift), round(top), round(right + shift), round(bottom))).resize(size, Image.BICUBIC)
+        crop = image.crop((round(left + shift), round(top), round(right + shift), round(bottom))).resize(
+            size, Image.BICUBIC
+        )
         return float(np.abs(seen - np.asarray(crop, dtype=float)).mean())
 
     assert error(0) < 3 and error(8) > 4 * error(0)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_resnet_config
 from transformers import (
     AutoModel,
     AutoModelForImageClassification,
@@ -24,6 +23,7 @@ from transformers import (
     ViTConfig,
 )
 
+from conftest import REPO_ROOT, tiny_resnet_config
 from modeling_infodisent import InfoDisentConfig, InfoDisentForImageClassification
 
 LABELS = {0: "cat", 1: "dog", 2: "bird", 3: "fish"}
@@ -43,7 +43,14 @@ BACKBONES = {
     "timm": lambda: TimmWrapperConfig(architecture="test_resnet"),
 }
 # Expected grid for a 64 x 80 input (non-square, non-default size).
-EXPECTED_GRID = {"resnet": (2, 3), "convnext": (2, 2), "vit": (8, 10), "swin": (2, 3), "dinov2": (8, 10), "timm": (2, 3)}
+EXPECTED_GRID = {
+    "resnet": (2, 3),
+    "convnext": (2, 2),
+    "vit": (8, 10),
+    "swin": (2, 3),
+    "dinov2": (8, 10),
+    "timm": (2, 3),
+}
 
 
 def build(name, **kwargs):
@@ -98,7 +105,9 @@ def test_backbone_family_contract(name):
     # the explanation adds up to the logit, for the predicted class and for a chosen class
     for target in (None, 3):
         for explanation in model.explain(x, target=target):
-            assert abs(explanation.bias + sum(p.contribution for p in explanation.prototypes) - explanation.logit) < 1e-5
+            assert (
+                abs(explanation.bias + sum(p.contribution for p in explanation.prototypes) - explanation.logit) < 1e-5
+            )
             assert explanation.prototypes[0].heatmap.shape == (64, 80)
             contributions = [abs(p.contribution) for p in explanation.prototypes]
             assert contributions == sorted(contributions, reverse=True)
@@ -352,9 +361,10 @@ def test_from_backbone_keeps_pretrained_weights_bit_identical(tmp_path):
 
 def test_error_backbone_without_spatial_map():
     with pytest.raises(ValueError, match=r"BertModel.*not an image model.*no spatial feature map"):
-        InfoDisentForImageClassification.from_backbone(BertConfig(hidden_size=32, num_hidden_layers=1,
-                                                                   num_attention_heads=2, intermediate_size=32),
-                                                       id2label=LABELS)
+        InfoDisentForImageClassification.from_backbone(
+            BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+            id2label=LABELS,
+        )
 
 
 def test_error_id2label_required_without_a_head():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from tiny_assets import CLASSES, write_imagefolder
 
 pytest.importorskip("datasets")
@@ -16,8 +17,24 @@ pytest.importorskip("torchvision")
 from training import pretrain_backbone  # noqa: E402
 from training.data import AUGMENTATIONS, _augmentation, load_image_dataset, make_transform, parse_augment  # noqa: E402
 
-TINY = ["--image_size", "16", "--embedding_size", "8", "--hidden_sizes", "8", "16", "--depths", "1", "1",
-        "--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--num_threads", "1"]
+TINY = [
+    "--image_size",
+    "16",
+    "--embedding_size",
+    "8",
+    "--hidden_sizes",
+    "8",
+    "16",
+    "--depths",
+    "1",
+    "1",
+    "--num_train_epochs",
+    "2",
+    "--per_device_train_batch_size",
+    "4",
+    "--num_threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +48,22 @@ def trained(tmp_path_factory):
         wrong[..., (c + 1) % 3] = 250
         Image.fromarray(wrong).save(root / "colours" / "test" / name / "wrong.png")
     out = root / "out"
-    assert pretrain_backbone.cli(["--dataset_name", data, "--output_dir", str(out), "--augment", "crop",
-                                  "--validation_fraction", "0.2", *TINY]) == 0
+    assert (
+        pretrain_backbone.cli(
+            [
+                "--dataset_name",
+                data,
+                "--output_dir",
+                str(out),
+                "--augment",
+                "crop",
+                "--validation_fraction",
+                "0.2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return root, out, json.loads((out / "training_results.json").read_text())
 
 
@@ -83,11 +114,17 @@ def test_dataset_without_test_split_reports_none(tmp_path):
     assert "no test split" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
-        "(= shift,zoom), or none (alone)."),
-    (["--validation_fraction", "1.5"], "error: --validation_fraction must be in (0, 1), got 1.5."),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--augment", "flip,sideways"],
+            "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
+            "(= shift,zoom), or none (alone).",
+        ),
+        (["--validation_fraction", "1.5"], "error: --validation_fraction must be in (0, 1), got 1.5."),
+    ],
+)
 def test_bad_arguments_are_one_line(tmp_path, capfd, argv, message):
     assert pretrain_backbone.cli(["--output_dir", str(tmp_path / "out"), *argv]) == 2
     assert capfd.readouterr().err.strip().splitlines() == [message]
@@ -105,7 +142,9 @@ def test_named_augmentations_and_flip_alone():
     image, mirrored = Image.fromarray(array), Image.fromarray(array[:, ::-1].copy())
     torch.manual_seed(0)
     flip_only = [np.asarray(_augmentation(parse_augment("flip"))(image)) for _ in range(30)]
-    assert any(np.array_equal(a, array) for a in flip_only) and any(np.array_equal(a, np.asarray(mirrored)) for a in flip_only)
+    assert any(np.array_equal(a, array) for a in flip_only) and any(
+        np.array_equal(a, np.asarray(mirrored)) for a in flip_only
+    )
     crop = _augmentation(parse_augment("crop"))
     outputs = [np.asarray(crop(image)) for _ in range(30)]
     # Shift and zoom move the edge but never mirror it: the left half stays the brighter one.
@@ -116,19 +155,32 @@ def test_named_augmentations_and_flip_alone():
         image_mean = None
 
         def __call__(self, images, return_tensors=None):
-            return {"pixel_values": torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in images])}
+            return {
+                "pixel_values": torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in images])
+            }
 
     none = make_transform(Identity(), "image", "label", augment="none", num_channels=3)
-    assert torch.equal(none({"image": [image], "label": [0]})["pixel_values"][0], torch.from_numpy(array).permute(2, 0, 1))
+    assert torch.equal(
+        none({"image": [image], "label": [0]})["pixel_values"][0], torch.from_numpy(array).permute(2, 0, 1)
+    )
 
 
 def test_fashion_mnist_card_names_each_split(trained, tmp_path):
     """The default (Fashion-MNIST) card from the fields main() writes for it: test rows are test, validation is
     held out of train (the card the tiny run above cannot produce: it needs the 70,000-image set)."""
     _, out, results = trained
-    results = dict(results, full_test_accuracy=0.9, subset_test_accuracy=0.91, validation_accuracy=0.92,
-                   splits={"train": {"rows": 54000, "source": "x"}, "validation": {"rows": 6000, "source": "y"},
-                           "test": {"rows": 10000, "source": "z"}, "subset_test": {"rows": 1000, "source": "w"}})
+    results = dict(
+        results,
+        full_test_accuracy=0.9,
+        subset_test_accuracy=0.91,
+        validation_accuracy=0.92,
+        splits={
+            "train": {"rows": 54000, "source": "x"},
+            "validation": {"rows": 6000, "source": "y"},
+            "test": {"rows": 10000, "source": "z"},
+            "subset_test": {"rows": 1000, "source": "w"},
+        },
+    )
     from transformers import AutoConfig
 
     pretrain_backbone.write_model_card(tmp_path, results, AutoConfig.from_pretrained(out).to_dict())

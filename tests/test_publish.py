@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO_ROOT
 from tiny_assets import run_script, train_args, write_backbone, write_imagefolder
 
@@ -62,7 +63,7 @@ def test_card_says_where_the_gallery_is_and_names_the_dataset(published):
     card = ModelCard(text)
     assert [r.dataset_name for r in card.data.eval_results] == ["digits", "digits"]  # accuracy, agreement
     assert card.data.datasets is None  # a local dataset is no Hub id
-    assert "pipeline(\"image-classification\", model=\"infodisent-digits\", trust_remote_code=True)" in text
+    assert 'pipeline("image-classification", model="infodisent-digits", trust_remote_code=True)' in text
 
 
 def test_card_usage_example_runs_as_written(published, monkeypatch, capsys):
@@ -108,9 +109,10 @@ def test_every_file_is_world_readable(published):
 
 
 def test_pipeline_after_import(published):
-    import modeling_infodisent  # noqa: F401
     from PIL import Image
     from transformers import AutoModelForImageClassification, pipeline
+
+    import modeling_infodisent  # noqa: F401
 
     root, output_dir, results = published
     image = Image.open(root / "digits" / "test" / "red" / "0.png")
@@ -133,16 +135,19 @@ print(classifier(Image.open({image!r}))[0]["label"])
 @pytest.mark.slow
 def test_pipeline_with_trust_remote_code_and_no_package(published, tmp_path):
     """The code files in the folder are enough: a process that never imports the package."""
-    import modeling_infodisent  # noqa: F401
     from PIL import Image
     from transformers import pipeline
+
+    import modeling_infodisent  # noqa: F401
 
     root, output_dir, results = published
     image = str(root / "digits" / "test" / "green" / "1.png")
     code = PIPELINE_WITHOUT_PACKAGE.format(folder=str(output_dir), image=image)
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     module, label = done.stdout.split()
     assert module.startswith("transformers_modules.") and module.endswith(".modeling_infodisent")
@@ -159,7 +164,13 @@ def test_kill_during_the_final_save_keeps_the_previous_model(published, tmp_path
     args = train_args(str(root / "digits"), root / "backbone", output_dir, root / "cache")
     first = train_script.main(args + ["--checkpointing_steps", "epoch"])
     before = _snapshot(output_dir)
-    assert {"model.safetensors", "prototype_gallery.json", "all_results.json", "README.md", "epoch_0/infodisent_state.json"} <= set(before)
+    assert {
+        "model.safetensors",
+        "prototype_gallery.json",
+        "all_results.json",
+        "README.md",
+        "epoch_0/infodisent_state.json",
+    } <= set(before)
 
     # A folder holding a model is replaced only when asked (--overwrite_output_dir).
     killed = run_script(args + ["--seed", "1", "--overwrite_output_dir"], timeout=600, hooks={"kill_during_save": True})

@@ -9,8 +9,12 @@ import torch
 from modeling_infodisent import InfoDisentForImageClassification
 from modeling_infodisent.localisation import energy_in_box, pointing_hit, region_mask
 
-HEAD_TENSORS = ("head.rotation.generator", "head.classifier.weight_raw", "head.classifier.bias",
-                "head.classifier.prototype_mask")
+HEAD_TENSORS = (
+    "head.rotation.generator",
+    "head.classifier.weight_raw",
+    "head.classifier.bias",
+    "head.classifier.prototype_mask",
+)
 
 
 def _head_state(model) -> dict[str, torch.Tensor]:
@@ -43,7 +47,9 @@ def test_reset_head_redraws_every_head_tensor(tiny_model, tmp_path, reload):
     assert torch.equal(torch.get_rng_state(), caller_rng)  # the caller's random stream is untouched
     for key in HEAD_TENSORS:
         assert not torch.equal(first[key], trained[key]), key
-    assert torch.equal(first["head.classifier.prototype_mask"], torch.ones_like(trained["head.classifier.prototype_mask"]))
+    assert torch.equal(
+        first["head.classifier.prototype_mask"], torch.ones_like(trained["head.classifier.prototype_mask"])
+    )
     assert torch.equal(first["head.classifier.bias"], torch.zeros_like(trained["head.classifier.bias"]))
     assert (model.classifier_weight > 0).all()  # every (class, channel) pair is back
     u = model.rotation_matrix()
@@ -149,7 +155,9 @@ def test_matches_quantus_on_random_maps():
             maps[i, y + 1, x + 1] = 2.0
     x_batch = np.zeros((n, 1, size, size), np.float32)
     y_batch = np.zeros(n, int)
-    kwargs = dict(model=None, x_batch=x_batch, y_batch=y_batch, a_batch=maps[:, None], s_batch=masks[:, None].astype(float))
+    kwargs = dict(
+        model=None, x_batch=x_batch, y_batch=y_batch, a_batch=maps[:, None], s_batch=masks[:, None].astype(float)
+    )
     theirs_pg = quantus.PointingGame(disable_warnings=True)(**kwargs)
     theirs_rma = quantus.RelevanceMassAccuracy(disable_warnings=True)(**kwargs)
     ours_pg = [pointing_hit(maps[i], masks[i]) for i in range(n)]

@@ -107,15 +107,22 @@ def test_ensure_reuses_a_complete_folder_and_cli_prints_it(real_folder):
     before = (real_folder / "model.safetensors").stat().st_mtime_ns
     assert real_backbone.ensure(real_folder) == real_folder
     assert (real_folder / "model.safetensors").stat().st_mtime_ns == before
-    run = subprocess.run([sys.executable, "-m", "training.real_backbone", "--out", str(real_folder)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "training.real_backbone", "--out", str(real_folder)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(real_folder)
 
 
 def test_cli_without_the_package_says_what_to_install(monkeypatch, capsys, tmp_path):
     def missing():
-        raise real_backbone.MissingPackage(f"the ImageNet weights package is not installed: {real_backbone.INSTALL_HINT}")
+        raise real_backbone.MissingPackage(
+            f"the ImageNet weights package is not installed: {real_backbone.INSTALL_HINT}"
+        )
 
     monkeypatch.setattr(real_backbone, "_weights_path", missing)
     assert real_backbone.main(["--out", str(tmp_path / "x")]) == 2
@@ -174,7 +181,9 @@ def test_train_script_on_the_real_network(real_folder, tmp_path):
     data = write_imagefolder(tmp_path / "data", n_train=4, n_test=2)
     out = tmp_path / "out"
     results = train_script.main(train_args(data, real_folder, out, tmp_path / "cache"))
-    assert results["agreement_missing_reason"] == "the backbone's classifier head predicts 1000 classes, the dataset has 3"
+    assert (
+        results["agreement_missing_reason"] == "the backbone's classifier head predicts 1000 classes, the dataset has 3"
+    )
     assert type(AutoImageProcessor.from_pretrained(str(out))).__name__ == "TimmWrapperImageProcessor"
     assert explain_main(["--model", str(out), "--out", str(tmp_path / "explained"), f"{data}/test/red/0.png"]) == 0
     assert (tmp_path / "explained" / "0.png").is_file()

@@ -71,8 +71,9 @@ def test_figure_numbers_match_the_explanation(setup, top_k):
     model, processor, gallery, image, pixel_values = setup
     explanation = model.explain(pixel_values, top_k=top_k)[0]
     assert explanation.positive and explanation.negative
-    figure = render_explanation(explanation, image, gallery, max_prototypes=3, id2label=NAMES,
-                                image_processor=processor)
+    figure = render_explanation(
+        explanation, image, gallery, max_prototypes=3, id2label=NAMES, image_processor=processor
+    )
     assert figure.mode == "RGB" and figure.width > 800 and figure.height > 600
     lines = drawn_lines(figure)
     # The rows: evidence for (strongest first), then against, each with its exact contribution.
@@ -170,8 +171,11 @@ def test_class_sheet_lists_the_heaviest_unpruned_channels(setup):
     for class_id in (0, 1):
         sheet = render_class_sheet(model, class_id, gallery, max_prototypes=5)
         lines = drawn_lines(sheet)
-        printed = [(int(m.group(1)), float(m.group(2))) for x in lines
-                   if (m := re.match(r"^channel (\d+) weight (\d+\.\d+)$", x))]
+        printed = [
+            (int(m.group(1)), float(m.group(2)))
+            for x in lines
+            if (m := re.match(r"^channel (\d+) weight (\d+\.\d+)$", x))
+        ]
         weight = model.classifier_weight[class_id].detach().numpy()
         expected = [c for c in np.argsort(-weight, kind="stable") if weight[c] != 0][:5]
         assert [c for c, _ in printed] == [int(c) for c in expected]
@@ -201,8 +205,9 @@ def test_html_is_self_contained_and_complete(setup):
     model, processor, gallery, image, pixel_values = setup
     explanation = model.explain(pixel_values)[0]
     other = model.explain(pixel_values, target=(explanation.target + 1) % 3)[0]
-    page = explanation_html(explanation, image.convert("P"), gallery, id2label=NAMES, contrast=other,
-                            image_processor=processor)
+    page = explanation_html(
+        explanation, image.convert("P"), gallery, id2label=NAMES, contrast=other, image_processor=processor
+    )
     parser = _Collector()
     parser.feed(page)
     text = " ".join(parser.text)

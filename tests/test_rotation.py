@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_resnet_config
 from safetensors.torch import load_file
 
+from conftest import REPO_ROOT, tiny_resnet_config
 from modeling_infodisent import InfoDisentForImageClassification
 from modeling_infodisent.modeling_infodisent import InfoDisentRotation
 
@@ -156,7 +156,9 @@ def test_no_step_without_gradient_or_outside_the_optimizer():
 
 def trained_model(steps: int = 20):
     torch.manual_seed(0)
-    model = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation_parametrization="riemannian")
+    model = InfoDisentForImageClassification.from_backbone(
+        tiny_resnet_config(), id2label=NAMES, rotation_parametrization="riemannian"
+    )
     initial = model.rotation_matrix().detach().clone()
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
@@ -201,7 +203,9 @@ def test_old_generator_checkpoint_still_loads(tmp_path):
     """A checkpoint of the earlier default (rotation="matrix_exp": a `generator` in the safetensors, as the first
     releases of the demo model) loads as saved: U = exp(G - Gᵀ), whatever the current default."""
     torch.manual_seed(0)
-    old = InfoDisentForImageClassification.from_backbone(tiny_resnet_config(), id2label=NAMES, rotation_parametrization="matrix_exp")
+    old = InfoDisentForImageClassification.from_backbone(
+        tiny_resnet_config(), id2label=NAMES, rotation_parametrization="matrix_exp"
+    )
     with torch.no_grad():
         old.head.rotation.generator.normal_(0.0, 0.1)
     old.save_pretrained(tmp_path)
@@ -228,8 +232,16 @@ def test_new_models_start_from_the_same_rotation_as_before():
 
 # ------------------------------------------------------------------------------------- the --scale report's paths
 SCALE_BACKBONES = ["resnet50", "convnext_tiny", "vit_b16", "swin_tiny"]
-SCALE_PHASES = {"build", "extract", "train_and_prune", "prune_again", "evaluate", "save_and_card", "gallery",
-                "space_load_and_explain"}
+SCALE_PHASES = {
+    "build",
+    "extract",
+    "train_and_prune",
+    "prune_again",
+    "evaluate",
+    "save_and_card",
+    "gallery",
+    "space_load_and_explain",
+}
 # Tiny configs at 64 px: ResNet / ConvNeXt / Swin downsample 32x, ViT has 16 px patches.
 SCALE_SHAPES = {"resnet50": [32, 2, 2], "convnext_tiny": [32, 2, 2], "vit_b16": [32, 4, 4], "swin_tiny": [64, 2, 2]}
 
@@ -261,7 +273,11 @@ def test_scale_smoke_runs_the_whole_pipeline(tmp_path):
     output = tmp_path / "scale.json"
     subprocess.run(
         [sys.executable, "benchmarks/run.py", "--scale", "--smoke", "--threads", "1", "--output", str(output)],
-        cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     check_scale_results(json.loads(output.read_text()), "no")
 
@@ -269,8 +285,14 @@ def test_scale_smoke_runs_the_whole_pipeline(tmp_path):
 def test_gpu_check_smoke_runs_the_gpu_recipe_on_cpu(tmp_path):
     """benchmarks/gpu_check.sh --smoke without a GPU: the same report with the backbone under bf16 autocast."""
     env = dict(os.environ, TMPDIR=str(tmp_path), CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--smoke"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--smoke"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "No CUDA device: running the GPU recipe" in done.stderr
     check_scale_results(json.loads((tmp_path / "scale_smoke_gpu_check.json").read_text()), "bf16")
@@ -278,8 +300,9 @@ def test_gpu_check_smoke_runs_the_gpu_recipe_on_cpu(tmp_path):
 
 def test_gpu_check_without_gpu_is_a_clear_error():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "error: no CUDA device visible to torch (run with --smoke to check the recipe on the CPU)"
@@ -336,18 +359,28 @@ def test_rotation_matmul_dtype_auto_needs_native_bfloat16_and_a_wide_map(monkeyp
 
 def test_fit_head_with_bfloat16_rotation_trains_reports_and_leaves_a_float32_model():
     from test_schedule import Features, tiny_model
-
     from training.fit import FitConfig, fit_head
 
     model = tiny_model()
-    config = FitConfig(train_batch_size=32, learning_rate=0.2, max_train_steps=60, eval_steps=20,
-                       max_prototypes_per_class=0, rotation_matmul_dtype="bfloat16", show_progress=False)
+    config = FitConfig(
+        train_batch_size=32,
+        learning_rate=0.2,
+        max_train_steps=60,
+        eval_steps=20,
+        max_prototypes_per_class=0,
+        rotation_matmul_dtype="bfloat16",
+        show_progress=False,
+    )
     result = fit_head(model, Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
     assert result["schedule"]["rotation_matmul_dtype"] == "bfloat16"
     assert model.head.rotation.matmul_dtype is None and not model.head.training
     assert result["accuracy"] >= 0.9  # the three classes are learnt (chance: 1/3; float32 reaches 0.9 here too)
     assert orthogonality_error(model.rotation_matrix()) < 1e-5
     # The default ("auto") keeps a 32-channel map in float32: below BF16_MIN_FEATURES the GEMMs are not the cost.
-    default = fit_head(tiny_model(), Features(96, 0, shift=1.0), Features(30, 1, shift=1.0),
-                       FitConfig(train_batch_size=32, max_train_steps=5, max_prototypes_per_class=0, show_progress=False))
+    default = fit_head(
+        tiny_model(),
+        Features(96, 0, shift=1.0),
+        Features(30, 1, shift=1.0),
+        FitConfig(train_batch_size=32, max_train_steps=5, max_prototypes_per_class=0, show_progress=False),
+    )
     assert default["schedule"]["rotation_matmul_dtype"] == "float32"

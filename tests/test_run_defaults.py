@@ -52,10 +52,18 @@ def test_own_data_without_the_real_network_stops_with_one_line(tmp_path, monkeyp
         parse_args(["--train_dir", _imagefolder(tmp_path / "pets")])
     # Never the Fashion-MNIST backbone on other data, whatever is installed: through the real command line.
     env = dict(os.environ, INFODISENT_REAL_BACKBONE=str(tmp_path / "absent"), PYTHONPATH=REPO_ROOT)
-    code = "import training.real_backbone as r; r.is_available = lambda: False; import runpy, sys; " \
-           "sys.argv = ['train.py', '--train_dir', sys.argv[1]]; runpy.run_path('training/train.py', run_name='__main__')"
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pets" / "train")], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import training.real_backbone as r; r.is_available = lambda: False; import runpy, sys; "
+        "sys.argv = ['train.py', '--train_dir', sys.argv[1]]; runpy.run_path('training/train.py', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "pets" / "train")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --backbone is needed for your own data"), done.stderr
@@ -73,8 +81,14 @@ def test_a_folder_holding_a_model_is_not_replaced_unless_asked(tmp_path):
         check_output_dir(args)
     check_output_dir(parse_args(["--output_dir", str(out), "--overwrite_output_dir"]))
     check_output_dir(parse_args(["--output_dir", str(out), "--resume_from_checkpoint", "latest"]))
-    done = subprocess.run([sys.executable, "training/train.py", "--output_dir", str(out)], cwd=REPO_ROOT,
-                          env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "training/train.py", "--output_dir", str(out)],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: --output_dir: {str(out)!r} already holds a trained model; pass --overwrite_output_dir to replace it, "

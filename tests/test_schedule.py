@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_resnet_config
 
+from conftest import tiny_resnet_config
 from modeling_infodisent import InfoDisentForImageClassification
 from training.checkpoints import STATE_FILE, find_latest_checkpoint, write_state
 from training.fit import FitConfig, fit_head
@@ -138,8 +138,13 @@ def test_tiny_datasets_get_at_least_the_floor_of_steps(num_rows):
 # ---------------------------------------------------------------------------------------- early stopping, best
 def test_main_phase_stops_early_and_keeps_its_best_state():
     config = FitConfig(
-        train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
-        max_prototypes_per_class=0, show_progress=False,
+        train_batch_size=32,
+        min_train_steps=10,
+        budget_epochs=100,
+        eval_steps=5,
+        early_stopping_patience=2,
+        max_prototypes_per_class=0,
+        show_progress=False,
     )
     result = fit_head(tiny_model(), Features(96, 0, shift=3.0), Features(30, 1, shift=3.0), config)
     schedule, history = result["schedule"], result["history"]
@@ -162,8 +167,14 @@ def test_main_phase_stops_early_and_keeps_its_best_state():
 # --------------------------------------------------------------------------------------------------- pruning
 def test_pruning_recovery_is_logged_and_reported(caplog):
     config = FitConfig(
-        train_batch_size=32, max_train_steps=30, eval_steps=10, max_prototypes_per_class=4, finetune_steps=10,
-        finetune_max_rounds=3, pruning_tolerance=0.5, show_progress=False,
+        train_batch_size=32,
+        max_train_steps=30,
+        eval_steps=10,
+        max_prototypes_per_class=4,
+        finetune_steps=10,
+        finetune_max_rounds=3,
+        pruning_tolerance=0.5,
+        show_progress=False,
     )
     with caplog.at_level(logging.INFO, logger="training.fit"):
         result = fit_head(tiny_model(), Features(96, 0), Features(60, 1), config)
@@ -171,7 +182,10 @@ def test_pruning_recovery_is_logged_and_reported(caplog):
     assert pruning["recovered"] is True and pruning["finetune_rounds"] == 1 and pruning["finetune_steps_run"] == 10
     assert pruning["validation_accuracy_before_pruning"] == result["history"][2]["eval_accuracy"]  # step 30, last
     assert pruning["validation_accuracy_after_pruning"] == result["history"][3]["eval_accuracy"]
-    assert result["history"][3]["phase"] == "pruned" and result["accuracy"] == pruning["validation_accuracy_after_finetuning"]
+    assert (
+        result["history"][3]["phase"] == "pruned"
+        and result["accuracy"] == pruning["validation_accuracy_after_finetuning"]
+    )
     assert (pruning["nonzero_before"], pruning["nonzero_after"]) == (96, 12) and "warning" not in pruning
     text = caplog.text
     assert (
@@ -187,8 +201,15 @@ def test_a_run_that_does_not_recover_says_so(caplog):
     """One prototype per class out of 32 weakly informative channels, and a fine-tuning rate too small to help: the
     accuracy falls by more than the tolerance, fine-tuning runs all its rounds, and the result says it."""
     config = FitConfig(
-        train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
-        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, grow_prototype_budget=False,
+        train_batch_size=32,
+        max_train_steps=40,
+        eval_steps=10,
+        max_prototypes_per_class=1,
+        finetune_steps=4,
+        finetune_max_rounds=2,
+        pruning_tolerance=0.02,
+        finetune_learning_rate=1e-9,
+        grow_prototype_budget=False,
         show_progress=False,
     )
     with caplog.at_level(logging.INFO, logger="training.fit"):
@@ -212,9 +233,17 @@ def test_pruning_that_does_not_recover_doubles_the_budget_from_the_head_before_p
     before pruning comes back and is pruned to twice the budget, until the accuracy recovers (at the latest with every
     channel kept); a resume in the middle of a later budget ends bit-identical."""
     config = dict(
-        train_batch_size=32, max_train_steps=40, eval_steps=10, max_prototypes_per_class=1, finetune_steps=4,
-        finetune_max_rounds=2, pruning_tolerance=0.02, finetune_learning_rate=1e-9, show_progress=False,
-        output_dir=str(tmp_path / "straight"), checkpointing_steps=1,
+        train_batch_size=32,
+        max_train_steps=40,
+        eval_steps=10,
+        max_prototypes_per_class=1,
+        finetune_steps=4,
+        finetune_max_rounds=2,
+        pruning_tolerance=0.02,
+        finetune_learning_rate=1e-9,
+        show_progress=False,
+        output_dir=str(tmp_path / "straight"),
+        checkpointing_steps=1,
     )
     data = Features(150, 0, shift=0.3), Features(150, 1, shift=0.3)
     model = tiny_model()
@@ -235,8 +264,17 @@ def test_pruning_that_does_not_recover_doubles_the_budget_from_the_head_before_p
     # Resume halfway through the second budget's fine-tuning: the head before pruning comes from the checkpoint.
     step = 40 + 8 + 2
     resumed_model = tiny_model(seed=1)
-    resumed = fit_head(resumed_model, *data, FitConfig(**{**config, "output_dir": str(tmp_path / "resumed"),
-                                                           "resume_from_checkpoint": str(tmp_path / "straight" / f"step_{step}")}))
+    resumed = fit_head(
+        resumed_model,
+        *data,
+        FitConfig(
+            **{
+                **config,
+                "output_dir": str(tmp_path / "resumed"),
+                "resume_from_checkpoint": str(tmp_path / "straight" / f"step_{step}"),
+            }
+        ),
+    )
     assert resumed["pruning"] == pruning and resumed["global_step"] == result["global_step"]
     for name, tensor in head_weights(resumed_model).items():
         assert torch.equal(tensor, head_weights(model)[name]), name
@@ -256,8 +294,15 @@ def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
 
     monkeypatch.setattr(fit, "evaluate", level_evaluate)
     config = FitConfig(
-        train_batch_size=32, max_train_steps=20, eval_steps=10, max_prototypes_per_class=2, finetune_steps=4,
-        finetune_max_rounds=3, pruning_tolerance=0.01, grow_prototype_budget=False, show_progress=False,
+        train_batch_size=32,
+        max_train_steps=20,
+        eval_steps=10,
+        max_prototypes_per_class=2,
+        finetune_steps=4,
+        finetune_max_rounds=3,
+        pruning_tolerance=0.01,
+        grow_prototype_budget=False,
+        show_progress=False,
     )
     model = tiny_model()
     result = fit_head(model, Features(96, 0), Features(30, 1), config)
@@ -272,8 +317,15 @@ def test_fine_tuning_keeps_the_latest_of_equally_good_rounds(monkeypatch):
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _resume_config(output_dir, **kwargs):
     values = dict(
-        train_batch_size=32, min_train_steps=10, budget_epochs=100, eval_steps=5, early_stopping_patience=2,
-        max_prototypes_per_class=4, finetune_steps=6, finetune_max_rounds=2, output_dir=str(output_dir),
+        train_batch_size=32,
+        min_train_steps=10,
+        budget_epochs=100,
+        eval_steps=5,
+        early_stopping_patience=2,
+        max_prototypes_per_class=4,
+        finetune_steps=6,
+        finetune_max_rounds=2,
+        output_dir=str(output_dir),
         show_progress=False,
     )
     values.update(kwargs)
@@ -341,8 +393,10 @@ def _nan_weights(path):
     save_file(tensors, str(path))
 
 
-@pytest.mark.parametrize("damage, why", [(_truncate, "cannot be read (SafetensorError: "),
-                                         (_nan_weights, "holds 3 NaN or infinite values in")])
+@pytest.mark.parametrize(
+    "damage, why",
+    [(_truncate, "cannot be read (SafetensorError: "), (_nan_weights, "holds 3 NaN or infinite values in")],
+)
 def test_latest_skips_a_checkpoint_whose_weights_do_not_load(straight_run, tmp_path, caplog, damage, why):
     """Issue 26: a truncated or NaN model.safetensors ended in a SafetensorError traceback, and `latest` chose it."""
     folder, straight, weights, (train, val) = straight_run
@@ -355,12 +409,16 @@ def test_latest_skips_a_checkpoint_whose_weights_do_not_load(straight_run, tmp_p
     damage(broken / "model.safetensors")
     with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
         assert find_latest_checkpoint(str(output)) == str(output / f"step_{last - 2}")
-    assert f"Skipping the checkpoint {broken}: The checkpoint file '{broken / 'model.safetensors'}' {why}" in caplog.text
+    assert (
+        f"Skipping the checkpoint {broken}: The checkpoint file '{broken / 'model.safetensors'}' {why}" in caplog.text
+    )
     model = tiny_model(seed=1)
     fit_head(model, train, val, _resume_config(output, resume_from_checkpoint="latest"))
     assert all(torch.equal(t, weights[n]) for n, t in head_weights(model).items())  # the previous good one, resumed
     # Named explicitly, the broken checkpoint is one ValueError naming the file (the script prints it as one line).
-    with pytest.raises(ValueError, match="^" + re.escape(f"The checkpoint file '{broken / 'model.safetensors'}' {why}")):
+    with pytest.raises(
+        ValueError, match="^" + re.escape(f"The checkpoint file '{broken / 'model.safetensors'}' {why}")
+    ):
         fit_head(tiny_model(), train, val, _resume_config(output, resume_from_checkpoint=str(broken)))
     # No usable checkpoint at all: one line saying so.
     damage(output / f"step_{last - 2}" / "model.safetensors")
@@ -371,7 +429,9 @@ def test_latest_skips_a_checkpoint_whose_weights_do_not_load(straight_run, tmp_p
 def test_resuming_with_other_arguments_is_refused(straight_run, tmp_path, caplog):
     folder, straight, weights, (train, val) = straight_run
     checkpoint = str(folder / "step_7")
-    config = _resume_config(tmp_path, resume_from_checkpoint=checkpoint, seed=1, learning_rate=0.02, max_prototypes_per_class=5)
+    config = _resume_config(
+        tmp_path, resume_from_checkpoint=checkpoint, seed=1, learning_rate=0.02, max_prototypes_per_class=5
+    )
     with pytest.raises(ValueError) as error:
         fit_head(tiny_model(), train, val, config)
     assert str(error.value) == (
@@ -380,13 +440,29 @@ def test_resuming_with_other_arguments_is_refused(straight_run, tmp_path, caplog
         "--ignore_config_change to continue with the new ones anyway."
     )
     with pytest.raises(ValueError, match=r"other arguments: \(global batch\) 32 \(now 16\)"):
-        fit_head(tiny_model(), train, val, _resume_config(tmp_path, resume_from_checkpoint=checkpoint, train_batch_size=16))
+        fit_head(
+            tiny_model(), train, val, _resume_config(tmp_path, resume_from_checkpoint=checkpoint, train_batch_size=16)
+        )
     # Arguments that do not change the training (checkpointing, where it goes, evaluation batch) are fine, and the
     # refusal can be overridden explicitly.
-    fit_head(tiny_model(), train, val, _resume_config(tmp_path / "a", resume_from_checkpoint=checkpoint, per_device_eval_batch_size=7, checkpointing_steps=3))
+    fit_head(
+        tiny_model(),
+        train,
+        val,
+        _resume_config(
+            tmp_path / "a", resume_from_checkpoint=checkpoint, per_device_eval_batch_size=7, checkpointing_steps=3
+        ),
+    )
     with caplog.at_level(logging.WARNING, logger="training.fit"):
-        fit_head(tiny_model(), train, val, _resume_config(tmp_path / "b", resume_from_checkpoint=checkpoint, seed=1, ignore_config_change=True))
-    assert "Resuming with other arguments than the checkpoint's (--ignore_config_change): --seed 0 (now 1)" in caplog.text
+        fit_head(
+            tiny_model(),
+            train,
+            val,
+            _resume_config(tmp_path / "b", resume_from_checkpoint=checkpoint, seed=1, ignore_config_change=True),
+        )
+    assert (
+        "Resuming with other arguments than the checkpoint's (--ignore_config_change): --seed 0 (now 1)" in caplog.text
+    )
 
 
 def test_state_is_written_atomically(tmp_path, monkeypatch):
@@ -407,8 +483,11 @@ def test_state_is_written_atomically(tmp_path, monkeypatch):
 
 def test_fewer_than_two_classes_is_an_error():
     one_class = Features(30, 0, num_labels=1)
-    with pytest.raises(ValueError, match=r"^The training split has examples of 1 class\(es\) \(label 0\); "
-        r"InfoDisent needs at least two classes\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^The training split has examples of 1 class\(es\) \(label 0\); "
+        r"InfoDisent needs at least two classes\.$",
+    ):
         fit_head(tiny_model(), one_class, Features(30, 1), FitConfig(show_progress=False))
     assert np.unique(one_class.array("labels")).tolist() == [0]
 
@@ -418,7 +497,12 @@ def test_grayscale_backbone_end_to_end(tmp_path):
     """A num_channels=1 backbone (its processor normalises one channel) trains and predicts from RGB, RGBA and L
     images: the pipeline converts them to what the backbone takes."""
     from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetForImageClassification, ViTImageProcessor
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        ResNetForImageClassification,
+        ViTImageProcessor,
+    )
 
     from training import train as train_script
     from training.data import load_image_dataset, make_transform
@@ -433,14 +517,39 @@ def test_grayscale_backbone_end_to_end(tmp_path):
                 image = image.convert("L") if i % 3 == 1 else image.convert("RGBA") if i % 3 == 2 else image
                 image.save(tmp_path / "data" / split / name / f"{i}.png")
     torch.manual_seed(0)
-    config = tiny_resnet_config(num_channels=1, num_labels=2, id2label={0: "dark", 1: "light"}, label2id={"dark": 0, "light": 1})
+    config = tiny_resnet_config(
+        num_channels=1, num_labels=2, id2label={0: "dark", 1: "light"}, label2id={"dark": 0, "light": 1}
+    )
     ResNetForImageClassification(config).save_pretrained(tmp_path / "gray")
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.5]).save_pretrained(tmp_path / "gray")
-    results = train_script.main([
-        "--dataset_name", str(tmp_path / "data"), "--backbone", str(tmp_path / "gray"), "--cache_dir", str(tmp_path / "cache"),
-        "--output_dir", str(tmp_path / "out"), "--max_train_steps", "30", "--train_batch_size", "8", "--learning_rate", "0.1",
-        "--max_prototypes_per_class", "2", "--finetune_epochs", "1", "--gallery_top_k", "2", "--train_val_split", "0.25",
-    ])
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.5]).save_pretrained(
+        tmp_path / "gray"
+    )
+    results = train_script.main(
+        [
+            "--dataset_name",
+            str(tmp_path / "data"),
+            "--backbone",
+            str(tmp_path / "gray"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_train_steps",
+            "30",
+            "--train_batch_size",
+            "8",
+            "--learning_rate",
+            "0.1",
+            "--max_prototypes_per_class",
+            "2",
+            "--finetune_epochs",
+            "1",
+            "--gallery_top_k",
+            "2",
+            "--train_val_split",
+            "0.25",
+        ]
+    )
     assert results["splits"]["train"]["rows"] == 18 and results["test_num_examples"] == 8
     # The gallery (computed at the end of training) and the explain command line feed the backbone 1 channel too.
     from modeling_infodisent.explain import main as explain_main

@@ -25,7 +25,16 @@ SPACE_DIR = os.path.join(REPO_ROOT, "spaces")
 BUNDLED_MODEL = os.path.join(SPACE_DIR, "model")
 EXAMPLES_DIR = os.path.join(SPACE_DIR, "examples")
 FASHION_MNIST = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 
 

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_space import EXAMPLES_DIR, example_paths, free_port, load_app, reference_outputs, space_model_dir
-
 from spaces.uploads import GRACE_S, UploadLeases
+from test_space import EXAMPLES_DIR, example_paths, free_port, load_app, reference_outputs, space_model_dir
 
 CALLS = 16
 

@@ -118,11 +118,22 @@ def test_fit_head_prunes_then_finetunes_within_budget(tiny_model):
             return {"features": self.features[i], "labels": self.labels[i], "index": torch.tensor(i)}
 
     config = FitConfig(
-        num_train_epochs=2, per_device_train_batch_size=8, learning_rate=1e-2, sparsity_l1=1e-2,
-        max_prototypes_per_class=4, finetune_epochs=1, eval_steps=5, show_progress=False,
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        sparsity_l1=1e-2,
+        max_prototypes_per_class=4,
+        finetune_epochs=1,
+        eval_steps=5,
+        show_progress=False,
     )
     result = fit_head(tiny_model, Data(40, 0), Data(12, 1), config)
     assert result["global_step"] == 3 * 5  # 2 main epochs + 1 fine-tuning epoch of 5 batches of 8
     assert result["pruning"]["nonzero_after"] == 12 and result["sparsity"]["prototypes_per_class"] == [4, 4, 4]
     assert result["explanation_size_p90"] <= 4
-    assert [(r["phase"], r["step"]) for r in result["history"]] == [("main", 5), ("main", 10), ("pruned", 10), ("finetune", 15)]
+    assert [(r["phase"], r["step"]) for r in result["history"]] == [
+        ("main", 5),
+        ("main", 10),
+        ("pruned", 10),
+        ("finetune", 15),
+    ]

@@ -66,9 +66,12 @@ def test_fmnist_imagefolder_subset_keeps_class_order(tmp_path):
     info = build_dataset(spec, tmp_path / "f")
     assert info["train_args"] == ["--dataset_name", str(tmp_path / "f")]
     assert sorted(os.listdir(tmp_path / "f" / "train")) == ["0_Ankle_boot", "1_T-shirt-top", "2_Sandal"]
-    assert [len(os.listdir(tmp_path / "f" / "train" / d)) for d in sorted(os.listdir(tmp_path / "f" / "train"))] == [10] * 3
-    dataset, _, label_col, id2label = load_image_dataset(train_dir=str(tmp_path / "f" / "train"),
-                                                         validation_dir=str(tmp_path / "f" / "test"))
+    assert [len(os.listdir(tmp_path / "f" / "train" / d)) for d in sorted(os.listdir(tmp_path / "f" / "train"))] == [
+        10
+    ] * 3
+    dataset, _, label_col, id2label = load_image_dataset(
+        train_dir=str(tmp_path / "f" / "train"), validation_dir=str(tmp_path / "f" / "test")
+    )
     assert len(dataset["train"]) == 30 and len(dataset["validation"]) == 10
     assert id2label == {0: "0_Ankle_boot", 1: "1_T-shirt-top", 2: "2_Sandal"}
 
@@ -90,7 +93,11 @@ def test_cluttered_variant_comes_from_the_shared_generator(tmp_path):
     generate = pytest.importorskip("benchmarks.generate")
     info = build_dataset(DataSpec("cluttered", 12, 10, canvas=60), tmp_path / "c")
     dataset, image_col, label_col = _built(info["folder"]), "image", "label"
-    assert len(dataset["train"]) == 12 and len(dataset["test"]) == 10 and len(dataset["train"].features["label"].names) == 10
+    assert (
+        len(dataset["train"]) == 12
+        and len(dataset["test"]) == 10
+        and len(dataset["train"].features["label"].names) == 10
+    )
     assert "box" not in dataset["train"].column_names and "mask" not in dataset["train"].column_names
     image, label, *_ = generate.render_cluttered("train", 3, seed=0, canvas=60)
     assert np.array_equal(np.asarray(dataset["train"][3][image_col]), image) and dataset["train"][3][label_col] == label
@@ -106,16 +113,34 @@ def test_bad_specs_are_refused():
 
 
 def _row(combination, seed, n, top1, probe):
-    return {"combination": combination, "dataset": combination.split("/")[0], "backbone": combination.split("/")[1],
-            "seed": seed, "num_processes": n, "infodisent_top1": top1, "linear_probe": probe,
-            "gap_pt": round(100 * (top1 - probe), 2), "wall_s": 10.0 + seed}
+    return {
+        "combination": combination,
+        "dataset": combination.split("/")[0],
+        "backbone": combination.split("/")[1],
+        "seed": seed,
+        "num_processes": n,
+        "infodisent_top1": top1,
+        "linear_probe": probe,
+        "gap_pt": round(100 * (top1 - probe), 2),
+        "wall_s": 10.0 + seed,
+    }
 
 
 def test_summary_means_spreads_and_goals():
     rows = [_row("a/resnet", s, 1, t, 0.9) for s, t in enumerate((0.90, 0.89, 0.91))]
     rows += [_row("a/resnet", s, 2, t, 0.9) for s, t in enumerate((0.88, 0.89, 0.88))]
-    rows += [_row("b/vit", 0, 1, 0.5, 0.6), {"combination": "b/vit", "dataset": "b", "backbone": "vit", "seed": 1,
-                                               "num_processes": 1, "returncode": 1, "wall_s": 3.0}]
+    rows += [
+        _row("b/vit", 0, 1, 0.5, 0.6),
+        {
+            "combination": "b/vit",
+            "dataset": "b",
+            "backbone": "vit",
+            "seed": 1,
+            "num_processes": 1,
+            "returncode": 1,
+            "wall_s": 3.0,
+        },
+    ]
     a, b = suite.summarize(rows)
     one, two = a["by_processes"]["1"], a["by_processes"]["2"]
     assert one["infodisent_top1_pt"] == {"mean": 90.0, "std": 1.0, "values": [90.0, 89.0, 91.0]}
@@ -129,9 +154,22 @@ def test_summary_means_spreads_and_goals():
 
 def test_read_metrics_prefers_the_test_split():
     assert suite.read_metrics({"eval_accuracy": 0.8, "linear_probe_accuracy": 0.85}) == {
-        "split": "eval", "infodisent_top1": 0.8, "linear_probe": 0.85, "gap_pt": -5.0}
-    assert suite.read_metrics({"eval_accuracy": 0.8, "linear_probe_accuracy": 0.85, "test_accuracy": 0.7,
-                               "test_linear_probe_accuracy": 0.75})["split"] == "test"
+        "split": "eval",
+        "infodisent_top1": 0.8,
+        "linear_probe": 0.85,
+        "gap_pt": -5.0,
+    }
+    assert (
+        suite.read_metrics(
+            {
+                "eval_accuracy": 0.8,
+                "linear_probe_accuracy": 0.85,
+                "test_accuracy": 0.7,
+                "test_linear_probe_accuracy": 0.75,
+            }
+        )["split"]
+        == "test"
+    )
 
 
 def test_estimate_counts_extraction_once_per_combination():
@@ -154,22 +192,43 @@ def test_suite_runs_the_default_command_and_writes_rows(tmp_path):
     """A tiny combination (40 / 20 images, 2 classes, a random tiny ResNet), one seed, one process, end to end."""
     output, readme = tmp_path / "suite.json", tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nkept\n")
-    result = suite.run_suite([suite.parse_combination("tiny/tiny")], [0], [1], tmp_path / "work", output, readme,
-                             log=lambda *a: None)
+    result = suite.run_suite(
+        [suite.parse_combination("tiny/tiny")], [0], [1], tmp_path / "work", output, readme, log=lambda *a: None
+    )
     saved = json.loads(output.read_text())
     assert saved == result
     (row,) = saved["runs"]
     assert row["returncode"] == 0, row.get("error")
-    assert {"combination", "dataset", "backbone", "seed", "num_processes", "wall_s", "split", "infodisent_top1",
-            "linear_probe", "gap_pt", "command", "train_runtime_s", "feature_cache_reused"} <= set(row)
-    assert (row["combination"], row["seed"], row["num_processes"], row["num_processes_reported"]) == ("tiny/tiny", 0, 1, 1)
+    assert {
+        "combination",
+        "dataset",
+        "backbone",
+        "seed",
+        "num_processes",
+        "wall_s",
+        "split",
+        "infodisent_top1",
+        "linear_probe",
+        "gap_pt",
+        "command",
+        "train_runtime_s",
+        "feature_cache_reused",
+    } <= set(row)
+    assert (row["combination"], row["seed"], row["num_processes"], row["num_processes_reported"]) == (
+        "tiny/tiny",
+        0,
+        1,
+        1,
+    )
     assert row["gap_pt"] == round(100 * (row["infodisent_top1"] - row["linear_probe"]), 2)
     assert row["feature_cache_reused"] is False
     # The default command: data, backbone, output folder and seed — no training flag.
     backbone = str(tmp_path / "work" / "backbones" / "tiny")
     out = str(tmp_path / "work" / "runs" / "tiny-tiny-seed0-p1")
-    assert row["command"] == (f"accelerate launch training/train.py --dataset_name {tmp_path / 'work' / 'data' / 'tiny'} "
-                              f"--backbone {backbone} --output_dir {out} --seed 0")
+    assert row["command"] == (
+        f"accelerate launch training/train.py --dataset_name {tmp_path / 'work' / 'data' / 'tiny'} "
+        f"--backbone {backbone} --output_dir {out} --seed 0"
+    )
     results = json.loads(Path(out, "all_results.json").read_text())
     assert row["infodisent_top1"] == results["eval_accuracy"] or row["infodisent_top1"] == results.get("test_accuracy")
     (summary,) = saved["summary"]
@@ -185,7 +244,13 @@ def test_tiny_backbone_folder_is_a_backbone_the_training_script_takes(tmp_path):
     folder = build_backbone("tiny", tmp_path / "tiny")
     backbone, processor, has_head = load_backbone(folder)
     assert has_head and processor.size == {"height": 28, "width": 28}
-    assert json.loads(Path(folder, "suite_manifest.json").read_text()) == {"backbone": "tiny", "steps": 0, "seed": 0, "image_size": 28, "version": 2}
+    assert json.loads(Path(folder, "suite_manifest.json").read_text()) == {
+        "backbone": "tiny",
+        "steps": 0,
+        "seed": 0,
+        "image_size": 28,
+        "version": 2,
+    }
     assert build_backbone("resnet").endswith(os.path.join("training", "embedded", "fashion_mnist_resnet"))
 
 
@@ -194,8 +259,14 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing_ones(tmp_path, mon
     output = tmp_path / "suite.json"
     kept = _row("tiny/tiny", 0, 1, 0.9, 0.8)
     failed = {k: v for k, v in _row("tiny/tiny", 1, 1, 0.5, 0.8).items() if k not in ("infodisent_top1", "gap_pt")}
-    output.write_text(json.dumps({"meta": {"seeds": [0, 1], "processes": [1], "total_wall_s": 30.0, "estimated_s": 20},
-                                  "runs": [kept, {**failed, "returncode": 1}]}))
+    output.write_text(
+        json.dumps(
+            {
+                "meta": {"seeds": [0, 1], "processes": [1], "total_wall_s": 30.0, "estimated_s": 20},
+                "runs": [kept, {**failed, "returncode": 1}],
+            }
+        )
+    )
     launched = []
 
     def fake_run_one(combo, seed, num_processes, data, backbone, work):
@@ -220,4 +291,7 @@ def test_readme_suite_table_is_the_generated_one():
     generated = Path(suite.README).read_text()
     assert block(readme) == block(generated)
     results = json.loads(Path(suite.RESULTS).read_text())
-    assert block(readme).strip() == (suite.README_START + "\n" + suite.markdown(results["summary"], results["runs"], results["meta"])).strip()
+    assert (
+        block(readme).strip()
+        == (suite.README_START + "\n" + suite.markdown(results["summary"], results["runs"], results["meta"])).strip()
+    )

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+
 from tiny_assets import CLASSES, write_backbone, write_imagefolder
 
 pytest.importorskip("datasets")
@@ -33,10 +34,29 @@ def assets(tmp_path_factory):
 
 def _args(assets, tmp, name, extra=()):
     return [
-        "--train_dir", str(assets / "colours" / "train"), "--backbone", str(assets / "backbone"),
-        "--cache_dir", str(tmp / "cache"), "--output_dir", str(tmp / name), "--num_train_epochs", "8", "--learning_rate", "0.05",
-        "--finetune_epochs", "1", "--per_device_train_batch_size", "6", "--max_prototypes_per_class", "3",
-        "--gallery_top_k", "0", "--eval_steps", "2", *extra,
+        "--train_dir",
+        str(assets / "colours" / "train"),
+        "--backbone",
+        str(assets / "backbone"),
+        "--cache_dir",
+        str(tmp / "cache"),
+        "--output_dir",
+        str(tmp / name),
+        "--num_train_epochs",
+        "8",
+        "--learning_rate",
+        "0.05",
+        "--finetune_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "6",
+        "--max_prototypes_per_class",
+        "3",
+        "--gallery_top_k",
+        "0",
+        "--eval_steps",
+        "2",
+        *extra,
     ]
 
 
@@ -90,17 +110,29 @@ def test_test_split_name_picks_the_split(tmp_path):
         load_image_dataset(str(tmp_path), test_split_name="train")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--test_dir", "{tmp}/nowhere"], "error: --test_dir: the folder '{tmp}/nowhere' does not exist."),
-    (["--dataset_name", "{data}", "--test_dir", "{data}/test"],
-     "error: --test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name."),
-    (["--augment", "flip,sideways"], "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
-        "(= shift,zoom), or none (alone)."),
-    (["--test_split_name", "test"], "error: --test_split_name names a split of --dataset_name; with --train_dir "
-        "use --test_dir."),
-    (["--dataset_name", "{data}", "--test_split_name", "nope"],
-     "error: test_split_name 'nope' is not a split of the dataset; its splits are ['train', 'test']."),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--test_dir", "{tmp}/nowhere"], "error: --test_dir: the folder '{tmp}/nowhere' does not exist."),
+        (
+            ["--dataset_name", "{data}", "--test_dir", "{data}/test"],
+            "error: --test_dir goes with --train_dir (imagefolders); with --dataset_name use --test_split_name.",
+        ),
+        (
+            ["--augment", "flip,sideways"],
+            "error: Unknown augmentation 'sideways': choose from flip, shift, zoom, crop "
+            "(= shift,zoom), or none (alone).",
+        ),
+        (
+            ["--test_split_name", "test"],
+            "error: --test_split_name names a split of --dataset_name; with --train_dir use --test_dir.",
+        ),
+        (
+            ["--dataset_name", "{data}", "--test_split_name", "nope"],
+            "error: test_split_name 'nope' is not a split of the dataset; its splits are ['train', 'test'].",
+        ),
+    ],
+)
 def test_bad_test_split_arguments_are_one_line(assets, tmp_path, capfd, argv, message):
     data = str(assets / "colours")
     args = _args(assets, tmp_path, "out", [a.format(tmp=tmp_path, data=data) for a in argv])
@@ -114,8 +146,9 @@ def test_bad_test_split_arguments_are_one_line(assets, tmp_path, capfd, argv, me
 
 
 def test_shuffle_labels_permutes_train_and_validation_only(assets, tmp_path):
-    data, _, label, _ = load_image_dataset(train_dir=str(assets / "colours" / "train"),
-                                           test_dir=str(assets / "colours" / "test"), seed=0)
+    data, _, label, _ = load_image_dataset(
+        train_dir=str(assets / "colours" / "train"), test_dir=str(assets / "colours" / "test"), seed=0
+    )
     once = shuffle_labels(data, label, seed=3)
     again = shuffle_labels(data, label, seed=3)
     other = shuffle_labels(data, label, seed=4)
@@ -129,8 +162,14 @@ def test_shuffle_labels_permutes_train_and_validation_only(assets, tmp_path):
     assert once["train"].features[label] == data["train"].features[label]
     assert "labels permuted (seed 3)" in once.split_sources["train"]
 
-    results = train_script.main(_args(assets, tmp_path, "control", ["--shuffle_labels", "--test_dir", str(assets / "colours" / "test"),
-                                                                      "--augment", "crop"]))
+    results = train_script.main(
+        _args(
+            assets,
+            tmp_path,
+            "control",
+            ["--shuffle_labels", "--test_dir", str(assets / "colours" / "test"), "--augment", "crop"],
+        )
+    )
     assert results["shuffled_labels"] == {"seed": 0, "splits": ["train", "validation"]}
     assert results["augment"] == ["shift", "zoom"]
     assert "labels permuted" in results["splits"]["train"]["source"]

@@ -6,15 +6,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_resnet_config
 from PIL import Image
+
 import train_hooks
+from conftest import tiny_resnet_config
 from tiny_assets import run_script, two_process_launcher
 
 pytest.importorskip("datasets")
 pytest.importorskip("accelerate")
 
-import modeling_infodisent  # noqa: E402,F401
 from huggingface_hub import ModelCard  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import (  # noqa: E402
@@ -25,10 +25,11 @@ from transformers import (  # noqa: E402
     pipeline,
 )
 
+import modeling_infodisent  # noqa: E402,F401
 from training import train as train_script  # noqa: E402
 from training.data import load_image_dataset, to_rgb  # noqa: E402
-from training.features import FeatureCache  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
+from training.features import FeatureCache  # noqa: E402
 
 CLASSES = ["blue", "green", "red"]  # alphabetical, as imagefolder numbers them
 N_TRAIN, N_TEST = 20, 6  # per class: 60 training images (48 train + 12 held out for validation) and 18 test images
@@ -54,7 +55,9 @@ def _write_backbone(folder, seed=0, labels=CLASSES):
     id2label = dict(enumerate(labels))
     config = tiny_resnet_config(num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     ResNetForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +70,31 @@ def assets(tmp_path_factory):
 
 def base_args(assets, output_dir, cache="cache"):
     return [
-        "--dataset_name", str(assets / "data"), "--backbone", str(assets / "backbone"),
-        "--cache_dir", str(assets / cache), "--output_dir", str(output_dir),
-        "--num_train_epochs", "4", "--train_batch_size", "10", "--per_device_eval_batch_size", "4",
-        "--learning_rate", "0.15", "--max_prototypes_per_class", "4", "--finetune_epochs", "1", "--train_val_split", "0.2",
+        "--dataset_name",
+        str(assets / "data"),
+        "--backbone",
+        str(assets / "backbone"),
+        "--cache_dir",
+        str(assets / cache),
+        "--output_dir",
+        str(output_dir),
+        "--num_train_epochs",
+        "4",
+        "--train_batch_size",
+        "10",
+        "--per_device_eval_batch_size",
+        "4",
+        "--learning_rate",
+        "0.15",
+        "--max_prototypes_per_class",
+        "4",
+        "--finetune_epochs",
+        "1",
+        "--train_val_split",
+        "0.2",
     ]
+
+
 # 48 rows at a global batch of 10 (lr 0.15 * sqrt(10/256) = 0.0296): 5 steps an epoch (the last one runs into the next
 # epoch: no row dropped), 4 epochs = ceil(19.2) = 20 main steps + ceil(4.8) = 5 fine-tuning steps.
 TOTAL_STEPS = 25
@@ -100,7 +123,13 @@ def pushed_run(assets):
         mp.setattr(hf_api.HfApi, "_validate_yaml", lambda self, *a, **k: None)  # a Hub call otherwise
         mp.setattr(hf_api, "is_xet_available", lambda: False)  # the single-commit path, through create_commit
         argv = base_args(assets, output_dir) + [
-            "--gallery_top_k", "2", "--checkpointing_steps", "epoch", "--push_to_hub", "--hub_model_id", "me/tiny-infodisent",
+            "--gallery_top_k",
+            "2",
+            "--checkpointing_steps",
+            "epoch",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/tiny-infodisent",
         ]
         results = train_script.main(argv)
     return output_dir, results, calls, argv
@@ -116,16 +145,30 @@ def test_output_folder_is_a_loadable_model(assets, pushed_run):
     output_dir, results, _, _ = pushed_run
     saved = json.load(open(output_dir / "all_results.json"))
     for key in (
-        "eval_accuracy", "linear_probe_accuracy", "backbone_head_accuracy", "agreement", "train_runtime_s",
-        "explanation_size_median", "explanation_size_p90", "prototypes_per_class", "distinct_channels_used",
-        "test_accuracy", "test_linear_probe_accuracy", "test_backbone_head_accuracy", "test_agreement",
+        "eval_accuracy",
+        "linear_probe_accuracy",
+        "backbone_head_accuracy",
+        "agreement",
+        "train_runtime_s",
+        "explanation_size_median",
+        "explanation_size_p90",
+        "prototypes_per_class",
+        "distinct_channels_used",
+        "test_accuracy",
+        "test_linear_probe_accuracy",
+        "test_backbone_head_accuracy",
+        "test_agreement",
         "test_explanation_size_median",
     ):
         assert saved[key] is not None, key
     assert saved["eval_num_examples"] == N_VAL and saved["test_num_examples"] == 3 * N_TEST
     assert saved["splits"]["validation"]["rows"] == N_VAL and saved["splits"]["train"]["rows"] == N_FIT
     assert saved["splits"]["validation"]["source"].startswith("held out from train (12 of 60 rows")
-    assert saved["splits"]["test"] == {"rows": 18, "source": "test", "used_for": "evaluated once, on the final model; never used for a decision"}
+    assert saved["splits"]["test"] == {
+        "rows": 18,
+        "source": "test",
+        "used_for": "evaluated once, on the final model; never used for a decision",
+    }
     assert saved["feature_cache_reused"] is False
     assert saved["prototypes_per_class"] == [4, 4, 4] and saved["explanation_size_p90"] <= 4
     assert saved["global_step"] == TOTAL_STEPS
@@ -169,7 +212,15 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     code = sorted(f for f in os.listdir(output_dir) if f.endswith(".py"))
     assert {"modeling_infodisent.py", "configuration_infodisent.py", "explanation.py", "rotation.py"} <= set(code)
     assert sorted(uploaded) == sorted(
-        ["README.md", "all_results.json", "config.json", "model.safetensors", "preprocessor_config.json", *code, *gallery]
+        [
+            "README.md",
+            "all_results.json",
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            *code,
+            *gallery,
+        ]
     )
     # "epoch" checkpoints: every steps_per_epoch (5) steps of the 25
     assert sorted(d for d in os.listdir(output_dir) if d.startswith("epoch_")) == [f"epoch_{i}" for i in range(5)]
@@ -179,7 +230,10 @@ def test_push_to_hub_uploads_the_repo_with_its_card(pushed_run):
     results_by_metric = {r.metric_type: r.metric_value for r in card.data.eval_results}
     # The data has a test split: the Hub's eval results are the test split's, evaluated once on the final model.
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
-    assert results_by_metric == {"accuracy": round(results["test_accuracy"], 4), "agreement": round(results["test_agreement"], 4)}
+    assert results_by_metric == {
+        "accuracy": round(results["test_accuracy"], 4),
+        "agreement": round(results["test_agreement"], 4),
+    }
     assert card.data.base_model is None  # a local backbone folder is no Hub id
     text = calls["readme"]
     public_dataset = ".../" + "/".join(argv[1].split(os.sep)[-2:])  # no path of this machine in the card
@@ -209,8 +263,16 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path, monkeypatc
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    for key in ("eval_accuracy", "test_accuracy", "agreement", "explanation_size_median", "global_step", "history",
-                "pruning", "examples_seen"):
+    for key in (
+        "eval_accuracy",
+        "test_accuracy",
+        "agreement",
+        "explanation_size_median",
+        "global_step",
+        "history",
+        "pruning",
+        "examples_seen",
+    ):
         assert resumed[key] == straight[key], key
 
 
@@ -218,7 +280,12 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path, monkeypatc
 def test_two_processes_shard_extraction_and_count_each_example_once(assets, pushed_run, tmp_path):
     output_dir = tmp_path / "two"
     args = base_args(assets, output_dir, cache="cache_two") + [
-        "--gallery_top_k", "0", "--distill_weight", "0.5", "--loss", "sigmoid",
+        "--gallery_top_k",
+        "0",
+        "--distill_weight",
+        "0.5",
+        "--loss",
+        "sigmoid",
     ]
     done = run_script(args, launcher=two_process_launcher(), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
@@ -232,7 +299,11 @@ def test_two_processes_shard_extraction_and_count_each_example_once(assets, push
     assert two["schedule"]["per_device_train_batch_size"] == 5 and one["schedule"]["per_device_train_batch_size"] == 10
     assert two["schedule"]["learning_rate"] == one["schedule"]["learning_rate"]
     assert two["global_step"] == one["global_step"] == TOTAL_STEPS
-    assert two["examples_seen"] == one["examples_seen"] == {"total": 250, "min_per_row": 5, "max_per_row": 6, "epochs": round(250 / 48, 3)}
+    assert (
+        two["examples_seen"]
+        == one["examples_seen"]
+        == {"total": 250, "min_per_row": 5, "max_per_row": 6, "epochs": round(250 / 48, 3)}
+    )
 
     # Extraction was sharded (one shard per rank) and gives the same arrays as the one-process cache.
     for split, n in (("train", N_FIT), ("test", 3 * N_TEST), ("validation", N_VAL)):  # validation last: used below
@@ -273,7 +344,11 @@ def test_live_backbone_with_augmentation(assets, tmp_path):
         predictions = model(processor(images, return_tensors="pt")["pixel_values"]).logits.argmax(-1).numpy()
     assert float((predictions == labels).mean()) == results["test_accuracy"]
     assert results["prototypes_per_class"] == [4, 4, 4] and results["global_step"] == 10  # ceil(2 * 48 / 10)
-    assert results["pruning"]["finetune_steps_run"] == 0 and results["pruning"]["validation_accuracy_after_finetuning"] == results["pruning"]["validation_accuracy_after_pruning"]
+    assert (
+        results["pruning"]["finetune_steps_run"] == 0
+        and results["pruning"]["validation_accuracy_after_finetuning"]
+        == results["pruning"]["validation_accuracy_after_pruning"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------- errors

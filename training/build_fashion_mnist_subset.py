@@ -196,14 +196,14 @@ examples, tests and demo run offline.
 
 | split | images | per class |
 |-------|-------:|----------:|
-| train | {counts['train']} | {per_class['train']} |
-| test  | {counts['test']} | {per_class['test']} |
+| train | {counts["train"]} | {per_class["train"]} |
+| test  | {counts["test"]} | {per_class["test"]} |
 
 - Source: the original idx files as shipped by the Debian package `{APT_PACKAGE}`
   (`{DEFAULT_SOURCE}`); `train` is drawn from the 60,000 training images, `test` from the 10,000
-  test images, {per_class['train']} / {per_class['test']} per class, random seed {seed}.
+  test images, {per_class["train"]} / {per_class["test"]} per class, random seed {seed}.
 - Columns: `image` (`Image()`, 28x28 greyscale PNG), `label` (`ClassLabel`, 10 classes:
-  {', '.join(CLASS_NAMES)}), `id` (index of the image in the original idx file of its split).
+  {", ".join(CLASS_NAMES)}), `id` (index of the image in the original idx file of its split).
 - Load: `datasets.load_dataset("parquet", data_files={{"train": "train-00000.parquet", "test": "test-00000.parquet"}})`
   or `training.data.load_image_dataset(training.data.DEFAULT_DATASET)`.
 
@@ -225,8 +225,14 @@ Fashion-MNIST is distributed under the MIT licence; this subset keeps it.
 """
 
 
-def build_subset(out: str | os.PathLike = DEFAULT_OUT, per_class_train: int = 500, per_class_test: int = 100,
-                 seed: int = 0, source: str | os.PathLike | None = None, command: str | None = None) -> dict:
+def build_subset(
+    out: str | os.PathLike = DEFAULT_OUT,
+    per_class_train: int = 500,
+    per_class_test: int = 100,
+    seed: int = 0,
+    source: str | os.PathLike | None = None,
+    command: str | None = None,
+) -> dict:
     """Write the stratified subset (parquet + README.md) into ``out``; returns the split sizes."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,8 +257,11 @@ def main(argv=None) -> int:
     p.add_argument("--per_class_train", type=int, default=500)
     p.add_argument("--per_class_test", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--source", default=None,
-                   help=f"folder with the idx .gz files (default: $FASHION_MNIST_DIR or {DEFAULT_SOURCE})")
+    p.add_argument(
+        "--source",
+        default=None,
+        help=f"folder with the idx .gz files (default: $FASHION_MNIST_DIR or {DEFAULT_SOURCE})",
+    )
     args = p.parse_args(argv)
     cmd = "python training/build_fashion_mnist_subset.py"
     if Path(args.out).resolve() != DEFAULT_OUT:

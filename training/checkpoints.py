@@ -25,8 +25,15 @@ TENSORS_FILE = "infodisent_schedule.safetensors"
 _CHECKPOINT_NAME = re.compile(r"(step|epoch)_\d+")
 
 __all__ = [
-    "STATE_FILE", "TENSORS_FILE", "atomic_write", "check_weights", "error_line", "config_differences", "find_latest_checkpoint",
-    "read_state", "write_state",
+    "STATE_FILE",
+    "TENSORS_FILE",
+    "atomic_write",
+    "check_weights",
+    "error_line",
+    "config_differences",
+    "find_latest_checkpoint",
+    "read_state",
+    "write_state",
 ]
 
 
@@ -44,7 +51,9 @@ def atomic_write(path: str, write) -> None:
 
 def write_state(folder: str, state: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write the tensors, then the JSON state (last: its presence marks the checkpoint complete), each atomically."""
-    atomic_write(os.path.join(folder, TENSORS_FILE), lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
+    atomic_write(
+        os.path.join(folder, TENSORS_FILE), lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p)
+    )
 
     def write_json(p):
         with open(p, "w") as f:
@@ -66,9 +75,13 @@ def read_state(folder: str) -> tuple[dict, dict[str, torch.Tensor]]:
         if not isinstance(state, dict) or "global_step" not in state:
             raise ValueError("no global_step")
     except ValueError as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"The checkpoint state {path!r} does not parse ({error}); resume from another checkpoint.") from error
+        raise ValueError(
+            f"The checkpoint state {path!r} does not parse ({error}); resume from another checkpoint."
+        ) from error
     if "phase" not in state:
-        raise ValueError(f"The checkpoint {folder!r} was written by an older version of the training script; it cannot be resumed.")
+        raise ValueError(
+            f"The checkpoint {folder!r} was written by an older version of the training script; it cannot be resumed."
+        )
     check_weights(folder)
     return state, load_file(os.path.join(folder, TENSORS_FILE))  # just read by check_weights: it loads
 
@@ -91,13 +104,16 @@ def check_weights(folder: str) -> None:
         try:
             tensors = load_file(path)
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-            raise ValueError(f"The checkpoint file {path!r} cannot be read ({error_line(error)}); resume from "
-                             "another checkpoint.") from None
+            raise ValueError(
+                f"The checkpoint file {path!r} cannot be read ({error_line(error)}); resume from another checkpoint."
+            ) from None
         for key, tensor in tensors.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 bad = int((~torch.isfinite(tensor)).sum())
-                raise ValueError(f"The checkpoint file {path!r} holds {bad} NaN or infinite values in {key!r}; "
-                                 "resume from another checkpoint.")
+                raise ValueError(
+                    f"The checkpoint file {path!r} holds {bad} NaN or infinite values in {key!r}; "
+                    "resume from another checkpoint."
+                )
 
 
 def find_latest_checkpoint(output_dir: str) -> str:
@@ -122,8 +138,10 @@ def find_latest_checkpoint(output_dir: str) -> str:
             logger.warning("Skipping the checkpoint %s: %s", path, error)
             continue
         return path
-    raise ValueError(f"--resume_from_checkpoint latest: no usable checkpoint (step_N / epoch_N) in {output_dir!r}"
-                     + (f" ({len(candidates)} skipped: see the warnings above)." if candidates else "."))
+    raise ValueError(
+        f"--resume_from_checkpoint latest: no usable checkpoint (step_N / epoch_N) in {output_dir!r}"
+        + (f" ({len(candidates)} skipped: see the warnings above)." if candidates else ".")
+    )
 
 
 def config_differences(saved: dict, current: dict, neutral: set[str]) -> list[str]:

@@ -67,8 +67,9 @@ def _check_writable_folder(flag: str, path: str) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".infodisent-write-check-", dir=parent))
     except OSError as error:
-        raise UsageError(f"{flag}: {path!r} cannot be written: creating a folder in {parent!r} fails "
-                         f"({error.strerror or error}).") from None
+        raise UsageError(
+            f"{flag}: {path!r} cannot be written: creating a folder in {parent!r} fails ({error.strerror or error})."
+        ) from None
 
 
 def _at_least(args, flag: str, minimum: float, strictly: bool = False) -> None:
@@ -92,10 +93,14 @@ def validate_args(args) -> None:
     _check_folder("--test_dir", getattr(args, "test_dir", None), must_have_files=True)
     if args.validation_dir is not None and args.train_dir is None and args.dataset_name is None:
         raise UsageError("--validation_dir was given without --train_dir.")
-    if args.backbone is not None and (os.path.exists(os.path.expanduser(args.backbone)) or looks_like_local_path(args.backbone)):
+    if args.backbone is not None and (
+        os.path.exists(os.path.expanduser(args.backbone)) or looks_like_local_path(args.backbone)
+    ):
         _check_folder("--backbone", args.backbone)
         if not os.path.exists(os.path.join(os.path.expanduser(args.backbone), "config.json")):
-            raise UsageError(f"--backbone: the folder {args.backbone!r} has no config.json: it is not a Hugging Face model folder.")
+            raise UsageError(
+                f"--backbone: the folder {args.backbone!r} has no config.json: it is not a Hugging Face model folder."
+            )
     _check_writable_folder("--output_dir", args.output_dir)
     if args.cache_dir is not None:
         _check_writable_folder("--cache_dir", args.cache_dir)
@@ -108,11 +113,23 @@ def validate_args(args) -> None:
     if steps is not None and steps != "epoch" and not (steps.isdigit() and int(steps) > 0):
         raise UsageError(f"--checkpointing_steps must be a positive integer or 'epoch', got {steps!r}.")
 
-    for flag in ("--num_train_epochs", "--max_train_steps", "--per_device_train_batch_size",
-                 "--per_device_eval_batch_size", "--feature_batch_size"):
+    for flag in (
+        "--num_train_epochs",
+        "--max_train_steps",
+        "--per_device_train_batch_size",
+        "--per_device_eval_batch_size",
+        "--feature_batch_size",
+    ):
         _at_least(args, flag, 1)
-    for flag in ("--finetune_epochs", "--max_prototypes_per_class", "--gallery_top_k", "--sparsity_l1",
-                 "--sparsity_hoyer", "--weight_decay", "--distill_weight"):
+    for flag in (
+        "--finetune_epochs",
+        "--max_prototypes_per_class",
+        "--gallery_top_k",
+        "--sparsity_l1",
+        "--sparsity_hoyer",
+        "--weight_decay",
+        "--distill_weight",
+    ):
         _at_least(args, flag, 0)
     for flag in ("--learning_rate", "--finetune_learning_rate", "--distill_temperature"):
         _at_least(args, flag, 0, strictly=True)
@@ -139,23 +156,30 @@ def check_against_data(args, train_rows: int | None, num_processes: int = 1) -> 
     # A batch larger than the data only repeats rows; up to the default (256) it is allowed for tiny datasets.
     if batch > max(train_rows, 256):
         total = f" x {num_processes} processes = {batch:,}" if per_device and num_processes > 1 else ""
-        raise UsageError(f"{flag} {getattr(args, flag[2:]):,}{total} is larger than the {train_rows:,} training rows; "
-                         f"use at most {max(train_rows, 256):,}.")
+        raise UsageError(
+            f"{flag} {getattr(args, flag[2:]):,}{total} is larger than the {train_rows:,} training rows; "
+            f"use at most {max(train_rows, 256):,}."
+        )
     for epochs_flag in ("--num_train_epochs", "--finetune_epochs"):
         epochs = getattr(args, epochs_flag[2:], None)
         if epochs and epochs * train_rows / batch > MAX_PLANNED_STEPS:
             raise UsageError(
                 f"{epochs_flag} {epochs:g} plans {epochs * train_rows / batch:.3g} steps of {batch:,} rows over "
                 f"{train_rows:,} training rows; at most {MAX_PLANNED_STEPS:,} steps "
-                f"({MAX_PLANNED_STEPS * batch / train_rows:.3g} epochs).")
+                f"({MAX_PLANNED_STEPS * batch / train_rows:.3g} epochs)."
+            )
 
 
 def _is_image_config(config) -> bool:
     from transformers.models.auto import modeling_auto
 
     image_types = set()
-    for mapping in ("MODEL_FOR_IMAGE_MAPPING_NAMES", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
-                    "MODEL_FOR_BACKBONE_MAPPING_NAMES", "MODEL_FOR_MASKED_IMAGE_MODELING_MAPPING_NAMES"):
+    for mapping in (
+        "MODEL_FOR_IMAGE_MAPPING_NAMES",
+        "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        "MODEL_FOR_BACKBONE_MAPPING_NAMES",
+        "MODEL_FOR_MASKED_IMAGE_MODELING_MAPPING_NAMES",
+    ):
         image_types.update(getattr(modeling_auto, mapping, {}))
     # Vision towers of multimodal models (e.g. CLIPVisionConfig) are not in the mappings but take images.
     return config.model_type in image_types or any(hasattr(config, a) for a in ("num_channels", "image_size"))
@@ -197,7 +221,9 @@ def inspect_backbone(name: str):
     return config, image_processor
 
 
-def head_label_match(head_config, id2label: dict[int, str], user_says_it_matches: bool = False) -> tuple[bool, str | None]:
+def head_label_match(
+    head_config, id2label: dict[int, str], user_says_it_matches: bool = False
+) -> tuple[bool, str | None]:
     """Whether the backbone's own classifier predicts the dataset's classes, and if not why (for the results).
 
     Names must agree (case-insensitively, in order). Generic names (``LABEL_0``...) say nothing about what the head

@@ -59,12 +59,14 @@ def present_labels(split, label_col: str) -> set[int]:
     return {v for v in pc.unique(split.with_format("arrow")[label_col]).to_pylist() if v is not None}
 
 
-def check_split_classes(train, given: dict, label_col: str, names: list[str] | None, where: dict[str, str],
-                        exact: bool) -> None:
+def check_split_classes(
+    train, given: dict, label_col: str, names: list[str] | None, where: dict[str, str], exact: bool
+) -> None:
     """The classes of each given split (``{"validation": split, "test": split}``; not a split held out from train)
     against train's: a class train lacks is never learnt, so it is refused; with `exact` (imagefolders, whose class
     sets are their folder names) train's classes must all be there too. `where` names each split's source
     (``"--validation_dir 'val'"``)."""
+
     def name(v: int) -> str:
         return names[v] if names is not None and 0 <= v < len(names) else str(v)
 

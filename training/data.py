@@ -36,19 +36,19 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import datasets
 
 from modeling_infodisent.images import processor_num_channels, to_rgb
-from training.class_sets import check_image_folder, check_split_classes
 
 #: Bundled Fashion-MNIST subset (parquet files train-00000.parquet / test-00000.parquet + README.md) and black-box
 #: backbone (HF ResNetForImageClassification + ViTImageProcessor, safetensors): defined with the command line, which
 #: is read before this module (and datasets) is imported.
 from training.arguments import DEFAULT_BACKBONE, DEFAULT_DATASET
+from training.class_sets import check_image_folder, check_split_classes
 
 _HERE = Path(__file__).resolve().parent
 
@@ -97,7 +97,9 @@ class NamedImage(datasets.Image):
         except Exception as error:  # noqa: BLE001 - any decoding failure, reported with the file's name
             path = value.get("path") if isinstance(value, dict) else None
             size = len(value.get("bytes") or b"") if isinstance(value, dict) else 0
-            where = f"the image file {path!r}" if path else f"an image stored in the dataset ({size} bytes, no file name)"
+            where = (
+                f"the image file {path!r}" if path else f"an image stored in the dataset ({size} bytes, no file name)"
+            )
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ValueError(f"Cannot read {where}: {reason}. Remove or replace it.") from error
 
@@ -153,8 +155,13 @@ def _augmentation(names=DEFAULT_AUGMENT):
     # Small geometric jitter only. One RandomAffine for shift and zoom together (the default's draws as before).
     steps = [v2.RandomHorizontalFlip(p=0.5)] if "flip" in names else []
     if "shift" in names or "zoom" in names:
-        steps.append(v2.RandomAffine(degrees=0, translate=(0.08, 0.08) if "shift" in names else None,
-                                     scale=(0.9, 1.1) if "zoom" in names else None))
+        steps.append(
+            v2.RandomAffine(
+                degrees=0,
+                translate=(0.08, 0.08) if "shift" in names else None,
+                scale=(0.9, 1.1) if "zoom" in names else None,
+            )
+        )
     return v2.Compose(steps) if steps else None
 
 
@@ -233,8 +240,7 @@ def _load_local_folder(folder: str, extra_split: str | None = None):
             data_files.setdefault(split, []).append(f)
         return _load_or_empty_error(datasets.load_dataset, "parquet", data_files=data_files)
     has_images = any(
-        Path(f).suffix.lower() in _IMAGE_EXTENSIONS
-        for f in glob.iglob(os.path.join(folder, "**", "*"), recursive=True)
+        Path(f).suffix.lower() in _IMAGE_EXTENSIONS for f in glob.iglob(os.path.join(folder, "**", "*"), recursive=True)
     )
     if not has_images:
         raise ValueError(f"The folder {folder!r} contains neither parquet files nor images (imagefolder layout).")
@@ -473,8 +479,13 @@ def load_image_dataset(
         )
         sources = {"train": f"train (the other {len(train)} rows)", "validation": held_out}
     if test is not None:
-        sources["test"] = (f"the dataset's {test_split_name!r} split" if test_split_name is not None
-                           else f"test_dir {os.path.basename(os.path.normpath(test_dir))!r}" if test_dir is not None else "test")
+        sources["test"] = (
+            f"the dataset's {test_split_name!r} split"
+            if test_split_name is not None
+            else f"test_dir {os.path.basename(os.path.normpath(test_dir))!r}"
+            if test_dir is not None
+            else "test"
+        )
     for name, split in (("validation", validation), ("test", test)):
         for c in (image_col, label_col):
             if split is not None and c not in split.column_names:
@@ -482,13 +493,17 @@ def load_image_dataset(
     _check_two_classes(train, label_col, label_feature if is_classlabel else None)
     # Given validation / test splits (not one held out from train) must have train's classes (training/class_sets.py).
     if dataset_name is None:
-        where = {"train": f"--train_dir {train_dir!r}", "validation": f"--validation_dir {validation_dir!r}",
-                 "test": f"--test_dir {test_dir!r}"}
+        where = {
+            "train": f"--train_dir {train_dir!r}",
+            "validation": f"--validation_dir {validation_dir!r}",
+            "test": f"--test_dir {test_dir!r}",
+        }
     else:
         where = {k: f"the {k} split of {dataset_name!r}" for k in ("train", "validation", "test")}
     given = {"validation": validation if "validation" in splits else None, "test": test}
-    check_split_classes(train, given, label_col, label_feature.names if is_classlabel else None, where,
-                        exact=dataset_name is None)
+    check_split_classes(
+        train, given, label_col, label_feature.names if is_classlabel else None, where, exact=dataset_name is None
+    )
 
     if is_classlabel:
         id2label = {i: str(n) for i, n in enumerate(label_feature.names)}
@@ -542,7 +557,10 @@ def _check_two_classes(train, label_col: str, classlabel) -> None:
     # (the arrow format follows the split's indices mapping; ``train.data`` would be the whole table before a split)
     present = sorted(v for v in pc.unique(train.with_format("arrow")[label_col]).to_pylist() if v is not None)
     if len(present) < 2:
-        names = [f"{v} ({classlabel.names[v]!r})" if classlabel is not None and 0 <= v < len(classlabel.names) else str(v) for v in present]
+        names = [
+            f"{v} ({classlabel.names[v]!r})" if classlabel is not None and 0 <= v < len(classlabel.names) else str(v)
+            for v in present
+        ]
         raise ValueError(
             f"The training split has {len(train)} rows of {len(present)} class(es) only (label "
             f"{', '.join(names) or 'none'}): "

@@ -62,15 +62,22 @@ def evaluate(
     """
     featurizer = featurizer or cached_featurizer
     streamed = hasattr(data, "eval_batches")  # a `training.streaming.StreamSplit`: each process reads its shard
-    loader = data.eval_batches(batch_size, accelerator) if streamed else DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
+    loader = (
+        data.eval_batches(batch_size, accelerator)
+        if streamed
+        else DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
+    )
     if accelerator is not None and not streamed:
         from accelerate.data_loader import prepare_data_loader
 
         # The module-level helper (not accelerator.prepare) so that repeated evaluations do not pile up in the
         # accelerator's list of data loaders that save_state / load_state walk through.
         loader = prepare_data_loader(
-            loader, accelerator.device, num_processes=accelerator.num_processes,
-            process_index=accelerator.process_index, put_on_device=True,
+            loader,
+            accelerator.device,
+            num_processes=accelerator.num_processes,
+            process_index=accelerator.process_index,
+            put_on_device=True,
         )
     head = model.head
     was_training = head.training
@@ -101,8 +108,10 @@ def evaluate(
     cat = {k: v[order] for k, v in cat.items()}
     if not np.array_equal(cat["index"], np.arange(len(data))):
         # Guards the multi-process bookkeeping: every example exactly once, none dropped, none duplicated.
-        raise RuntimeError(f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for "
-            f"a split of {len(data)}.")
+        raise RuntimeError(
+            f"Evaluation saw {len(cat['index'])} rows ({len(np.unique(cat['index']))} distinct) for "
+            f"a split of {len(data)}."
+        )
     result = {
         "accuracy": float((cat["predictions"] == cat["labels"]).mean()),
         "num_examples": int(len(cat["labels"])),
@@ -141,7 +150,9 @@ def train_linear_probe(
     linear = torch.nn.Linear(x_train.shape[1], num_labels).double()
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=epochs, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        linear.parameters(), lr=1.0, max_iter=epochs, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()

@@ -34,7 +34,8 @@ import os
 import shutil
 import socket
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,9 @@ __all__ = [
 
 def default_cache_dir() -> str:
     """``$INFODISENT_CACHE`` if set, else ``~/.cache/infodisent/features``."""
-    return os.environ.get("INFODISENT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "infodisent", "features")
+    return os.environ.get("INFODISENT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "infodisent", "features"
+    )
 
 
 def _hash_state_dict(hasher, module: torch.nn.Module) -> None:
@@ -120,7 +123,9 @@ class NpyRows:
     def __init__(self, path: str):
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran_order, dtype = read_header(f)
             self.offset = f.tell()
         if fortran_order or dtype.hasobject:
@@ -157,7 +162,9 @@ class NpyRows:
         out = np.empty((len(indices),) + self.shape[1:], dtype=self.dtype)
         flat = out.reshape(len(indices), -1).view(np.uint8)
         for position, row in enumerate(np.asarray(indices, dtype=np.int64)):
-            flat[position] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.offset + int(row) * self.row_bytes), np.uint8)
+            flat[position] = np.frombuffer(
+                os.pread(self._fd, self.row_bytes, self.offset + int(row) * self.row_bytes), np.uint8
+            )
         return out
 
 
@@ -186,7 +193,9 @@ class FeatureCache(Dataset):
         sizes = [len(s["labels"]) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         if int(self.offsets[-1]) != self.meta["num_rows"]:
-            raise ValueError(f"Feature cache {folder!r} is inconsistent: {self.offsets[-1]} rows vs {self.meta['num_rows']}.")
+            raise ValueError(
+                f"Feature cache {folder!r} is inconsistent: {self.offsets[-1]} rows vs {self.meta['num_rows']}."
+            )
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -325,8 +334,11 @@ class _ShardWriter:
             if key not in self.arrays:
                 dtype = value.dtype if key == "labels" else np.dtype(self.dtype)
                 f = open(self._path(key, tmp=True), "wb")
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                          "shape": (self.num_rows,) + tuple(value.shape[1:])}
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(dtype),
+                    "fortran_order": False,
+                    "shape": (self.num_rows,) + tuple(value.shape[1:]),
+                }
                 np.lib.format.write_array_header_1_0(f, header)
                 self.arrays[key] = (f, dtype)
             f, dtype = self.arrays[key]
@@ -420,13 +432,24 @@ def _check_batch(feature_map, logits, backbone_name: str, split_name: str, first
     then = "; nothing was cached"
     check_finite(feature_map, f"The backbone {backbone_name!r} gives non-finite feature maps ({rows})", then)
     if logits is not None:
-        check_finite(logits, f"The classifier head of the backbone {backbone_name!r} gives non-finite logits ({rows})", then)
+        check_finite(
+            logits, f"The classifier head of the backbone {backbone_name!r} gives non-finite logits ({rows})", then
+        )
 
 
 @torch.no_grad()
 def _extract_block(
-    model, head_model, loader, writer, pooled_only: bool, device, show_progress: bool, desc: str,
-    backbone_name: str = "backbone", split_name: str = "train", first_row: int = 0,
+    model,
+    head_model,
+    loader,
+    writer,
+    pooled_only: bool,
+    device,
+    show_progress: bool,
+    desc: str,
+    backbone_name: str = "backbone",
+    split_name: str = "train",
+    first_row: int = 0,
 ):
     # With a head, the backbone would run twice per batch (feature map + head logits). One pass suffices when the
     # head's base model computes what the InfoDisent adapter uses: checked on the first batch, else two passes.
@@ -438,7 +461,9 @@ def _extract_block(
             feature_map = model.extract_features(pixel_values).float()
             try:
                 shared, logits = _one_pass(model, head_model, pixel_values)
-                shared_pass = shared.shape == feature_map.shape and torch.allclose(shared.float(), feature_map, rtol=1e-4, atol=1e-5)
+                shared_pass = shared.shape == feature_map.shape and torch.allclose(
+                    shared.float(), feature_map, rtol=1e-4, atol=1e-5
+                )
             except Exception:  # noqa: BLE001 - any failure just means: use two passes
                 shared_pass = False
             if not shared_pass:
@@ -522,7 +547,9 @@ def get_or_extract_features(
     if world > 1:
         staging = broadcast_object_list([staging])[0]
     if is_main:
-        logger.info("Extracting %s features (%d images, %d process(es)) into %s", split_name, len(dataset), world, folder)
+        logger.info(
+            "Extracting %s features (%d images, %d process(es)) into %s", split_name, len(dataset), world, folder
+        )
         os.makedirs(cache_dir, exist_ok=True)
         _remove_abandoned_extractions(cache_dir, key)
         os.makedirs(staging)
@@ -546,9 +573,17 @@ def get_or_extract_features(
             backbone_name = getattr(bconfig, "_name_or_path", "") or bconfig.model_type
         try:
             _extract_block(
-                model, head_model, loader, writer, pooled_only, device,
-                show_progress=is_main, desc=f"features ({split_name})",
-                backbone_name=backbone_name, split_name=split_name, first_row=start,
+                model,
+                head_model,
+                loader,
+                writer,
+                pooled_only,
+                device,
+                show_progress=is_main,
+                desc=f"features ({split_name})",
+                backbone_name=backbone_name,
+                split_name=split_name,
+                first_row=start,
             )
         except BaseException:
             writer.abort()

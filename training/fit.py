@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from training.fit_config import RESUME_NEUTRAL, FitConfig
 from training.checkpoints import config_differences, error_line, find_latest_checkpoint, read_state, write_state
 from training.evaluation import cached_featurizer, evaluate
 from training.features import collate_batch
+from training.fit_config import RESUME_NEUTRAL, FitConfig
 from training.hardware import keep_freed_memory_for_reuse, make_accelerator, rotation_matmul_dtype
 from training.schedule import (
     REFERENCE_BATCH_SIZE,
@@ -62,7 +62,9 @@ def _loss(logits, labels, teacher_logits, config: FitConfig) -> torch.Tensor:
         raise ValueError("distill_weight > 0 needs the backbone head's logits, but the data has none.")
     t = config.distill_temperature
     distill = F.kl_div(
-        F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1), log_target=True,
+        F.log_softmax(logits / t, dim=-1),
+        F.log_softmax(teacher_logits / t, dim=-1),
+        log_target=True,
         reduction="batchmean",
     ) * (t * t)
     return (1.0 - config.distill_weight) * label_loss + config.distill_weight * distill
@@ -147,8 +149,10 @@ class _Fit:
         try:  # head weights + prototype mask, optimiser, RNG states (the weights were checked by read_state)
             self.accelerator.load_state(path)
         except (OSError, RuntimeError, EOFError, KeyError) as error:  # e.g. a truncated optimizer.bin
-            raise ValueError(f"Cannot resume from {path!r}: accelerate cannot load its state ({error_line(error)}); "
-                             "resume from another checkpoint.") from None
+            raise ValueError(
+                f"Cannot resume from {path!r}: accelerate cannot load its state ({error_line(error)}); "
+                "resume from another checkpoint."
+            ) from None
         names = {f.name for f in fields(FitState)}
         for key, value in saved.items():
             if key in names:
@@ -200,7 +204,9 @@ class _Fit:
         states after the main phase's floor and at the end of fine-tuning rounds are: before, the learning rate is
         still high and the temperature not annealed, and picking among them would select the validation noise)."""
         config, state = self.config, self.state
-        metrics = evaluate(self.model, self.eval_data, config.per_device_eval_batch_size, self.accelerator, self.featurizer)
+        metrics = evaluate(
+            self.model, self.eval_data, config.per_device_eval_batch_size, self.accelerator, self.featurizer
+        )
         step = state.global_step
         record = {
             "phase": phase,

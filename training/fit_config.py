@@ -57,7 +57,9 @@ class FitConfig:
         if self.loss not in ("softmax", "sigmoid"):
             raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}.")
         if self.rotation_matmul_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"rotation_matmul_dtype must be 'auto', 'float32' or 'bfloat16', got {self.rotation_matmul_dtype!r}.")
+            raise ValueError(
+                f"rotation_matmul_dtype must be 'auto', 'float32' or 'bfloat16', got {self.rotation_matmul_dtype!r}."
+            )
         if self.lr_scaling not in ("sqrt", "linear", "none"):
             raise ValueError(f"lr_scaling must be 'sqrt', 'linear' or 'none', got {self.lr_scaling!r}.")
         if not 0.0 <= self.distill_weight <= 1.0:
@@ -68,8 +70,15 @@ class FitConfig:
             raise ValueError("Gumbel temperatures must be > 0.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        for name in ("train_batch_size", "per_device_eval_batch_size", "min_train_steps", "max_budget_steps",
-                     "finetune_steps", "finetune_max_rounds", "early_stopping_patience"):
+        for name in (
+            "train_batch_size",
+            "per_device_eval_batch_size",
+            "min_train_steps",
+            "max_budget_steps",
+            "finetune_steps",
+            "finetune_max_rounds",
+            "early_stopping_patience",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("per_device_train_batch_size", "max_train_steps", "eval_steps"):
@@ -85,7 +94,9 @@ class FitConfig:
             raise ValueError(f"budget_epochs must be > 0, got {self.budget_epochs}.")
         if isinstance(self.checkpointing_steps, str) and self.checkpointing_steps not in ("epoch",):
             if not self.checkpointing_steps.isdigit() or int(self.checkpointing_steps) < 1:
-                raise ValueError(f"checkpointing_steps must be a positive integer or 'epoch', got {self.checkpointing_steps!r}.")
+                raise ValueError(
+                    f"checkpointing_steps must be a positive integer or 'epoch', got {self.checkpointing_steps!r}."
+                )
             self.checkpointing_steps = int(self.checkpointing_steps)
 
     @classmethod
@@ -105,8 +116,15 @@ class FitConfig:
 
 # Arguments that do not change what is trained: a checkpoint may be resumed with other values of these.
 RESUME_NEUTRAL = {
-    "per_device_eval_batch_size", "checkpointing_steps", "resume_from_checkpoint", "ignore_config_change",
-    "output_dir", "stop_after_steps", "with_tracking", "show_progress",  # (stop_after_steps: checkpoints of 0.1)
+    "per_device_eval_batch_size",
+    "checkpointing_steps",
+    "resume_from_checkpoint",
+    "ignore_config_change",
+    "output_dir",
+    "stop_after_steps",
+    "with_tracking",
+    "show_progress",  # (stop_after_steps: checkpoints of 0.1)
     # compared through the resolved global batch instead (2 processes x 128 = 1 process x 256)
-    "train_batch_size", "per_device_train_batch_size",
+    "train_batch_size",
+    "per_device_train_batch_size",
 }

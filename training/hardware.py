@@ -8,7 +8,13 @@ import ctypes
 
 import torch
 
-__all__ = ["BF16_MIN_FEATURES", "keep_freed_memory_for_reuse", "make_accelerator", "native_bf16_matmul", "rotation_matmul_dtype"]
+__all__ = [
+    "BF16_MIN_FEATURES",
+    "keep_freed_memory_for_reuse",
+    "make_accelerator",
+    "native_bf16_matmul",
+    "rotation_matmul_dtype",
+]
 
 
 def make_accelerator(**kwargs):
@@ -32,7 +38,9 @@ def native_bf16_matmul(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
-        return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+        return any(
+            getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        )
     return False
 
 

@@ -134,20 +134,31 @@ def build_model_card(
         f" (validation, which took the schedule's decisions: {results.get('eval_num_examples')} examples, accuracy "
         f"{_fmt(results.get('eval_accuracy'))}). All numbers are in `all_results.json`.",
         *(
-            ["", f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, "
+            [
+                "",
+                f"Test split: {((results.get('splits') or {}).get('test') or {}).get('source', 'test')}, "
                 "evaluated once on "
-                 "the final model; it took no decision (early stopping, best state and pruning used validation)."]
-            if has_test else ["", f"**No test split: {NO_TEST_SPLIT_NOTE}**"]
+                "the final model; it took no decision (early stopping, best state and pruning used validation).",
+            ]
+            if has_test
+            else ["", f"**No test split: {NO_TEST_SPLIT_NOTE}**"]
         ),
         *(
-            ["", f"**Control run: the training and validation labels were permuted** (seed "
-                 f"{results['shuffled_labels']['seed']}); the test split kept its true labels. This model is a "
-                 "baseline for the explanations of the model trained on the true labels, not a classifier."]
-            if results.get("shuffled_labels") else []
+            [
+                "",
+                f"**Control run: the training and validation labels were permuted** (seed "
+                f"{results['shuffled_labels']['seed']}); the test split kept its true labels. This model is a "
+                "baseline for the explanations of the model trained on the true labels, not a classifier.",
+            ]
+            if results.get("shuffled_labels")
+            else []
         ),
         *(
-            ["", "The backbone's own classifier is not compared with this model: "
-                f"{results['agreement_missing_reason']}."]
+            [
+                "",
+                "The backbone's own classifier is not compared with this model: "
+                f"{results['agreement_missing_reason']}.",
+            ]
             if results.get("agreement_missing_reason")
             else []
         ),
@@ -160,8 +171,11 @@ def build_model_card(
         "```bash",
         command,
         "```",
-        *(["", f"Training images augmented: {', '.join(results['augment'])} (the backbone ran in the loop)."]
-          if results.get("augment") else []),
+        *(
+            ["", f"Training images augmented: {', '.join(results['augment'])} (the backbone ran in the loop)."]
+            if results.get("augment")
+            else []
+        ),
         "",
         "## How to use",
         "",

@@ -16,11 +16,29 @@ from training.publish import make_world_readable, public_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dataset_title", "hub_dataset_id", "input_size", "save_gallery", "save_image_processor", "write_model_folder"]
+__all__ = [
+    "dataset_title",
+    "hub_dataset_id",
+    "input_size",
+    "save_gallery",
+    "save_image_processor",
+    "write_model_folder",
+]
 
 
-def write_model_folder(folder, model, image_processor, train_dataset, image_column, label_column, id2label,
-                        results, command, args, start_time) -> None:
+def write_model_folder(
+    folder,
+    model,
+    image_processor,
+    train_dataset,
+    image_column,
+    label_column,
+    id2label,
+    results,
+    command,
+    args,
+    start_time,
+) -> None:
     """Weights + code files, image processor, gallery, all_results.json and the card, into ``folder``."""
     os.makedirs(folder)
     model.set_gumbel_temperature(args.gumbel_temperature_end)
@@ -36,11 +54,16 @@ def write_model_folder(folder, model, image_processor, train_dataset, image_colu
         json.dump(results, f, indent=2)
     is_default_data = args.dataset_name is None and args.train_dir is None
     card = build_model_card(
-        results, model_name=args.hub_model_id or Path(args.output_dir).name, backbone=results["backbone"],
-        dataset=dataset_title(args), command=command, id2label=id2label,
+        results,
+        model_name=args.hub_model_id or Path(args.output_dir).name,
+        backbone=results["backbone"],
+        dataset=dataset_title(args),
+        command=command,
+        id2label=id2label,
         dataset_hub_id=FASHION_MNIST_HUB_ID if is_default_data else hub_dataset_id(args),
         dataset_pretty_name="Fashion-MNIST (embedded 5,000 / 1,000 subset)" if is_default_data else None,
-        has_gallery=has_gallery, image_size=input_size(image_processor),
+        has_gallery=has_gallery,
+        image_size=input_size(image_processor),
     )
     card.save(os.path.join(folder, "README.md"))
     make_world_readable(folder)
@@ -61,8 +84,11 @@ def save_image_processor(image_processor, folder) -> None:
 
     if type(image_processor).__name__ == "TimmWrapperImageProcessor":
         data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in image_processor.data_config.items()}
-        entry = {"image_processor_type": "TimmWrapperImageProcessor", "architecture": image_processor.architecture,
-                 "pretrained_cfg": data_config}
+        entry = {
+            "image_processor_type": "TimmWrapperImageProcessor",
+            "architecture": image_processor.architecture,
+            "pretrained_cfg": data_config,
+        }
         with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
             json.dump(entry, f, indent=2)
     else:
@@ -73,14 +99,31 @@ def save_image_processor(image_processor, folder) -> None:
     reloaded = AutoImageProcessor.from_pretrained(folder)
     expected = image_processor(probe, return_tensors="pt")["pixel_values"]
     got = reloaded(probe, return_tensors="pt")["pixel_values"]
-    if type(reloaded) is not type(image_processor) or expected.shape != got.shape or not torch.allclose(expected, got, atol=1e-5):
+    if (
+        type(reloaded) is not type(image_processor)
+        or expected.shape != got.shape
+        or not torch.allclose(expected, got, atol=1e-5)
+    ):
         raise RuntimeError(
             f"The saved image processor ({type(reloaded).__name__}) does not preprocess as the backbone's "
             f"({type(image_processor).__name__}) does: the output folder would not work."
         )
 
 
-_SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
+_SPLIT_NAMES = {
+    "train",
+    "training",
+    "trn",
+    "test",
+    "testing",
+    "validation",
+    "valid",
+    "val",
+    "dev",
+    "eval",
+    "data",
+    "images",
+}
 
 
 def dataset_title(args) -> str:
@@ -121,8 +164,13 @@ def save_gallery(model, train_dataset, image_processor, args, image_column, labe
         logger.info("No prototype gallery: modeling_infodisent.gallery is not available in this version.")
         return False
     gallery = compute_gallery(
-        model, train_dataset, image_processor, top_k=args.gallery_top_k, batch_size=args.feature_batch_size,
-        image_column=image_column, label_column=label_column,
+        model,
+        train_dataset,
+        image_processor,
+        top_k=args.gallery_top_k,
+        batch_size=args.feature_batch_size,
+        image_column=image_column,
+        label_column=label_column,
     )
     gallery.save(folder)
     return True

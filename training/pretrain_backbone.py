@@ -71,31 +71,45 @@ FMNIST_STD = 0.3530
 def parse_args(argv=None):
     p = OneLineParser(description=__doc__.split("\n\n")[0])  # errors: one line, "did you mean", exit 2 (cli)
     p.add_argument("--output_dir", default=DEFAULT_BACKBONE)
-    p.add_argument("--dataset_name", default=None,
-                   help="A parquet/imagefolder folder with train and test splits (e.g. from benchmarks/generate.py) "
-                        "instead of Fashion-MNIST; its labels become the head's. Default: the full Fashion-MNIST.")
+    p.add_argument(
+        "--dataset_name",
+        default=None,
+        help="A parquet/imagefolder folder with train and test splits (e.g. from benchmarks/generate.py) "
+        "instead of Fashion-MNIST; its labels become the head's. Default: the full Fashion-MNIST.",
+    )
     p.add_argument("--image_size", type=int, default=56)
     p.add_argument("--embedding_size", type=int, default=32)
     p.add_argument("--hidden_sizes", type=int, nargs="+", default=[64, 128])
     p.add_argument("--depths", type=int, nargs="+", default=[2, 2])
     p.add_argument("--num_train_epochs", type=int, default=8)
     p.add_argument("--max_train_steps", type=int, default=None, help="stop after N steps (timing runs)")
-    p.add_argument("--time_budget_min", type=float, default=None,
-                   help="compress the one-cycle schedule so that training ends after this many minutes")
+    p.add_argument(
+        "--time_budget_min",
+        type=float,
+        default=None,
+        help="compress the one-cycle schedule so that training ends after this many minutes",
+    )
     p.add_argument("--warmup_fraction", type=float, default=0.2)
     p.add_argument("--per_device_train_batch_size", type=int, default=128)
     p.add_argument("--per_device_eval_batch_size", type=int, default=500)
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--weight_decay", type=float, default=0.05)
     p.add_argument("--label_smoothing", type=float, default=0.1)
-    p.add_argument("--augment", default="flip,shift,zoom",
-                   help="comma-separated augmentations of the training images: flip (horizontal), shift (≤ 8%%), zoom "
-                        "(0.9-1.1), crop (= shift,zoom), or none. Default flip,shift,zoom (natural images); drop flip "
-                        "when mirroring changes the class.")
+    p.add_argument(
+        "--augment",
+        default="flip,shift,zoom",
+        help="comma-separated augmentations of the training images: flip (horizontal), shift (≤ 8%%), zoom "
+        "(0.9-1.1), crop (= shift,zoom), or none. Default flip,shift,zoom (natural images); drop flip "
+        "when mirroring changes the class.",
+    )
     p.add_argument("--no_augment", action="store_true", help="deprecated: same as --augment none")
-    p.add_argument("--validation_fraction", type=float, default=0.1,
-                   help="fraction of the training split held out (stratified, seeded) as the validation split "
-                        "reported after each epoch (when the data has no validation split of its own)")
+    p.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=0.1,
+        help="fraction of the training split held out (stratified, seeded) as the validation split "
+        "reported after each epoch (when the data has no validation split of its own)",
+    )
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--num_threads", type=int, default=2)
     p.add_argument("--channels_last", action="store_true")
@@ -157,8 +171,12 @@ def load_splits(args) -> tuple[dict, dict[str, str], dict | None]:
     full = full_fashion_mnist_dataset("train")
     parts = full.train_test_split(test_size=args.validation_fraction, seed=args.seed, stratify_by_column="label")
     subset, _, _, _ = load_image_dataset(DEFAULT_DATASET)
-    splits = {"train": parts["train"], "validation": parts["test"], "test": full_fashion_mnist_dataset("test"),
-              "subset_test": subset["test"]}
+    splits = {
+        "train": parts["train"],
+        "validation": parts["test"],
+        "test": full_fashion_mnist_dataset("test"),
+        "subset_test": subset["test"],
+    }
     sources = {
         "train": f"Fashion-MNIST training set, {len(parts['train'])} of {len(full)} rows",
         "validation": f"held out from the Fashion-MNIST training set ({len(parts['test'])} rows, stratified, "
@@ -184,10 +202,12 @@ def evaluate(model, loader, accelerator, desc="eval"):
 def _budget_note(results: dict) -> str:
     if not results.get("time_budget_min"):
         return ""
-    return (f" The run asked for {results.get('epochs_planned')} epochs with a {results['time_budget_min']:g}-minute "
-            "time budget (`--time_budget_min`): the one-cycle schedule follows whichever of step count and elapsed "
-            f"time is further along, so on the shared machine it completed {results['epochs']} epochs, fully "
-            "annealed.")
+    return (
+        f" The run asked for {results.get('epochs_planned')} epochs with a {results['time_budget_min']:g}-minute "
+        "time budget (`--time_budget_min`): the one-cycle schedule follows whichever of step count and elapsed "
+        f"time is further along, so on the shared machine it completed {results['epochs']} epochs, fully "
+        "annealed."
+    )
 
 
 def write_model_card(out: Path, results: dict, config_dict: dict):
@@ -215,31 +235,42 @@ def write_model_card(out: Path, results: dict, config_dict: dict):
     fm = results["feature_map_shape"]
     sp = results["splits"]
     rows = [  # the card's table: label, value (Markdown table rows cannot be wrapped, so they are built here)
-        (f"top-1 accuracy, **test**: full Fashion-MNIST test set ({sp['test']['rows']:,} images)",
-         f"**{100 * results['full_test_accuracy']:.2f}%**"),
-        (f"top-1 accuracy, **test**: bundled subset test split ({sp['subset_test']['rows']:,} images, "
-         "`training/embedded/fashion_mnist_subset`)", f"{100 * results['subset_test_accuracy']:.2f}%"),
-        (f"top-1 accuracy, **validation**: held out of the training set ({sp['validation']['rows']:,} images)",
-         f"{100 * results['validation_accuracy']:.2f}%"),
+        (
+            f"top-1 accuracy, **test**: full Fashion-MNIST test set ({sp['test']['rows']:,} images)",
+            f"**{100 * results['full_test_accuracy']:.2f}%**",
+        ),
+        (
+            f"top-1 accuracy, **test**: bundled subset test split ({sp['subset_test']['rows']:,} images, "
+            "`training/embedded/fashion_mnist_subset`)",
+            f"{100 * results['subset_test_accuracy']:.2f}%",
+        ),
+        (
+            f"top-1 accuracy, **validation**: held out of the training set ({sp['validation']['rows']:,} images)",
+            f"{100 * results['validation_accuracy']:.2f}%",
+        ),
         ("last feature map (`ResNetModel.last_hidden_state`, C×H×W)", f"{fm[0]}×{fm[1]}×{fm[2]}"),
-        (f"training wall time ({results['epochs']} epochs, 2-core CPU, shared machine)",
-         f"{results['train_runtime_s'] / 60:.1f} min"),
+        (
+            f"training wall time ({results['epochs']} epochs, 2-core CPU, shared machine)",
+            f"{results['train_runtime_s'] / 60:.1f} min",
+        ),
     ]
     table = "\n".join(f"| {label} | {value} |" for label, value in rows)
-    architecture = {k: config_dict[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type",
-                                                 "downsample_in_first_stage")}
+    architecture = {
+        k: config_dict[k]
+        for k in ("embedding_size", "hidden_sizes", "depths", "layer_type", "downsample_in_first_stage")
+    }
     content = f"""---
 {data.to_yaml()}
 ---
 
 # fashion_mnist_resnet — the black box InfoDisent explains by default
 
-A small Hugging Face `ResNetForImageClassification` (basic blocks, {len(config_dict['depths'])} stages,
-hidden sizes {config_dict['hidden_sizes']}, depths {config_dict['depths']}, embedding size
-{config_dict['embedding_size']}; {results['num_parameters']:,} parameters) trained from scratch on
-{results['splits']['train']['rows']:,} images of the Fashion-MNIST training set (the other
-{results['splits']['validation']['rows']:,} held out for validation). Grey 28×28 images are converted to RGB and
-preprocessed by the bundled `ViTImageProcessor` (resize to {results['image_size']}×{results['image_size']}, rescale,
+A small Hugging Face `ResNetForImageClassification` (basic blocks, {len(config_dict["depths"])} stages,
+hidden sizes {config_dict["hidden_sizes"]}, depths {config_dict["depths"]}, embedding size
+{config_dict["embedding_size"]}; {results["num_parameters"]:,} parameters) trained from scratch on
+{results["splits"]["train"]["rows"]:,} images of the Fashion-MNIST training set (the other
+{results["splits"]["validation"]["rows"]:,} held out for validation). Grey 28×28 images are converted to RGB and
+preprocessed by the bundled `ViTImageProcessor` (resize to {results["image_size"]}×{results["image_size"]}, rescale,
 normalise with mean {FMNIST_MEAN} / std {FMNIST_STD}).
 
 | measure | value |
@@ -259,14 +290,14 @@ logits = model(**inputs).logits
 ## Training
 
 ```
-{results['command']}
+{results["command"]}
 ```
 
-Recipe: AdamW (lr {results['learning_rate']}, weight decay {results['weight_decay']}), one-cycle schedule,
-batch {results['batch_size']}, label smoothing {results['label_smoothing']}, augmentation
-`{','.join(results['augment']) or 'none'}` ({describe_augment(results['augment'])}),
-seed {results['seed']}, {results['epochs']} epochs ({results.get('steps', '?')} steps), `accelerate` on CPU
-({results['num_threads']} threads, `OMP_WAIT_POLICY=PASSIVE`).{_budget_note(results)}
+Recipe: AdamW (lr {results["learning_rate"]}, weight decay {results["weight_decay"]}), one-cycle schedule,
+batch {results["batch_size"]}, label smoothing {results["label_smoothing"]}, augmentation
+`{",".join(results["augment"]) or "none"}` ({describe_augment(results["augment"])}),
+seed {results["seed"]}, {results["epochs"]} epochs ({results.get("steps", "?")} steps), `accelerate` on CPU
+({results["num_threads"]} threads, `OMP_WAIT_POLICY=PASSIVE`).{_budget_note(results)}
 Data from the Debian package `dataset-fashion-mnist` read by `training/build_fashion_mnist_subset.py`;
 preprocessing by `training/data.py` (the same code as the InfoDisent training script).
 
@@ -285,25 +316,28 @@ def write_dataset_model_card(out: Path, results: dict, config_dict: dict):
     fm = results["feature_map_shape"]
     arch = {k: config_dict[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type")}
     sp, size = results["splits"], results["image_size"]
-    test = (f"{100 * results['test_accuracy']:.2f}% top-1 on its **test** split ({sp['test']['rows']:,} images: "
-            f"{sp['test']['source']}, scored once after training)" if results.get("test_accuracy") is not None
-            else "no test split (the figure below is validation, held out of train)")
+    test = (
+        f"{100 * results['test_accuracy']:.2f}% top-1 on its **test** split ({sp['test']['rows']:,} images: "
+        f"{sp['test']['source']}, scored once after training)"
+        if results.get("test_accuracy") is not None
+        else "no test split (the figure below is validation, held out of train)"
+    )
     (out / "README.md").write_text(f"""---
 library_name: transformers
 license: mit
 pipeline_tag: image-classification
 ---
-# ResNet trained on `{Path(results['dataset_name']).name}`
+# ResNet trained on `{Path(results["dataset_name"]).name}`
 
-A small `ResNetForImageClassification` (`{json.dumps(arch)}`, {results['num_parameters']:,} parameters) trained from
-scratch on the dataset folder `{Path(results['dataset_name']).name}` by `training/pretrain_backbone.py`:
-{test}; {100 * results['validation_accuracy']:.2f}% on its **validation** split ({sp['validation']['rows']:,} images:
-{sp['validation']['source']}); trained on {sp['train']['rows']:,} images. Input {size}×{size},
-last feature map {fm[0]}×{fm[1]}×{fm[2]}; {results['epochs']} epochs in {results['train_runtime_s'] / 60:.1f} min
-(2-core CPU, shared); augmentation `{','.join(results['augment']) or 'none'}` ({describe_augment(results['augment'])}).
+A small `ResNetForImageClassification` (`{json.dumps(arch)}`, {results["num_parameters"]:,} parameters) trained from
+scratch on the dataset folder `{Path(results["dataset_name"]).name}` by `training/pretrain_backbone.py`:
+{test}; {100 * results["validation_accuracy"]:.2f}% on its **validation** split ({sp["validation"]["rows"]:,} images:
+{sp["validation"]["source"]}); trained on {sp["train"]["rows"]:,} images. Input {size}×{size},
+last feature map {fm[0]}×{fm[1]}×{fm[2]}; {results["epochs"]} epochs in {results["train_runtime_s"] / 60:.1f} min
+(2-core CPU, shared); augmentation `{",".join(results["augment"]) or "none"}` ({describe_augment(results["augment"])}).
 
 ```
-{results['command']}
+{results["command"]}
 ```
 
 Weights: MIT. Data: generated from Fashion-MNIST (MIT, Copyright © 2017 Zalando SE).
@@ -323,20 +357,35 @@ def main(argv=None):
     t0 = time.time()
     splits, sources, id2label = load_splits(args)
     model, processor = build_model_and_processor(args, id2label)
-    accelerator.print("data: " + ", ".join(f"{k} {len(v)} ({sources[k]})" for k, v in splits.items())
-                      + f" ({time.time() - t0:.1f}s)")
+    accelerator.print(
+        "data: " + ", ".join(f"{k} {len(v)} ({sources[k]})" for k, v in splits.items()) + f" ({time.time() - t0:.1f}s)"
+    )
     accelerator.print(f"augmentation: {describe_augment(args.augment)}")
 
     g = torch.Generator().manual_seed(args.seed)
     loaders = {}
     for name, ds in splits.items():
-        ds = ds.with_transform(make_transform(processor, "image", "label", augment=args.augment if name == "train" else False))
-        loaders[name] = (DataLoader(ds, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate_fn,
-                                    num_workers=args.num_workers, drop_last=True, generator=g)
-                         if name == "train" else DataLoader(ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn))
+        ds = ds.with_transform(
+            make_transform(processor, "image", "label", augment=args.augment if name == "train" else False)
+        )
+        loaders[name] = (
+            DataLoader(
+                ds,
+                batch_size=args.per_device_train_batch_size,
+                shuffle=True,
+                collate_fn=collate_fn,
+                num_workers=args.num_workers,
+                drop_last=True,
+                generator=g,
+            )
+            if name == "train"
+            else DataLoader(ds, batch_size=args.per_device_eval_batch_size, collate_fn=collate_fn)
+        )
     if len(loaders["train"]) == 0:
-        raise ValueError(f"The training split has {len(splits['train'])} rows, fewer than one batch of "
-                         f"{args.per_device_train_batch_size}: lower --per_device_train_batch_size.")
+        raise ValueError(
+            f"The training split has {len(splits['train'])} rows, fewer than one batch of "
+            f"{args.per_device_train_batch_size}: lower --per_device_train_batch_size."
+        )
     steps_per_epoch = len(loaders["train"])
     total_steps = args.num_train_epochs * steps_per_epoch
     if args.max_train_steps is not None:
@@ -367,10 +416,13 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
+
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
-    accelerator.print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {steps_per_epoch} steps/epoch, "
-                      f"{total_steps} steps in all")
+    accelerator.print(
+        f"{sum(p.numel() for p in model.parameters()):,} parameters; {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps in all"
+    )
     step = 0
     t_train = time.time()
     progress = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, mininterval=10)
@@ -397,20 +449,23 @@ def main(argv=None):
             step += 1
             progress.update(1)
             if step % 50 == 0:
-                progress.set_postfix(loss=f"{run_loss / run_n:.3f}", acc=f"{run_correct / run_n:.3f}",
-                                     lr=f"{lr:.2e}")
+                progress.set_postfix(loss=f"{run_loss / run_n:.3f}", acc=f"{run_correct / run_n:.3f}", lr=f"{lr:.2e}")
         epochs_run += 1
         # Validation (held out of train) only: the test split is scored once, after training.
         val_acc = evaluate(model, loaders["validation"], accelerator, "validation")
-        accelerator.print(f"epoch {epoch + 1}: train loss {run_loss / max(run_n, 1):.4f} acc "
-                          f"{run_correct / max(run_n, 1):.4f}; validation acc {val_acc:.4f}; "
-                          f"{time.time() - t_train:.0f}s elapsed, step {step}")
+        accelerator.print(
+            f"epoch {epoch + 1}: train loss {run_loss / max(run_n, 1):.4f} acc "
+            f"{run_correct / max(run_n, 1):.4f}; validation acc {val_acc:.4f}; "
+            f"{time.time() - t_train:.0f}s elapsed, step {step}"
+        )
         if progress_fraction(step) >= 1.0:
             break
     progress.close()
     train_runtime = time.time() - t_train
-    accelerator.print(f"training: {step} steps ({step / steps_per_epoch:.2f} epochs) in {train_runtime:.1f}s "
-                      f"({train_runtime / max(step, 1):.3f}s/step)")
+    accelerator.print(
+        f"training: {step} steps ({step / steps_per_epoch:.2f} epochs) in {train_runtime:.1f}s "
+        f"({train_runtime / max(step, 1):.3f}s/step)"
+    )
 
     accuracy = {name: evaluate(model, loader, accelerator, name) for name, loader in loaders.items() if name != "train"}
     unwrapped = accelerator.unwrap_model(model)
@@ -418,8 +473,11 @@ def main(argv=None):
     with torch.no_grad():
         fmap = unwrapped.resnet(torch.zeros(1, 3, args.image_size, args.image_size)).last_hidden_state
     feature_map_shape = list(fmap.shape[1:])
-    accelerator.print("accuracy: " + "; ".join(f"{k} ({sources[k]}) {v:.4f}" for k, v in accuracy.items())
-                      + f"; feature map {feature_map_shape}")
+    accelerator.print(
+        "accuracy: "
+        + "; ".join(f"{k} ({sources[k]}) {v:.4f}" for k, v in accuracy.items())
+        + f"; feature map {feature_map_shape}"
+    )
     if args.no_save or not accelerator.is_main_process:
         return
     out = Path(args.output_dir)
@@ -430,8 +488,14 @@ def main(argv=None):
     results = {
         # Each figure under the name of the split it was computed on (the Fashion-MNIST default keeps its names).
         "validation_accuracy": round(accuracy["validation"], 4),
-        **({"full_test_accuracy": round(accuracy["test"], 4), "subset_test_accuracy": round(accuracy["subset_test"], 4)}
-           if not args.dataset_name else {"test_accuracy": round(accuracy["test"], 4) if "test" in accuracy else None}),
+        **(
+            {
+                "full_test_accuracy": round(accuracy["test"], 4),
+                "subset_test_accuracy": round(accuracy["subset_test"], 4),
+            }
+            if not args.dataset_name
+            else {"test_accuracy": round(accuracy["test"], 4) if "test" in accuracy else None}
+        ),
         "splits": {k: {"rows": len(v), "source": sources[k]} for k, v in splits.items()},
         "feature_map_shape": feature_map_shape,
         "train_runtime_s": round(train_runtime, 1),

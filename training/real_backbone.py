@@ -62,8 +62,14 @@ INSTALL_HINT = "pip install 'infodisent[real]'  (efficientnet_lite0_pytorch_mode
 # efficientnet_pytorch names -> timm names. Block 0 has no expansion (timm's DepthwiseSeparableConv), the others
 # are inverted residuals; the module order is the same on both sides.
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-          "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
@@ -221,7 +227,9 @@ def build(folder: str | os.PathLike | None = None, check: bool = True) -> Path:
                     f"expected {EXPECTED_CORRECT}: the conversion is wrong"
                 )
         card = _CARD.replace("{architecture}", ARCHITECTURE).replace("{folder_name}", folder.name)
-        card = card.replace("{correct}", str(correct if check else "(not checked)")).replace("{total}", str(total or 20))
+        card = card.replace("{correct}", str(correct if check else "(not checked)")).replace(
+            "{total}", str(total or 20)
+        )
         (staging / "README.md").write_text(card)
         make_world_readable(staging)  # a shared cache: tempfile and safetensors write owner-only modes
         if folder.exists():
@@ -238,7 +246,9 @@ def foolbox_imagenet_photos() -> list[tuple[Path, int]]:
     try:
         distribution = importlib.metadata.distribution("foolbox")
     except importlib.metadata.PackageNotFoundError as error:
-        raise MissingPackage(f"foolbox is not installed, its ImageNet photos check the network: {INSTALL_HINT}") from error
+        raise MissingPackage(
+            f"foolbox is not installed, its ImageNet photos check the network: {INSTALL_HINT}"
+        ) from error
     data = Path(distribution.locate_file("foolbox/data"))
     photos = []
     for path in sorted(data.glob("imagenet_*_*.jpg")):

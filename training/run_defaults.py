@@ -30,7 +30,20 @@ BUNDLED_BACKBONE = str(_HERE / "embedded" / "fashion_mnist_resnet")
 BUNDLED_OUTPUT_DIR = "outputs/infodisent-fashion-mnist"
 # What marks a folder as a finished run's output (checkpoints alone are a run to resume, not one to protect).
 _MODEL_FILES = ("config.json", "model.safetensors", "all_results.json")
-_SPLIT_NAMES = {"train", "training", "trn", "test", "testing", "validation", "valid", "val", "dev", "eval", "data", "images"}
+_SPLIT_NAMES = {
+    "train",
+    "training",
+    "trn",
+    "test",
+    "testing",
+    "validation",
+    "valid",
+    "val",
+    "dev",
+    "eval",
+    "data",
+    "images",
+}
 
 
 def _own_data(args) -> bool:

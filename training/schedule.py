@@ -156,7 +156,10 @@ def plan_schedule(num_rows: int, global_batch: int, config) -> SchedulePlan:
         main = steps_for(config.num_train_epochs)
         main_min, early = main, False
     else:
-        main = min(max(steps_for(config.budget_epochs), config.min_train_steps), max(config.max_budget_steps, config.min_train_steps))
+        main = min(
+            max(steps_for(config.budget_epochs), config.min_train_steps),
+            max(config.max_budget_steps, config.min_train_steps),
+        )
         main_min, early = min(config.min_train_steps, main), True
     if config.max_prototypes_per_class <= 0:
         finetune, rounds = 0, 0
@@ -167,8 +170,14 @@ def plan_schedule(num_rows: int, global_batch: int, config) -> SchedulePlan:
         finetune, rounds = int(config.finetune_steps), int(config.finetune_max_rounds)
     eval_steps = int(config.eval_steps) if config.eval_steps else max(1, math.ceil(main / 15))
     return SchedulePlan(
-        num_rows=num_rows, global_batch=global_batch, steps_per_epoch=steps_for(1), main_steps=main,
-        main_min_steps=main_min, early_stopping=early, finetune_steps=finetune, finetune_max_rounds=rounds,
+        num_rows=num_rows,
+        global_batch=global_batch,
+        steps_per_epoch=steps_for(1),
+        main_steps=main,
+        main_min_steps=main_min,
+        early_stopping=early,
+        finetune_steps=finetune,
+        finetune_max_rounds=rounds,
         eval_steps=eval_steps,
     )
 

@@ -35,13 +35,20 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from training.data import _IMAGE_EXTENSIONS, _SPLIT_ALIASES, NamedImage, _detect_image_column, _detect_label_column, _split_of
+from training.data import (
+    _IMAGE_EXTENSIONS,
+    _SPLIT_ALIASES,
+    NamedImage,
+    _detect_image_column,
+    _detect_label_column,
+    _split_of,
+)
 from training.schedule import rank_slice
 
 logger = logging.getLogger(__name__)
@@ -88,8 +95,11 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
         builder, files = "imagefolder", {}
         for split, folder in (("train", train_dir), ("validation", validation_dir)):
             if folder is not None:
-                files[split] = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                                      if Path(f).suffix.lower() in _IMAGE_EXTENSIONS)
+                files[split] = sorted(
+                    f
+                    for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+                    if Path(f).suffix.lower() in _IMAGE_EXTENSIONS
+                )
     else:
         builder, files = None, None
     if builder is not None:
@@ -99,13 +109,19 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
         try:
             raw = datasets.load_dataset(dataset_name, streaming=True)
         except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, offline, ...
-            raise ValueError(f"--dataset_name: cannot stream {dataset_name!r}: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}") from e
+            raise ValueError(
+                f"--dataset_name: cannot stream {dataset_name!r}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from e
     splits = {_SPLIT_ALIASES.get(k.lower(), k.lower()): v for k, v in raw.items()}
     if builder is None:  # a Hub id: the row counts its card or info records, if any
         for name, split in splits.items():
             info = getattr(split, "info", None)
-            found = [s for k, s in ((info.splits or {}).items() if info else []) if _SPLIT_ALIASES.get(k.lower(), k.lower()) == name]
+            found = [
+                s
+                for k, s in ((info.splits or {}).items() if info else [])
+                if _SPLIT_ALIASES.get(k.lower(), k.lower()) == name
+            ]
             counts[name] = int(found[0].num_examples) if found and found[0].num_examples else None
     if "train" not in splits:
         raise ValueError(f"The dataset has no 'train' split; its splits are {list(raw.keys())}.")
@@ -128,8 +144,11 @@ def load_streaming_dataset(dataset_name, train_dir, validation_dir, image_column
             "(the class names cannot be found without reading the whole split)."
         )
     keep = {"train", "validation", "test"}
-    splits = {k: v.cast_column(image_col, NamedImage(decode=False)).select_columns([image_col, label_col])
-              for k, v in splits.items() if k in keep}
+    splits = {
+        k: v.cast_column(image_col, NamedImage(decode=False)).select_columns([image_col, label_col])
+        for k, v in splits.items()
+        if k in keep
+    }
     return splits, {k: counts.get(k) for k in splits}, image_col, label_col, id2label
 
 
@@ -144,11 +163,15 @@ def resolve_train_rows(num_rows: int | None, args, global_batch: int) -> int:
         )
     for flag in ("num_train_epochs", "finetune_epochs"):
         if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag} needs the number of training rows, unknown for this stream: use "
-                "--max_train_steps / --finetune_steps.")
+            raise ValueError(
+                f"--{flag} needs the number of training rows, unknown for this stream: use "
+                "--max_train_steps / --finetune_steps."
+            )
     if args.checkpointing_steps == "epoch":
-        raise ValueError("--checkpointing_steps epoch needs the number of training rows, unknown for this stream: "
-            "give a number of steps.")
+        raise ValueError(
+            "--checkpointing_steps epoch needs the number of training rows, unknown for this stream: "
+            "give a number of steps."
+        )
     return args.max_train_steps * global_batch  # "an epoch" = the step budget
 
 
@@ -164,8 +187,16 @@ class StreamSplit:
     the process's slice of every global batch) and ``eval_batches`` / ``gather_rows`` (evaluation: the whole split
     once) are what `training.fit` calls instead of a DataLoader over a map-style dataset."""
 
-    def __init__(self, stream, transform: Callable, image_column: str, num_rows: int | None,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, max_rows: int | None = None, record_ids: str | None = None):
+    def __init__(
+        self,
+        stream,
+        transform: Callable,
+        image_column: str,
+        num_rows: int | None,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        max_rows: int | None = None,
+        record_ids: str | None = None,
+    ):
         self.stream, self.transform, self.image_column = stream, transform, image_column
         self.num_rows = num_rows if max_rows is None or num_rows is None else min(num_rows, max_rows)
         self.max_rows, self.shuffle_buffer, self.record_ids = max_rows, shuffle_buffer, record_ids
@@ -187,11 +218,16 @@ class StreamSplit:
 
     def _collate(self, examples: list[dict], index: list[int]) -> dict[str, torch.Tensor]:
         label_column = next(k for k in examples[0] if k != self.image_column)
-        batch = {self.image_column: [NamedImage().decode_example(e[self.image_column]) for e in examples],
-                 label_column: [e[label_column] for e in examples]}
+        batch = {
+            self.image_column: [NamedImage().decode_example(e[self.image_column]) for e in examples],
+            label_column: [e[label_column] for e in examples],
+        }
         out = self.transform(batch)
-        return {"pixel_values": torch.stack(list(out["pixel_values"])).float(),
-                "labels": torch.tensor(out["labels"], dtype=torch.long), "index": torch.tensor(index, dtype=torch.long)}
+        return {
+            "pixel_values": torch.stack(list(out["pixel_values"])).float(),
+            "labels": torch.tensor(out["labels"], dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
 
     def step_batches(self, global_batch: int, seed: int, rank: int, world: int, start_step: int = 0):
         """This process's rows of every step from ``start_step`` on, without end (epochs laid end to end). A
@@ -199,8 +235,12 @@ class StreamSplit:
         lo, hi = rank_slice(global_batch, rank, world)
         if rank == 0 and world > 1:
             whole = self.stream.num_shards % world == 0
-            logger.info("Streaming: %d shard(s) over %d processes: each reads %s", self.stream.num_shards, world,
-                        f"{self.stream.num_shards // world} whole shard(s)" if whole else f"every {world}th example")
+            logger.info(
+                "Streaming: %d shard(s) over %d processes: each reads %s",
+                self.stream.num_shards,
+                world,
+                f"{self.stream.num_shards // world} whole shard(s)" if whole else f"every {world}th example",
+            )
         stream = self._node_stream(rank, world).shuffle(seed=seed, buffer_size=self.shuffle_buffer)
         label_column = None
         skip, epoch, pending = start_step * (hi - lo), 0, []
@@ -219,7 +259,9 @@ class StreamSplit:
                 label_column = label_column or next(k for k in example if k != self.image_column)
                 self.consumed[epoch] = self.consumed.get(epoch, 0) + 1
                 if self.record_ids:
-                    self.ids.setdefault(epoch, []).append(_example_id(example[self.image_column], example[label_column]))
+                    self.ids.setdefault(epoch, []).append(
+                        _example_id(example[self.image_column], example[label_column])
+                    )
                 pending.append(example)
                 if len(pending) == hi - lo:
                     batch = self._collate(pending, [])
@@ -227,8 +269,9 @@ class StreamSplit:
                     yield batch
                     pending = []
             if count == 0:
-                raise ValueError(f"--streaming: process {rank} of {world} got no training rows (fewer rows than "
-                    "processes).")
+                raise ValueError(
+                    f"--streaming: process {rank} of {world} got no training rows (fewer rows than processes)."
+                )
             shard_length, epoch = count, epoch + 1
 
     def eval_batches(self, batch_size: int, accelerator=None):
@@ -240,10 +283,16 @@ class StreamSplit:
         for example in stream:
             pending.append(example)
             if len(pending) == batch_size:
-                yield {k: v.to(device) for k, v in self._collate(pending, list(range(position, position + batch_size))).items()}
+                yield {
+                    k: v.to(device)
+                    for k, v in self._collate(pending, list(range(position, position + batch_size))).items()
+                }
                 position, pending = position + batch_size, []
         if pending:
-            yield {k: v.to(device) for k, v in self._collate(pending, list(range(position, position + len(pending)))).items()}
+            yield {
+                k: v.to(device)
+                for k, v in self._collate(pending, list(range(position, position + len(pending)))).items()
+            }
 
     def gather_rows(self, rows: dict[str, np.ndarray], accelerator=None) -> dict[str, np.ndarray]:
         """Every process's evaluated rows (processes in order, each in its stream order), with the row index
@@ -266,13 +315,18 @@ class StreamSplit:
         """How many examples each process used per epoch (and, with the testing aid, which: written to a file)."""
         from accelerate.utils import gather_object
 
-        mine = {"consumed": {str(k): v for k, v in sorted(self.consumed.items())}, "ids": {str(k): v for k, v in self.ids.items()}}
+        mine = {
+            "consumed": {str(k): v for k, v in sorted(self.consumed.items())},
+            "ids": {str(k): v for k, v in self.ids.items()},
+        }
         everyone = gather_object([mine]) if accelerator is not None and accelerator.num_processes > 1 else [mine]
         if self.record_ids and (accelerator is None or accelerator.is_main_process):
             with open(self.record_ids, "w") as f:
                 json.dump([p["ids"] for p in everyone], f)
-        return {"per_process_examples_by_epoch": [p["consumed"] for p in everyone],
-                "total": int(sum(sum(p["consumed"].values()) for p in everyone))}
+        return {
+            "per_process_examples_by_epoch": [p["consumed"] for p in everyone],
+            "total": int(sum(sum(p["consumed"].values()) for p in everyone)),
+        }
 
 
 def results_entries(train: StreamSplit, train_rows: int | None, args, accelerator=None) -> dict:

@@ -50,21 +50,21 @@ import sys
 import time
 
 import torch
-
-import modeling_infodisent  # noqa: F401  (registers the infodisent model type)
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+
+import modeling_infodisent  # noqa: F401  (registers the infodisent model type)
 from modeling_infodisent import InfoDisentForImageClassification
+from training import arguments, streaming
+from training.arguments import DEFAULT_OUTPUT_DIR  # noqa: F401  (for callers)
 from training.checks import UsageError, check_against_data, head_label_match, inspect_backbone, validate_args
 from training.data import DEFAULT_DATASET, load_image_dataset, make_transform, parse_augment, shuffle_labels
-from training.features import LiveImages, default_cache_dir, get_or_extract_features
 from training.evaluation import evaluate, live_featurizer, train_linear_probe
+from training.features import LiveImages, default_cache_dir, get_or_extract_features
 from training.fit import FitConfig, fit_head
 from training.hardware import make_accelerator
-from training.model_card import push_folder_to_hub
-from training.model_card import NO_TEST_SPLIT_NOTE
+from training.model_card import NO_TEST_SPLIT_NOTE, push_folder_to_hub
 from training.model_folder import write_model_folder
-from training.run_defaults import backbone_source, check_output_dir
 from training.publish import (
     CARRIED_OVER,
     public_command,
@@ -73,12 +73,9 @@ from training.publish import (
     staging_dir,
     swap_into_place,
 )
-from training import streaming
-from training import arguments
-from training.arguments import DEFAULT_OUTPUT_DIR  # noqa: F401  (for callers)
+from training.run_defaults import backbone_source, check_output_dir
 
 logger = get_logger(__name__)
-
 
 
 def parse_args(argv=None):
@@ -106,7 +103,9 @@ def load_backbone_weights(name: str, config):
     except Exception as error:  # noqa: BLE001 - reported in the user's terms
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UsageError(f"--backbone: cannot load the weights of {name!r}: {type(error).__name__}: {first}") from error
-    broken = list(info.get("missing_keys") or []) + [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []]
+    broken = list(info.get("missing_keys") or []) + [
+        str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []
+    ]
     if broken:
         more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
         raise UsageError(f"--backbone: the weights of {name!r} lack or mismatch {', '.join(sorted(broken)[:3])}{more}.")
@@ -176,14 +175,20 @@ def _run(args, command, backbone_config, image_processor):
         # Tracker files go to output_dir/logs, which is not uploaded with the model.
         accelerator_kwargs.update(
             log_with=args.report_to,
-            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")
+            ),
         )
     accelerator = make_accelerator(**accelerator_kwargs)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     if not accelerator.is_main_process:
         logging.getLogger("training").setLevel(logging.WARNING)
     logger.info(accelerator.state, main_process_only=False)
-    logger.info("Backbone: %s, from %s; output folder: %s", public_name(args.backbone), backbone_source(args), args.output_dir)
+    logger.info(
+        "Backbone: %s, from %s; output folder: %s", public_name(args.backbone), backbone_source(args), args.output_dir
+    )
     import datasets
     import transformers
 
@@ -199,25 +204,43 @@ def _run(args, command, backbone_config, image_processor):
     _no_usage_ping_for_local_data(args)
     if args.streaming:
         dataset, split_rows, image_column, label_column, id2label = streaming.load_streaming_dataset(
-            args.dataset_name, args.train_dir, args.validation_dir, args.image_column_name, args.label_column_name,
+            args.dataset_name,
+            args.train_dir,
+            args.validation_dir,
+            args.image_column_name,
+            args.label_column_name,
         )
-        global_batch = args.per_device_train_batch_size * accelerator.num_processes if args.per_device_train_batch_size else args.train_batch_size
+        global_batch = (
+            args.per_device_train_batch_size * accelerator.num_processes
+            if args.per_device_train_batch_size
+            else args.train_batch_size
+        )
         planned_rows = streaming.resolve_train_rows(split_rows["train"], args, global_batch)
     else:
         with accelerator.main_process_first():
             dataset, image_column, label_column, id2label = load_image_dataset(
-                args.dataset_name, args.train_dir, args.validation_dir, args.train_val_split,
-                args.image_column_name, args.label_column_name, seed=args.seed,
-                test_dir=args.test_dir, test_split_name=args.test_split_name,
+                args.dataset_name,
+                args.train_dir,
+                args.validation_dir,
+                args.train_val_split,
+                args.image_column_name,
+                args.label_column_name,
+                seed=args.seed,
+                test_dir=args.test_dir,
+                test_split_name=args.test_split_name,
             )
             if args.shuffle_labels:
                 dataset = shuffle_labels(dataset, label_column, seed=args.seed)
         split_rows = {k: len(v) for k, v in dataset.items()}
     split_sources = getattr(dataset, "split_sources", {})
     logger.info(
-        "Data: %s train / %s validation (%s) / %s test images, %d classes%s", split_rows["train"],
-        split_rows["validation"], split_sources.get("validation", "validation"), split_rows.get("test", "no"),
-        len(id2label), " (streamed)" if args.streaming else "",
+        "Data: %s train / %s validation (%s) / %s test images, %d classes%s",
+        split_rows["train"],
+        split_rows["validation"],
+        split_sources.get("validation", "validation"),
+        split_rows.get("test", "no"),
+        len(id2label),
+        " (streamed)" if args.streaming else "",
     )
     # What only the data can bound (the batch against the rows, the planned steps): before any extraction.
     check_against_data(args, split_rows["train"], accelerator.num_processes)
@@ -252,29 +275,46 @@ def _run(args, command, backbone_config, image_processor):
     num_channels = getattr(backbone.config, "num_channels", None)
     transform = make_transform(image_processor, image_column, label_column, num_channels=num_channels)
     cache_kwargs = dict(
-        image_processor=image_processor, image_column=image_column, label_column=label_column, transform=transform,
-        cache_dir=args.cache_dir or default_cache_dir(), head_model=head_model, batch_size=args.feature_batch_size,
-        accelerator=accelerator, dtype=args.cache_dtype, pooled_only=args.live_backbone, backbone_name=args.backbone,
+        image_processor=image_processor,
+        image_column=image_column,
+        label_column=label_column,
+        transform=transform,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        head_model=head_model,
+        batch_size=args.feature_batch_size,
+        accelerator=accelerator,
+        dtype=args.cache_dtype,
+        pooled_only=args.live_backbone,
+        backbone_name=args.backbone,
     )
     if args.streaming:
         train_cache = eval_cache = test_cache = None
         cache_reused = False
         train_transform = make_transform(image_processor, image_column, label_column, args.augment, num_channels)
-        train_data = streaming.StreamSplit(dataset["train"], train_transform, image_column, planned_rows,
-                                           args.shuffle_buffer_size)
+        train_data = streaming.StreamSplit(
+            dataset["train"], train_transform, image_column, planned_rows, args.shuffle_buffer_size
+        )
         eval_data, test_data = (
             streaming.StreamSplit(dataset[s], transform, image_column, split_rows[s], max_rows=args.max_eval_samples)
-            if s in dataset else None for s in ("validation", "test")
+            if s in dataset
+            else None
+            for s in ("validation", "test")
         )
         featurizer = live_featurizer(model, head_model)
     else:
         train_cache = get_or_extract_features(model, dataset["train"], split_name="train", **cache_kwargs)
         eval_cache = get_or_extract_features(model, dataset["validation"], split_name="validation", **cache_kwargs)
-        test_cache = get_or_extract_features(model, dataset["test"], split_name="test", **cache_kwargs) if "test" in dataset else None
+        test_cache = (
+            get_or_extract_features(model, dataset["test"], split_name="test", **cache_kwargs)
+            if "test" in dataset
+            else None
+        )
         cache_reused = train_cache.reused and eval_cache.reused and (test_cache is None or test_cache.reused)
         featurizer = None
     if args.live_backbone and not args.streaming:
-        train_data = LiveImages(dataset["train"], make_transform(image_processor, image_column, label_column, args.augment, num_channels))
+        train_data = LiveImages(
+            dataset["train"], make_transform(image_processor, image_column, label_column, args.augment, num_channels)
+        )
         eval_data = LiveImages(dataset["validation"], transform)
         featurizer = live_featurizer(model, head_model)
     elif not args.streaming:
@@ -282,7 +322,9 @@ def _run(args, command, backbone_config, image_processor):
 
     # ------------------------------------------------------------------------------------------------- training
     if args.with_tracking:
-        accelerator.init_trackers("infodisent", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(
+            "infodisent", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        )
     fit_config = FitConfig.from_args(args, grow_prototype_budget=not args.strict_prototype_budget)
     final = fit_head(model, train_data, eval_data, fit_config, accelerator=accelerator, featurizer=featurizer)
 
@@ -299,12 +341,20 @@ def _run(args, command, backbone_config, image_processor):
     results = {
         "splits": {
             "train": {"rows": split_rows["train"], "source": split_sources.get("train", "train")},
-            "validation": {"rows": len(eval_data) if args.streaming else split_rows["validation"], "source": split_sources.get("validation", "validation"),
-                           "used_for": "every schedule decision (early stopping, best state, pruning recovery)"},
-            "test": None if test is None else {"rows": test["num_examples"] if args.streaming else split_rows["test"], "source": split_sources.get("test", "test"),
-                                               "used_for": "evaluated once, on the final model; never used for a decision"},
+            "validation": {
+                "rows": len(eval_data) if args.streaming else split_rows["validation"],
+                "source": split_sources.get("validation", "validation"),
+                "used_for": "every schedule decision (early stopping, best state, pruning recovery)",
+            },
+            "test": None
+            if test is None
+            else {
+                "rows": test["num_examples"] if args.streaming else split_rows["test"],
+                "source": split_sources.get("test", "test"),
+                "used_for": "evaluated once, on the final model; never used for a decision",
+            },
             "keys": "eval_* and the unprefixed accuracy figures (linear_probe_accuracy, backbone_head_accuracy, "
-                    "agreement, explanation_size_*) are on the validation split; test_* on the test split",
+            "agreement, explanation_size_*) are on the validation split; test_* on the test split",
             **({} if test is not None else {"no_test_split": NO_TEST_SPLIT_NOTE}),
         },
         "shuffled_labels": ({"seed": args.seed, "splits": ["train", "validation"]} if args.shuffle_labels else None),
@@ -317,16 +367,20 @@ def _run(args, command, backbone_config, image_processor):
         "explanation_size_median": final["explanation_size_median"],
         "explanation_size_p90": final["explanation_size_p90"],
         "explanation_size_mean": round(final["explanation_size_mean"], 3),
-        **({} if test is None else {
-            "test_accuracy": test["accuracy"],
-            "test_num_examples": test["num_examples"],
-            "test_linear_probe_accuracy": test_probe["accuracy"],
-            "test_backbone_head_accuracy": test.get("backbone_head_accuracy"),
-            "test_agreement": test.get("agreement"),
-            "test_explanation_size_median": test["explanation_size_median"],
-            "test_explanation_size_p90": test["explanation_size_p90"],
-            "test_explanation_size_mean": round(test["explanation_size_mean"], 3),
-        }),
+        **(
+            {}
+            if test is None
+            else {
+                "test_accuracy": test["accuracy"],
+                "test_num_examples": test["num_examples"],
+                "test_linear_probe_accuracy": test_probe["accuracy"],
+                "test_backbone_head_accuracy": test.get("backbone_head_accuracy"),
+                "test_agreement": test.get("agreement"),
+                "test_explanation_size_median": test["explanation_size_median"],
+                "test_explanation_size_p90": test["explanation_size_p90"],
+                "test_explanation_size_mean": round(test["explanation_size_mean"], 3),
+            }
+        ),
         "train_runtime_s": round(time.time() - start_time, 1),
         **final["sparsity"],
         "pruning": final["pruning"],
@@ -346,14 +400,30 @@ def _run(args, command, backbone_config, image_processor):
     logger.info(
         "validation: accuracy %s | linear probe %s | backbone head %s | agreement %s | explanation size median %s "
         "p90 %s",
-        *map(_shown, (results["eval_accuracy"], results["linear_probe_accuracy"], results["backbone_head_accuracy"],
-                      results["agreement"], results["explanation_size_median"], results["explanation_size_p90"])),
+        *map(
+            _shown,
+            (
+                results["eval_accuracy"],
+                results["linear_probe_accuracy"],
+                results["backbone_head_accuracy"],
+                results["agreement"],
+                results["explanation_size_median"],
+                results["explanation_size_p90"],
+            ),
+        ),
     )
     if test is not None:
         logger.info(
             "test (once, final model): accuracy %s | linear probe %s | backbone head %s | agreement %s",
-            *map(_shown, (results["test_accuracy"], results["test_linear_probe_accuracy"],
-                          results["test_backbone_head_accuracy"], results["test_agreement"])),
+            *map(
+                _shown,
+                (
+                    results["test_accuracy"],
+                    results["test_linear_probe_accuracy"],
+                    results["test_backbone_head_accuracy"],
+                    results["test_agreement"],
+                ),
+            ),
         )
     if final["pruning"] is not None and not final["pruning"]["recovered"]:
         logger.warning("Pruning cost validation accuracy beyond the tolerance: %s", final["pruning"]["warning"])
@@ -367,8 +437,19 @@ def _run(args, command, backbone_config, image_processor):
         staging = staging_dir(args.output_dir)
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            write_model_folder(staging, model, image_processor, dataset["train"], image_column, label_column,
-                                id2label, results, command, args, start_time)
+            write_model_folder(
+                staging,
+                model,
+                image_processor,
+                dataset["train"],
+                image_column,
+                label_column,
+                id2label,
+                results,
+                command,
+                args,
+                start_time,
+            )
             swap_into_place(staging, args.output_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
