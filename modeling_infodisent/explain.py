@@ -260,7 +260,7 @@ def _png_bytes(image, compact: bool = False) -> bytes:
 
     from PIL.PngImagePlugin import PngInfo
 
-    from .render import TEXT_KEY
+    from .render_drawing import TEXT_KEY
 
     info = PngInfo()
     if image.info.get(TEXT_KEY):
@@ -360,7 +360,8 @@ def _write(action, out: str) -> None:
 
 
 def _explain_all(args, out: Path, images, model, image_processor, gallery, id2label, target, contrast) -> int:
-    from .render import render_class_sheet, render_contrast, render_explanation
+    from .render_class import render_class_sheet
+    from .render_image import render_contrast, render_explanation
     from .report_html import explanation_html
 
     device = next(model.parameters()).device

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .explanation_text import _class_name, _num, _sum_line, explanation_table, original_classifier_line, sum_terms
 from .gallery import PrototypeGallery
-from .render import render_contrast, render_explanation
+from .render_image import render_contrast, render_explanation
 
 __all__ = ["explanation_html"]
 
