@@ -13,6 +13,7 @@ from pathlib import Path
 from training.data import DEFAULT_DATASET
 from training.model_card import FASHION_MNIST_HUB_ID, build_model_card
 from training.publish import make_world_readable, public_name
+from training.run_defaults import dataset_folder
 
 logger = logging.getLogger(__name__)
 
@@ -110,32 +111,13 @@ def save_image_processor(image_processor, folder) -> None:
         )
 
 
-_SPLIT_NAMES = {
-    "train",
-    "training",
-    "trn",
-    "test",
-    "testing",
-    "validation",
-    "valid",
-    "val",
-    "dev",
-    "eval",
-    "data",
-    "images",
-}
-
-
 def dataset_title(args) -> str:
     """The dataset's name for the card: a Hub id as given, else the local folder's name, or its parent's when the
     folder is named after a split (``digits/train`` is the dataset "digits", not "train")."""
     source = args.dataset_name or args.train_dir or DEFAULT_DATASET
     if not os.path.exists(os.path.expanduser(source)):
         return source  # a Hub id
-    path = Path(os.path.expanduser(source)).resolve()
-    while path.name.lower() in _SPLIT_NAMES and path.parent != path:
-        path = path.parent
-    return path.name or public_name(source)
+    return dataset_folder(os.path.expanduser(source)).name or public_name(source)
 
 
 def hub_dataset_id(args) -> str | None:

@@ -30,7 +30,8 @@ BUNDLED_BACKBONE = str(_HERE / "embedded" / "fashion_mnist_resnet")
 BUNDLED_OUTPUT_DIR = "outputs/infodisent-fashion-mnist"
 # What marks a folder as a finished run's output (checkpoints alone are a run to resume, not one to protect).
 _MODEL_FILES = ("config.json", "model.safetensors", "all_results.json")
-_SPLIT_NAMES = {
+# Folder names that are a split of a dataset rather than its name (``digits/train`` is the dataset "digits").
+SPLIT_FOLDER_NAMES = {
     "train",
     "training",
     "trn",
@@ -60,10 +61,15 @@ def _short_name(source: str) -> str:
     expanded = os.path.expanduser(source)
     if not os.path.exists(expanded):
         return source.rstrip("/").split("/")[-1]
-    path = Path(expanded).resolve()
-    while path.name.lower() in _SPLIT_NAMES and path.parent != path:
-        path = path.parent
-    return path.name
+    return dataset_folder(expanded).name
+
+
+def dataset_folder(path: str) -> Path:
+    """The folder that names a local dataset: ``path``, or its parent while ``path`` is named after a split."""
+    folder = Path(path).resolve()
+    while folder.name.lower() in SPLIT_FOLDER_NAMES and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 def default_output_dir(args) -> str:
