@@ -283,7 +283,12 @@ def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
 
 def test_trust_cli_without_fashion_mnist_is_one_line_exit_2():
     env = {**os.environ, "FASHION_MNIST_DIR": "/nonexistent-fmnist", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "benchmarks/groundtruth_trust.py", "--sets", "marks", "--audit_only",
-                          "--images", "4"], cwd=REPO_ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "benchmarks/groundtruth_trust.py", "--sets", "marks", "--audit_only", "--images", "4"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Fashion-MNIST" in lines[0]
