@@ -130,7 +130,7 @@ def cache_worker(rows: int, reader: str, work: Path) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from training import features
+    from training import feature_rows as features  # the cache's rows (NpyRows is swapped for mmap below)
 
     peaks = {"RssAnon": 0, "RssFile": 0}
     done = threading.Event()

@@ -302,7 +302,7 @@ def _data_cases() -> list[Case]:
 
 
 def _weight_cases() -> list[Case]:
-    from fault_cases import _edit_weights
+    from fault_cases_loading import _edit_weights
     from modeling_infodisent import InfoDisentForImageClassification
     from modeling_infodisent.loading import load_model_and_gallery
 

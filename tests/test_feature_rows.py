@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pytest
 
-from training.features import NpyRows, _ShardWriter
+from training.feature_rows import NpyRows, _ShardWriter
 
 
 @pytest.mark.parametrize("version", [(1, 0), (2, 0)])
