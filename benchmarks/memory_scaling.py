@@ -17,7 +17,7 @@ Writes a JSON file (default ``benchmarks/memory_scaling.json``) with one record 
 N rows of the bundled backbone's shape (128 x 7 x 7, float16) written batch by batch as extraction writes it, then
 read as the head's training reads it (3 epochs of shuffled batches of 256 through a DataLoader), one sequential
 evaluation pass, and the linear probe's whole pooled array. ``reader=pread`` is the project's cache
-(`training.features.NpyRows`, ordinary writes); ``reader=mmap`` is the same workload through ``np.lib.format``
+(`training.feature_rows.NpyRows`, ordinary writes); ``reader=mmap`` is the same workload through ``np.lib.format``
 memory maps, as the cache worked before (issue 24).
 """
 

@@ -1,4 +1,4 @@
-"""The feature cache's file access (training/features.py): rows are appended and read with ordinary I/O, never
+"""The feature cache's file access (training/feature_rows.py): rows are appended and read with ordinary I/O, never
 memory-mapped, so that what a run holds grows with the batch, not the data (measured in
 benchmarks/memory_scaling.py); the files stay plain .npy."""
 
