@@ -138,8 +138,8 @@ class NpyRows:
 class FeatureCache(Dataset):
     """A complete cache folder read back row by row (`NpyRows`: pread, no memory map). Items are dicts with
     ``features`` (D, h, w) float32 tensor (absent for a pooled-only cache), ``labels``, ``index`` (row in the split)
-    and, when cached, ``teacher_logits``. ``__getitems__`` returns a whole batch at once (one fancy-index per shard, no per-row
-    Python work); use :func:`collate_batch` as the DataLoader's ``collate_fn``."""
+    and, when cached, ``teacher_logits``. ``__getitems__`` returns a whole batch at once (one fancy-index per shard,
+    no per-row Python work); use :func:`collate_batch` as the DataLoader's ``collate_fn``."""
 
     def __init__(self, folder: str):
         meta_path = os.path.join(folder, "meta.json")
