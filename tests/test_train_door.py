@@ -233,6 +233,16 @@ def test_every_command_line_says_did_you_mean(capsys):
     assert _exit_line(explain_args, ["--model", "m", "--out", "o", "--topk", "3"], capsys) == (
         "error: unrecognized arguments: --topk (did you mean --top_k?) (see --help)"
     )  # (3: an IMAGE)
+    # a misspelt required option: argparse would only say "required: --model, --out"; the typo is named first
+    assert _exit_line(explain_args, ["--modle", "m", "--out", "o", "x.png"], capsys) == (
+        "error: unrecognized arguments: --modle (did you mean --model?) (see --help)"
+    )
+    with pytest.raises(UsageError, match=r"^unrecognized arguments: --train_dri \(did you mean --train_dir\?\)$"):
+        from training.arguments import OneLineParser
+
+        parser = OneLineParser()
+        parser.add_argument("--train_dir", required=True)
+        parser.parse_args(["--train_dri", "x"])
     assert _exit_line(pretrain_args, ["--lerning_rate", "0.1", "--sed", "1"], capsys) == (
         "error: unrecognized arguments: --lerning_rate 0.1 --sed 1 "
         "(did you mean: --lerning_rate -> --learning_rate, --sed -> --seed?)"

@@ -127,15 +127,28 @@ class OneLineParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # for `error` (see below)
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_first(self, message: str) -> str:
+        """argparse reports missing required arguments before unknown ones, so ``--modle x`` would only say
+        "required: --model": name the unknown option instead, where "did you mean" can follow."""
+        if not message.startswith("the following arguments are required"):
+            return message
+        unknown = [a.split("=")[0] for a in getattr(self, "_given", []) if a.startswith("--")]
+        unknown = [a for a in unknown if a not in self._option_string_actions]
+        return f"unrecognized arguments: {' '.join(unknown)}" if unknown else message
+
     def error(self, message):
-        raise UsageError(did_you_mean(message, list(self._option_string_actions)))
+        raise UsageError(did_you_mean(self._unknown_first(message), list(self._option_string_actions)))
 
 
 class ExitingParser(OneLineParser):
     """`OneLineParser` for scripts without a `cli` wrapper that reports `UsageError`: prints the line, exits 2."""
 
     def error(self, message):
-        self.exit(2, f"error: {did_you_mean(message, list(self._option_string_actions))}\n")
+        self.exit(2, f"error: {did_you_mean(self._unknown_first(message), list(self._option_string_actions))}\n")
 
 
 def door(argv=None) -> None:
