@@ -56,13 +56,14 @@ from benchmarks.groundtruth_locators import (
 from benchmarks.groundtruth_locators import LOCATORS as LOCATORS
 from benchmarks.groundtruth_locators import OriginalLogits as OriginalLogits
 from benchmarks.groundtruth_locators import grid_subcell_points as grid_subcell_points
+from benchmarks.groundtruth_maps import reinit_module
 from benchmarks.groundtruth_report import BASELINES
 from benchmarks.groundtruth_setup import GT_MODELS as GT_MODELS
 from benchmarks.groundtruth_setup import OLD_ROTATION_STD as OLD_ROTATION_STD
 from benchmarks.groundtruth_setup import TEST_SEED as TEST_SEED
 from benchmarks.groundtruth_setup import TRAIN_SEED as TRAIN_SEED
 from benchmarks.groundtruth_setup import TUNING_SEED as TUNING_SEED
-from benchmarks.groundtruth_setup import _gt_bench, reinit_head, reinit_module, settings, train_variant
+from benchmarks.groundtruth_setup import _gt_bench, reinit_head, settings, train_variant
 from modeling_infodisent.explanation import cell_box_px
 from modeling_infodisent.metrics import (
     box_masks,

@@ -9,7 +9,6 @@ import copy
 from types import SimpleNamespace
 
 import torch
-from torch import nn
 
 from benchmarks.common import _ROOT, Bench
 
@@ -96,12 +95,3 @@ def reinit_head(model, seed: int, old_init: bool = False):
             g = clone.head.rotation.generator
             g.copy_(torch.randn(g.shape, generator=generator, dtype=g.dtype).mul_(OLD_ROTATION_STD))
     return clone.eval()
-
-
-def reinit_module(module: nn.Module, seed: int) -> None:
-    torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-        if hasattr(m, "reset_running_stats"):
-            m.reset_running_stats()
