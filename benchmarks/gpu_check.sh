@@ -32,6 +32,8 @@ fi
 if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -m benchmarks.scale --device cuda --mixed_precision bf16 $smoke --output "$output"
+  # extraction images/s against the backbone's own forward (benchmarks/extraction_speed_cuda.json)
+  if [ -z "$smoke" ]; then python3 -m benchmarks.extraction_speed --device cuda; fi
 elif [ -n "$smoke" ]; then
   echo "No CUDA device: running the GPU recipe (bf16 autocast backbone, float32 head) on the CPU." >&2
   python3 -m benchmarks.scale --device cpu --mixed_precision bf16 $smoke --output "$output"

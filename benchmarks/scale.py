@@ -413,6 +413,12 @@ def main_from_run(args) -> dict:
         readme = str(_ROOT / "docs" / "scale.md")
         if write_readme_table(readme, results["table"], results):
             logging.getLogger(__name__).info("Wrote the table into %s", readme)
+    # Extraction against the backbone's own forward (images/s, side by side): benchmarks/extraction_speed.py
+    from benchmarks import extraction_speed
+
+    smoke = ["--smoke", "--images", "8", "--rounds", "1", "--backbones", "resnet50"] if args.smoke else []
+    docs = [] if args.readme else ["--no_docs"]
+    extraction_speed.main(["--device", device, *smoke, *docs])
     return results
 
 

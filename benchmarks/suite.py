@@ -73,6 +73,9 @@ DEFAULT_COMBINATIONS = (
     "fm1437-10c/vit",
     "fm1437-10c/dinov2",
     "fm1437-10c/convnext",
+    "fm5000-10c/real",  # the real ImageNet-1k network (issue 24): 224² inputs, 1,280 channels
+    "fm1437-10c/real",
+    "cluttered/real",
     "fm60000-10c/resnet",  # the whole Fashion-MNIST training set (last: the longest runs)
 )
 # Seconds per run on the shared 2-core CPU (load average ~6; calibrates the estimate printed before a suite starts):
@@ -88,6 +91,7 @@ _PER_TRAIN_IMAGE_S = {
     "convnext": 0.004,
     "vit_classifier": 0.004,
     "tiny": 0.004,
+    "real": 0.07,  # 1,280 channels: a head step costs ~1 s on 2 cores
 }
 _EXTRACT_PER_IMAGE_S = {
     "resnet": 0.003,
@@ -96,6 +100,7 @@ _EXTRACT_PER_IMAGE_S = {
     "convnext": 0.003,
     "vit_classifier": 0.003,
     "tiny": 0.003,
+    "real": 0.05,  # EfficientNet-Lite0 at 224²
 }
 _BUILD_BACKBONE_S = {
     "resnet": 0.0,
@@ -104,6 +109,7 @@ _BUILD_BACKBONE_S = {
     "convnext": 770.0,
     "vit_classifier": 820.0,
     "tiny": 2.0,
+    "real": 45.0,
 }
 
 

@@ -93,6 +93,16 @@ def test_cache_holds_exactly_what_the_model_computes(setup, tmp_path):
     assert isinstance(arr, np.memmap)
 
 
+def test_dataloader_workers_extract_the_same_rows_in_the_same_order(setup, tmp_path):
+    plain = extract(setup, tmp_path / "plain")
+    workers = extract(setup, tmp_path / "workers", num_workers=2)
+    rows = list(range(len(plain)))
+    a, b = plain.__getitems__(rows), workers.__getitems__(rows)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
 def test_cache_is_reused_and_invalidated(setup, tmp_path, monkeypatch):
     model, head_model, processor, dataset = setup
     first = extract(setup, tmp_path)

@@ -47,6 +47,7 @@ BAD_ARGUMENTS = [
         "argument --per_device_eval_batch_size: must be an integer in [1, 1,048,576], got 2,000,000",
     ),
     (["--feature_batch_size", "0"], "argument --feature_batch_size: must be an integer in [1, 1,048,576], got 0"),
+    (["--dataloader_num_workers", "-1"], "argument --dataloader_num_workers: must be an integer in [0, 64], got -1"),
     (
         ["--max_train_steps", "10000000000"],
         "argument --max_train_steps: must be an integer in [1, 1,000,000,000], got 10,000,000,000",

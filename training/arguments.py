@@ -286,6 +286,13 @@ def parse_args(argv=None):
     model.add_argument(
         "--feature_batch_size", type=batch_size, default=128, help="Batch size of the feature extraction."
     )
+    model.add_argument(
+        "--dataloader_num_workers",
+        type=int_in(0, 64),
+        default=0,
+        help="Processes that decode and preprocess images while the backbone extracts features (transformers' "
+        "name; 0 = in the main process; measured in benchmarks/extraction_speed.py).",
+    )
 
     train = parser.add_argument_group(
         "training",

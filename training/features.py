@@ -302,6 +302,7 @@ def get_or_extract_features(
     pooled_only: bool = False,
     backbone_fp: str | None = None,
     backbone_name: str | None = None,
+    num_workers: int = 0,
 ) -> FeatureCache:
     """Return the split's :class:`FeatureCache`, extracting it first if no complete cache with the same key exists.
 
@@ -314,6 +315,7 @@ def get_or_extract_features(
         pooled_only: store only average-pooled features, labels and head logits (the live-backbone path needs them
             for the linear probe and the backbone head's accuracy).
         backbone_name: how errors name the backbone (default: its config's ``_name_or_path``).
+        num_workers: ``DataLoader`` workers that decode and preprocess images while the backbone runs.
     Returns a cache whose ``reused`` attribute says whether it was already on disk.
 
     Raises ``training.checks.UsageError`` (a ValueError) when the backbone's feature maps or its head's logits
@@ -361,7 +363,7 @@ def get_or_extract_features(
         block = dataset.select(range(start, stop)).with_transform(transform)
         from training.data import collate_fn
 
-        loader = DataLoader(block, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+        loader = DataLoader(block, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers)
         was_training = model.training
         model.eval()
         if head_model is not None:

@@ -282,6 +282,7 @@ def _run(args, command, backbone_config, image_processor):
         cache_dir=args.cache_dir or default_cache_dir(),
         head_model=head_model,
         batch_size=args.feature_batch_size,
+        num_workers=args.dataloader_num_workers,
         accelerator=accelerator,
         dtype=args.cache_dtype,
         pooled_only=args.live_backbone,
