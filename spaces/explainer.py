@@ -223,18 +223,31 @@ class Explainer:
         return items
 
     def results_line(self) -> str:
-        """A Markdown bullet with the accuracy the training script recorded (all_results.json), if the folder has it."""
+        """A Markdown bullet with the accuracy the training script recorded (all_results.json), if the folder has it:
+        the held-out test split's when the run had one, else the validation split's, said to be the one that also
+        took the schedule's decisions (early stopping, pruning)."""
         path = os.path.join(self.folder, "all_results.json") if self.folder else None
         if not path or not os.path.isfile(path):
             return ""
         try:
             with open(path) as f:
                 results = json.load(f)
-            line = f"- Validation accuracy {results['eval_accuracy']:.1%} on {results['eval_num_examples']} images"
+            if isinstance(results.get("test_accuracy"), (int, float)):
+                prefix = "test_"
+                line = (
+                    f"- Test accuracy {results['test_accuracy']:.1%} on {results['test_num_examples']} held-out images"
+                )
+            else:
+                prefix = ""
+                line = (
+                    f"- Validation accuracy {results['eval_accuracy']:.1%} on {results['eval_num_examples']} images "
+                    "(no test split: the same images took the training schedule's decisions)"
+                )
         except (OSError, ValueError, KeyError, TypeError):
             return ""
-        if isinstance(results.get("backbone_head_accuracy"), (int, float)):
-            line += f" (the backbone's own classifier: {results['backbone_head_accuracy']:.1%})"
+        head = results.get(f"{prefix}backbone_head_accuracy")
+        if isinstance(head, (int, float)):
+            line += f" (the backbone's own classifier: {head:.1%})"
         if isinstance(results.get("explanation_size_median"), (int, float)):
             line += f"; median explanation size {results['explanation_size_median']:g} prototypes"
         return line + "\n"

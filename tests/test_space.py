@@ -328,8 +328,11 @@ def test_page_view_has_one_card_per_top_prototype(app, model_dir):
     results_path = os.path.join(model_dir, "all_results.json")
     if os.path.isfile(results_path):  # the About tab quotes the training script's numbers
         with open(results_path) as f:
-            accuracy = json.load(f)["eval_accuracy"]
-        assert f"Validation accuracy {accuracy:.1%}" in explainer.results_line()
+            results = json.load(f)
+        if results.get("test_accuracy") is not None:
+            assert f"Test accuracy {results['test_accuracy']:.1%}" in explainer.results_line()
+        else:
+            assert f"Validation accuracy {results['eval_accuracy']:.1%}" in explainer.results_line()
     else:
         assert explainer.results_line() == ""
     if explainer.gallery is not None:
@@ -410,3 +413,24 @@ def test_heavy_handlers_share_one_concurrency_pool_and_the_cache_is_swept(app, m
     # "default": the queue's default_concurrency_limit, which one shared concurrency_id makes a limit for all four.
     assert {fn.concurrency_limit for fn in demo.fns.values() if fn.concurrency_id == "model"} == {"default"}
     assert demo._queue.default_concurrency_limit == app.CONCURRENCY == 2
+
+
+def test_results_line_names_the_split_its_figure_comes_from(tmp_path):
+    """The About tab's accuracy: the held-out test split's when the run had one, else validation, said so."""
+    from types import SimpleNamespace
+
+    from spaces.explainer import Explainer
+
+    folder = SimpleNamespace(folder=str(tmp_path))
+    results = {"eval_accuracy": 0.9, "eval_num_examples": 750, "backbone_head_accuracy": 0.91}
+    (tmp_path / "all_results.json").write_text(json.dumps(results))
+    line = Explainer.results_line(folder)
+    assert (
+        line.startswith("- Validation accuracy 90.0% on 750 images (no test split:") and "own classifier: 91.0%" in line
+    )
+    results.update(test_accuracy=0.876, test_num_examples=1000, test_backbone_head_accuracy=None)
+    (tmp_path / "all_results.json").write_text(json.dumps(results))
+    line = Explainer.results_line(folder)
+    assert line.startswith("- Test accuracy 87.6% on 1000 held-out images") and "own classifier" not in line
+    (tmp_path / "all_results.json").write_text("{not json")
+    assert Explainer.results_line(folder) == ""
