@@ -103,6 +103,26 @@ def test_dataloader_workers_extract_the_same_rows_in_the_same_order(setup, tmp_p
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
 
 
+def test_extraction_runs_channels_last_and_gives_the_weights_back_contiguous(setup, tmp_path, monkeypatch):
+    """Channels-last convolutions are faster (benchmarks/extraction_speed.py); the weights must come back in the
+    default layout, or save_pretrained (safetensors) would refuse them."""
+    model, head_model, *_ = setup
+    seen = []
+    original = model.extract_features
+
+    def spy(pixel_values):
+        weight = next(w for w in model.backbone.parameters() if w.dim() == 4)  # the stem's convolution
+        seen.append((pixel_values.is_contiguous(memory_format=torch.channels_last), weight.is_contiguous()))
+        return original(pixel_values)
+
+    monkeypatch.setattr(model, "extract_features", spy)
+    extract(setup, tmp_path, head=False)
+    assert seen and all(inputs_cl and not weights_default for inputs_cl, weights_default in seen)
+    for module in (model, head_model):
+        assert all(t.is_contiguous() for t in module.parameters())
+    model.save_pretrained(tmp_path / "saved")  # safetensors: contiguous tensors only
+
+
 def test_cache_is_reused_and_invalidated(setup, tmp_path, monkeypatch):
     model, head_model, processor, dataset = setup
     first = extract(setup, tmp_path)
