@@ -7,6 +7,7 @@ This file travels with the weights (``save_pretrained`` copies the modeling file
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -224,3 +225,23 @@ def find_original_head(
     if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()) + 1e-6):
         return None
     return linears[-1]
+
+
+@contextlib.contextmanager
+def channels_last(*modules):
+    """Run a backbone on channels-last tensors: oneDNN / cuDNN convolutions are faster in that layout (EfficientNet-
+    Lite0 on 2 CPU cores: 1.5x, feature maps equal to 5e-6 relative; benchmarks/extraction_speed.py). The 4-D weights
+    go back to the default layout afterwards: safetensors saves only contiguous tensors. Modules whose weights are
+    not in the default layout to begin with are left as they are."""
+    modules = [m for m in modules if m is not None]
+    weights = [t for m in modules for t in (*m.parameters(), *m.buffers()) if t.dim() == 4]
+    if not weights or not all(t.is_contiguous() for t in weights):
+        yield False
+        return
+    for m in modules:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield True
+    finally:
+        for m in modules:
+            m.to(memory_format=torch.contiguous_format)

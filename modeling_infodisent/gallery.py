@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .backbones import channels_last
 from .fingerprint import weights_fingerprint
 from .images import pixel_values_for, to_rgb
 
@@ -424,59 +425,63 @@ def compute_gallery(
     # (pole row, dataset index) -> (location, box, patch, label, source id) for the images currently in a top-k.
     kept: dict[tuple[int, int], tuple] = {}
     try:
-        bar = tqdm(total=num_images, desc="Prototype gallery", unit="img", disable=not progress)
-        for start in range(0, num_images, batch_size):
-            end = min(start + batch_size, num_images)
-            rows = _rows(dataset, start, end, wanted)
-            images = [to_rgb(image) for image in rows[image_column]]
-            if patch_size is None:
-                patch_size = min(64, min(images[0].size))
-            pixel_values = pixel_values_for(images, image_processor)  # 1 channel for a grayscale backbone
-            pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
-            features = model.extract_features(pixel_values)
-            rotated = model.head.rotate(features)
-            out = model.head.forward_rotated(rotated)  # the model's own pooling: same values as model(pixel_values)
-            rotated = rotated.float().cpu()
-            input_size = tuple(pixel_values.shape[-2:])
-            acts = torch.stack((out.pos_activations, out.neg_activations)).double().cpu().numpy()  # (2, B, D)
-            locations = torch.stack((out.pos_locations, out.neg_locations)).cpu().numpy()  # (2, B, D, 2)
-            acts = acts.transpose(0, 2, 1)  # (2, D, B)
-            acts = np.where(acts > 0, acts, -np.inf)
-            acts[:, skipped] = -np.inf
-            count = end - start
-            cand_act = np.concatenate((best_act, acts), axis=-1)
-            cand_idx = np.concatenate(
-                (best_idx, np.broadcast_to(np.arange(start, end), (2, num_channels, count))), axis=-1
-            )
-            # Highest activation first, ties by dataset index (deterministic whatever the batch size).
-            order = np.lexsort((cand_idx, -cand_act), axis=-1)[..., :top_k]
-            best_act = np.take_along_axis(cand_act, order, axis=-1)
-            best_idx = np.where(np.isfinite(best_act), np.take_along_axis(cand_idx, order, axis=-1), -1)
-            new = np.argwhere((best_idx >= start) & np.isfinite(best_act))  # (n, 3): sign row, channel, slot
-            if len(new):
-                sign_row, channel = new[:, 0], new[:, 1]
-                batch_pos = best_idx[sign_row, channel, new[:, 2]] - start
-                signs = torch.as_tensor(1.0 - 2.0 * sign_row, dtype=torch.float32)[:, None, None]
-                maps = F.relu(signs * rotated[torch.as_tensor(batch_pos), torch.as_tensor(channel)])
-                boxes = box_from_map(maps, input_size, threshold, min_box_fraction, box_resolution)
-                for i in range(len(new)):
-                    b = int(batch_pos[i])
-                    image = images[b]
-                    region = visible_region(image_processor, image.size)
-                    box = square_box(input_box_to_source(boxes[i], input_size, region), image.size)
-                    source_id = _plain_id(rows[id_column][b]) if id_column else start + b
-                    kept[(int(sign_row[i]) * num_channels + int(channel[i]), start + b)] = (
-                        tuple(int(v) for v in locations[sign_row[i], b, channel[i]]),
-                        box,
-                        crop_patch(image, box, patch_size),
-                        int(rows[label_column][b]),
-                        source_id,
-                    )
-            rows_idx = best_idx.reshape(2 * num_channels, top_k)
-            alive = {(r, int(i)) for r, row in enumerate(rows_idx) for i in row if i >= 0}
-            kept = {key: value for key, value in kept.items() if key in alive}
-            bar.update(count)
-        bar.close()
+        # The backbone pass of feature extraction, in its faster channels-last layout (weights restored after).
+        with channels_last(model.backbone) as in_channels_last:
+            bar = tqdm(total=num_images, desc="Prototype gallery", unit="img", disable=not progress)
+            for start in range(0, num_images, batch_size):
+                end = min(start + batch_size, num_images)
+                rows = _rows(dataset, start, end, wanted)
+                images = [to_rgb(image) for image in rows[image_column]]
+                if patch_size is None:
+                    patch_size = min(64, min(images[0].size))
+                pixel_values = pixel_values_for(images, image_processor)  # 1 channel for a grayscale backbone
+                pixel_values = pixel_values.to(device=parameter.device, dtype=parameter.dtype)
+                if in_channels_last and pixel_values.dim() == 4:
+                    pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+                features = model.extract_features(pixel_values)
+                rotated = model.head.rotate(features)
+                out = model.head.forward_rotated(rotated)  # the model's own pooling: same values as model(pixel_values)
+                rotated = rotated.float().cpu()
+                input_size = tuple(pixel_values.shape[-2:])
+                acts = torch.stack((out.pos_activations, out.neg_activations)).double().cpu().numpy()  # (2, B, D)
+                locations = torch.stack((out.pos_locations, out.neg_locations)).cpu().numpy()  # (2, B, D, 2)
+                acts = acts.transpose(0, 2, 1)  # (2, D, B)
+                acts = np.where(acts > 0, acts, -np.inf)
+                acts[:, skipped] = -np.inf
+                count = end - start
+                cand_act = np.concatenate((best_act, acts), axis=-1)
+                cand_idx = np.concatenate(
+                    (best_idx, np.broadcast_to(np.arange(start, end), (2, num_channels, count))), axis=-1
+                )
+                # Highest activation first, ties by dataset index (deterministic whatever the batch size).
+                order = np.lexsort((cand_idx, -cand_act), axis=-1)[..., :top_k]
+                best_act = np.take_along_axis(cand_act, order, axis=-1)
+                best_idx = np.where(np.isfinite(best_act), np.take_along_axis(cand_idx, order, axis=-1), -1)
+                new = np.argwhere((best_idx >= start) & np.isfinite(best_act))  # (n, 3): sign row, channel, slot
+                if len(new):
+                    sign_row, channel = new[:, 0], new[:, 1]
+                    batch_pos = best_idx[sign_row, channel, new[:, 2]] - start
+                    signs = torch.as_tensor(1.0 - 2.0 * sign_row, dtype=torch.float32)[:, None, None]
+                    maps = F.relu(signs * rotated[torch.as_tensor(batch_pos), torch.as_tensor(channel)])
+                    boxes = box_from_map(maps, input_size, threshold, min_box_fraction, box_resolution)
+                    for i in range(len(new)):
+                        b = int(batch_pos[i])
+                        image = images[b]
+                        region = visible_region(image_processor, image.size)
+                        box = square_box(input_box_to_source(boxes[i], input_size, region), image.size)
+                        source_id = _plain_id(rows[id_column][b]) if id_column else start + b
+                        kept[(int(sign_row[i]) * num_channels + int(channel[i]), start + b)] = (
+                            tuple(int(v) for v in locations[sign_row[i], b, channel[i]]),
+                            box,
+                            crop_patch(image, box, patch_size),
+                            int(rows[label_column][b]),
+                            source_id,
+                        )
+                rows_idx = best_idx.reshape(2 * num_channels, top_k)
+                alive = {(r, int(i)) for r, row in enumerate(rows_idx) for i in row if i >= 0}
+                kept = {key: value for key, value in kept.items() if key in alive}
+                bar.update(count)
+            bar.close()
     finally:
         model.train(was_training)
 

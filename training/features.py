@@ -27,7 +27,6 @@ Layout (one folder per split, named by a key that changes whenever anything that
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from modeling_infodisent.backbones import channels_last
 from training.feature_rows import (  # the cache's rows; the public ones stay importable from here
     CACHE_FORMAT_VERSION,
     FeatureCache,
@@ -236,26 +236,6 @@ def _check_batch(feature_map, logits, backbone_name: str, split_name: str, first
         )
 
 
-@contextlib.contextmanager
-def _channels_last(*modules):
-    """Run the backbone on channels-last tensors: oneDNN / cuDNN convolutions are faster in that layout (EfficientNet-
-    Lite0 on 2 CPU cores: 1.5x, feature maps equal to 5e-6 relative; benchmarks/extraction_speed.py). The 4-D weights
-    go back to the default layout afterwards: safetensors saves only contiguous tensors. Modules whose weights are
-    not in the default layout to begin with are left as they are."""
-    modules = [m for m in modules if m is not None]
-    weights = [t for m in modules for t in (*m.parameters(), *m.buffers()) if t.dim() == 4]
-    if not weights or not all(t.is_contiguous() for t in weights):
-        yield False
-        return
-    for m in modules:
-        m.to(memory_format=torch.channels_last)
-    try:
-        yield True
-    finally:
-        for m in modules:
-            m.to(memory_format=torch.contiguous_format)
-
-
 @torch.inference_mode()
 def _extract_block(
     model,
@@ -273,10 +253,10 @@ def _extract_block(
     # With a head, the backbone would run twice per batch (feature map + head logits). One pass suffices when the
     # head's base model computes what the InfoDisent adapter uses: checked on the first batch, else two passes.
     shared_pass = None
-    with _channels_last(model.backbone, head_model) as channels_last:
+    with channels_last(model.backbone, head_model) as in_channels_last:
         for batch in tqdm(loader, desc=desc, disable=not show_progress):
             pixel_values = batch["pixel_values"].to(device)
-            if channels_last and pixel_values.dim() == 4:
+            if in_channels_last and pixel_values.dim() == 4:
                 pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
             logits = None
             if head_model is not None and shared_pass is None:
