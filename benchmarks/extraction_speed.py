@@ -244,6 +244,7 @@ def main(argv=None) -> int:
     import transformers
 
     from benchmarks.scale_inputs import SMOKE_SIZE, generated_dataset
+    from benchmarks.suite import git_commit
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
         "batch_size": batch,
         "rounds": args.rounds,
         "load_average_before": [round(v, 1) for v in load] if load else None,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "exact_enough": f"max |feature - float32 feature| / max |float32 feature| < {EXACT_ENOUGH}",
         "backbones": {},
     }
@@ -278,17 +279,6 @@ def main(argv=None) -> int:
     if not (args.smoke or args.no_docs):
         write_docs(DOCS, table)
     return 0
-
-
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

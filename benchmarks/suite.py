@@ -410,7 +410,7 @@ def write_readme(path: str | os.PathLike, table: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- runner
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
@@ -463,7 +463,7 @@ def run_suite(
         "processes": sorted(set(processes) | set(before.get("processes", []))),
         "estimated_s": round(estimated) + before.get("estimated_s", 0),
         "machine": f"{os.cpu_count()}-core CPU ({platform.machine()}), shared",
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "combinations": list(before.get("combinations", [])),
         "build_s": dict(before.get("build_s", {})),
