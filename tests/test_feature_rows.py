@@ -59,3 +59,24 @@ def test_a_short_shard_is_refused(tmp_path):
         writer.close()
     writer.abort()
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".npy")]
+
+
+def test_memory_scaling_measures_whole_runs_of_train_py(tmp_path):
+    """`python -m benchmarks.memory_scaling` (the issue's 2k vs 20k rows) at a tiny size: two train.py runs in fresh
+    processes, each one's peak resident set measured from outside, the ratio and the backbone recorded."""
+    import json
+
+    from benchmarks import memory_scaling
+    from training.data import DEFAULT_BACKBONE
+
+    out = tmp_path / "scaling.json"
+    args = ["--rows", "20", "40", "--max_train_steps", "2", "--gallery_top_k", "1", "--backbone", DEFAULT_BACKBONE]
+    assert memory_scaling.main([*args, "--work_dir", str(tmp_path / "work"), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert [r["train_rows"] for r in summary["runs"]] == [20, 40]
+    assert all(r["exit_status"] == 0 and r["backbone"] == DEFAULT_BACKBONE for r in summary["runs"])
+    small, large = summary["runs"]
+    assert 200 < small["peak_rss_mb"] and small["peak_anon_mb"] <= small["peak_rss_mb"] + 1
+    ratio = summary["ratios"]["40"]["peak_rss_mb"]
+    assert ratio == round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
+    assert summary["meets_target"] == (ratio <= memory_scaling.TARGET_RATIO)

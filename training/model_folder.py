@@ -139,12 +139,10 @@ def input_size(image_processor) -> tuple[int, int]:
 
 
 def save_gallery(model, train_dataset, image_processor, args, image_column, label_column, folder) -> bool:
-    """The prototype gallery (top training patches per prototype), when the gallery module is available."""
-    try:
-        from modeling_infodisent.gallery import compute_gallery
-    except ImportError:
-        logger.info("No prototype gallery: modeling_infodisent.gallery is not available in this version.")
-        return False
+    """The prototype gallery (top training patches per prototype). An import error is raised, not skipped: it once
+    hid a broken installation behind a folder without a gallery."""
+    from modeling_infodisent.gallery import compute_gallery
+
     gallery = compute_gallery(
         model,
         train_dataset,
