@@ -240,6 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None, help="Default: benchmarks/extraction_speed_<device>.json (smoke: none).")
     p.add_argument("--no_docs", action="store_true", help="Do not write the table into docs/scale.md.")
     args = p.parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm's first import (datasets'): no bar per extraction round
     import datasets
     import transformers
 
@@ -248,7 +249,6 @@ def main(argv=None) -> int:
 
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     device = torch.device(args.device)
     images = args.images or (16 if args.smoke else 128)
     batch = args.batch_size or (8 if args.smoke else 32)
