@@ -230,7 +230,7 @@ def find_original_head(
 @contextlib.contextmanager
 def channels_last(*modules):
     """Run a backbone on channels-last tensors: oneDNN / cuDNN convolutions are faster in that layout (EfficientNet-
-    Lite0 on 2 CPU cores: 1.5x, feature maps equal to 5e-6 relative; benchmarks/extraction_speed.py). The 4-D weights
+    Lite0 on 2 CPU cores: 1.4x, feature maps equal to 5e-6 relative; benchmarks/extraction_speed.py). The 4-D weights
     go back to the default layout afterwards: safetensors saves only contiguous tensors. Modules whose weights are
     not in the default layout to begin with are left as they are."""
     modules = [m for m in modules if m is not None]
