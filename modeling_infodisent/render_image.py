@@ -30,6 +30,32 @@ from .render_drawing import (
 
 __all__ = ["render_contrast", "render_explanation"]
 
+# Geometry of both figures (inches): a fixed-width header, then one row per prototype whose gallery patches fill the
+# width left by the heatmap and the text.
+_MARGIN, _CELL, _TEXT_W, _WIDTH, _HEADER_H = 0.35, 1.25, 2.75, 12.4, 3.35
+
+
+def _row_geometry(gallery: PrototypeGallery | None, max_patches: int) -> tuple[int, float, float, float]:
+    """(gallery patches per row, patch side, gap between patches, row height) of a figure's prototype rows."""
+    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
+    patch_size, patch_gap = 0.9, 0.08
+    if patches:
+        patch_size = min(1.15, (_WIDTH - 2 * _MARGIN - _CELL - 0.2 - _TEXT_W) / patches - patch_gap)
+    return patches, patch_size, patch_gap, max(_CELL, patch_size + 0.3) + 0.2
+
+
+def _prototype_row(canvas, view, p, colour, y, headline, detail, gallery, patches, patch_size, patch_gap) -> None:
+    """One prototype's row: its heatmap on the image, its name, a headline (kept in the figure's text), the detail
+    lines, and its most activating training patches (or the gallery's absence said)."""
+    ax = canvas.axes(_MARGIN, y + 0.05, _CELL, _CELL)
+    _overlay_prototype(ax, view, p, colour)
+    x = _MARGIN + _CELL + 0.2
+    canvas.text(x, y + 0.08, f"prototype {p.name}", fontsize=10.5, weight="bold", color=colour, record=False)
+    canvas.text(x, y + 0.34, headline, fontsize=9.5)
+    canvas.text(x, y + 0.58, detail, fontsize=8, color="#444444", record=False, linespacing=1.35)
+    if patches or gallery is None:
+        _draw_patches(canvas, x + _TEXT_W, y + 0.05, gallery, p.channel, p.sign, patches, patch_size, patch_gap)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Local explanation
@@ -68,16 +94,8 @@ def render_explanation(
     size = tuple(explanation.image_size)
     view = _display_view(image, image_processor, size)
     name = _short(explanation.label)
-    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
-    patch_size, patch_gap = 0.9, 0.08
-
-    # Geometry (inches): a fixed-width header, rows whose gallery patches fill the width.
-    margin, cell, text_w = 0.35, 1.25, 2.75
-    width = 12.4
-    if patches:
-        patch_size = min(1.15, (width - 2 * margin - cell - 0.2 - text_w) / patches - patch_gap)
-    row_h = max(cell, patch_size + 0.3) + 0.2
-    header_h = 3.35
+    margin, cell, text_w, width, header_h = _MARGIN, _CELL, _TEXT_W, _WIDTH, _HEADER_H
+    patches, patch_size, patch_gap, row_h = _row_geometry(gallery, max_patches)
     section_h = 0.62
     n_sections = (1 if positive else 0) + (1 if negative else 0)
     height = header_h + n_sections * section_h + len(shown) * row_h + (0.4 if not shown else 0) + 1.25
@@ -142,48 +160,14 @@ def render_explanation(
             )
         y += section_h
         for p in group:
-            ax = canvas.axes(margin, y + 0.05, cell, cell)
-            _overlay_prototype(ax, view, p, colour)
             pole = "positive" if p.sign > 0 else "negative"
-            canvas.text(
-                margin + cell + 0.2,
-                y + 0.08,
-                f"prototype {p.name}",
-                fontsize=10.5,
-                weight="bold",
-                color=colour,
-                record=False,
-            )
-            canvas.text(
-                margin + cell + 0.2,
-                y + 0.34,
-                f"{p.name} contribution {_num(p.contribution)}",
-                fontsize=9.5,
-                record=True,
-            )
-            canvas.text(
-                margin + cell + 0.2,
-                y + 0.58,
+            detail = (
                 f"= weight {p.weight:.3f} × activation {p.activation:.3f}\n"
                 f"{pole} pole of channel {p.channel}\npeak at feature cell {tuple(p.location)}"
-                + ("\noutlined: the pixels that make it fire" if p.relevance is not None else ""),
-                fontsize=8,
-                color="#444444",
-                record=False,
-                linespacing=1.35,
+                + ("\noutlined: the pixels that make it fire" if p.relevance is not None else "")
             )
-            if patches or gallery is None:
-                _draw_patches(
-                    canvas,
-                    margin + cell + 0.2 + text_w,
-                    y + 0.05,
-                    gallery,
-                    p.channel,
-                    p.sign,
-                    patches,
-                    patch_size,
-                    patch_gap,
-                )
+            headline = f"{p.name} contribution {_num(p.contribution)}"
+            _prototype_row(canvas, view, p, colour, y, headline, detail, gallery, patches, patch_size, patch_gap)
             y += row_h
     if not shown:
         canvas.text(margin, y + 0.05, "No prototype contributes to this logit: it is the bias alone.", fontsize=10)
@@ -236,13 +220,8 @@ def render_contrast(
     shown = favour_a + favour_b
     size = tuple(expl_a.image_size)
     view = _display_view(image, image_processor, size)
-    patches = min(max_patches, gallery.top_k) if gallery is not None else 0
-    patch_size, patch_gap = 0.9, 0.08
-    margin, cell, text_w, width = 0.35, 1.25, 2.75, 12.4
-    if patches:
-        patch_size = min(1.15, (width - 2 * margin - cell - 0.2 - text_w) / patches - patch_gap)
-    row_h = max(cell, patch_size + 0.3) + 0.2
-    header_h = 3.35
+    margin, width, header_h = _MARGIN, _WIDTH, _HEADER_H
+    patches, patch_size, patch_gap, row_h = _row_geometry(gallery, max_patches)
     height = header_h + (bool(favour_a) + bool(favour_b)) * 0.42 + len(shown) * row_h + 1.2
     canvas = _Canvas(width, height, dpi)
     gap = expl_a.logit - expl_b.logit
@@ -294,39 +273,9 @@ def render_contrast(
         y += 0.42
         for r in group:
             p = r["_proto"]
-            ax = canvas.axes(margin, y + 0.05, cell, cell)
-            _overlay_prototype(ax, view, p, colour)
-            canvas.text(
-                margin + cell + 0.2,
-                y + 0.08,
-                f"prototype {p.name}",
-                fontsize=10.5,
-                weight="bold",
-                color=colour,
-                record=False,
-            )
-            canvas.text(margin + cell + 0.2, y + 0.34, f"{p.name} difference {_num(r['difference'])}", fontsize=9.5)
-            canvas.text(
-                margin + cell + 0.2,
-                y + 0.58,
-                f"to '{name_a}': {_num(r['a'])}\nto '{name_b}': {_num(r['b'])}",
-                fontsize=8,
-                color="#444444",
-                record=False,
-                linespacing=1.35,
-            )
-            if patches or gallery is None:
-                _draw_patches(
-                    canvas,
-                    margin + cell + 0.2 + text_w,
-                    y + 0.05,
-                    gallery,
-                    p.channel,
-                    p.sign,
-                    patches,
-                    patch_size,
-                    patch_gap,
-                )
+            headline = f"{p.name} difference {_num(r['difference'])}"
+            detail = f"to '{name_a}': {_num(r['a'])}\nto '{name_b}': {_num(r['b'])}"
+            _prototype_row(canvas, view, p, colour, y, headline, detail, gallery, patches, patch_size, patch_gap)
             y += row_h
     y += 0.12
     shown_sum = sum(r["difference"] for r in shown)
