@@ -76,7 +76,8 @@ def _backbones(smoke: bool, names: list[str] | None) -> dict:
     chosen = names or default
     unknown = [n for n in chosen if n not in found]
     if unknown:
-        raise SystemExit(f"error: unknown backbone(s) {unknown}; choose from {list(found)}")
+        print(f"error: unknown backbone(s) {unknown}; choose from {list(found)}", file=sys.stderr)
+        raise SystemExit(2)
     return {n: found[n] for n in chosen}
 
 
@@ -240,6 +241,9 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=None, help="Default: benchmarks/extraction_speed_<device>.json (smoke: none).")
     p.add_argument("--no_docs", action="store_true", help="Do not write the table into docs/scale.md.")
     args = p.parse_args(argv)
+    for name in ("images", "batch_size", "rounds"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm's first import (datasets'): no bar per extraction round
     import datasets
     import transformers

@@ -321,6 +321,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--worker", choices=("mmap", "pread"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if min(args.rows) < 10 or args.max_train_steps < 1 or args.gallery_top_k < 0:
+        parser.error("--rows must be >= 10 (one image per class), --max_train_steps >= 1 and --gallery_top_k >= 0")
     if args.worker:  # one measured process of --mode cache
         print(json.dumps(cache_worker(args.rows[0], args.worker, Path(args.work_dir))))
         return 0

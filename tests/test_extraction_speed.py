@@ -30,6 +30,17 @@ def test_smoke_measures_every_variant_against_the_plain_forward(tmp_path, capsys
     assert "64² per round" in capsys.readouterr().out
 
 
-def test_unknown_backbone_is_one_line():
-    with pytest.raises(SystemExit, match=r"unknown backbone\(s\) \['nope'\]"):
+def test_unknown_backbone_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         extraction_speed.main(["--smoke", "--backbones", "nope"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown backbone(s) ['nope']") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--images", "--batch_size", "--rounds"])
+def test_counts_below_one_are_refused_at_the_door(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        extraction_speed.main(["--smoke", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"error: {flag} must be >= 1, got 0" in capsys.readouterr().err

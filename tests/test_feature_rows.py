@@ -80,3 +80,13 @@ def test_memory_scaling_measures_whole_runs_of_train_py(tmp_path):
     ratio = summary["ratios"]["40"]["peak_rss_mb"]
     assert ratio == round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
     assert summary["meets_target"] == (ratio <= memory_scaling.TARGET_RATIO)
+
+
+@pytest.mark.parametrize("args", [["--rows", "5", "2000"], ["--max_train_steps", "0"], ["--gallery_top_k", "-1"]])
+def test_memory_scaling_refuses_absurd_sizes_at_the_door(args, capsys):
+    from benchmarks import memory_scaling
+
+    with pytest.raises(SystemExit) as exit_info:
+        memory_scaling.main(args)
+    assert exit_info.value.code == 2
+    assert "error: --rows must be >= 10" in capsys.readouterr().err
