@@ -120,6 +120,12 @@ def test_extraction_runs_channels_last_and_gives_the_weights_back_contiguous(set
     assert seen and all(inputs_cl and not weights_default for inputs_cl, weights_default in seen)
     for module in (model, head_model):
         assert all(t.is_contiguous() for t in module.parameters())
+        # Extraction runs in inference mode; the weights it handed back must still take gradients (Grad-CAM, input x
+        # gradient and fine-tuning run through the backbone after it, in the same process).
+        assert not any(t.is_inference() for t in (*module.parameters(), *module.buffers()))
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    model.extract_features(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
     model.save_pretrained(tmp_path / "saved")  # safetensors: contiguous tensors only
 
 

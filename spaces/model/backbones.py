@@ -232,16 +232,22 @@ def channels_last(*modules):
     """Run a backbone on channels-last tensors: oneDNN / cuDNN convolutions are faster in that layout (EfficientNet-
     Lite0 on 2 CPU cores: 1.4x, feature maps equal to 5e-6 relative; benchmarks/extraction_speed.py). The 4-D weights
     go back to the default layout afterwards: safetensors saves only contiguous tensors. Modules whose weights are
-    not in the default layout to begin with are left as they are."""
+    not in the default layout to begin with are left as they are.
+
+    The layout changes run outside inference mode even when the caller is in it (feature extraction is): a weight
+    copied under `torch.inference_mode()` becomes an inference tensor, and every later gradient through the backbone
+    (Grad-CAM, input x gradient, fine-tuning) would fail with "Inference tensors cannot be saved for backward"."""
     modules = [m for m in modules if m is not None]
     weights = [t for m in modules for t in (*m.parameters(), *m.buffers()) if t.dim() == 4]
     if not weights or not all(t.is_contiguous() for t in weights):
         yield False
         return
-    for m in modules:
-        m.to(memory_format=torch.channels_last)
+    with torch.inference_mode(False):
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
     try:
         yield True
     finally:
-        for m in modules:
-            m.to(memory_format=torch.contiguous_format)
+        with torch.inference_mode(False):
+            for m in modules:
+                m.to(memory_format=torch.contiguous_format)
