@@ -10,13 +10,13 @@ import numpy as np
 
 from training.build_fashion_mnist_subset import load_fashion_mnist_idx
 
-VARIANTS = ("cluttered", "part", "garments", "marks", "stripes")
+VARIANTS = ("cluttered", "part", "garments", "marks", "stripes", "orientation")
 # The known-answer sets of the ground-truth benchmark (`benchmarks/known_answer.py`, issue 22); "cluttered" and "part"
 # have shortcuts (a model-free readout finds their answer) and stay for the suite's cluttered dataset.
-KNOWN_ANSWER = ("garments", "marks", "stripes")
+KNOWN_ANSWER = ("garments", "marks", "stripes", "orientation")
 SPLITS = ("train", "test")
 _SPLIT_CODE = {"train": 0, "test": 1}
-_VARIANT_CODE = {"cluttered": 0, "part": 1, "garments": 2, "marks": 3, "stripes": 4}
+_VARIANT_CODE = {"cluttered": 0, "part": 1, "garments": 2, "marks": 3, "stripes": 4, "orientation": 5}
 
 
 def _glyphs() -> dict[str, np.ndarray]:

@@ -260,7 +260,9 @@ class Bench:
                     "seed",
                 )
             },
-            "model_config": {k: getattr(model.config, k) for k in ("rotation", "pooling", "classifier_constraint")},
+            "model_config": {
+                k: getattr(model.config, k) for k in ("rotation_parametrization", "pooling", "classifier_constraint")
+            },
         }
         return model, summary
 

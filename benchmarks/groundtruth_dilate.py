@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks import groundtruth_maps as gm
+from benchmarks.groundtruth_trust import SETS
 
 
 def dilate_last_stage(model) -> None:
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     from benchmarks.common import _jsonable
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--set", default="marks", choices=("marks", "stripes"))
+    p.add_argument("--set", default="marks", choices=SETS)
     p.add_argument("--black_box", type=int, default=0)
     p.add_argument("--head_seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--images", type=int, default=100)

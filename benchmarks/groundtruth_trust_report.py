@@ -24,18 +24,6 @@ CONTROL_NAMES = {
     "cascade_last_stage": "cascade: head + last stage drawn again",
     "cascade_two_stages": "cascade: head + last two stages drawn again",
 }
-# InfoDisent's cascade keeps its trained head (U, W have no `reset_parameters`; the untrained head is its own
-# control), the original's draws its linear classifier again: the rows say which.
-INFODISENT_CASCADE = {
-    "cascade_last_stage": "last stage drawn again (trained head kept)",
-    "cascade_two_stages": "last two stages drawn again (trained head kept)",
-}
-
-
-def control_name(control: str, method: str) -> str:
-    if method.startswith("infodisent") and control in INFODISENT_CASCADE:
-        return INFODISENT_CASCADE[control]
-    return CONTROL_NAMES[control]
 
 
 def _pct(c: dict) -> str:
@@ -50,7 +38,7 @@ def _name(key: str) -> str:
     method, _, readout = key.partition("/")
     control, _, method = method.rpartition(":")
     text = f"{METHODS.get(method, method)}, {readout.replace('_', ' ')}"
-    return f"{text} ({control_name(control, method)})" if control else text
+    return f"{text} ({CONTROL_NAMES[control]})" if control else text
 
 
 def _set(variant: str, r: dict) -> list[str]:
@@ -102,7 +90,7 @@ def _set(variant: str, r: dict) -> list[str]:
     comps = s["comparisons"]
     for method in (*INFODISENT_OWN, "grad_cam_original", "input_x_gradient_original"):
         for control in CONTROL_NAMES:
-            label = control_name(control, method)
+            label = CONTROL_NAMES[control]
             keys = [f"trained_vs_{control}:{method}/{ro}" for ro in READOUTS]
             if keys[0] not in comps:
                 continue

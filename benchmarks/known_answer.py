@@ -9,7 +9,7 @@ of the same size, brightness and contrast that a readout which does not know the
 often as a random point does. `benchmarks/groundtruth_audit.py` checks that on every generated set before any
 explanation method is scored.
 
-Three sets (84×84 grey canvases, black background, Fashion-MNIST garments: MIT, © 2017 Zalando SE):
+Four sets (84×84 grey canvases, black background, Fashion-MNIST garments: MIT, © 2017 Zalando SE):
 
 - ``garments``: one garment of a LABEL class (`GARMENT_CLASSES`) among 7-9 decoy garments of the other five
   Fashion-MNIST classes, all of one size range and intensity distribution, overlapping freely, plus noise strokes.
@@ -21,6 +21,9 @@ Three sets (84×84 grey canvases, black background, Fashion-MNIST garments: MIT,
 - ``stripes``: 4 classes, the ORIENTATION (0, 45, 90, 135 degrees) of a small striped patch at a random place; 4-6
   decoy patches (checkerboards, blurred noise, 2×2 block noise) of the same size, the same mean intensity (the
   garment's own mean intensity) and the same RMS contrast. Truth: the striped patch's box.
+- ``orientation``: ``stripes`` made harder (every method found ``stripes``' only striped patch): 5-7 decoys, most of
+  them striped too, at the orientations halfway between the classes' (`ORIENTATION_DECOYS`), the rest textures as in
+  ``stripes``. Truth: the class-oriented patch's box.
 
 Every renderer takes ``without_part=True`` and renders the same sample without the decisive object (the truth) and
 nothing else changed.
@@ -193,11 +196,12 @@ def _patch(kind: str, rng, m: int, mean: float, contrast: float) -> np.ndarray:
     return np.clip(mean + contrast * t, 0, 255).astype(np.uint8)
 
 
-def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
-    """One ``stripes`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
+def _render_patches(name: str, split, index, seed, canvas, source, without_part, decoys: int, decoy_kind):
+    """A garment and strokes, then one striped patch of the class's orientation and `decoys` (lo, hi) more patches
+    of `decoy_kind(rng)`, all of one size, mean intensity (the garment's own mean) and RMS contrast."""
     from benchmarks.canvas import _garment, _paste_max, _rng
 
-    rng = _rng(seed, split, index, "stripes")
+    rng = _rng(seed, split, index, name)
     label = int(rng.integers(0, len(STRIPE_CLASSES)))
     size = int(rng.integers(round(0.35 * canvas), round(0.55 * canvas) + 1))
     garment, _, gid = _garment(rng, split, source, size)
@@ -208,12 +212,12 @@ def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, sour
     mean = float(garment[garment > 25].mean()) if (garment > 25).any() else 128.0  # the garment's own mean
     contrast = min(mean, 255 - mean) * rng.uniform(0.5, 0.8)
     m = int(rng.integers(12, 17))
-    spots = _spots(rng, canvas, m, 1 + int(rng.integers(4, 7)))
+    spots = _spots(rng, canvas, m, 1 + int(rng.integers(*decoys)))
     mask = np.zeros((canvas, canvas), bool)
     (py, px) = spots[0]
     mask[py : py + m, px : px + m] = True
     for k, (y, x) in enumerate(spots):
-        kind = f"stripes_{45 * label}" if k == 0 else ("checker", "noise", "blocks")[int(rng.integers(0, 3))]
+        kind = f"stripes_{45 * label}" if k == 0 else decoy_kind(rng)
         p = _patch(kind, rng, m, mean, contrast)
         if k == 0 and without_part:
             continue
@@ -221,7 +225,42 @@ def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, sour
     return img, label, [px, py, px + m, py + m], mask, gid
 
 
-RENDERERS = {"garments": render_garments, "marks": render_marks, "stripes": render_stripes}
+def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
+    """One ``stripes`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
+    textures = ("checker", "noise", "blocks")
+    return _render_patches(
+        "stripes", split, index, seed, canvas, source, without_part, (4, 7), lambda rng: textures[rng.integers(0, 3)]
+    )
+
+
+# The decoys of ``orientation``: striped patches at the orientations halfway between the classes' (no class), and
+# the textures of ``stripes``. "Where are the stripes?" then finds a decoy most of the time: only a readout that
+# tells 0/45/90/135 from 22.5/67.5/112.5/157.5 degrees finds the decisive patch (``stripes`` sits at the ceiling:
+# every method found its only striped patch on 100% of the images).
+ORIENTATION_DECOYS = ("stripes_22.5", "stripes_67.5", "stripes_112.5", "stripes_157.5", "checker", "noise", "blocks")
+
+
+def render_orientation(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
+    """One ``orientation`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
+    return _render_patches(
+        "orientation",
+        split,
+        index,
+        seed,
+        canvas,
+        source,
+        without_part,
+        (5, 8),
+        lambda rng: ORIENTATION_DECOYS[rng.integers(0, len(ORIENTATION_DECOYS))],
+    )
+
+
+RENDERERS = {
+    "garments": render_garments,
+    "marks": render_marks,
+    "stripes": render_stripes,
+    "orientation": render_orientation,
+}
 
 
 def class_names(variant: str) -> list[str]:
@@ -230,7 +269,7 @@ def class_names(variant: str) -> list[str]:
 
     if variant == "garments":
         return [CLASS_NAMES[c] for c in GARMENT_CLASSES]
-    return list(PART_CLASSES) if variant == "marks" else list(STRIPE_CLASSES)
+    return list(PART_CLASSES) if variant == "marks" else list(STRIPE_CLASSES)  # stripes, orientation
 
 
 WHAT = {
@@ -244,4 +283,8 @@ WHAT = {
     "stripes": "The class is the orientation (0/45/90/135 degrees) of one striped patch at a random place, among 4-6 "
     "decoy patches (checkerboard, blurred noise) of the same size, mean intensity (the garment's own mean) and RMS "
     "contrast. Ground truth: the striped patch's box.",
+    "orientation": "The class is the orientation (0/45/90/135 degrees) of one striped patch at a random place, among "
+    "5-7 decoy patches: striped at the orientations halfway between the classes' (22.5/67.5/112.5/157.5 degrees, no "
+    "class) or textures (checkerboard, blurred noise, block noise), all of the same size, mean intensity (the "
+    "garment's own mean) and RMS contrast. Ground truth: the striped patch's box.",
 }

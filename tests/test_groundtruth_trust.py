@@ -17,7 +17,7 @@ needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST), reason="needs Debia
 
 # ------------------------------------------------------------------------------------------------ data and audit
 @needs_fmnist
-@pytest.mark.parametrize("variant", ["garments", "marks", "stripes"])
+@pytest.mark.parametrize("variant", ["garments", "marks", "stripes", "orientation"])
 def test_known_answer_sets_are_deterministic_and_without_part_changes_only_the_truth(variant):
     from benchmarks.generate import make
 
@@ -60,7 +60,7 @@ def test_audit_rejects_the_old_sets_and_passes_the_new_ones():
 
     old = audit_variant("part", 200, seed=1)
     assert not old["passes"] and old["scores"]["largest_blob"] > old["chance"] + 0.3  # the issue's shortcut
-    for variant in ("marks", "stripes"):
+    for variant in ("marks", "stripes", "orientation"):
         r = audit_variant(variant, 300, seed=1)
         assert r["passes"], r
         assert abs(r["scores"]["random"] - r["chance"]) < 0.05
@@ -146,7 +146,13 @@ def test_readouts_are_applied_identically_at_any_resolution():
 
 def test_posthoc_maps_come_at_the_feature_grid_and_controls_change_the_weights():
     from benchmarks import groundtruth_maps as gm
-    from benchmarks.groundtruth_trust import cascade, random_head, random_head_original
+    from benchmarks.groundtruth_trust import (
+        _reset_infodisent_head,
+        _reset_original_head,
+        cascade,
+        random_head,
+        random_head_original,
+    )
 
     original, model = _tiny()
     original.requires_grad_(False)  # frozen, as the benchmark's black boxes are
@@ -163,11 +169,65 @@ def test_posthoc_maps_come_at_the_feature_grid_and_controls_change_the_weights()
     assert torch.equal(
         r.backbone.model.embedder.embedder.convolution.weight, model.backbone.model.embedder.embedder.convolution.weight
     )
-    c = cascade(original, 1, 3, lambda m: m.classifier)
+    c = cascade(original, 1, 3, _reset_original_head)
     last, first = gm.resnet_stages(c), gm.resnet_stages(original)
     assert not torch.equal(next(last[-1].parameters()), next(first[-1].parameters()))
     assert torch.equal(next(last[0].parameters()), next(first[0].parameters()))
+    assert not torch.equal(c.classifier[-1].weight, original.classifier[-1].weight)
+    # InfoDisent's cascade starts at its head too (U, W, bias drawn again), then the backbone's last stages.
+    trained = model
+    c = cascade(trained, 2, 3, _reset_infodisent_head)
+    assert torch.allclose(c.classifier_weight, random_head(trained, 3).classifier_weight)
+    assert not torch.allclose(c.classifier_weight, trained.classifier_weight)
+    last, first = gm.resnet_stages(c), gm.resnet_stages(trained)
+    assert all(not torch.equal(next(a.parameters()), next(b.parameters())) for a, b in zip(last[-2:], first[-2:]))
     assert not torch.equal(random_head_original(original, 1).classifier[-1].weight, original.classifier[-1].weight)
+
+
+@needs_fmnist
+def test_orientation_decoys_are_mostly_stripes_at_the_orientations_between_the_classes():
+    """`orientation` is `stripes` without its ceiling: "find the striped patch" must usually find a decoy."""
+    from benchmarks.known_answer import ORIENTATION_DECOYS, _patch, render_orientation
+
+    striped = [k for k in ORIENTATION_DECOYS if k.startswith("stripes_")]
+    assert {float(k.split("_")[1]) % 45 for k in striped} == {22.5}  # halfway between two class orientations
+    assert len(striped) > len(ORIENTATION_DECOYS) / 2
+    rng = np.random.default_rng(0)
+    a, b = _patch("stripes_22.5", rng, 14, 120.0, 40.0), _patch("stripes_0", rng, 14, 120.0, 40.0)
+    assert abs(float(a.mean()) - float(b.mean())) < 3 and abs(float(a.std()) - float(b.std())) < 3
+    labels = [render_orientation("train", i, seed=0)[1] for i in range(40)]
+    assert set(labels) == {0, 1, 2, 3}
+
+
+@needs_fmnist
+def test_one_black_box_runs_every_method_and_control_end_to_end(tmp_path):
+    """The protocol on a real black box of gt_models/, at a tiny size: every map, readout and control comes back
+    per image, and the summary reaches the pre-registered decision (a gradient through a backbone that feature
+    extraction left unusable, for one, failed here)."""
+    from benchmarks import groundtruth_maps as gm
+    from benchmarks.generate import write
+    from benchmarks.groundtruth_trust import CONTROLS, decide, run_black_box, summarise
+
+    folder = str(tmp_path / "marks")
+    write("marks", folder, 80, 6, seed=0, test_seed=2)
+    s = dict(images=6, head_seeds=[0, 1], train_rows=80, chunk=4, shuffled_seeds=1, costly=True, num_train_epochs=1)
+    s["finetune_epochs"] = 1
+    r = run_black_box("marks", folder, 0, s)
+    for m in (*gm.INFODISENT_OWN, "grad_cam_infodisent", *gm.POSTHOC_ORIGINAL):
+        for ro in gm.READOUTS:
+            hits = r["hits"][f"{m}/{ro}"]
+            assert hits.shape == ((1 if m.endswith("_original") else 2), 6) and set(np.unique(hits)) <= {0.0, 1.0}
+    for control in CONTROLS:
+        rows = 1 if control == "shuffled_head" else 2  # the permuted-label head: the first `shuffled_seeds` only
+        assert r["hits"][f"{control}:infodisent_prototype/peak_cell"].shape == (rows, 6)
+        assert np.all(np.abs(r["spearman"][f"rho/{control}:infodisent_prototype"]) <= 1.0 + 1e-6)
+    assert r["correct_infodisent"].shape == (2, 6) and r["correct_original"].shape == (1, 6)
+    summary = summarise([r], reps=20)
+    verdict = decide(summary)
+    assert summary["ours"].startswith("infodisent_prototype/") and summary["best_posthoc"].split("/")[0] in (
+        gm.POSTHOC_ORIGINAL
+    )
+    assert set(verdict) == {"as_often_as_best_posthoc", "beats_random_head_by_10pt"}
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -257,11 +317,12 @@ def test_full_settings_are_the_preregistered_ones_and_quick_is_smaller():
     full, quick = gt.settings(False, full=True), gt.settings(True)
     text = open(os.path.join(REPO_ROOT, "benchmarks", "groundtruth_preregistration.md")).read()
     assert full["head_seeds"] == [0, 1, 2, 3, 4] and full["black_box_seeds"] == [0, 1] and full["test_seed"] == 2
-    assert f"first **{full['images']}** test images of seed {full['test_seed']}" in text
+    assert f"first {full['images']:,} test images of seed {full['test_seed']}" in text.replace("**", "")
     assert "head seeds 0–4" in text and f"{full['train_rows']:,} training images" in text
     assert (gt.NON_INFERIORITY, gt.RANDOM_HEAD_GAP) == (-0.01, 0.10) and "≥ −1 pt" in text and "≥ +10 pt" in text
     assert quick["images"] < full["images"] and len(quick["black_box_seeds"]) == 1 and quick["test_seed"] == 2
-    assert set(quick["audit_only"]) == {"garments", "cluttered", "part"} and quick["sets"] == ["marks", "stripes"]
+    assert set(quick["audit_only"]) == {"garments", "cluttered", "part"}
+    assert quick["sets"] == ["marks", "stripes", "orientation"]
 
 
 def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
