@@ -103,8 +103,8 @@ def parse_args(argv=None):
         "--groundtruth_full",
         action="store_true",
         help="The ground-truth section with the reported protocol of benchmarks/groundtruth_preregistration.md "
-        "(5 head seeds x 2 black boxes, 400 images per set; tens of minutes on 2 cores). Without it, "
-        "--quick runs the same protocol on 60 images, 2 head seeds, 1 black box.",
+        "(5 head seeds x 2 black boxes, 1,000 images per set; about 15 min per set on one core). Without it, "
+        "--quick runs the same protocol on 40 images, 2 head seeds, 1 black box.",
     )
     p.add_argument(
         "--scale",
