@@ -1,7 +1,13 @@
-"""Finer prototype maps from the SAME frozen backbone (issue 22): dilate the last ResNet stage instead of striding.
+"""Finer prototype maps from the SAME frozen backbone (issue 22): dilate the last ResNet stage instead of striding,
+or read the stage before it.
 
     python benchmarks/groundtruth_dilate.py --set marks --black_box 0 --head_seeds 0 1 --images 100 \\
         --output benchmarks/results_groundtruth_dilated.json
+
+``penultimate``: InfoDisent is trained on the feature map of the stage before the last (the black box truncated
+there, weights of the kept stages unchanged: 32×21×21 instead of 64×11×11 on the known-answer sets), while the
+original classifier -- Grad-CAM, input × gradient and its accuracy -- stays the whole black box. InfoDisent's maps
+are read on their own grid.
 
 The last stage's stride-2 convolutions get stride 1 and the 3×3 convolutions after them dilation 2 (the DeepLab /
 torchvision ``replace_stride_with_dilation`` rule), with the weights unchanged: the feature grid doubles (11×11 ->
@@ -30,6 +36,8 @@ import torch
 from benchmarks import groundtruth_maps as gm
 from benchmarks.groundtruth_trust import SETS
 
+OPTIONS = ("native", "dilated", "penultimate")
+
 
 def dilate_last_stage(model) -> None:
     """In place: the last ResNet stage at stride 1 with dilation 2 after its first strided convolution."""
@@ -49,7 +57,25 @@ def dilate_last_stage(model) -> None:
             first = False
 
 
-def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: int, dilated: bool) -> dict:
+def penultimate_stage(model):
+    """A copy of a transformers ResNet classifier that ends one stage earlier, the kept stages' weights unchanged (its
+    own classifier is new and never used: InfoDisent reads the feature map, the original stays the whole model)."""
+    from transformers import ResNetForImageClassification
+
+    cfg = model.config.to_dict()
+    for key in ("stage_names", "out_features", "out_indices", "_out_features", "_out_indices"):
+        cfg.pop(key, None)
+    cfg["hidden_sizes"], cfg["depths"] = cfg["hidden_sizes"][:-1], cfg["depths"][:-1]
+    cut = ResNetForImageClassification(model.config.__class__.from_dict(cfg))
+    last = f"resnet.encoder.stages.{len(cfg['depths'])}."
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("classifier.", last))}
+    missing, unexpected = cut.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise RuntimeError(f"truncating the backbone lost weights: missing {missing}, unexpected {unexpected}")
+    return cut.eval()
+
+
+def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: int, option: str) -> dict:
     import tempfile
 
     import training.train as train_module
@@ -60,13 +86,21 @@ def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: in
     folder = tempfile.mkdtemp(prefix="infodisent-gt22-dilate-")
     write(variant, folder, 2000, images, seed=TRAIN_SEED, test_seed=test_seed)
     original_loader = train_module.load_backbone
-    probe = {}
+    probe, whole = {}, {}
 
     def loader(*a, **k):
         backbone, processor, has_head = original_loader(*a, **k)
-        if dilated:
+        if option == "dilated":
             dilate_last_stage(backbone)
+        if option == "penultimate":  # InfoDisent gets the truncated copy; the original classifier stays whole
+            whole["model"] = backbone
+            return penultimate_stage(backbone), processor, False
         return backbone, processor, has_head
+
+    def on_bench(bench):
+        if "model" in whole:
+            bench.head_model = whole["model"].to(bench.device).eval()
+        probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0))
 
     s = dict(images=images, head_seeds=head_seeds, black_box_seeds=[b], chunk=50, costly=False, shuffled_seeds=0)
     train_module.load_backbone = loader
@@ -76,14 +110,15 @@ def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: in
             folder,
             b,
             s,
-            on_bench=lambda bench: probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0)),
+            on_bench=on_bench,
         )
     finally:
         train_module.load_backbone = original_loader
     summary = summarise([run], reps=500)
     acc_id = float(run["correct_infodisent"].mean())
     return {
-        "grid": run["grid"],
+        "grid": run["grid"],  # the original classifier's
+        "infodisent_grid": list(run["infodisent_grid"]),
         "original_accuracy": float(run["correct_original"].mean()),
         "infodisent_accuracy": acc_id,
         "linear_probe_accuracy": probe.get("accuracy"),
@@ -101,19 +136,21 @@ def main(argv=None) -> int:
     p.add_argument("--head_seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--test_seed", type=int, default=2)
+    p.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
     if args.images < 2:
         p.exit(2, f"error: --images must be >= 2, got {args.images}\n")
     torch.set_num_threads(1)
     out = {"command": "python benchmarks/groundtruth_dilate.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    for name, dilated in (("native", False), ("dilated", True)):
-        out[name] = _run(args.set, args.black_box, args.head_seeds, args.images, args.test_seed, dilated)
+    for name in args.options:
+        out[name] = _run(args.set, args.black_box, args.head_seeds, args.images, args.test_seed, name)
     out = _jsonable(out)
-    for name in ("native", "dilated"):
+    for name in args.options:
         r = out[name]
         print(
-            f"{name}: grid {r['grid']}, original {100 * r['original_accuracy']:.1f}%, InfoDisent "
+            f"{name}: InfoDisent's grid {r['infodisent_grid']}, original {100 * r['original_accuracy']:.1f}%, "
+            f"InfoDisent "
             f"{100 * r['infodisent_accuracy']:.1f}%, probe {100 * (r['linear_probe_accuracy'] or np.nan):.1f}%"
         )
         for k, v in r["pointing"].items():

@@ -218,7 +218,10 @@ def run_black_box(variant: str, folder: str, b: int, s: dict, on_bench=None) -> 
             for seed in s["head_seeds"]:
                 ok = _infodisent_chunk(per_seed[seed], heads, seed, xs, ts, bx, size, grid)
                 correct_id[seed].append(ok)
+        with torch.no_grad():
+            own_grid = tuple(heads[("trained", s["head_seeds"][0])].extract_features(x[:1]).shape[-2:])
         out = {"hits": {}, "spearman": {}, "fits": fits, "grid": list(grid), "images": n, "seed_rows": {}}
+        out["infodisent_grid"] = list(own_grid)
         cat = lambda v: np.concatenate(v) if isinstance(v, list) else v  # noqa: E731
         for k, v in orig.items():
             (out["spearman"] if k.startswith("rho/") else out["hits"])[k] = cat(v)[None]  # (1, N): no head seed
@@ -271,8 +274,11 @@ def _original_chunk(store, originals, xs, ts, bx, size, s) -> tuple[int, int]:
 
 
 def _infodisent_chunk(store, heads, seed, xs, ts, bx, size, grid) -> np.ndarray:
+    """InfoDisent's maps for one chunk, read on ITS feature grid (the original's `grid` in the protocol; finer when
+    `groundtruth_dilate.py` gives InfoDisent an earlier stage than the original classifier reads)."""
     model = heads[("trained", seed)]
     own = gm.infodisent_maps(model, xs, ts)
+    grid = tuple(own["infodisent_prototype"].shape[-2:])
     refine = gm.input_x_gradient(model, xs, ts)
     stage = gm.resnet_stages(model)[-1]
     maps = {k: own[k] for k in gm.INFODISENT_OWN}

@@ -342,6 +342,21 @@ def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
     assert all(c.stride == (1, 1) for c in convs) and any(c.dilation == (2, 2) for c in convs)
 
 
+def test_penultimate_stage_is_the_black_box_cut_one_stage_early_with_the_same_weights():
+    from benchmarks.groundtruth_dilate import penultimate_stage
+
+    original, _ = _tiny()
+    cut = penultimate_stage(original)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        hidden = original.resnet(x, output_hidden_states=True).hidden_states
+        mine = cut.resnet(x).last_hidden_state
+    torch.testing.assert_close(mine, hidden[-2], rtol=0, atol=0)  # the stage before the last, exactly
+    assert mine.shape[-1] == 2 * hidden[-1].shape[-1] and len(cut.config.depths) == len(original.config.depths) - 1
+    kept = {k: v for k, v in cut.state_dict().items() if not k.startswith("classifier.")}
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in kept.items())
+
+
 def test_trust_cli_without_fashion_mnist_is_one_line_exit_2():
     env = {**os.environ, "FASHION_MNIST_DIR": "/nonexistent-fmnist", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
