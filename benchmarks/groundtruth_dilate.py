@@ -75,27 +75,40 @@ def penultimate_stage(model):
     return cut.eval()
 
 
-def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: int, option: str) -> dict:
+def _run(
+    variant: str, b: int, head_seeds: list[int], images: int, test_seed: int, option: str, train_rows: int = 2000, **fit
+) -> dict:
+    """One option on one black box; `fit`: epoch overrides of the head's schedule (`num_train_epochs`, ...)."""
+    import shutil
     import tempfile
 
     import training.train as train_module
+    from benchmarks.common import Bench
     from benchmarks.generate import write
     from benchmarks.groundtruth_trust import TRAIN_SEED, run_black_box, summarise
     from training.evaluation import train_linear_probe
 
     folder = tempfile.mkdtemp(prefix="infodisent-gt22-dilate-")
-    write(variant, folder, 2000, images, seed=TRAIN_SEED, test_seed=test_seed)
-    original_loader = train_module.load_backbone
+    write(variant, folder, train_rows, images, seed=TRAIN_SEED, test_seed=test_seed)
+    original_loader, original_new_model = train_module.load_backbone, Bench.new_model
     probe, whole = {}, {}
 
     def loader(*a, **k):
         backbone, processor, has_head = original_loader(*a, **k)
-        if option == "dilated":
+        if option == "dilated":  # the original classifier
             dilate_last_stage(backbone)
         if option == "penultimate":  # InfoDisent gets the truncated copy; the original classifier stays whole
             whole["model"] = backbone
             return penultimate_stage(backbone), processor, False
         return backbone, processor, has_head
+
+    def new_model(bench, seed, **kwargs):
+        # `from_backbone` rebuilds the backbone from its config and copies the weights: strides and dilations set on
+        # the loaded modules do not come along, so InfoDisent's own copy is dilated here (its feature cache too).
+        model = original_new_model(bench, seed, **kwargs)
+        if option == "dilated":
+            dilate_last_stage(model)
+        return model
 
     def on_bench(bench):
         if "model" in whole:
@@ -103,17 +116,18 @@ def _run(variant: str, b: int, head_seeds: list[int], images: int, test_seed: in
         probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0))
 
     s = dict(images=images, head_seeds=head_seeds, black_box_seeds=[b], chunk=50, costly=False, shuffled_seeds=0)
-    train_module.load_backbone = loader
+    s.update(fit)
+    train_module.load_backbone, Bench.new_model = loader, new_model
     try:
-        run = run_black_box(
-            variant,
-            folder,
-            b,
-            s,
-            on_bench=on_bench,
-        )
+        run = run_black_box(variant, folder, b, s, on_bench=on_bench)
     finally:
-        train_module.load_backbone = original_loader
+        train_module.load_backbone, Bench.new_model = original_loader, original_new_model
+        shutil.rmtree(folder, ignore_errors=True)
+    # The options are about InfoDisent's grid: say so loudly when it did not change (it silently did not, once).
+    if option == "penultimate" and run["infodisent_grid"][0] <= run["grid"][0]:
+        raise RuntimeError(f"penultimate: InfoDisent's grid {run['infodisent_grid']} is not finer than {run['grid']}")
+    if option == "dilated" and list(run["infodisent_grid"]) != list(run["grid"]):
+        raise RuntimeError(f"dilated: InfoDisent's grid {run['infodisent_grid']} is not the dilated {run['grid']}")
     summary = summarise([run], reps=500)
     acc_id = float(run["correct_infodisent"].mean())
     return {

@@ -357,6 +357,18 @@ def test_penultimate_stage_is_the_black_box_cut_one_stage_early_with_the_same_we
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in kept.items())
 
 
+@needs_fmnist
+@pytest.mark.parametrize("option", ["dilated", "penultimate"])
+def test_finer_map_options_reach_infodisents_own_feature_grid(option):
+    """The option must change the grid InfoDisent is trained and read on, not only the original classifier's."""
+    from benchmarks.groundtruth_dilate import _run
+
+    r = _run("marks", 0, [0], images=4, test_seed=1, option=option, train_rows=60, num_train_epochs=1)
+    assert r["infodisent_grid"] == [21, 21]  # 11x11 natively (84 px input)
+    assert r["grid"] == ([21, 21] if option == "dilated" else [11, 11])  # the original: dilated, or whole
+    assert 0.0 <= r["infodisent_accuracy"] <= 1.0 and "infodisent_prototype/peak_cell" in r["pointing"]
+
+
 def test_trust_cli_without_fashion_mnist_is_one_line_exit_2():
     env = {**os.environ, "FASHION_MNIST_DIR": "/nonexistent-fmnist", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
