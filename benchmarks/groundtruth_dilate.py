@@ -33,28 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import groundtruth_maps as gm
 from benchmarks.groundtruth_trust import SETS
+from modeling_infodisent.backbones import dilate_last_stage
 
 OPTIONS = ("native", "dilated", "penultimate")
-
-
-def dilate_last_stage(model) -> None:
-    """In place: the last ResNet stage at stride 1 with dilation 2 after its first strided convolution."""
-    stage = gm.resnet_stages(model)[-1]
-    first = True
-    for layer in stage.layers:
-        if hasattr(layer, "shortcut") and hasattr(layer.shortcut, "convolution"):
-            layer.shortcut.convolution.stride = (1, 1)
-        for conv_layer in layer.layer:
-            conv = conv_layer.convolution
-            if first and conv.stride != (1, 1):  # the strided one keeps its dilation (1): it only stops striding
-                conv.stride = (1, 1)
-                first = False
-                continue
-            if conv.kernel_size[0] > 1:
-                conv.dilation, conv.padding = (2, 2), (2, 2)
-            first = False
 
 
 def penultimate_stage(model):
@@ -104,11 +86,10 @@ def _run(
 
     def new_model(bench, seed, **kwargs):
         # `from_backbone` rebuilds the backbone from its config and copies the weights: strides and dilations set on
-        # the loaded modules do not come along, so InfoDisent's own copy is dilated here (its feature cache too).
-        model = original_new_model(bench, seed, **kwargs)
+        # the loaded modules do not come along. InfoDisent's own option says it (its feature cache comes from it too).
         if option == "dilated":
-            dilate_last_stage(model)
-        return model
+            kwargs["dilate_last_stage"] = True
+        return original_new_model(bench, seed, **kwargs)
 
     def on_bench(bench):
         if "model" in whole:

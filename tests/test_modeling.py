@@ -562,3 +562,37 @@ def test_processor_via_the_shared_helper_takes_any_image_mode(mode):
         assert model(got).logits.shape == (1, 4)
     grey_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.25])
     assert pixel_values_for([image, image], grey_processor).shape == (2, 1, 32, 32)  # a 1-channel backbone
+
+
+# ------------------------------------------------------------------------------------- dilated last stage (issue 22)
+@pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
+def test_dilate_last_stage_doubles_the_grid_with_the_same_weights_and_survives_saving(tmp_path, layer_type):
+    from training.features import backbone_fingerprint
+
+    torch.manual_seed(0)
+    # two blocks in the last stage: the first one only stops striding, the second sees with dilation 2
+    backbone = ResNetForImageClassification(tiny_resnet_config(layer_type=layer_type, depths=[1, 1, 1, 2])).eval()
+    plain = InfoDisentForImageClassification.from_backbone(backbone, keep_original_head=False).eval()
+    dilated = InfoDisentForImageClassification.from_backbone(
+        backbone, keep_original_head=False, dilate_last_stage=True
+    ).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = plain.extract_features(x), dilated.extract_features(x)
+    assert b.shape[-2:] == (2 * a.shape[-2], 2 * a.shape[-1]) and b.shape[1] == a.shape[1]
+    assert all(torch.equal(v, plain.backbone.state_dict()[k]) for k, v in dilated.backbone.state_dict().items())
+    convs = [m for m in dilated.backbone.model.encoder.stages[-1].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.stride == (1, 1) for c in convs) and any(c.dilation == (2, 2) for c in convs)
+    assert backbone_fingerprint(plain) != backbone_fingerprint(dilated)  # no cache is shared between the two
+    dilated.save_pretrained(tmp_path / "m")
+    loaded = InfoDisentForImageClassification.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=x).logits, dilated(pixel_values=x).logits, rtol=0, atol=0)
+    assert loaded.config.dilate_last_stage and loaded.extract_features(x).shape == b.shape
+
+
+def test_dilate_last_stage_refuses_what_it_cannot_dilate():
+    with pytest.raises(ValueError, match="dilate_last_stage.*ResNet.*'vit'"):
+        InfoDisentConfig(backbone_config=ViTConfig(), dilate_last_stage=True)
+    with pytest.raises(TypeError, match="dilate_last_stage"):
+        InfoDisentConfig(dilate_last_stage="yes")

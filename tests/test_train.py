@@ -21,7 +21,9 @@ from transformers import (  # noqa: E402
     AutoImageProcessor,
     AutoModelForImageClassification,
     ResNetForImageClassification,
+    ViTConfig,
     ViTImageProcessor,
+    ViTModel,
     pipeline,
 )
 
@@ -351,6 +353,28 @@ def test_live_backbone_with_augmentation(assets, tmp_path):
     )
 
 
+def test_dilated_last_stage_trains_saves_and_reloads_dilated(assets, tmp_path):
+    """--dilate_last_stage: a 2x finer map, saved in the config (the reloaded model is dilated again, same logits),
+    agreement still against the original classifier's own (undilated) predictions."""
+    args = base_args(assets, tmp_path / "dilated", cache="cache_dilated") + ["--dilate_last_stage"]
+    args += ["--gallery_top_k", "0"]
+    results = train_script.main(args)
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "dilated").eval()
+    plain = ResNetForImageClassification.from_pretrained(assets / "backbone").eval()
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "dilated")
+    images, labels = _test_images(assets)
+    x = processor(images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        grid = model.extract_features(x[:1]).shape[-2:]
+        native = plain.resnet(x[:1]).last_hidden_state.shape[-2:]
+        predictions = model(x).logits.argmax(-1).numpy()
+        teacher = plain(x).logits.argmax(-1).numpy()
+    assert model.config.dilate_last_stage and tuple(grid) == (2 * native[0], 2 * native[1])
+    assert float((predictions == labels).mean()) == results["test_accuracy"]
+    assert results["test_agreement"] == pytest.approx(float((teacher == predictions).mean()))
+    assert not model.config.original_head  # the original classifier reads the undilated map: not kept
+
+
 # ------------------------------------------------------------------------------------------------- errors
 def _parquet_dataset(folder, train_labels, test_labels):
     import datasets
@@ -380,6 +404,7 @@ def _parquet_dataset(folder, train_labels, test_labels):
         ("backbone_without_processor", "has no image processor"),
         ("distill_without_matching_head", "--distill_weight > 0 needs a backbone whose own classifier"),
         ("one_class", r"^The training split has 4 rows of 1 class\(es\) only \(label 1\)"),
+        ("dilate_a_vit", r"--dilate_last_stage: implemented for ResNet backbones; .* is a 'vit' model"),
     ],
 )
 def test_clear_errors(assets, tmp_path, case, message):
@@ -412,6 +437,14 @@ def test_clear_errors(assets, tmp_path, case, message):
         _write_backbone(str(folder), labels=["cat", "dog"])
         replace("--backbone", str(folder))
         args += ["--distill_weight", "0.5"]
+    elif case == "dilate_a_vit":
+        folder = tmp_path / "vit"
+        config = ViTConfig(image_size=64, patch_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+        config.intermediate_size = 32
+        ViTModel(config).save_pretrained(folder)
+        ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+        replace("--backbone", str(folder))
+        args += ["--dilate_last_stage"]
     with pytest.raises(ValueError, match=message):
         train_script.main(args)
     assert not (tmp_path / "out" / "model.safetensors").exists()

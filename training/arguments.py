@@ -230,6 +230,12 @@ def parse_args(argv=None):
     )
     model.add_argument("--rotation", choices=("cayley", "matrix_exp", "riemannian", "identity"), default="cayley")
     model.add_argument(
+        "--dilate_last_stage",
+        action="store_true",
+        help="ResNet backbones: run the last stage at stride 1 with dilation 2 (same weights), for 2x finer "
+        "prototype maps at about 4x the last stage's compute (saved in the model's config).",
+    )
+    model.add_argument(
         "--live_backbone",
         action="store_true",
         help="Run the backbone in the training loop instead of caching its feature maps.",

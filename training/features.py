@@ -86,6 +86,8 @@ def backbone_fingerprint(model, head_model: torch.nn.Module | None = None) -> st
     hasher = hashlib.blake2b(digest_size=16)
     hasher.update(model.config.backbone_config.to_json_string(use_diff=False).encode())
     hasher.update(f"feature_layer={model.config.feature_layer}".encode())
+    if getattr(model.config, "dilate_last_stage", False):  # the same weights give another (finer) map
+        hasher.update(b"dilate_last_stage=True")
     _hash_state_dict(hasher, model.backbone)
     if head_model is not None:
         hasher.update(type(head_model).__name__.encode())

@@ -263,8 +263,19 @@ def _run(args, command, backbone_config, image_processor):
     torch.manual_seed(args.seed)  # the rotation and classifier initialisation
     # One rule for "the backbone's head predicts our classes" (training.checks.head_label_match): the model keeps the
     # original classifier exactly when agreement is measured.
+    if args.dilate_last_stage and backbone.config.model_type != "resnet":
+        raise UsageError(
+            f"--dilate_last_stage: implemented for ResNet backbones; {args.backbone} is a "
+            f"{backbone.config.model_type!r} model."
+        )
     model = InfoDisentForImageClassification.from_backbone(
-        backbone, id2label=id2label, rotation_parametrization=args.rotation, keep_original_head=head_model is not None
+        backbone,
+        id2label=id2label,
+        rotation_parametrization=args.rotation,
+        dilate_last_stage=args.dilate_last_stage,
+        # The original classifier reads the undilated map: a dilated model never keeps it (agreement is still
+        # measured, against the original's own logits cached at extraction).
+        keep_original_head=head_model is not None and not args.dilate_last_stage,
     )
     model.to(accelerator.device)
     if head_model is not None:

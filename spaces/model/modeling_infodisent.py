@@ -37,6 +37,7 @@ from transformers.utils import ModelOutput
 
 from .backbones import (
     config_num_features,
+    dilate_last_stage,
     find_original_head,
     input_channels,
     load_backbone_weights,
@@ -123,6 +124,8 @@ class InfoDisentBackbone(nn.Module):
             )
         self._accepts_interpolate = "interpolate_pos_encoding" in params
         self.feature_layer = config.feature_layer
+        if getattr(config, "dilate_last_stage", False):  # in the config, so a saved model loads dilated again
+            dilate_last_stage(self.model)
         self.model.requires_grad_(False)
         self.model.eval()
 
