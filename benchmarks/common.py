@@ -136,6 +136,8 @@ class Bench:
         from training.train import head_matches_labels, load_backbone
 
         self.args, self.device = args, device
+        # InfoDisent config options of every model this bench builds (e.g. dilate_last_stage), its feature cache too.
+        self.model_kwargs = dict(getattr(args, "model_kwargs", None) or {})
         self.dataset_name = args.dataset_name or DEFAULT_DATASET
         self.backbone_name = args.backbone or DEFAULT_BACKBONE
         if not os.path.isdir(self.backbone_name) and args.backbone is None:
@@ -205,7 +207,9 @@ class Bench:
 
     def new_model(self, seed: int, **config_kwargs) -> InfoDisentForImageClassification:
         torch.manual_seed(seed)  # the rotation and classifier initialisation, as the training script does
-        model = InfoDisentForImageClassification.from_backbone(self.backbone, id2label=self.id2label, **config_kwargs)
+        model = InfoDisentForImageClassification.from_backbone(
+            self.backbone, id2label=self.id2label, **{**self.model_kwargs, **config_kwargs}
+        )
         return model.to(self.device)
 
     def fit_config(self, seed: int, **overrides):

@@ -65,14 +65,13 @@ def _run(
     import tempfile
 
     import training.train as train_module
-    from benchmarks.common import Bench
     from benchmarks.generate import write
     from benchmarks.groundtruth_trust import TRAIN_SEED, run_black_box, summarise
     from training.evaluation import train_linear_probe
 
     folder = tempfile.mkdtemp(prefix="infodisent-gt22-dilate-")
     write(variant, folder, train_rows, images, seed=TRAIN_SEED, test_seed=test_seed)
-    original_loader, original_new_model = train_module.load_backbone, Bench.new_model
+    original_loader = train_module.load_backbone
     probe, whole = {}, {}
 
     def loader(*a, **k):
@@ -84,13 +83,6 @@ def _run(
             return penultimate_stage(backbone), processor, False
         return backbone, processor, has_head
 
-    def new_model(bench, seed, **kwargs):
-        # `from_backbone` rebuilds the backbone from its config and copies the weights: strides and dilations set on
-        # the loaded modules do not come along. InfoDisent's own option says it (its feature cache comes from it too).
-        if option == "dilated":
-            kwargs["dilate_last_stage"] = True
-        return original_new_model(bench, seed, **kwargs)
-
     def on_bench(bench):
         if "model" in whole:
             bench.head_model = whole["model"].to(bench.device).eval()
@@ -98,11 +90,15 @@ def _run(
 
     s = dict(images=images, head_seeds=head_seeds, black_box_seeds=[b], chunk=50, costly=False, shuffled_seeds=0)
     s.update(fit)
-    train_module.load_backbone, Bench.new_model = loader, new_model
+    if option == "dilated":
+        # InfoDisent's own model option: `from_backbone` rebuilds the backbone from its config, so the dilation set
+        # on the loaded modules above (for the original classifier) would not reach it.
+        s["model_kwargs"] = {"dilate_last_stage": True}
+    train_module.load_backbone = loader
     try:
         run = run_black_box(variant, folder, b, s, on_bench=on_bench)
     finally:
-        train_module.load_backbone, Bench.new_model = original_loader, original_new_model
+        train_module.load_backbone = original_loader
         shutil.rmtree(folder, ignore_errors=True)
     # The options are about InfoDisent's grid: say so loudly when it did not change (it silently did not, once).
     if option == "penultimate" and run["infodisent_grid"][0] <= run["grid"][0]:

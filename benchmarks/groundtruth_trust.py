@@ -151,6 +151,7 @@ def _bench(folder: str, backbone: Path, s: dict):
         quick=True,
         num_train_epochs=s.get("num_train_epochs", 6),
         finetune_epochs=s.get("finetune_epochs", 2),
+        model_kwargs=s.get("model_kwargs"),
     )
     return Bench(ns, torch.device("cpu"), Timer())
 
@@ -521,6 +522,11 @@ def main(argv=None) -> int:
         help=f"Generator seed of the test split ({TUNING_SEED}: the tuning split; {TEST_SEED}: the reported one).",
     )
     p.add_argument("--chunk", type=int, default=50, help="Images whose maps are held at once.")
+    p.add_argument(
+        "--dilate_last_stage",
+        action="store_true",
+        help="InfoDisent with the model option of that name (2x finer maps; the original classifier unchanged).",
+    )
     p.add_argument("--output", default=None, help="JSON results (default: print the tables only).")
     p.add_argument("--docs", default=None, help="Markdown file whose generated block is rewritten with the tables.")
     p.add_argument(
@@ -565,6 +571,8 @@ def main(argv=None) -> int:
         costly=True,
         shuffled_seeds=args.shuffled_seeds,
     )
+    if args.dilate_last_stage:
+        s["model_kwargs"] = {"dilate_last_stage": True}
     results = _jsonable(run(s))
     results["command"] = "python benchmarks/groundtruth_trust.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(markdown(results))
