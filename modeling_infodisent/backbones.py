@@ -228,11 +228,11 @@ def find_original_head(
 
 
 def dilate_last_stage(model: nn.Module) -> None:
-    """In place: the last stage of a transformers ResNet (`ResNetModel` or `...ForImageClassification`) runs at stride
-    1, its 3×3 convolutions after the first strided one with dilation 2 (torchvision's
-    ``replace_stride_with_dilation``), weights unchanged: a 2× finer feature map in which every cell sees what it saw
-    before. On the known-answer benchmark this moved the prototype maps' pointing by +3 pt at the same accuracy
-    (docs/faithfulness.md); it costs about 4× the last stage's compute."""
+    """In place, once: the last stage of a transformers ResNet (`ResNetModel` or `...ForImageClassification`) runs at
+    stride 1 -- its strided convolution stops striding, every other 3×3 gets dilation 2 (torchvision's
+    ``replace_stride_with_dilation``) -- weights unchanged: a 2× finer feature map in which every cell sees what it
+    saw before. On the known-answer benchmark's tuning split this moved the prototype maps' pointing by about 3 points
+    at the same accuracy (docs/faithfulness.md); it costs about 4× the last stage's compute."""
     base = getattr(model, "resnet", model)
     stages = getattr(getattr(base, "encoder", None), "stages", None)
     if stages is None or getattr(model.config, "model_type", None) != "resnet":

@@ -133,6 +133,11 @@ def main(argv=None):
     validate_args(args)
     check_output_dir(args)  # another run's model is not replaced without --overwrite_output_dir
     backbone_config, image_processor = inspect_backbone(args.backbone)  # config + processor only: cheap
+    if args.dilate_last_stage and backbone_config.model_type != "resnet":
+        raise UsageError(
+            f"--dilate_last_stage: implemented for ResNet backbones; {public_name(args.backbone)} is a "
+            f"{backbone_config.model_type!r} model."
+        )
     command = public_command(argv)  # no path of this machine in the published folder
     output_existed = os.path.isdir(args.output_dir)
     try:
@@ -262,19 +267,14 @@ def _run(args, command, backbone_config, image_processor):
         logger.info("No agreement, backbone-head accuracy or distillation: %s.", head_missing_reason)
     torch.manual_seed(args.seed)  # the rotation and classifier initialisation
     # One rule for "the backbone's head predicts our classes" (training.checks.head_label_match): the model keeps the
-    # original classifier exactly when agreement is measured.
-    if args.dilate_last_stage and backbone.config.model_type != "resnet":
-        raise UsageError(
-            f"--dilate_last_stage: implemented for ResNet backbones; {args.backbone} is a "
-            f"{backbone.config.model_type!r} model."
-        )
+    # original classifier exactly when agreement is measured -- unless the last stage is dilated: the original
+    # classifier reads the undilated map, so a dilated model never keeps it (agreement is still measured, against the
+    # original's own logits cached at extraction).
     model = InfoDisentForImageClassification.from_backbone(
         backbone,
         id2label=id2label,
         rotation_parametrization=args.rotation,
         dilate_last_stage=args.dilate_last_stage,
-        # The original classifier reads the undilated map: a dilated model never keeps it (agreement is still
-        # measured, against the original's own logits cached at extraction).
         keep_original_head=head_model is not None and not args.dilate_last_stage,
     )
     model.to(accelerator.device)
