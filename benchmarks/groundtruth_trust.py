@@ -455,7 +455,8 @@ def run_set(variant: str, s: dict, audit_only: bool = False) -> dict:
                 np.mean([(r["correct_infodisent"] & r["correct_original"]).mean() for r in runs])
             ),
         }
-        result["grid"] = runs[0]["grid"]
+        result["grid"] = runs[0]["grid"]  # the original classifier's; InfoDisent's own:
+        result["infodisent_grid"] = runs[0]["infodisent_grid"]
         result["summary"] = summarise(runs, reps=s.get("bootstrap_reps", 1000))
         result["decision"] = decide(result["summary"])
         return result

@@ -41,14 +41,19 @@ def _name(key: str) -> str:
     return f"{text} ({CONTROL_NAMES[control]})" if control else text
 
 
-def _set(variant: str, r: dict) -> list[str]:
+def _set(variant: str, r: dict, model_kwargs: dict | None = None) -> list[str]:
     if "skipped" in r:
         return [f"**{variant}**: {r['skipped']}.", ""]
     s, acc, grid = r["summary"], r["accuracy"], r["grid"]
     any_key = next(iter(s["table"].values()))["all"]
+    grid_text = f"feature grid {grid[0]}×{grid[1]}"
+    if model_kwargs:  # e.g. a dilated InfoDisent: its own maps on a finer grid than the original classifier's
+        own = r.get("infodisent_grid")
+        options = ", ".join(f"{k}={v}" for k, v in model_kwargs.items())
+        grid_text += f" (the original's); InfoDisent {options}" + (f", grid {own[0]}×{own[1]}" if own else "")
     lines = [
         f"**{variant}** ({any_key['images']} test images, {any_key['black_boxes']} black boxes × {any_key['seeds']} "
-        f"head seeds; feature grid {grid[0]}×{grid[1]}; black boxes "
+        f"head seeds; {grid_text}; black boxes "
         f"{', '.join(f'{100 * a:.1f}%' for a in acc['original'])} "
         f"top-1; InfoDisent {', '.join('/'.join(f'{100 * a:.1f}' for a in row) for row in acc['infodisent'])}% per "
         f"head seed; both correct on {100 * acc['both_correct_share']:.1f}% of image × seed pairs)",
@@ -123,7 +128,7 @@ def markdown(results: dict) -> list[str]:
         "",
     ]
     for v in sets:
-        lines += _set(v, results[v])
+        lines += _set(v, results[v], st.get("model_kwargs"))
     return lines
 
 

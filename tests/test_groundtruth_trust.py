@@ -228,6 +228,15 @@ def test_one_black_box_runs_every_method_and_control_end_to_end(tmp_path):
         gm.POSTHOC_ORIGINAL
     )
     assert set(verdict) == {"as_often_as_best_posthoc", "beats_random_head_by_10pt"}
+    from benchmarks.groundtruth_trust_report import _set
+
+    accuracy = {"original": [0.5], "infodisent": [[0.5, 0.5]], "both_correct_share": 0.5}
+    result = {"summary": summary, "accuracy": accuracy, "grid": r["grid"], "decision": verdict}
+    result["infodisent_grid"] = r["infodisent_grid"]
+    assert "; feature grid 11×11; black boxes 50.0%" in _set("marks", result)[0]
+    # A run with InfoDisent options says so, and which grid InfoDisent's own maps had.
+    head = _set("marks", result, {"dilate_last_stage": True})[0]
+    assert "feature grid 11×11 (the original's); InfoDisent dilate_last_stage=True, grid 11×11;" in head
 
 
 # ------------------------------------------------------------------------------------------------ statistics
