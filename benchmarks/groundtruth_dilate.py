@@ -1,26 +1,22 @@
-"""Finer prototype maps from the SAME frozen backbone (issue 22): dilate the last ResNet stage instead of striding,
-or read the stage before it.
+"""Finer prototype maps from the SAME frozen backbone (issue 22): three options, side by side on the same images.
 
-    python benchmarks/groundtruth_dilate.py --set marks --black_box 0 --head_seeds 0 1 --images 100 \\
+    python benchmarks/groundtruth_dilate.py --set marks --black_box 0 --head_seeds 0 1 --images 300 --test_seed 1 \\
         --output benchmarks/results_groundtruth_dilated.json
 
-``penultimate``: InfoDisent is trained on the feature map of the stage before the last (the black box truncated
-there, weights of the kept stages unchanged: 32×21×21 instead of 64×11×11 on the known-answer sets), while the
-original classifier -- Grad-CAM, input × gradient and its accuracy -- stays the whole black box. InfoDisent's maps
-are read on their own grid.
+- ``native``: InfoDisent on the last stage, as trained by default (11×11 on the known-answer sets).
+- ``dilated``: the model option ``dilate_last_stage`` (`modeling_infodisent.backbones.dilate_last_stage`): the last
+  stage's strided convolution stops striding and its other 3×3 convolutions get dilation 2 (torchvision's
+  ``replace_stride_with_dilation``), weights unchanged: 21×21, every cell seeing what it saw before. The original
+  classifier is dilated too here (its head average-pools the dilated map), so Grad-CAM on it is read at 21×21 as well.
+- ``penultimate``: InfoDisent on the stage before the last (the black box truncated there, weights of the kept stages
+  unchanged: 32×21×21 instead of 64×11×11), the original classifier the whole black box.
 
-The last stage's stride-2 convolutions get stride 1 and the 3×3 convolutions after them dilation 2 (the DeepLab /
-torchvision ``replace_stride_with_dilation`` rule), with the weights unchanged: the feature grid doubles (11×11 ->
-21×21 on the known-answer sets) and every cell sees what it saw before. The experiment measures, on the same test
-images as the pre-registered protocol's first ones (tuning or reported split, by --test_seed), for the native and the
-dilated backbone: the original classifier's accuracy (its head average-pools the dilated map), the linear probe on
-the pooled maps, InfoDisent's accuracy (head trained by `fit_head` on the dilated maps), the probe gap, and the
-pointing of InfoDisent's own maps and of Grad-CAM / input × gradient on the original with every readout. ScoreCAM and
-AblationCAM are left out (64 forward passes per image at 4× the last stage's cost).
-
-This is a benchmark-side measurement, not yet an option of the model: the dilation is not expressible in a
-transformers ResNet config, so a saved model would load undilated; making it a `from_backbone(...,
-output_stride=...)` option of the backbone adapter is the next step if it pays.
+For each: the original classifier's accuracy, the linear probe on the pooled maps, InfoDisent's accuracy (head trained
+by `fit_head`), the probe gap, and the pointing of InfoDisent's own maps (read on their own grid) and of Grad-CAM /
+input × gradient on the original with every readout, on the first test images of the tuning or reported split
+(--test_seed). ScoreCAM and AblationCAM are left out (64 forward passes per image); the dilated model through the
+whole protocol is `groundtruth_trust.py --dilate_last_stage`. A run fails when an option leaves InfoDisent's own grid
+unchanged (the first version of this script dilated only the original classifier and did not notice).
 """
 
 from __future__ import annotations
