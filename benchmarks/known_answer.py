@@ -196,9 +196,10 @@ def _patch(kind: str, rng, m: int, mean: float, contrast: float) -> np.ndarray:
     return np.clip(mean + contrast * t, 0, 255).astype(np.uint8)
 
 
-def _render_patches(name: str, split, index, seed, canvas, source, without_part, decoys: int, decoy_kind):
-    """A garment and strokes, then one striped patch of the class's orientation and `decoys` (lo, hi) more patches
-    of `decoy_kind(rng)`, all of one size, mean intensity (the garment's own mean) and RMS contrast."""
+def _render_patches(name: str, split, index, seed, canvas, source, without_part, decoys: tuple, decoy_kinds: tuple):
+    """A garment and strokes, then one striped patch of the class's orientation and `decoys` (lo, hi) more patches,
+    each of a kind drawn from `decoy_kinds`, all of one size, mean intensity (the garment's own mean) and RMS
+    contrast."""
     from benchmarks.canvas import _garment, _paste_max, _rng
 
     rng = _rng(seed, split, index, name)
@@ -217,7 +218,7 @@ def _render_patches(name: str, split, index, seed, canvas, source, without_part,
     (py, px) = spots[0]
     mask[py : py + m, px : px + m] = True
     for k, (y, x) in enumerate(spots):
-        kind = f"stripes_{45 * label}" if k == 0 else decoy_kind(rng)
+        kind = f"stripes_{45 * label}" if k == 0 else decoy_kinds[int(rng.integers(0, len(decoy_kinds)))]
         p = _patch(kind, rng, m, mean, contrast)
         if k == 0 and without_part:
             continue
@@ -228,9 +229,7 @@ def _render_patches(name: str, split, index, seed, canvas, source, without_part,
 def render_stripes(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
     """One ``stripes`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
     textures = ("checker", "noise", "blocks")
-    return _render_patches(
-        "stripes", split, index, seed, canvas, source, without_part, (4, 7), lambda rng: textures[rng.integers(0, 3)]
-    )
+    return _render_patches("stripes", split, index, seed, canvas, source, without_part, (4, 7), textures)
 
 
 # The decoys of ``orientation``: striped patches at the orientations halfway between the classes' (no class), and
@@ -242,17 +241,7 @@ ORIENTATION_DECOYS = ("stripes_22.5", "stripes_67.5", "stripes_112.5", "stripes_
 
 def render_orientation(split: str, index: int, seed: int = 0, canvas: int = 84, source=None, without_part=False):
     """One ``orientation`` sample: ``(image, label, box, mask, source_id)``; label indexes `STRIPE_CLASSES`."""
-    return _render_patches(
-        "orientation",
-        split,
-        index,
-        seed,
-        canvas,
-        source,
-        without_part,
-        (5, 8),
-        lambda rng: ORIENTATION_DECOYS[rng.integers(0, len(ORIENTATION_DECOYS))],
-    )
+    return _render_patches("orientation", split, index, seed, canvas, source, without_part, (5, 8), ORIENTATION_DECOYS)
 
 
 RENDERERS = {
