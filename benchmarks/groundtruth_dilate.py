@@ -8,8 +8,8 @@
   stage's strided convolution stops striding and its other 3×3 convolutions get dilation 2 (torchvision's
   ``replace_stride_with_dilation``), weights unchanged: 21×21, every cell seeing what it saw before. The original
   classifier is dilated too here (its head average-pools the dilated map), so Grad-CAM on it is read at 21×21 as well.
-- ``penultimate``: InfoDisent on the stage before the last (the black box truncated there, weights of the kept stages
-  unchanged: 32×21×21 instead of 64×11×11), the original classifier the whole black box.
+- ``penultimate``: InfoDisent on the stage before the last (the model option ``feature_layer=-2``: 32×21×21 instead of
+  64×11×11), the original classifier the whole black box.
 
 For each: the original classifier's accuracy, the linear probe on the pooled maps, InfoDisent's accuracy (head trained
 by `fit_head`), the probe gap, and the pointing of InfoDisent's own maps (read on their own grid) and of Grad-CAM /
@@ -32,25 +32,10 @@ import torch
 from benchmarks.groundtruth_trust import SETS
 from modeling_infodisent.backbones import dilate_last_stage
 
-OPTIONS = ("native", "dilated", "penultimate")
-
-
-def penultimate_stage(model):
-    """A copy of a transformers ResNet classifier that ends one stage earlier, the kept stages' weights unchanged (its
-    own classifier is new and never used: InfoDisent reads the feature map, the original stays the whole model)."""
-    from transformers import ResNetForImageClassification
-
-    cfg = model.config.to_dict()
-    for key in ("stage_names", "out_features", "out_indices", "_out_features", "_out_indices"):
-        cfg.pop(key, None)
-    cfg["hidden_sizes"], cfg["depths"] = cfg["hidden_sizes"][:-1], cfg["depths"][:-1]
-    cut = ResNetForImageClassification(model.config.__class__.from_dict(cfg))
-    last = f"resnet.encoder.stages.{len(cfg['depths'])}."
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("classifier.", last))}
-    missing, unexpected = cut.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("classifier.") for k in missing):
-        raise RuntimeError(f"truncating the backbone lost weights: missing {missing}, unexpected {unexpected}")
-    return cut.eval()
+# Each option is InfoDisent's own config: `from_backbone` rebuilds the backbone from it, so a change made to the
+# loaded modules (the dilation of the original classifier below) would not reach InfoDisent.
+MODEL_OPTIONS = {"native": {}, "dilated": {"dilate_last_stage": True}, "penultimate": {"feature_layer": -2}}
+OPTIONS = tuple(MODEL_OPTIONS)
 
 
 def _run(
@@ -68,31 +53,26 @@ def _run(
     folder = tempfile.mkdtemp(prefix="infodisent-gt22-dilate-")
     write(variant, folder, train_rows, images, seed=TRAIN_SEED, test_seed=test_seed)
     original_loader = train_module.load_backbone
-    probe, whole = {}, {}
+    probe = {}
 
     def loader(*a, **k):
         backbone, processor, has_head = original_loader(*a, **k)
         if option == "dilated":  # the original classifier
             dilate_last_stage(backbone)
-        if option == "penultimate":  # InfoDisent gets the truncated copy; the original classifier stays whole
-            whole["model"] = backbone
-            return penultimate_stage(backbone), processor, False
         return backbone, processor, has_head
-
-    def on_bench(bench):
-        if "model" in whole:
-            bench.head_model = whole["model"].to(bench.device).eval()
-        probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0))
 
     s = dict(images=images, head_seeds=head_seeds, black_box_seeds=[b], chunk=50, costly=False, shuffled_seeds=0)
     s.update(fit)
-    if option == "dilated":
-        # InfoDisent's own model option: `from_backbone` rebuilds the backbone from its config, so the dilation set
-        # on the loaded modules above (for the original classifier) would not reach it.
-        s["model_kwargs"] = {"dilate_last_stage": True}
+    s["model_kwargs"] = MODEL_OPTIONS[option]
     train_module.load_backbone = loader
     try:
-        run = run_black_box(variant, folder, b, s, on_bench=on_bench)
+        run = run_black_box(
+            variant,
+            folder,
+            b,
+            s,
+            on_bench=lambda bench: probe.update(train_linear_probe(bench.train_cache, bench.report_cache, seed=0)),
+        )
     finally:
         train_module.load_backbone = original_loader
         shutil.rmtree(folder, ignore_errors=True)
@@ -137,8 +117,8 @@ def main(argv=None) -> int:
         r = out[name]
         print(
             f"{name}: InfoDisent's grid {r['infodisent_grid']}, original {100 * r['original_accuracy']:.1f}%, "
-            f"InfoDisent "
-            f"{100 * r['infodisent_accuracy']:.1f}%, probe {100 * (r['linear_probe_accuracy'] or np.nan):.1f}%"
+            f"InfoDisent {100 * r['infodisent_accuracy']:.1f}%, "
+            f"probe {100 * (r['linear_probe_accuracy'] or np.nan):.1f}%"
         )
         for k, v in r["pointing"].items():
             print(f"  {k}: {100 * v['mean']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}]")

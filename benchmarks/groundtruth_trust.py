@@ -219,10 +219,8 @@ def run_black_box(variant: str, folder: str, b: int, s: dict, on_bench=None) -> 
             for seed in s["head_seeds"]:
                 ok = _infodisent_chunk(per_seed[seed], heads, seed, xs, ts, bx, size, grid)
                 correct_id[seed].append(ok)
-        with torch.no_grad():
-            own_grid = tuple(heads[("trained", s["head_seeds"][0])].extract_features(x[:1]).shape[-2:])
         out = {"hits": {}, "spearman": {}, "fits": fits, "grid": list(grid), "images": n, "seed_rows": {}}
-        out["infodisent_grid"] = list(own_grid)
+        out["infodisent_grid"] = list(bench.train_cache.feature_shape[-2:])  # the map InfoDisent is trained on
         cat = lambda v: np.concatenate(v) if isinstance(v, list) else v  # noqa: E731
         for k, v in orig.items():
             (out["spearman"] if k.startswith("rho/") else out["hits"])[k] = cat(v)[None]  # (1, N): no head seed
@@ -281,7 +279,7 @@ def _infodisent_chunk(store, heads, seed, xs, ts, bx, size, grid) -> np.ndarray:
     own = gm.infodisent_maps(model, xs, ts)
     grid = tuple(own["infodisent_prototype"].shape[-2:])
     refine = gm.input_x_gradient(model, xs, ts)
-    stage = gm.resnet_stages(model)[-1]
+    stage = gm.resnet_stages(model)[model.config.feature_layer]  # the stage whose output InfoDisent reads
     maps = {k: own[k] for k in gm.INFODISENT_OWN}
     maps["grad_cam_infodisent"] = gm.cam_maps(model, stage, xs, ts, "grad_cam", grid)
     for key, m in maps.items():

@@ -351,19 +351,20 @@ def test_dilating_the_last_stage_doubles_the_grid_with_the_same_weights():
     assert all(c.stride == (1, 1) for c in convs) and any(c.dilation == (2, 2) for c in convs)
 
 
-def test_penultimate_stage_is_the_black_box_cut_one_stage_early_with_the_same_weights():
-    from benchmarks.groundtruth_dilate import penultimate_stage
+def test_penultimate_option_reads_the_black_boxs_stage_before_the_last_with_the_same_weights():
+    from benchmarks.groundtruth_dilate import MODEL_OPTIONS
+    from modeling_infodisent import InfoDisentForImageClassification
 
     original, _ = _tiny()
-    cut = penultimate_stage(original)
+    cut = InfoDisentForImageClassification.from_backbone(original, **MODEL_OPTIONS["penultimate"]).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         hidden = original.resnet(x, output_hidden_states=True).hidden_states
-        mine = cut.resnet(x).last_hidden_state
+        mine = cut.extract_features(x)
     torch.testing.assert_close(mine, hidden[-2], rtol=0, atol=0)  # the stage before the last, exactly
-    assert mine.shape[-1] == 2 * hidden[-1].shape[-1] and len(cut.config.depths) == len(original.config.depths) - 1
-    kept = {k: v for k, v in cut.state_dict().items() if not k.startswith("classifier.")}
-    assert all(torch.equal(v, original.state_dict()[k]) for k, v in kept.items())
+    assert mine.shape[-1] == 2 * hidden[-1].shape[-1] and cut.config.num_features == hidden[-2].shape[1]
+    kept = cut.backbone.model.state_dict()
+    assert all(torch.equal(v, original.resnet.state_dict()[k]) for k, v in kept.items())
 
 
 @needs_fmnist
